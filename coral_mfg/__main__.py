@@ -1,0 +1,3 @@
+from coral_mfg.cli import main
+
+raise SystemExit(main())

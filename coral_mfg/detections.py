@@ -1,0 +1,52 @@
+"""Typed detection results passed between stages: numpy columns, never tuples."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float32]
+IntArray = npt.NDArray[np.int32]
+
+
+@dataclass(frozen=True, eq=False)
+class Detections:
+    """N boxes as columns: ``xyxy`` in pixels of ``frame_size``, scores and class ids."""
+
+    xyxy: FloatArray  # (N, 4) x1, y1, x2, y2
+    scores: FloatArray  # (N,)
+    class_ids: IntArray  # (N,)
+    frame_size: tuple[int, int]  # (width, height) the boxes are in
+
+    def __post_init__(self) -> None:
+        n = len(self.scores)
+        if self.xyxy.shape != (n, 4) or self.class_ids.shape != (n,):
+            raise ValueError(
+                f"inconsistent detection columns: {self.xyxy.shape}, {self.scores.shape}, "
+                f"{self.class_ids.shape}"
+            )
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    @classmethod
+    def empty(cls, frame_size: tuple[int, int]) -> Detections:
+        return cls(
+            np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int32), frame_size
+        )
+
+    def select(self, mask: npt.NDArray[np.bool_]) -> Detections:
+        return Detections(self.xyxy[mask], self.scores[mask], self.class_ids[mask], self.frame_size)
+
+    def of_class(self, class_id: int, min_score: float) -> Detections:
+        """Boxes of one class scoring strictly above ``min_score``, as the original demo does."""
+        return self.select((self.class_ids == class_id) & (self.scores > min_score))
+
+    def scaled_to(self, frame_size: tuple[int, int]) -> Detections:
+        """The same boxes in pixels of another frame size."""
+        sx = frame_size[0] / self.frame_size[0]
+        sy = frame_size[1] / self.frame_size[1]
+        scale = np.array([sx, sy, sx, sy], np.float32)
+        return Detections(self.xyxy * scale, self.scores, self.class_ids, frame_size)

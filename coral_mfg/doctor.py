@@ -1,0 +1,144 @@
+"""``coral-mfg doctor``: what this machine has, and whether the app can run on it."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from coral_mfg.assets import Manifest, app_home, load_manifest, usable_pairs, verify
+from coral_mfg.errors import DeviceError
+from coral_mfg.inference import runtime
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    required: bool = True
+
+
+def _runtime_check() -> Check:
+    try:
+        backend = runtime.runtime_backend()
+    except DeviceError as exc:
+        return Check("TFLite runtime", False, str(exc))
+    return Check("TFLite runtime", True, f"{backend.name} {backend.version}")
+
+
+def _numpy_check() -> Check:
+    import numpy
+
+    return Check("NumPy", True, numpy.__version__)
+
+
+def _opencv_check() -> Check:
+    import cv2
+
+    info = cv2.getBuildInformation()
+    ffmpeg = any("FFMPEG:" in line and "YES" in line for line in info.splitlines())
+    return Check("OpenCV", ffmpeg, f"{cv2.__version__}, FFmpeg {'yes' if ffmpeg else 'NO'}")
+
+
+def _pycoral_check() -> Check:
+    mod = runtime.google_pycoral()
+    if mod is None:
+        return Check("pycoral", True, "not installed (optional; LiteRT loads the delegate)", False)
+    tpus = mod.list_edge_tpus()
+    return Check("pycoral", True, f"importable; sees {len(tpus)} Edge TPU(s): {tpus}", False)
+
+
+def _libedgetpu_check() -> Check:
+    lib = runtime.edgetpu_library()
+    try:
+        ctypes.CDLL(lib)
+    except OSError as exc:
+        return Check("Edge TPU runtime", False, f"{lib} does not load ({exc})", False)
+    return Check("Edge TPU runtime", True, f"{lib} loads", False)
+
+
+def _tpu_devices_check() -> Check:
+    found = runtime.list_edgetpus()
+    if not found:
+        detail = "none (no USB 1a6e:089a/18d1:9302, no /dev/apex_*)"
+        return Check("Edge TPU devices", False, detail, False)
+    return Check(
+        "Edge TPU devices",
+        True,
+        "; ".join(f"{t.kind} {t.path} {t.note}".strip() for t in found),
+        False,
+    )
+
+
+def _display_check() -> Check:
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return Check("display", False, "no DISPLAY: only --headless runs work", False)
+    try:
+        import glfw
+
+        if not glfw.init():
+            return Check("display", False, "glfw cannot open the display", False)
+        raw = glfw.get_version_string()
+        version = raw.decode() if isinstance(raw, bytes) else str(raw)
+        glfw.terminate()
+    except Exception as exc:
+        return Check("display", False, f"glfw unavailable ({exc})", False)
+    return Check("display", True, f"{os.environ.get('DISPLAY', '')} via glfw {version}", False)
+
+
+def _asset_checks(manifest: Manifest, home: Path) -> list[Check]:
+    checks = []
+    for asset in manifest.assets:
+        path = home / asset.subdir / asset.name
+        if not path.exists():
+            checks.append(Check(f"asset {asset.name}", False, "missing", False))
+        elif verify(asset, path):
+            checks.append(Check(f"asset {asset.name}", True, "present, verified", False))
+        else:
+            detail = "present but FAILS verification: run 'coral-mfg fetch-assets'"
+            checks.append(Check(f"asset {asset.name}", False, detail, False))
+    return checks
+
+
+def run_doctor(out: Callable[[str], None] = print) -> int:
+    manifest = load_manifest()
+    home = app_home()
+    checks = [
+        Check("python", True, sys.version.split()[0]),
+        _runtime_check(),
+        _numpy_check(),
+        _opencv_check(),
+        _pycoral_check(),
+        _libedgetpu_check(),
+        _tpu_devices_check(),
+        _display_check(),
+        *_asset_checks(manifest, home),
+    ]
+    tpu = next(c for c in checks if c.name == "Edge TPU runtime").ok and any(
+        c.ok for c in checks if c.name == "Edge TPU devices"
+    )
+    pairs = usable_pairs(manifest, home, edgetpu=tpu)
+    checks.append(
+        Check(
+            "models",
+            bool(pairs),
+            f"{pairs[0][1]} + {pairs[0][2]}" if pairs else "no detector+classifier pair "
+            "can run: run 'coral-mfg fetch-assets'",
+        )
+    )
+    out(f"home: {home}")
+    for c in checks:
+        mark = "ok " if c.ok else ("-- " if not c.required else "ERR")
+        out(f"[{mark}] {c.name}: {c.detail}")
+    failed = [c.name for c in checks if c.required and not c.ok]
+    if failed:
+        out(f"verdict: cannot run ({', '.join(failed)})")
+        return 1
+    device = "Edge TPU" if tpu else "CPU"
+    window = any(c.ok for c in checks if c.name == "display")
+    out(f"verdict: ready on {device}, {'window or headless' if window else 'headless only'}")
+    return 0

@@ -1,0 +1,1 @@
+"""Inference: the runtime that opens interpreters and the adapters that read them."""

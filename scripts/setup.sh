@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Set up coral-mfg on a fresh Debian/Ubuntu machine: system packages, a virtual
+# environment in .venv, the package itself, and the verified models and videos.
+#   scripts/setup.sh          the application
+#   scripts/setup.sh --dev    plus the test tools
+# Assets come from $CORAL_MFG_ASSETS (a mirror folder or URL) when it is set,
+# else from their official URLs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+extra=""
+[ "${1:-}" = "--dev" ] && extra="[dev]"
+
+# Runtime: GL and X client libraries for the window; tests: Xvfb, Mesa, ffprobe.
+packages=(libgl1 libegl1 libx11-6 libxrandr2 libxinerama1 libxcursor1 libxi6 fonts-dejavu-core)
+[ -n "$extra" ] && packages+=(xvfb libgl1-mesa-dri xauth ffmpeg)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing system packages: ${missing[*]}"
+  sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+python=${PYTHON:-python3}
+if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+  echo "setup: Python >= 3.11 is needed (found $("$python" --version 2>&1)); set PYTHON=..." >&2
+  exit 1
+fi
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e ".${extra}"
+
+.venv/bin/coral-mfg fetch-assets

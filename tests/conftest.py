@@ -1,0 +1,79 @@
+"""Shared fixtures: the real assets (fetched once from the mirror) and real frames."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from functools import cache
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from coral_mfg.assets import ENV_MIRROR, app_home, fetch_all, load_manifest, usable_pairs
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def mirror() -> str | None:
+    return os.environ.get(ENV_MIRROR) or None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def assets() -> Path:
+    """The project's models/ and videos/, filled and verified before any test."""
+    manifest = load_manifest()
+    home = app_home()
+    fetch_all(manifest, home, mirror(), download=mirror() is None)
+    assert usable_pairs(manifest, home), (
+        f"no usable detector+classifier in {home}; set {ENV_MIRROR} to a mirror folder"
+    )
+    return home
+
+
+def model(name: str) -> Path:
+    return app_home() / "models" / name
+
+
+def video(name: str) -> Path:
+    return app_home() / "videos" / name
+
+
+def image(name: str) -> Path:
+    return app_home() / "images" / name
+
+
+@cache
+def _frames(path: str) -> tuple[np.ndarray, ...]:
+    cap = cv2.VideoCapture(path)
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(frame)
+    cap.release()
+    return tuple(frames)
+
+
+def frames(name: str) -> tuple[np.ndarray, ...]:
+    """Every decoded frame of a sample video (decoded once per test session)."""
+    return _frames(str(video(name)))
+
+
+def iou(a: np.ndarray | Sequence[float], b: np.ndarray | Sequence[float]) -> float:
+    ax1, ay1, ax2, ay2 = (float(v) for v in a)
+    bx1, by1, bx2, by2 = (float(v) for v in b)
+    iw = max(0.0, min(ax2, bx2) - max(ax1, bx1))
+    ih = max(0.0, min(ay2, by2) - max(ay1, by1))
+    inter = iw * ih
+    union = (ax2 - ax1) * (ay2 - ay1) + (bx2 - bx1) * (by2 - by1) - inter
+    return inter / union if union > 0 else 0.0
+
+
+@pytest.fixture
+def app_home_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """An empty application home, for tests that fetch or write assets."""
+    monkeypatch.setenv("CORAL_MFG_HOME", str(tmp_path))
+    yield tmp_path

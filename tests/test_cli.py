@@ -1,0 +1,158 @@
+"""The command line as a user meets it: flags, aliases, one-line errors, sub-commands."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from coral_mfg.cli import main, resolve_settings, run_parser
+from tests.conftest import ROOT
+
+ORIGINAL_FLAGS = [
+    "--detection_model", "--detection_labels", "--classifier_model", "--classifier_labels",
+    "--worker_safety_input", "--visual_inspection_input", "--anonymize", "--width",
+    "--height", "--worker_threshold", "--inspection_threshold", "--keepout_points_path",
+    "--safety_check_whole_box", "--device", "--config",
+]
+
+
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "coral_mfg", *args], cwd=ROOT, capture_output=True, text=True,
+        timeout=120, check=False, env={**os.environ, **(env or {})},
+    )
+
+
+def test_help_lists_the_original_flags_and_keys() -> None:
+    text = run_parser().format_help()
+    for flag in ORIGINAL_FLAGS:
+        assert flag in text
+    for key in ("q, Esc", "space", "fullscreen", "screenshot"):
+        assert key in text
+
+
+@pytest.mark.parametrize(
+    ("argv", "key", "value"),
+    [
+        (["--worker_threshold", "0.45"], "worker_threshold", 0.45),
+        (["--worker-threshold", "0.45"], "worker_threshold", 0.45),
+        (["--width", "1280"], "width", 1280),
+        (["--safety-check-whole-box"], "safety_check_whole_box", True),
+        (["--device", "cpu"], "device", "cpu"),
+        (["--no-realtime"], "realtime", False),
+        ([], "width", 960),
+        ([], "height", 540),
+        ([], "device", "auto"),
+        ([], "safety_check_whole_box", False),
+    ],
+)
+def test_flags_and_aliases(argv: list[str], key: str, value: object) -> None:
+    settings = resolve_settings(run_parser().parse_args(argv))
+    assert settings[key] == value
+
+
+def test_default_inputs_are_the_sample_videos() -> None:
+    settings = resolve_settings(run_parser().parse_args([]))
+    assert settings["worker_safety_input"].endswith("videos/worker-zone-detection.mp4")
+    assert settings["visual_inspection_input"].endswith("videos/apple-conveyor.mp4")
+    assert settings["keepout_points_path"] == str(ROOT / "configs" / "keepout_points.csv")
+
+
+def test_config_file_is_laid_under_the_flags(tmp_path: Path) -> None:
+    cfg = tmp_path / "site.toml"
+    cfg.write_text('width = 1280\nheight = 720\ndevice = "cpu"\nkeepout_points_path = "z.csv"\n')
+    settings = resolve_settings(run_parser().parse_args(["--config", str(cfg), "--width", "640"]))
+    assert (settings["width"], settings["height"], settings["device"]) == (640, 720, "cpu")
+    assert settings["keepout_points_path"] == str(tmp_path / "z.csv")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--width", "-5"], "argument --width: 'width' must be a positive whole number, got -5"),
+        (["--worker_threshold", "1.5"], "must be a number from 0 to 1, got 1.5"),
+        (["--inspection_threshold", "abc"], "invalid value 'abc'"),
+        (["--device", "gpu"], "must be one of auto, edgetpu, cpu"),
+    ],
+)
+def test_out_of_range_flags_exit_2_with_one_line(args: list[str], message: str) -> None:
+    result = _cli(*args)
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("widht = 3\n", "unknown key 'widht' (did you mean width?)"),
+        ("width = 'big'\n", "'width' must be a positive whole number, got 'big'"),
+        ("width = \n", "is not valid TOML"),
+    ],
+)
+def test_bad_config_exits_2(tmp_path: Path, content: str, message: str) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(content)
+    result = _cli("--config", str(cfg))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert str(cfg) in lines[0] and message in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("flag", "name", "message"),
+    [
+        ("--detection_model", "classifier.tflite", "is not an SSD detection model"),
+        ("--classifier_model", "ssd_mobilenet_v1_coco_quant_detect.tflite",
+         "is not an image classification model"),
+        ("--detection_model", "missing.tflite", "not found: run 'coral-mfg fetch-assets'"),
+        ("--classifier_labels", "coco_labels.txt", "but the classifier outputs 2 classes"),
+        ("--detection_labels", "classifier_labels.txt", "does not match a COCO detector"),
+    ],
+)
+def test_wrong_models_exit_2(flag: str, name: str, message: str) -> None:
+    result = _cli(flag, str(ROOT / "models" / name), "--headless", "--device", "cpu")
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_device_edgetpu_without_tpu_exits_2() -> None:
+    result = _cli("--device", "edgetpu", "--headless")
+    assert result.returncode == 2
+    assert "--device cpu" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_edgetpu_classifier_with_device_cpu_exits_2() -> None:
+    result = _cli("--device", "cpu", "--classifier_model",
+                  str(ROOT / "models" / "classifier_edgetpu.tflite"), "--headless")
+    assert result.returncode == 2
+    assert "is compiled for the Edge TPU and cannot run with --device cpu" in result.stderr
+
+
+def test_doctor_reports_and_passes_on_this_machine() -> None:
+    result = _cli("doctor")
+    assert result.returncode == 0, result.stdout
+    out = result.stdout
+    for needle in ("TFLite runtime: ai_edge_litert", "NumPy:", "Edge TPU runtime:",
+                   "Edge TPU devices:", "display:", "asset classifier.tflite: present, verified",
+                   "verdict: ready on"):
+        assert needle in out
+
+
+def test_version_and_module_entry_point() -> None:
+    result = _cli("--version")
+    assert result.returncode == 0
+    assert result.stdout.startswith("coral-mfg ")
+
+
+def test_main_returns_2_for_user_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--config", "/nonexistent/x.toml"]) == 2
+    assert "config file /nonexistent/x.toml not found" in capsys.readouterr().err
