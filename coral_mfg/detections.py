@@ -50,3 +50,16 @@ class Detections:
         sy = frame_size[1] / self.frame_size[1]
         scale = np.array([sx, sy, sx, sy], np.float32)
         return Detections(self.xyxy * scale, self.scores, self.class_ids, frame_size)
+
+
+def pixel_boxes(xyxy: npt.NDArray[np.floating], size: tuple[int, int]) -> npt.NDArray[np.int32]:
+    """Integer pixel boxes inside the frame: exactly what is drawn, logged and tested."""
+    w, h = size
+    boxes: npt.NDArray[np.int32] = np.rint(xyxy).astype(np.int32).reshape(-1, 4)
+    boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]], 0, w)
+    boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]], 0, h)
+    return boxes
+
+
+def as_box(b: npt.NDArray[np.integer]) -> tuple[int, int, int, int]:
+    return (int(b[0]), int(b[1]), int(b[2]), int(b[3]))

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from coral_mfg.assets import Manifest, ModelSet, app_home, load_manifest
 from coral_mfg.detections import Detections
@@ -21,6 +22,7 @@ from coral_mfg.errors import ModelError
 from coral_mfg.inference import adapters
 from coral_mfg.inference.labels import read_labels
 from coral_mfg.inference.runtime import Device, ModelChoice, Runtime
+from coral_mfg.results import StageTimes
 
 log = logging.getLogger(__name__)
 
@@ -167,22 +169,34 @@ class InferenceEngine:
             lines.append(f"Edge TPU not used: {self.runtime.tpu_error}")
         return lines
 
-    def detect(self, frame: np.ndarray, out_size: tuple[int, int]) -> Detections:
+    def detect(
+        self, frame: np.ndarray, out_size: tuple[int, int], times: StageTimes | None = None
+    ) -> Detections:
         """Detections on a BGR frame, in pixels of ``out_size``."""
+        t0 = time.perf_counter()
         adapters.set_image(self.detector, frame)
+        t1 = time.perf_counter()
         self.detector.invoke()
+        t2 = time.perf_counter()
+        if times is not None:
+            times.preprocess += (t1 - t0) * 1000.0
+            times.detect += (t2 - t1) * 1000.0
         return adapters.get_detections(self.detector, self.layout, out_size)
 
-    def classify(
-        self, frame: np.ndarray, roi: tuple[int, int, int, int]
-    ) -> adapters.Classification:
-        """Grade the ``x1, y1, x2, y2`` crop (source pixels) of a BGR frame."""
+    def class_scores(
+        self, frame: np.ndarray, roi: tuple[int, int, int, int], times: StageTimes | None = None
+    ) -> npt.NDArray[np.float32]:
+        """Scores of every grade for the ``x1, y1, x2, y2`` crop (source pixels) of a frame."""
+        t0 = time.perf_counter()
         adapters.set_image(self.classifier, frame, roi)
         self.classifier.invoke()
-        return adapters.top_class(self.classifier)
+        scores = adapters.class_scores(self.classifier)
+        if times is not None:
+            times.classify += (time.perf_counter() - t0) * 1000.0
+        return scores
 
-    def label(self, result: adapters.Classification) -> str:
-        return self.classifier_labels.get(result.class_id, str(result.class_id))
+    def grade_name(self, class_id: int) -> str:
+        return self.classifier_labels.get(class_id, str(class_id))
 
 
 def timed_invoke(interpreter: Any) -> float:

@@ -1,0 +1,67 @@
+"""Visual inspection: apples cropped from the full-resolution frame and graded.
+
+Each apple is tracked, and its grade is a vote over all the frames it was seen
+on, so the verdict reported on every frame is the apple's, not the frame's.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from coral_mfg.capture import Frame
+from coral_mfg.detections import as_box, pixel_boxes
+from coral_mfg.inference.engine import APPLE_ID, InferenceEngine
+from coral_mfg.results import VISUAL_INSPECTION, AppleObject, FrameResult, StageTimes
+from coral_mfg.tracking import IouTracker
+
+MIN_CROP_PX = 8
+
+
+@dataclass
+class VisualInspection:
+    threshold: float
+    out_size: tuple[int, int]
+    name: str = VISUAL_INSPECTION
+    tracker: IouTracker = field(default_factory=IouTracker)
+    processed: int = 0
+    grades: dict[int, str] = field(default_factory=dict)
+
+    def process(self, frame: Frame, engine: InferenceEngine) -> FrameResult:
+        times = StageTimes(decode=frame.decode_ms)
+        if not self.grades:
+            self.grades = dict(engine.classifier_labels)
+        dets = engine.detect(frame.image, frame.size, times)
+        apples = dets.of_class(APPLE_ID, self.threshold)
+        crops = pixel_boxes(apples.xyxy, frame.size)
+        out_boxes = pixel_boxes(apples.scaled_to(self.out_size).xyxy, self.out_size)
+        t0 = time.perf_counter()
+        tracks = self.tracker.update(out_boxes.astype(np.float32))
+        checks = time.perf_counter() - t0
+        objects = []
+        for crop, box, score, track in zip(crops, out_boxes, apples.scores, tracks, strict=True):
+            x1, y1, x2, y2 = (int(v) for v in crop)
+            if x2 - x1 >= MIN_CROP_PX and y2 - y1 >= MIN_CROP_PX:
+                track.vote(engine.class_scores(frame.image, (x1, y1, x2, y2), times))
+            verdict = track.verdict
+            grade = None if verdict is None else self.grades.get(verdict, str(verdict))
+            grade_score = None if verdict is None else track.verdict_score
+            objects.append(AppleObject(float(score), as_box(box), grade, grade_score, track.id))
+        times.checks = checks * 1000.0
+        self.processed += 1
+        return FrameResult(frame, self.out_size, engine.device.value, tuple(objects), times)
+
+    def counts(self) -> dict[str, int]:
+        """Apples seen on enough frames to count, by their verdict."""
+        counts = dict.fromkeys(self.grades.values(), 0)
+        for track in self.tracker.confirmed():
+            if track.verdict is not None:
+                name = self.grades.get(track.verdict, str(track.verdict))
+                counts[name] = counts.get(name, 0) + 1
+        return counts
+
+    def summary(self) -> dict[str, Any]:
+        return {"apples": self.counts()}

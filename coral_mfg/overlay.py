@@ -1,0 +1,98 @@
+"""What is drawn over a frame, described once for every renderer.
+
+The window and the mp4 recorder both draw from an :class:`Overlay`, built from
+the result of the very frame it is drawn on, so a box looks the same in both
+and never trails its object.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from coral_mfg.results import AppleObject, Box, FrameResult, PersonObject
+from coral_mfg.zones import KeepoutZone
+
+Color = tuple[int, int, int]  # RGB, 0-255
+GREEN: Color = (0, 200, 0)
+RED: Color = (230, 0, 0)
+ZONE_RED: Color = (255, 0, 0)
+BLACK: Color = (0, 0, 0)
+WHITE: Color = (255, 255, 255)
+BOX_THICKNESS = 3
+ZONE_THICKNESS = 4
+
+
+@dataclass(frozen=True)
+class BoxMark:
+    box: Box
+    color: Color
+    label: str
+    filled: bool = False
+
+
+@dataclass(frozen=True)
+class PolygonMark:
+    points: tuple[tuple[float, float], ...]
+    color: Color
+    thickness: int = ZONE_THICKNESS
+
+
+@dataclass(frozen=True)
+class Overlay:
+    size: tuple[int, int]
+    polygons: tuple[PolygonMark, ...]
+    boxes: tuple[BoxMark, ...]
+
+
+def build_overlay(
+    result: FrameResult, zones: tuple[KeepoutZone, ...] = (), anonymize: bool = False
+) -> Overlay:
+    polygons = tuple(
+        PolygonMark(tuple((float(x), float(y)) for x, y in z.points), ZONE_RED) for z in zones
+    )
+    boxes = []
+    for obj in result.objects:
+        if isinstance(obj, PersonObject):
+            color = RED if obj.keepout else GREEN
+            boxes.append(BoxMark(obj.box, color, f"person: {obj.score:.2f}", filled=anonymize))
+        elif isinstance(obj, AppleObject):
+            color = RED if obj.grade == "rotten_apple" else GREEN
+            grade = obj.grade or "apple"
+            score = obj.grade_score if obj.grade_score is not None else obj.score
+            boxes.append(BoxMark(obj.box, color, f"{grade}: {score:.2f}"))
+    return Overlay(result.out_size, polygons, tuple(boxes))
+
+
+def _bgr(color: Color) -> tuple[int, int, int]:
+    return (color[2], color[1], color[0])
+
+
+def draw_cv2(image: npt.NDArray[np.uint8], overlay: Overlay) -> None:
+    """Draw an overlay in place on a BGR image of ``overlay.size``."""
+    for poly in overlay.polygons:
+        pts = np.rint(np.array(poly.points)).astype(np.int32).reshape(-1, 1, 2)
+        cv2.polylines(image, [pts], True, _bgr(poly.color), poly.thickness, cv2.LINE_AA)
+    for mark in overlay.boxes:
+        x1, y1, x2, y2 = mark.box
+        if mark.filled:
+            cv2.rectangle(image, (x1, y1), (x2, y2), _bgr(BLACK), cv2.FILLED)
+        cv2.rectangle(image, (x1, y1), (x2, y2), _bgr(mark.color), BOX_THICKNESS)
+        font, scale = cv2.FONT_HERSHEY_SIMPLEX, 0.6
+        (tw, th), base = cv2.getTextSize(mark.label, font, scale, 1)
+        ty = max(y1 - 4, th + 4)
+        cv2.rectangle(image, (x1, ty - th - 4), (x1 + tw + 4, ty + base - 2), _bgr(mark.color), -1)
+        cv2.putText(image, mark.label, (x1 + 2, ty - 2), font, scale, _bgr(WHITE), 1, cv2.LINE_AA)
+
+
+def render_pane(result: FrameResult, overlay: Overlay) -> npt.NDArray[np.uint8]:
+    """The frame scaled to the output size with its overlay: one pane of the recording."""
+    w, h = result.out_size
+    pane = np.asarray(
+        cv2.resize(result.frame.image, (w, h), interpolation=cv2.INTER_LINEAR), dtype=np.uint8
+    )
+    draw_cv2(pane, overlay)
+    return pane

@@ -1,0 +1,76 @@
+"""What a processed frame produced: typed objects that the outputs serialize and draw."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from coral_mfg.capture import Frame
+
+Box = tuple[int, int, int, int]  # x1, y1, x2, y2 in output-frame pixels
+
+WORKER_SAFETY = "worker_safety"
+VISUAL_INSPECTION = "visual_inspection"
+STREAMS = (WORKER_SAFETY, VISUAL_INSPECTION)
+
+
+@dataclass(frozen=True)
+class PersonObject:
+    score: float
+    box: Box
+    keepout: bool
+    track: int
+
+    def to_event(self) -> dict[str, Any]:
+        return {"label": "person", "score": round(self.score, 4), "box": list(self.box),
+                "keepout": self.keepout, "track": self.track}
+
+
+@dataclass(frozen=True)
+class AppleObject:
+    score: float
+    box: Box
+    grade: str | None  # the apple's running verdict
+    grade_score: float | None
+    track: int
+
+    def to_event(self) -> dict[str, Any]:
+        score = None if self.grade_score is None else round(self.grade_score, 4)
+        return {"label": "apple", "score": round(self.score, 4), "box": list(self.box),
+                "grade": self.grade, "grade_score": score, "track": self.track}
+
+
+@dataclass
+class StageTimes:
+    """Milliseconds per stage for one frame; the benchmark reports their medians."""
+
+    decode: float = 0.0
+    preprocess: float = 0.0
+    detect: float = 0.0
+    classify: float = 0.0
+    checks: float = 0.0
+    output: float = 0.0
+
+
+@dataclass(frozen=True, eq=False)
+class FrameResult:
+    frame: Frame
+    out_size: tuple[int, int]
+    device: str
+    objects: tuple[PersonObject, ...] | tuple[AppleObject, ...]
+    times: StageTimes = field(default_factory=StageTimes)
+
+    @property
+    def stream(self) -> str:
+        return self.frame.stream
+
+    def to_event(self, since: float) -> dict[str, Any]:
+        return {
+            "type": "frame",
+            "stream": self.stream,
+            "frame": self.frame.index,
+            "pts": round(self.frame.pts, 4),
+            "time": round(self.frame.captured - since, 4),
+            "device": self.device,
+            "objects": [o.to_event() for o in self.objects],
+        }

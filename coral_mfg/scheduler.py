@@ -1,0 +1,136 @@
+"""The scheduler: owns the accelerator and shares it fairly between the streams.
+
+Workers (one per interpreter pair: one for an Edge TPU, as measured best for
+the CPU) take frames round-robin from the streams. A stream is processed by
+at most one worker at a time, so its frames stay in order for its tracker and
+the event log. Every wait is bounded and watches the stop event.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from coral_mfg.capture import Frame, FrameSlot
+from coral_mfg.inference.engine import InferenceEngine
+from coral_mfg.results import FrameResult
+
+log = logging.getLogger(__name__)
+
+POLL_S = 0.1
+
+
+class StreamProcessor(Protocol):
+    name: str
+    processed: int
+
+    def process(self, frame: Frame, engine: InferenceEngine) -> FrameResult: ...
+
+
+@dataclass
+class StreamState:
+    processor: StreamProcessor
+    slot: FrameSlot
+    max_frames: int = 0
+    source_ended: bool = False
+    busy: bool = False
+    done: bool = False
+    errors: int = 0
+
+    @property
+    def limit_reached(self) -> bool:
+        return self.max_frames > 0 and self.processor.processed >= self.max_frames
+
+
+@dataclass
+class Scheduler:
+    streams: list[StreamState]
+    engines: list[InferenceEngine]
+    cond: threading.Condition
+    stop: threading.Event
+    on_result: Callable[[FrameResult], None]
+    on_stream_done: Callable[[str], None]
+    _next: int = 0
+    _threads: list[threading.Thread] = field(default_factory=list)
+    served: dict[str, int] = field(default_factory=dict)
+
+    def start(self) -> None:
+        for i, engine in enumerate(self.engines):
+            t = threading.Thread(target=self._work, args=(engine,), name=f"infer-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def source_ended(self, name: str) -> None:
+        with self.cond:
+            for s in self.streams:
+                if s.processor.name == name:
+                    s.source_ended = True
+            self._retire()
+            self.cond.notify_all()
+
+    def all_done(self) -> bool:
+        with self.cond:
+            return all(s.done for s in self.streams)
+
+    def wait_done(self, timeout: float) -> bool:
+        with self.cond:
+            return self.cond.wait_for(lambda: all(s.done for s in self.streams), timeout)
+
+    def join(self, timeout: float) -> None:
+        with self.cond:
+            self.cond.notify_all()
+        for t in self._threads:
+            t.join(timeout)
+
+    def _retire(self) -> None:
+        """Mark streams finished: limit reached, or source ended with nothing left."""
+        for s in self.streams:
+            if s.done or s.busy:
+                continue
+            if s.limit_reached or (s.source_ended and not len(s.slot)):
+                s.done = True
+                s.slot.frames.clear()
+                self.on_stream_done(s.processor.name)
+
+    def _pick(self) -> tuple[StreamState, Frame] | None:
+        """Round-robin over streams that are idle and have a frame; caller holds cond."""
+        n = len(self.streams)
+        for k in range(n):
+            s = self.streams[(self._next + k) % n]
+            if s.done or s.busy:
+                continue
+            frame = s.slot.take()
+            if frame is not None:
+                self._next = (self._next + k + 1) % n
+                s.busy = True
+                return s, frame
+        return None
+
+    def _work(self, engine: InferenceEngine) -> None:
+        while not self.stop.is_set():
+            with self.cond:
+                picked = self._pick()
+                if picked is None:
+                    self._retire()
+                    if all(s.done for s in self.streams):
+                        self.cond.notify_all()
+                        return
+                    self.cond.wait(POLL_S)
+                    continue
+            state, frame = picked
+            result: FrameResult | None = None
+            try:
+                result = state.processor.process(frame, engine)
+            except Exception:
+                state.errors += 1
+                log.exception("%s: frame %d failed", state.processor.name, frame.index)
+            if result is not None:
+                self.on_result(result)
+            with self.cond:
+                state.busy = False
+                self.served[state.processor.name] = self.served.get(state.processor.name, 0) + 1
+                self._retire()
+                self.cond.notify_all()
