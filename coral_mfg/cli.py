@@ -66,7 +66,7 @@ def run_parser(prog: str = "coral-mfg") -> argparse.ArgumentParser:
         prog=prog,
         description="Dual-stream manufacturing inspection: worker keep-out zones and apple "
         "grading, on a Coral Edge TPU or the CPU.",
-        epilog="sub-commands: run (default), fetch-assets, doctor. "
+        epilog="sub-commands: run (default), fetch-assets, doctor, bench. "
         "'coral-mfg SUBCOMMAND --help' for each.\n\n" + KEYS_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -81,7 +81,8 @@ def run_parser(prog: str = "coral-mfg") -> argparse.ArgumentParser:
     _flag(g, "edgetpu_device", type=_typed("edgetpu_device", str), metavar="DEV",
           help="which Edge TPU: usb, usb:N, pci, pci:N or :N (default: the first)")
     _flag(g, "cpu_threads", type=_typed("cpu_threads", int), metavar="N",
-          help="CPU inference threads (default 2)")
+          help="threads per CPU interpreter (default: cores / 2, as two interpreter "
+          "pairs run, one per stream)")
     g = p.add_argument_group("inputs")
     _flag(g, "worker_safety_input", metavar="SRC",
           help="video file, /dev/videoN or rtsp:// / http(s):// URL (default: sample video)")
@@ -183,6 +184,12 @@ def cmd_fetch_assets(argv: Sequence[str]) -> int:
     return 0
 
 
+def cmd_bench(argv: Sequence[str]) -> int:
+    from coral_mfg.bench import main as bench_main
+
+    return bench_main(argv)
+
+
 def cmd_doctor(argv: Sequence[str]) -> int:
     _Parser(
         prog="coral-mfg doctor", description="Check runtime, accelerators, assets and display."
@@ -196,6 +203,7 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "run": cmd_run,
     "fetch-assets": cmd_fetch_assets,
     "doctor": cmd_doctor,
+    "bench": cmd_bench,
 }
 
 

@@ -74,7 +74,7 @@ OPTIONS: dict[str, Option] = {
     "classifier_labels": Option(_string, None, path=True),
     "device": Option(_choice("auto", "edgetpu", "cpu"), "auto"),
     "edgetpu_device": Option(_string, None),
-    "cpu_threads": Option(_positive_int, 2),
+    "cpu_threads": Option(_positive_int, None),
     "width": Option(_positive_int, 960),
     "height": Option(_positive_int, 540),
     "worker_threshold": Option(_unit_float, None),

@@ -6,6 +6,7 @@ The headless run, the benchmark and the window all drive this one object.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -27,9 +28,14 @@ from coral_mfg.zones import KeepoutZone, load_csv_zone
 log = logging.getLogger(__name__)
 
 JOIN_S = 1.5
-#: CPU layout: interpreter pairs (workers) x threads per interpreter. Measured
-#: with ``coral-mfg bench --workers N --cpu_threads T`` on a 2-core machine.
+#: CPU layout: one interpreter pair per stream (a stream is never processed by
+#: two workers at once), each with cores/2 threads. On 2 cores, 2 pairs x 1
+#: thread beat 1 pair x 2 threads (``coral-mfg bench --workers N --cpu_threads T``).
 CPU_WORKERS = 2
+
+
+def default_cpu_threads() -> int:
+    return max(1, (os.cpu_count() or CPU_WORKERS) // CPU_WORKERS)
 EDGETPU_WORKERS = 1
 
 
@@ -39,7 +45,7 @@ def open_engines(settings: dict[str, Any], plan: ModelPlan | None = None) -> lis
     runtime = Runtime(
         requested=Device(settings["device"]),
         device_string=settings.get("edgetpu_device"),
-        cpu_threads=settings["cpu_threads"],
+        cpu_threads=settings["cpu_threads"] or default_cpu_threads(),
     )
     first = InferenceEngine(plan, runtime)
     on_tpu = Device.EDGETPU in (first.detector_choice.device, first.classifier_choice.device)

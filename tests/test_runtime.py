@@ -125,7 +125,12 @@ def test_cpu_model_with_device_edgetpu_and_no_twin(tmp_path: Path) -> None:
     shutil.copy(model(lone.name), lone)
     with pytest.raises(ModelError, match=r"is a CPU model .*ssd_mobilenet_v1_coco_quant_detect_"
                        r"edgetpu\.tflite.*edgetpu_compiler"):
-        choose_model("detector", lone, Device.EDGETPU, _no_tpu)
+        choose_model("detector", lone, Device.EDGETPU, lambda: True)
+
+
+def test_device_edgetpu_checks_the_device_first() -> None:
+    with pytest.raises(DeviceError, match="no Edge TPU found"):
+        choose_model("classifier", model("classifier.tflite"), Device.EDGETPU, _no_tpu)
 
 
 def test_cpu_model_with_device_edgetpu_and_twin_needs_a_tpu() -> None:

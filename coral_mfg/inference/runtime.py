@@ -241,6 +241,8 @@ def choose_model(
         return ModelChoice(role, info, Device.CPU, "--device cpu")
 
     if requested is Device.EDGETPU:
+        if not tpu_available():  # no device is the more basic problem, so it comes first
+            raise DeviceError(_no_device_message(None))
         chosen = info
         if not info.edgetpu:
             twin = twin_path(path, edgetpu=True)
@@ -253,7 +255,6 @@ def choose_model(
                 )
             chosen = twin_info
         _check_role(chosen, role)
-        tpu_available()  # raises DeviceError with the reason
         return ModelChoice(role, chosen, Device.EDGETPU, "--device edgetpu")
 
     # auto

@@ -1,0 +1,127 @@
+"""``coral-mfg bench``: throughput of the real pipeline against the pure-inference bound.
+
+Both sample videos loop, unpaced and headless, for a fixed time; then the same
+interpreters run a tight invoke loop with the same worker layout and the same
+share of classifier calls per frame. The ratio says how much the pipeline
+(decode, resize, checks, outputs, scheduling) costs on top of inference.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import fields
+from typing import Any
+
+from coral_mfg.cli import _Parser, resolve_settings, run_parser
+from coral_mfg.inference.engine import InferenceEngine
+from coral_mfg.pipeline import build_pipeline
+from coral_mfg.results import AppleObject, FrameResult, StageTimes
+
+
+class _Collector:
+    """A sink that keeps every frame's stage times and apple count."""
+
+    def __init__(self) -> None:
+        self.times: list[StageTimes] = []
+        self.frames = 0
+        self.apples = 0
+        self._lock = threading.Lock()
+
+    def write(self, result: FrameResult) -> None:
+        with self._lock:
+            self.times.append(result.times)
+            self.frames += 1
+            self.apples += sum(isinstance(o, AppleObject) for o in result.objects)
+
+    def close(self) -> None:
+        pass
+
+
+def inference_bound(engines: list[InferenceEngine], classify_share: float, seconds: float) -> float:
+    """Frames/s when every worker does nothing but invoke, with the observed apple share."""
+    counts = [0] * len(engines)
+    stop = threading.Event()
+
+    def loop(i: int, engine: InferenceEngine) -> None:
+        owed = 0.0
+        while not stop.is_set():
+            engine.detector.invoke()
+            owed += classify_share
+            while owed >= 1.0:
+                engine.classifier.invoke()
+                owed -= 1.0
+            counts[i] += 1
+
+    threads = [threading.Thread(target=loop, args=(i, e)) for i, e in enumerate(engines)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    stop.wait(seconds)
+    stop.set()
+    for t in threads:
+        t.join()
+    return sum(counts) / (time.perf_counter() - start)
+
+
+def run_bench(settings: dict[str, Any], seconds: float) -> dict[str, Any]:
+    collector = _Collector()
+    pipeline = build_pipeline(settings, extra_sinks=[collector])
+    pipeline.start()
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline and not pipeline.poll(0.2):
+            pass
+    finally:
+        summary = pipeline.close()
+    elapsed = seconds
+    total = sum(summary["frames"].values())
+    stages = {
+        f.name: round(statistics.median(getattr(t, f.name) for t in collector.times), 3)
+        for f in fields(StageTimes)
+    } if collector.times else {}
+    share = collector.apples / max(collector.frames, 1)
+    bound = inference_bound(pipeline.engines, share, min(seconds, 10.0))
+    achieved = total / elapsed
+    return {
+        "device": pipeline.device,
+        "detector": pipeline.engines[0].plan.detector_name,
+        "workers": len(pipeline.engines),
+        "cpu_threads": pipeline.engines[0].runtime.cpu_threads,
+        "seconds": seconds,
+        "fps": summary["fps"],
+        "total_fps": round(achieved, 2),
+        "stage_median_ms": stages,
+        "classify_per_frame": round(share, 3),
+        "bound_fps": round(bound, 2),
+        "ratio": round(achieved / bound, 3) if bound else None,
+        "dropped": summary["dropped"],
+        "errors": summary["errors"],
+    }
+
+
+def main(argv: Sequence[str]) -> int:
+    p = _Parser(
+        prog="coral-mfg bench",
+        description="Run both sample videos looping, unpaced and headless; print one JSON line "
+        "with per-stream fps, per-stage median ms and the pure-inference bound.",
+    )
+    p.add_argument("--seconds", type=float, default=20.0, help="how long to run (default 20)")
+    p.add_argument("--workers", type=int, help="interpreter pairs on the CPU (default 2)")
+    p.add_argument("--cpu_threads", "--cpu-threads", type=int, help="threads per interpreter")
+    p.add_argument("--device", choices=["auto", "edgetpu", "cpu"], default=None)
+    args = p.parse_args(argv)
+    run_args = ["--headless", "--no-realtime", "--loop", "--events", os.devnull]
+    if args.cpu_threads:
+        run_args += ["--cpu_threads", str(args.cpu_threads)]
+    if args.device:
+        run_args += ["--device", args.device]
+    settings = resolve_settings(run_parser().parse_args(run_args))
+    settings["workers"] = args.workers
+    print(json.dumps(run_bench(settings, args.seconds)))
+    return 0
+
