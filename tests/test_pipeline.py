@@ -276,3 +276,21 @@ def test_live_source_drops_and_latency_stays_bounded(engines: list[InferenceEngi
     # a frame waits at most one processing time (plus scheduling), never a backlog
     assert float(np.median(proc.latencies)) < 0.15
     assert max(proc.latencies[5:]) < 0.5
+
+
+def test_realtime_files_play_at_their_own_fps(tmp_path: Path) -> None:
+    """Paced playback: 30 frames of a 15 fps file cannot finish in under ~2 s."""
+    events = tmp_path / "events.jsonl"
+    start = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "coral_mfg", "--headless", "--device", "cpu", "--max_frames", "30",
+         "--worker_safety_input", str(video(WORKER)), "--events", str(events)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(x) for x in events.read_text().splitlines()]
+    ws = _frames_of(lines, "worker_safety")
+    assert len(ws) == 30
+    # the pts of processed frames follow the wall clock (time), not the decoder's speed
+    assert ws[-1]["time"] >= 29 / 15 - 0.1
+    assert time.monotonic() - start >= 29 / 15
