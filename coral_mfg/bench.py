@@ -27,14 +27,14 @@ class _Collector:
     """A sink that keeps every frame's stage times and apple count."""
 
     def __init__(self) -> None:
-        self.times: list[StageTimes] = []
+        self.times: dict[str, list[StageTimes]] = {}
         self.frames = 0
         self.apples = 0
         self._lock = threading.Lock()
 
     def write(self, result: FrameResult) -> None:
         with self._lock:
-            self.times.append(result.times)
+            self.times.setdefault(result.stream, []).append(result.times)
             self.frames += 1
             self.apples += sum(isinstance(o, AppleObject) for o in result.objects)
 
@@ -81,9 +81,12 @@ def run_bench(settings: dict[str, Any], seconds: float) -> dict[str, Any]:
     elapsed = seconds
     total = sum(summary["frames"].values())
     stages = {
-        f.name: round(statistics.median(getattr(t, f.name) for t in collector.times), 3)
-        for f in fields(StageTimes)
-    } if collector.times else {}
+        stream: {
+            f.name: round(statistics.median(getattr(t, f.name) for t in times), 3)
+            for f in fields(StageTimes)
+        }
+        for stream, times in collector.times.items()
+    }
     share = collector.apples / max(collector.frames, 1)
     bound = inference_bound(pipeline.engines, share, min(seconds, 10.0))
     achieved = total / elapsed
