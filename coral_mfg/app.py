@@ -14,7 +14,6 @@ from types import FrameType
 from typing import Any
 
 from coral_mfg import __version__
-from coral_mfg.errors import UserError
 from coral_mfg.pipeline import build_pipeline
 
 log = logging.getLogger(__name__)
@@ -35,20 +34,40 @@ def _install_signals(stop: threading.Event) -> None:
 
 
 def run(settings: dict[str, Any]) -> int:
-    if not settings.get("headless"):
-        raise UserError(
-            "this version has no window yet; run with --headless "
-            "(and --output FILE.mp4 to record)"
-        )
     log.info("coral-mfg %s", __version__)
-    pipeline = build_pipeline(settings)
     stop = threading.Event()
+    if settings.get("headless"):
+        pipeline = build_pipeline(settings)
+        _install_signals(stop)
+        pipeline.start()
+        try:
+            while not stop.is_set() and not pipeline.poll(POLL_S):
+                pass
+        finally:
+            summary = pipeline.close()
+    else:
+        summary = _run_window(settings, stop)
+    log.info("summary: %s", summary)
+    return 0
+
+
+def _run_window(settings: dict[str, Any], stop: threading.Event) -> dict[str, Any]:
+    """GL and glfw stay on this (main) thread; capture and inference run on others."""
+    from coral_mfg.render.loop import WindowApp
+    from coral_mfg.render.window import DisplaySink
+
+    display = DisplaySink()
+    pipeline = build_pipeline(settings, extra_sinks=[display])
+    try:
+        app = WindowApp(settings, pipeline, display)
+    except BaseException:
+        pipeline.close()
+        raise
     _install_signals(stop)
     pipeline.start()
     try:
-        while not stop.is_set() and not pipeline.poll(POLL_S):
-            pass
+        app.run(stop)
     finally:
         summary = pipeline.close()
-    log.info("summary: %s", summary)
-    return 0
+        app.finish()
+    return summary

@@ -182,6 +182,7 @@ class CaptureThread(threading.Thread):
         loop: bool,
         on_end: Callable[[str], None],
         first: Frame | None = None,
+        paused: threading.Event | None = None,
     ) -> None:
         super().__init__(name=f"capture-{stream}", daemon=True)
         self.stream = stream
@@ -197,6 +198,7 @@ class CaptureThread(threading.Thread):
         fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
         self.fps = fps if 1.0 <= fps <= 240.0 else CAMERA_FPS
         self._pending = first
+        self.paused = paused or threading.Event()
         self.error: str | None = None
 
     def _read(self) -> tuple[npt.NDArray[np.uint8] | None, float]:
@@ -223,6 +225,12 @@ class CaptureThread(threading.Thread):
         started = time.monotonic()
         pace = self.realtime and self.kind is SourceKind.FILE
         while not self.stop_event.is_set():
+            if self.paused.is_set():
+                held = time.monotonic()
+                while self.paused.is_set() and not self.stop_event.wait(POLL_S):
+                    pass
+                started += time.monotonic() - held  # a paced file resumes where it was
+                continue
             if self._pending is not None:
                 image: npt.NDArray[np.uint8] | None = self._pending.image
                 ms = self._pending.decode_ms

@@ -107,6 +107,9 @@ def run_parser(prog: str = "coral-mfg") -> argparse.ArgumentParser:
     _flag(g, "height", type=_typed("height", int), metavar="H", help="output height (default 540)")
     _flag(g, "anonymize", action="store_const", const=True, help="fill person boxes opaque")
     _flag(g, "headless", action="store_const", const=True, help="no window")
+    _flag(g, "fullscreen", action="store_const", const=True, help="start full screen (f toggles)")
+    _flag(g, "screenshot", metavar="FILE.png",
+          help="save the final window contents before quitting")
     _flag(g, "output", metavar="FILE.mp4", help="record both annotated streams side by side")
     _flag(g, "events", metavar="FILE.jsonl", help="write the JSON Lines event log")
     _flag(g, "max_frames", type=_typed("max_frames", int), metavar="N",

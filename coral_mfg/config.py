@@ -83,6 +83,8 @@ OPTIONS: dict[str, Option] = {
     "safety_check_whole_box": Option(_boolean, False),
     "anonymize": Option(_boolean, False),
     "headless": Option(_boolean, False),
+    "fullscreen": Option(_boolean, False),
+    "screenshot": Option(_string, None),
     "realtime": Option(_boolean, True),
     "loop": Option(_boolean, None),
     "max_frames": Option(_non_negative_int, 0),

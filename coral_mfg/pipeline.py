@@ -65,6 +65,7 @@ class Pipeline:
     stop_event: threading.Event = field(default_factory=threading.Event)
     cond: threading.Condition = field(default_factory=threading.Condition)
     extra_sinks: list[Any] = field(default_factory=list)
+    paused: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -92,7 +93,7 @@ class Pipeline:
                 thread = CaptureThread(
                     name, specs[name], cap, slot, self.capture_stops[name],
                     realtime=s["realtime"], loop=loop, on_end=self._source_ended,
-                    first=first,
+                    first=first, paused=self.paused,
                 )
                 fps.append(thread.fps)
                 self.captures[name] = thread
@@ -116,7 +117,7 @@ class Pipeline:
         self.ended_streams: list[str] = []
         self.scheduler = Scheduler(
             self.states, self.engines, self.cond, self.stop_event,
-            on_result=self._result, on_stream_done=self._stream_done,
+            on_result=self._result, on_stream_done=self._stream_done, paused=self.paused,
         )
         self._closed = False
 
@@ -131,6 +132,15 @@ class Pipeline:
 
     def _source_ended(self, name: str) -> None:
         self.scheduler.source_ended(name)
+
+    def set_paused(self, paused: bool) -> None:
+        """Hold capture (files keep their place) and inference; the window stays live."""
+        if paused:
+            self.paused.set()
+        else:
+            self.paused.clear()
+        with self.cond:
+            self.cond.notify_all()
 
     def start(self) -> None:
         self.started = time.monotonic()

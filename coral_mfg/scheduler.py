@@ -53,6 +53,7 @@ class Scheduler:
     stop: threading.Event
     on_result: Callable[[FrameResult], None]
     on_stream_done: Callable[[str], None]
+    paused: threading.Event = field(default_factory=threading.Event)
     _next: int = 0
     _threads: list[threading.Thread] = field(default_factory=list)
     served: dict[str, int] = field(default_factory=dict)
@@ -98,6 +99,8 @@ class Scheduler:
     def _pick(self) -> tuple[StreamState, Frame] | None:
         """Round-robin over streams that are idle and have a frame; caller holds cond."""
         n = len(self.streams)
+        if self.paused.is_set():
+            return None
         for k in range(n):
             s = self.streams[(self._next + k) % n]
             if s.done or s.busy:

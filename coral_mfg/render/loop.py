@@ -1,0 +1,130 @@
+"""The window's main loop: keys, pause, HUD, and drawing each stream's newest result."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import glfw
+
+from coral_mfg.pipeline import Pipeline
+from coral_mfg.render.window import IDLE_WAIT_S, DisplaySink, Window, scene_for
+from coral_mfg.results import STREAMS, VISUAL_INSPECTION, WORKER_SAFETY, PersonObject
+
+log = logging.getLogger(__name__)
+
+TITLES = {WORKER_SAFETY: "WORKER SAFETY", VISUAL_INSPECTION: "VISUAL INSPECTION"}
+
+
+class WindowApp:
+    def __init__(self, settings: dict[str, Any], pipeline: Pipeline, display: DisplaySink) -> None:
+        self.settings = settings
+        self.pipeline = pipeline
+        self.display = display
+        self.window = Window((settings["width"], settings["height"]),
+                             fullscreen=bool(settings.get("fullscreen")))
+        self.show_hud = True
+        self.quit = False
+        self._shown: dict[str, int] = {}
+        self._dirty = True
+
+    # --- HUD -------------------------------------------------------------------------------
+
+    def hud(self, stream: str) -> list[str]:
+        p = self.pipeline
+        fps, ms = self.display.rates(stream)
+        device = "Edge TPU" if p.device == "edgetpu" else "CPU"
+        source = Path(p.captures[stream].spec).name
+        lines = [
+            f"{TITLES[stream]}  {source}",
+            f"{fps:5.1f} fps   inference {ms:5.1f} ms",
+            f"{device}  {p.engines[0].plan.detector_name}",
+            f"dropped {p.dropped()[stream]}",
+        ]
+        snap = self.display.snapshot()
+        if stream == WORKER_SAFETY:
+            result = snap.get(stream)
+            now = 0 if result is None else sum(
+                isinstance(o, PersonObject) and o.keepout for o in result[1].objects)
+            lines.append(f"in zone now {now}   violations {p.safety.violations}")
+        else:
+            counts = p.inspection.counts()
+            lines.append(f"fresh {counts.get('fresh_apple', 0)}   "
+                         f"rotten {counts.get('rotten_apple', 0)}")
+        if p.paused.is_set():
+            lines.append("PAUSED (space to resume)")
+        return lines
+
+    # --- keys ------------------------------------------------------------------------------
+
+    def handle_keys(self) -> None:
+        while self.window.keys:
+            key, _mods = self.window.keys.popleft()
+            self._dirty = True
+            if key in (glfw.KEY_Q, glfw.KEY_ESCAPE):
+                self.quit = True
+            elif key == glfw.KEY_SPACE:
+                self.pipeline.set_paused(not self.pipeline.paused.is_set())
+            elif key == glfw.KEY_F:
+                self.window.toggle_fullscreen()
+            elif key == glfw.KEY_H:
+                self.show_hud = not self.show_hud
+            elif key == glfw.KEY_S:
+                path = Path(time.strftime("coral-mfg-%Y%m%d-%H%M%S.png")).resolve()
+                self.render()
+                log.info("screenshot saved to %s", self.window.screenshot(path))
+
+    # --- drawing ---------------------------------------------------------------------------
+
+    def render(self) -> None:
+        snap = self.display.snapshot()
+        for i, stream in enumerate(STREAMS):
+            if stream in snap and self._shown.get(stream) != snap[stream][0]:
+                self.window.set_pane(i, snap[stream][1].frame.image)
+                self._shown[stream] = snap[stream][0]
+        layer, _ = scene_for(
+            snap, self.window.atlas, self.window.pane_size, (self.pipeline.zone,),
+            anonymize=bool(self.settings["anonymize"]), hud=self.hud if self.show_hud else None,
+        )
+        self.window.draw(layer)
+
+    def _changed(self) -> bool:
+        snap = self.display.snapshot()
+        return any(self._shown.get(s) != seq for s, (seq, _r) in snap.items())
+
+    def run(self, stop: threading.Event) -> None:
+        """Until q/Esc, window close, a stop signal, or (with --max_frames) the end."""
+        automated = bool(self.settings.get("max_frames"))
+        last_fb = self.window.framebuffer_size()
+        last_hud = 0.0
+        while not (stop.is_set() or self.quit or self.window.should_close):
+            glfw.wait_events_timeout(IDLE_WAIT_S)
+            self.handle_keys()
+            done = self.pipeline.poll(0)
+            fb = self.window.framebuffer_size()
+            now = time.monotonic()
+            if fb != last_fb or self._changed() or self._dirty or (
+                    self.show_hud and now - last_hud > 0.5):
+                # the driver resizes its back buffer at a swap: draw once more after one
+                self._dirty = fb != last_fb
+                last_fb, last_hud = fb, now
+                self.render()
+                self.window.swap()
+            if done and automated:
+                break
+
+    def finish(self) -> None:
+        """Draw the final results (after the pipeline drained), save --screenshot, close."""
+        try:
+            self.render()
+            shot = self.settings.get("screenshot")
+            if shot:
+                log.info("screenshot saved to %s", self.window.screenshot(Path(shot)))
+            self.window.swap()
+            log.info("renderer: %d frames drawn, %d GL errors", self.window.frames_drawn,
+                     self.window.gl_errors)
+        finally:
+            self.window.close()

@@ -1,0 +1,112 @@
+"""Overlays and HUD as triangle arrays in content pixels: pure numpy, no GL.
+
+The window uploads these arrays; keeping them GL-free lets the geometry be
+tested on its own and keeps all drawing decisions in one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from coral_mfg.overlay import BLACK, BOX_THICKNESS, WHITE, Color, Overlay
+from coral_mfg.render.text import GlyphAtlas
+
+LABEL_HEIGHT = 20.0  # content pixels of a label's text line
+HUD_HEIGHT = 20.0
+HUD_BG = (0.0, 0.0, 0.0, 0.6)
+
+Solid = npt.NDArray[np.float32]  # (N, 6): x, y, r, g, b, a
+Textured = npt.NDArray[np.float32]  # (N, 8): x, y, u, v, r, g, b, a
+
+
+def rgba(color: Color, alpha: float = 1.0) -> tuple[float, float, float, float]:
+    return (color[0] / 255.0, color[1] / 255.0, color[2] / 255.0, alpha)
+
+
+def rect(x0: float, y0: float, x1: float, y1: float, color: tuple[float, ...]) -> Solid:
+    corners = [(x0, y0), (x1, y0), (x1, y1), (x0, y0), (x1, y1), (x0, y1)]
+    return np.array([(*c, *color) for c in corners], np.float32)
+
+
+def thick_polyline(
+    points: npt.NDArray[np.floating], thickness: float, color: tuple[float, ...], closed: bool
+) -> Solid:
+    """Quads along each segment, extended by half the thickness so corners close.
+
+    Core-profile GL has no wide lines, so thickness is geometry.
+    """
+    pts = np.asarray(points, np.float64)
+    if closed:
+        pts = np.vstack([pts, pts[:1]])
+    p, q = pts[:-1], pts[1:]
+    d = q - p
+    length = np.linalg.norm(d, axis=1, keepdims=True)
+    keep = length[:, 0] > 0
+    p, q, d, length = p[keep], q[keep], d[keep], length[keep]
+    if len(p) == 0:
+        return np.zeros((0, 6), np.float32)
+    u = d / length * (thickness / 2.0)
+    n = np.stack([-u[:, 1], u[:, 0]], axis=1)
+    a, b = p - u + n, p - u - n
+    c, e = q + u + n, q + u - n
+    tris = np.stack([a, b, c, c, b, e], axis=1).reshape(-1, 2)
+    colors = np.broadcast_to(np.array(color, np.float64), (len(tris), 4))
+    return np.hstack([tris, colors]).astype(np.float32)
+
+
+@dataclass
+class Layer:
+    """Everything drawn over one frame: solid triangles, then text."""
+
+    solid: list[Solid] = field(default_factory=list)
+    text: list[Textured] = field(default_factory=list)
+
+    def arrays(self) -> tuple[Solid, Textured]:
+        solid = np.vstack(self.solid) if self.solid else np.zeros((0, 6), np.float32)
+        text = np.vstack(self.text) if self.text else np.zeros((0, 8), np.float32)
+        return solid, text
+
+
+def overlay_layer(overlay: Overlay, atlas: GlyphAtlas, dx: float, layer: Layer) -> None:
+    """Add an overlay (in pane pixels) to ``layer``, shifted right by ``dx``."""
+    for poly in overlay.polygons:
+        pts = np.array(poly.points, np.float64) + np.array([dx, 0.0])
+        layer.solid.append(thick_polyline(pts, poly.thickness, rgba(poly.color), closed=True))
+    for mark in overlay.boxes:
+        x1, y1, x2, y2 = (float(v) for v in mark.box)
+        x1, x2 = x1 + dx, x2 + dx
+        if mark.filled:
+            layer.solid.append(rect(x1, y1, x2, y2, rgba(BLACK)))
+        corners = np.array([(x1, y1), (x2, y1), (x2, y2), (x1, y2)])
+        layer.solid.append(thick_polyline(corners, BOX_THICKNESS, rgba(mark.color), closed=True))
+        tw = atlas.width(mark.label, LABEL_HEIGHT)
+        ty = max(y1 - LABEL_HEIGHT, 0.0)
+        layer.solid.append(rect(x1, ty, x1 + tw + 6, ty + LABEL_HEIGHT, rgba(mark.color)))
+        layer.text.append(atlas.quads(mark.label, x1 + 3, ty, LABEL_HEIGHT, rgba(WHITE)))
+
+
+def hud_layer(
+    lines: list[str], atlas: GlyphAtlas, x: float, y: float, layer: Layer, *,
+    color: Color = WHITE,
+) -> None:
+    if not lines:
+        return
+    width = max(atlas.width(line, HUD_HEIGHT) for line in lines) + 12
+    layer.solid.append(rect(x, y, x + width, y + HUD_HEIGHT * len(lines) + 8, HUD_BG))
+    for i, line in enumerate(lines):
+        layer.text.append(atlas.quads(line, x + 6, y + 4 + i * HUD_HEIGHT, HUD_HEIGHT,
+                                      rgba(color)))
+
+
+def letterbox(
+    framebuffer: tuple[int, int], content: tuple[int, int]
+) -> tuple[int, int, int, int]:
+    """Viewport (x, y, w, h) that fits ``content`` in ``framebuffer`` without stretching."""
+    fw, fh = framebuffer
+    cw, ch = content
+    scale = min(fw / cw, fh / ch)
+    w, h = max(1, round(cw * scale)), max(1, round(ch * scale))
+    return ((fw - w) // 2, (fh - h) // 2, w, h)

@@ -1,0 +1,244 @@
+"""The glfw window: both panes, overlays, HUD and keys, all on the main thread.
+
+Each pane's texture is allocated once at the source resolution and updated
+with glTexSubImage2D; the GPU scales it into the pane. Overlays are built from
+the very result whose frame is shown, so boxes never trail their objects.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import statistics
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import glfw
+import numpy as np
+import numpy.typing as npt
+from OpenGL import GL
+
+from coral_mfg.errors import UserError
+from coral_mfg.overlay import Overlay, build_overlay
+from coral_mfg.render.gl import Program, StreamBuffer, Texture
+from coral_mfg.render.scene import Layer, hud_layer, letterbox, overlay_layer
+from coral_mfg.render.text import GlyphAtlas
+from coral_mfg.results import STREAMS, FrameResult
+from coral_mfg.zones import KeepoutZone
+
+log = logging.getLogger(__name__)
+
+IDLE_WAIT_S = 1 / 120
+RECENT = 30
+
+
+@dataclass
+class DisplaySink:
+    """The newest result of each stream, handed from the output thread to the window."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    latest: dict[str, FrameResult] = field(default_factory=dict)
+    seq: dict[str, int] = field(default_factory=dict)
+    stamps: dict[str, deque[float]] = field(default_factory=dict)
+    infer_ms: dict[str, deque[float]] = field(default_factory=dict)
+
+    def write(self, result: FrameResult) -> None:
+        with self.lock:
+            s = result.stream
+            self.latest[s] = result
+            self.seq[s] = self.seq.get(s, 0) + 1
+            self.stamps.setdefault(s, deque(maxlen=RECENT)).append(time.monotonic())
+            self.infer_ms.setdefault(s, deque(maxlen=RECENT)).append(
+                result.times.detect + result.times.classify
+            )
+
+    def close(self) -> None:
+        pass
+
+    def snapshot(self) -> dict[str, tuple[int, FrameResult]]:
+        with self.lock:
+            return {s: (self.seq[s], r) for s, r in self.latest.items()}
+
+    def rates(self, stream: str) -> tuple[float, float]:
+        """(processed fps, median inference ms) over the recent frames."""
+        with self.lock:
+            stamps = list(self.stamps.get(stream, ()))
+            ms = list(self.infer_ms.get(stream, ()))
+        fps = (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 1 and (
+            stamps[-1] > stamps[0]) else 0.0
+        return fps, (statistics.median(ms) if ms else 0.0)
+
+
+class Window:
+    """A GL 3.3 core window of 2W x H content pixels, letterboxed when resized."""
+
+    def __init__(
+        self, pane_size: tuple[int, int], title: str = "coral-mfg", fullscreen: bool = False,
+        visible: bool = True,
+    ) -> None:
+        if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+            raise UserError("no display to open a window on (DISPLAY is not set); "
+                            "run with --headless or start an X server")
+        if not glfw.init():
+            raise UserError(f"cannot open a window on display {os.environ.get('DISPLAY')}; "
+                            "run with --headless")
+        glfw.window_hint(glfw.CONTEXT_VERSION_MAJOR, 3)
+        glfw.window_hint(glfw.CONTEXT_VERSION_MINOR, 3)
+        glfw.window_hint(glfw.OPENGL_PROFILE, glfw.OPENGL_CORE_PROFILE)
+        glfw.window_hint(glfw.OPENGL_FORWARD_COMPAT, True)
+        glfw.window_hint(glfw.VISIBLE, visible)
+        self.pane_size = pane_size
+        self.content = (2 * pane_size[0], pane_size[1])
+        monitor = glfw.get_primary_monitor() if fullscreen else None
+        size = self.content
+        if monitor is not None:
+            mode = glfw.get_video_mode(monitor)
+            size = (mode.size.width, mode.size.height)
+        self.handle = glfw.create_window(size[0], size[1], title, monitor, None)
+        if not self.handle:
+            glfw.terminate()
+            raise UserError("cannot create an OpenGL 3.3 window on this display; "
+                            "run with --headless or update the graphics driver")
+        glfw.make_context_current(self.handle)
+        glfw.swap_interval(1)
+        glfw.set_window_aspect_ratio(self.handle, self.content[0], self.content[1])
+        self.fullscreen = fullscreen
+        self._windowed = (100, 100, *self.content)
+        self.keys: deque[tuple[int, int]] = deque()
+        glfw.set_key_callback(self.handle, self._on_key)
+        self.video = Program("textured.vert", "video.frag")
+        self.text = Program("textured.vert", "text.frag")
+        self.solid = Program("solid.vert", "solid.frag")
+        self.textured_buf = StreamBuffer([2, 2, 4])
+        self.solid_buf = StreamBuffer([2, 4])
+        self.atlas = GlyphAtlas.build()
+        h, w = self.atlas.image.shape
+        self.atlas_tex = Texture(w, h, 1)
+        self.atlas_tex.upload(self.atlas.image)
+        self.panes: list[Texture | None] = [None, None]
+        self.gl_errors = 0
+        self.frames_drawn = 0
+        GL.glEnable(GL.GL_BLEND)
+        GL.glBlendFunc(GL.GL_SRC_ALPHA, GL.GL_ONE_MINUS_SRC_ALPHA)
+
+    def _on_key(self, _win: object, key: int, _scancode: int, action: int, mods: int) -> None:
+        if action == glfw.PRESS:
+            self.keys.append((key, mods))
+
+    @property
+    def should_close(self) -> bool:
+        return bool(glfw.window_should_close(self.handle))
+
+    def set_pane(self, index: int, image: npt.NDArray[np.uint8]) -> None:
+        """Upload a frame at its own resolution; the texture is re-made only if that changes."""
+        h, w = image.shape[:2]
+        tex = self.panes[index]
+        if tex is None or tex.size != (w, h):
+            if tex is not None:
+                tex.delete()
+            tex = self.panes[index] = Texture(w, h, 3)
+        tex.upload(image)
+
+    def framebuffer_size(self) -> tuple[int, int]:
+        w, h = glfw.get_framebuffer_size(self.handle)
+        return int(w), int(h)
+
+    def viewport(self) -> tuple[int, int, int, int]:
+        return letterbox(self.framebuffer_size(), self.content)
+
+    def draw(self, layer: Layer) -> None:
+        fw, fh = self.framebuffer_size()
+        GL.glViewport(0, 0, fw, fh)
+        GL.glClearColor(0.0, 0.0, 0.0, 1.0)
+        GL.glClear(GL.GL_COLOR_BUFFER_BIT)
+        GL.glViewport(*self.viewport())
+        pw, ph = self.pane_size
+        self.video.use(self.content)
+        for i, tex in enumerate(self.panes):
+            if tex is None:
+                continue
+            tex.bind()
+            x0, x1 = float(i * pw), float((i + 1) * pw)
+            quad = np.array([
+                (x0, 0, 0, 0), (x1, 0, 1, 0), (x1, ph, 1, 1),
+                (x0, 0, 0, 0), (x1, ph, 1, 1), (x0, ph, 0, 1),
+            ], np.float32)
+            self.textured_buf.draw(np.hstack([quad, np.ones((6, 4), np.float32)]))
+        solid, text = layer.arrays()
+        self.solid.use(self.content)
+        self.solid_buf.draw(solid)
+        self.text.use(self.content)
+        self.atlas_tex.bind()
+        self.textured_buf.draw(text)
+        err = GL.glGetError()
+        while err != GL.GL_NO_ERROR:
+            self.gl_errors += 1
+            log.error("GL error 0x%x", err)
+            err = GL.glGetError()
+        self.frames_drawn += 1
+
+    def swap(self) -> None:
+        glfw.swap_buffers(self.handle)
+
+    def read_pixels(self) -> npt.NDArray[np.uint8]:
+        """The whole framebuffer as an RGB image, top row first."""
+        w, h = self.framebuffer_size()
+        GL.glPixelStorei(GL.GL_PACK_ALIGNMENT, 1)
+        data = GL.glReadPixels(0, 0, w, h, GL.GL_RGB, GL.GL_UNSIGNED_BYTE)
+        image = np.frombuffer(data, np.uint8).reshape(h, w, 3)
+        return np.ascontiguousarray(image[::-1])
+
+    def screenshot(self, path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not cv2.imwrite(str(path), cv2.cvtColor(self.read_pixels(), cv2.COLOR_RGB2BGR)):
+            raise UserError(f"cannot write screenshot {path}; pass a writable .png path")
+        return path
+
+    def toggle_fullscreen(self) -> None:
+        if self.fullscreen:
+            x, y, w, h = self._windowed
+            glfw.set_window_monitor(self.handle, None, x, y, w, h, 0)  # type: ignore[arg-type]
+        else:
+            x, y = glfw.get_window_pos(self.handle)
+            w, h = glfw.get_window_size(self.handle)
+            self._windowed = (x, y, w, h)
+            monitor = glfw.get_primary_monitor()
+            mode = glfw.get_video_mode(monitor)
+            glfw.set_window_monitor(self.handle, monitor, 0, 0, mode.size.width,
+                                    mode.size.height, mode.refresh_rate)
+        self.fullscreen = not self.fullscreen
+
+    def close(self) -> None:
+        if self.handle:
+            glfw.destroy_window(self.handle)
+            self.handle = None  # type: ignore[assignment]
+        glfw.terminate()
+
+
+def scene_for(
+    snapshot: dict[str, tuple[int, FrameResult]],
+    atlas: GlyphAtlas,
+    pane_size: tuple[int, int],
+    zones: tuple[KeepoutZone, ...],
+    *,
+    anonymize: bool,
+    hud: Callable[[str], list[str]] | None,
+) -> tuple[Layer, dict[str, Overlay]]:
+    """Overlays of the shown results (zones on the safety pane) and, optionally, the HUD."""
+    layer = Layer()
+    overlays: dict[str, Overlay] = {}
+    for i, stream in enumerate(STREAMS):
+        dx = float(i * pane_size[0])
+        if stream in snapshot:
+            result = snapshot[stream][1]
+            overlay = build_overlay(result, zones if i == 0 else (), anonymize)
+            overlays[stream] = overlay
+            overlay_layer(overlay, atlas, dx, layer)
+        if hud is not None:
+            hud_layer(hud(stream), atlas, dx + 8, 8, layer)
+    return layer, overlays

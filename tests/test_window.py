@@ -1,0 +1,205 @@
+"""The window in a real X server (Xvfb) with Mesa's OpenGL: read the framebuffer back."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+
+from coral_mfg.render.scene import letterbox
+from tests.conftest import ROOT, frames
+
+ZONE = [(585, 390), (720, 335), (420, 205), (305, 235)]
+W, H = 960, 540
+
+
+def _free_display() -> int:
+    for n in range(90, 200):
+        if not Path(f"/tmp/.X{n}-lock").exists() and not Path(f"/tmp/.X11-unix/X{n}").exists():
+            return n
+    raise RuntimeError("no free X display number")
+
+
+@pytest.fixture(scope="module")
+def xvfb() -> Iterator[str]:
+    """A virtual screen; the tests need Xvfb and Mesa (scripts/setup.sh --dev installs them)."""
+    binary = shutil.which("Xvfb")
+    assert binary, "Xvfb is not installed: run scripts/setup.sh --dev (apt package xvfb)"
+    display = f":{_free_display()}"
+    proc = subprocess.Popen([binary, display, "-screen", "0", "2400x1400x24", "-nolisten", "tcp"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(50):
+        if Path(f"/tmp/.X11-unix/X{display[1:]}").exists():
+            break
+        time.sleep(0.1)
+    old = os.environ.get("DISPLAY")
+    os.environ["DISPLAY"] = display
+    try:
+        yield display
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        if old is None:
+            os.environ.pop("DISPLAY", None)
+        else:
+            os.environ["DISPLAY"] = old
+
+
+@pytest.fixture(scope="module")
+def window_run(
+    xvfb: str, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[np.ndarray, list[dict[str, Any]], str]:
+    tmp = tmp_path_factory.mktemp("window")
+    shot, events = tmp / "shot.png", tmp / "events.jsonl"
+    result = subprocess.run(
+        [sys.executable, "-m", "coral_mfg", "--device", "cpu", "--no-realtime",
+         "--max_frames", "20", "--screenshot", str(shot), "--events", str(events)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+        env={**os.environ, "DISPLAY": xvfb},
+    )
+    assert result.returncode == 0, result.stderr
+    saved = cv2.imread(str(shot))
+    assert saved is not None, f"no screenshot at {shot}"
+    image = cv2.cvtColor(saved, cv2.COLOR_BGR2RGB)
+    lines = [json.loads(x) for x in events.read_text().splitlines()]
+    return image, lines, result.stderr
+
+
+def _last(events: list[dict[str, Any]], stream: str) -> dict[str, Any]:
+    return [e for e in events if e["type"] == "frame" and e["stream"] == stream][-1]
+
+
+def _is(pixel: np.ndarray, color: str) -> bool:
+    r, g, b = (int(v) for v in pixel)
+    if color == "red":
+        return r > 180 and g < 80 and b < 80
+    if color == "green":
+        return g > 150 and r < 80 and b < 80
+    raise ValueError(color)
+
+
+def test_window_size_and_no_gl_errors(window_run: tuple[np.ndarray, list[Any], str]) -> None:
+    image, _, stderr = window_run
+    assert image.shape == (H, 2 * W, 3)
+    assert "0 GL errors" in stderr
+    assert "GL error" not in stderr.replace("0 GL errors", "")
+
+
+@pytest.mark.parametrize(("pane", "video"), [(0, "worker-zone-detection.mp4"),
+                                             (1, "apple-conveyor.mp4")])
+def test_both_panes_show_their_video(
+    window_run: tuple[np.ndarray, list[dict[str, Any]], str], pane: int, video: str
+) -> None:
+    image, events, _ = window_run
+    stream = "worker_safety" if pane == 0 else "visual_inspection"
+    index = _last(events, stream)["frame"]
+    expected = cv2.cvtColor(cv2.resize(frames(video)[index], (W, H)), cv2.COLOR_BGR2RGB)
+    shown = image[:, pane * W:(pane + 1) * W]
+    # compare the lower-left quarter, away from the HUD and most overlays
+    region = (slice(H // 2, H), slice(0, W // 3))
+    diff = np.abs(shown[region].astype(int) - expected[region].astype(int)).mean()
+    assert diff < 12, diff
+
+
+def test_keepout_polygon_is_red_where_the_csv_says(
+    window_run: tuple[np.ndarray, list[Any], str]
+) -> None:
+    image, _, _ = window_run
+    red = total = 0
+    for (x0, y0), (x1, y1) in zip(ZONE, ZONE[1:] + ZONE[:1], strict=True):
+        for t in np.linspace(0.1, 0.9, 9):
+            x, y = round(x0 + t * (x1 - x0)), round(y0 + t * (y1 - y0))
+            total += 1
+            red += _is(image[y, x], "red")
+    assert red >= 0.8 * total  # a person box may cross an edge
+    # and not elsewhere: the zone's centre is plain floor
+    cx, cy = (int(np.mean([p[0] for p in ZONE])), int(np.mean([p[1] for p in ZONE])))
+    assert not _is(image[cy, cx], "red")
+
+
+@pytest.mark.parametrize(("stream", "label", "dx"), [("worker_safety", "person", 0),
+                                                     ("visual_inspection", "apple", W)])
+def test_boxes_are_drawn_where_the_event_log_says(
+    window_run: tuple[np.ndarray, list[dict[str, Any]], str], stream: str, label: str, dx: int
+) -> None:
+    image, events, _ = window_run
+    objects = [o for o in _last(events, stream)["objects"] if o["label"] == label]
+    assert objects, f"no {label} on the last {stream} frame"
+    for o in objects:
+        x1, y1, x2, y2 = o["box"]
+        colour = "red" if o.get("keepout") or o.get("grade") == "rotten_apple" else "green"
+        # the middle of the left and bottom edges, drawn 3 px thick on the box line
+        points = [(x1 + dx, (y1 + y2) // 2), ((x1 + x2) // 2 + dx, min(y2, H - 2))]
+        for x, y in points:
+            patch = image[max(y - 1, 0):y + 2, max(x - 1, dx):x + 2].reshape(-1, 3)
+            assert any(_is(p, colour) for p in patch), (stream, o, (x, y), patch)
+
+
+def test_text_is_present(window_run: tuple[np.ndarray, list[Any], str]) -> None:
+    image, _, _ = window_run
+    for dx in (0, W):
+        hud = image[8:110, dx + 8:dx + 300]
+        white = np.all(hud > 200, axis=2).sum()
+        dark = np.all(hud < 40, axis=2).sum()
+        assert white > 300 and dark > 3000, (white, dark)  # glyphs on the HUD's dark panel
+
+
+def test_resize_keeps_the_aspect_ratio(xvfb: str) -> None:
+    import glfw
+
+    from coral_mfg.render.window import Window
+
+    window = Window((W, H), visible=True)
+    try:
+        image = frames("apple-conveyor.mp4")[20]
+        window.set_pane(0, image)
+        window.set_pane(1, image)
+        from coral_mfg.render.scene import Layer
+
+        window.draw(Layer())
+        native = window.read_pixels()
+        glfw.set_window_size(window.handle, 1000, 1000)
+        for _ in range(50):
+            glfw.poll_events()
+            if window.framebuffer_size() == (1000, 1000):
+                break
+            time.sleep(0.02)
+        assert window.framebuffer_size() == (1000, 1000)
+        window.swap()  # the driver resizes the back buffer at a swap
+        window.draw(Layer())
+        shot = window.read_pixels()
+        x, y, w, h = letterbox((1000, 1000), (2 * W, H))
+        assert abs(w / h - (2 * W) / H) < 0.01
+        assert (x, w) == (0, 1000) and y > 300
+        assert shot[:y - 1].max() == 0 and shot[y + h + 1:].max() == 0  # black bars
+        content = shot[y:y + h, x:x + w]
+        back = cv2.resize(content, (2 * W, H), interpolation=cv2.INTER_AREA)
+        ref = cv2.resize(cv2.resize(native, (w, h), interpolation=cv2.INTER_AREA),
+                         (2 * W, H), interpolation=cv2.INTER_AREA)
+        assert np.abs(back.astype(int) - ref.astype(int)).mean() < 6  # same picture, unstretched
+        assert window.gl_errors == 0
+    finally:
+        window.close()
+
+
+@pytest.mark.parametrize(
+    ("framebuffer", "expected"),
+    [
+        ((1920, 540), (0, 0, 1920, 540)),
+        ((1000, 1000), (0, 359, 1000, 281)),
+        ((3840, 540), (960, 0, 1920, 540)),
+        ((960, 270), (0, 0, 960, 270)),
+    ],
+)
+def test_letterbox(framebuffer: tuple[int, int], expected: tuple[int, int, int, int]) -> None:
+    assert letterbox(framebuffer, (1920, 540)) == expected
