@@ -12,7 +12,7 @@ extra=""
 [ "${1:-}" = "--dev" ] && extra="[dev]"
 
 # Runtime: GL and X client libraries for the window; tests: Xvfb, Mesa, ffprobe.
-packages=(libgl1 libegl1 libx11-6 libxrandr2 libxinerama1 libxcursor1 libxi6 fonts-dejavu-core)
+packages=(libgl1 libegl1 libx11-6 libxrandr2 libxinerama1 libxcursor1 libxi6)
 [ -n "$extra" ] && packages+=(xvfb libgl1-mesa-dri xauth ffmpeg)
 missing=()
 for p in "${packages[@]}"; do

@@ -203,3 +203,70 @@ def test_resize_keeps_the_aspect_ratio(xvfb: str) -> None:
 )
 def test_letterbox(framebuffer: tuple[int, int], expected: tuple[int, int, int, int]) -> None:
     assert letterbox(framebuffer, (1920, 540)) == expected
+
+
+def test_keys_pause_hud_fullscreen_screenshot_and_quit(
+    xvfb: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Drive the real app's window with key presses, as a user would."""
+    import threading
+
+    import glfw
+
+    from coral_mfg.cli import resolve_settings, run_parser
+    from coral_mfg.pipeline import build_pipeline
+    from coral_mfg.render.loop import WindowApp
+    from coral_mfg.render.window import DisplaySink
+
+    monkeypatch.chdir(tmp_path)
+    settings = resolve_settings(run_parser().parse_args(["--device", "cpu"]))
+    display = DisplaySink()
+    pipeline = build_pipeline(settings, extra_sinks=[display])
+    app = WindowApp(settings, pipeline, display)
+    seen: dict[str, Any] = {}
+
+    def press(key: int) -> None:
+        app.window._on_key(None, key, 0, glfw.PRESS, 0)
+
+    def script() -> None:
+        time.sleep(1.5)
+        press(glfw.KEY_SPACE)
+        time.sleep(0.5)
+        seen["paused_at"] = pipeline.safety.processed
+        time.sleep(1.0)
+        seen["still"] = pipeline.safety.processed
+        press(glfw.KEY_SPACE)
+        time.sleep(1.0)
+        seen["resumed"] = pipeline.safety.processed
+        press(glfw.KEY_H)
+        time.sleep(0.3)
+        seen["hud"] = app.show_hud
+        press(glfw.KEY_F)
+        time.sleep(0.5)
+        seen["fullscreen"] = app.window.fullscreen
+        press(glfw.KEY_S)
+        time.sleep(0.5)
+        seen["quit_at"] = time.monotonic()
+        press(glfw.KEY_Q)
+
+    stop = threading.Event()
+    driver = threading.Thread(target=script)
+    pipeline.start()
+    driver.start()
+    try:
+        app.run(stop)
+        returned = time.monotonic()
+    finally:
+        pipeline.close()
+        closed = time.monotonic()
+        app.finish()
+        driver.join(10)
+    assert seen["still"] == seen["paused_at"]  # nothing processed while paused
+    assert seen["resumed"] > seen["still"]
+    assert seen["hud"] is False
+    assert seen["fullscreen"] is True
+    assert list(tmp_path.glob("coral-mfg-*.png"))  # 's' saved a screenshot
+    assert returned - seen["quit_at"] < 2.0 and closed - seen["quit_at"] < 2.0
+    assert not [t for t in threading.enumerate() if t.name.startswith(("capture-", "infer-"))
+                and t.is_alive()]
+    assert app.window.gl_errors == 0
