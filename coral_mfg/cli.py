@@ -225,7 +225,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return command(args)
     except UserError as exc:
-        print(f"coral-mfg: error: {exc}", file=sys.stderr)
+        message = "; ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+        print(f"coral-mfg: error: {message}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("coral-mfg: interrupted", file=sys.stderr)

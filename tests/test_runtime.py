@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +19,7 @@ from coral_mfg.inference.runtime import (
     list_edgetpus,
     parse_device_string,
 )
-from tests.conftest import model
+from tests.conftest import ROOT, model
 
 
 def test_edgetpu_model_is_recognised_before_running() -> None:
@@ -195,3 +198,56 @@ def test_bad_model_files(tmp_path: Path, content: bytes | None, match: str) -> N
 def test_missing_model_file(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="not found: run 'coral-mfg fetch-assets'"):
         inspect_model(tmp_path / "gone.tflite")
+
+
+@pytest.fixture(scope="module")
+def fake_libedgetpu(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Build a library named libedgetpu.so.1 that finds no device (needs a C compiler)."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    assert cc, "a C compiler is needed to build the fake Edge TPU runtime"
+    out = tmp_path_factory.mktemp("libedgetpu")
+    src = Path(__file__).parent / "fake_edgetpu" / "fake_edgetpu.c"
+    subprocess.run([cc, "-shared", "-fPIC", "-o", str(out / "libedgetpu.so.1"), str(src)],
+                   check=True)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("args", "logged"),
+    [
+        (["--device", "edgetpu", "--edgetpu_device", "usb:1"], "create device=usb:1"),
+        (["--device", "edgetpu", "--edgetpu_device", "pci"], "create device=pci"),
+        (["--device", "edgetpu"], "create"),
+    ],
+)
+def test_delegate_is_loaded_with_the_device_string(
+    fake_libedgetpu: Path, tmp_path: Path, args: list[str], logged: str
+) -> None:
+    """The real loading path through LiteRT's load_delegate, against a runtime with no TPU."""
+    log = tmp_path / "calls.log"
+    env = {**os.environ, "LD_LIBRARY_PATH": str(fake_libedgetpu), "FAKE_EDGETPU_LOG": str(log)}
+    result = subprocess.run([sys.executable, "-m", "coral_mfg", *args, "--headless"], cwd=ROOT,
+                            env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 2
+    assert log.read_text().splitlines() == [logged]  # opened once, with the user's device
+    errors = [x for x in result.stderr.splitlines() if x.startswith("coral-mfg: error:")]
+    assert len(errors) == 1 and "no Edge TPU found" in errors[0]
+    assert "--device cpu" in errors[0] and "Traceback" not in result.stderr
+
+
+def test_auto_falls_back_when_the_runtime_finds_no_device(
+    fake_libedgetpu: Path, tmp_path: Path
+) -> None:
+    log = tmp_path / "calls.log"
+    env = {**os.environ, "LD_LIBRARY_PATH": str(fake_libedgetpu), "FAKE_EDGETPU_LOG": str(log)}
+    code = (
+        "from coral_mfg.inference.runtime import Runtime, Device\n"
+        "from coral_mfg.assets import app_home\n"
+        "rt = Runtime(Device.AUTO)\n"
+        "c = rt.choose('classifier', app_home() / 'models' / 'classifier_edgetpu.tflite')\n"
+        "print(c.device, c.path.name, '|', rt.tpu_error)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=120, check=True)
+    assert result.stdout.startswith("cpu classifier.tflite | no Edge TPU found")
+    assert log.read_text().splitlines() == ["create"]

@@ -167,6 +167,7 @@ class EdgeTpu:
 
 def _no_device_message(device: str | None, detail: str = "") -> str:
     where = f" at '{device}'" if device else ""
+    detail = "; ".join(line.strip() for line in detail.splitlines() if line.strip())
     extra = f" ({detail})" if detail else ""
     return (
         f"no Edge TPU found{where}{extra}: plug in the Coral accelerator "
