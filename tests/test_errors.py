@@ -1,0 +1,164 @@
+"""Bad inputs end in one line naming the thing and the fix, exit 2, no traceback;
+signals stop a run cleanly with its files complete."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import pytest
+
+from tests.conftest import ROOT, video
+
+
+def _run(*args: str, timeout: float = 120) -> tuple[subprocess.CompletedProcess[str], float]:
+    start = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "coral_mfg", "--headless", "--device", "cpu",
+                             *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                            check=False)
+    return result, time.monotonic() - start
+
+
+def _error_line(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [x for x in result.stderr.splitlines() if x.startswith("coral-mfg: error:")]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def silent_server() -> Iterator[str]:
+    """A TCP server on loopback that accepts and never answers."""
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    server.settimeout(0.2)
+    stop = threading.Event()
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}/stream.mjpg"
+    stop.set()
+    thread.join(2)
+    for c in held:
+        c.close()
+    server.close()
+
+
+def _bad_files(tmp: Path) -> dict[str, Path]:
+    text = tmp / "notes.mp4"
+    text.write_text("not a video\n")
+    truncated = tmp / "truncated.mp4"
+    truncated.write_bytes(video("apple-conveyor.mp4").read_bytes()[:100_000])
+    return {"text": text, "truncated": truncated}
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("missing", "video file {path} not found: pass an existing file"),
+        ("text", "cannot open file {path}: pass a video file OpenCV/FFmpeg can decode"),
+        ("truncated", "video file {path} delivers no frames (empty, truncated or not a video)"),
+        ("camera", "camera /dev/video9 not found: plug it in or pass another /dev/videoN"),
+        ("refused", "cannot open stream rtsp://127.0.0.1:9/line: check the URL"),
+    ],
+)
+def test_bad_video_inputs(tmp_path: Path, source: str, message: str) -> None:
+    files = _bad_files(tmp_path)
+    path = {"missing": str(tmp_path / "gone.mp4"), "camera": "/dev/video9",
+            "refused": "rtsp://127.0.0.1:9/line"}.get(source) or str(files[source])
+    result, _ = _run("--visual_inspection_input", path)
+    assert message.format(path=path) in _error_line(result)
+
+
+def test_unresponsive_stream_fails_within_seconds(silent_server: str) -> None:
+    result, elapsed = _run("--worker_safety_input", silent_server)
+    assert f"cannot open stream {silent_server}" in _error_line(result)
+    assert elapsed < 15  # the 5 s open timeout, plus start-up
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("x,y\n1,2\n", "needs at least 3 points"),
+        ("a;b\n", "the first line must be the header 'x,y'"),
+        ("x,y\n0,0\n2000,0\n0,100\n", "is outside the 960x540 output frame"),
+    ],
+)
+def test_bad_keepout_csv(tmp_path: Path, content: str, message: str) -> None:
+    csv = tmp_path / "zone.csv"
+    csv.write_text(content)
+    result, _ = _run("--keepout_points_path", str(csv))
+    line = _error_line(result)
+    assert str(csv) in line and message in line
+
+
+def test_sigterm_stops_cleanly_with_complete_outputs(tmp_path: Path) -> None:
+    events, output = tmp_path / "events.jsonl", tmp_path / "out.mp4"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "coral_mfg", "--headless", "--device", "cpu", "--loop",
+         "--events", str(events), "--output", str(output)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (
+        not events.exists() or len(events.read_text().splitlines()) < 40
+    ):
+        time.sleep(0.1)
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=30)
+    stopped = time.monotonic() - sent
+    assert proc.returncode == 0, stderr
+    assert stopped < 2.0, stopped
+    lines = [json.loads(x) for x in events.read_text().splitlines()]
+    assert lines[-1]["type"] == "summary"
+    assert all(x["type"] == "frame" for x in lines[:-1])
+    assert sum(lines[-1]["frames"].values()) == len(lines) - 1
+    cap = cv2.VideoCapture(str(output))
+    count = 0
+    while cap.read()[0]:
+        count += 1
+    assert count >= 20
+    probe = subprocess.run(["ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0",
+                            "-show_entries", "stream=nb_read_frames,width,height", "-of", "json",
+                            str(output)], capture_output=True, text=True, check=True)
+    stream = json.loads(probe.stdout)["streams"][0]
+    assert (stream["width"], stream["height"]) == (1920, 540)
+    assert int(stream["nb_read_frames"]) == count
+
+
+def test_no_thread_outlives_the_run() -> None:
+    """In-process run: every thread the pipeline started has ended when it returns."""
+    from coral_mfg.cli import resolve_settings, run_parser
+    from coral_mfg.pipeline import build_pipeline
+
+    before = set(threading.enumerate())
+    settings = resolve_settings(run_parser().parse_args(
+        ["--headless", "--device", "cpu", "--no-realtime", "--max_frames", "15"]))
+    pipeline = build_pipeline(settings)
+    pipeline.start()
+    while not pipeline.poll(0.2):
+        pass
+    summary = pipeline.close()
+    assert summary["frames"] == {"worker_safety": 15, "visual_inspection": 15}
+    left = [t for t in set(threading.enumerate()) - before if t.is_alive()]
+    assert not left, left
