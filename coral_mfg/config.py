@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from coral_mfg.errors import ConfigError
+from coral_mfg.errors import ConfigError, read_user_text
 
 
 def _positive_int(value: Any) -> int:
@@ -114,14 +114,9 @@ def _resolve(value: str, base: Path) -> str:
 
 def read_config(path: Path) -> dict[str, Any]:
     """Checked settings from a TOML file; relative paths are taken from its folder."""
+    text = read_user_text(path, "config file", "pass an existing file to --config", ConfigError)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(
-            f"config file {path} not found; pass an existing file to --config"
-        ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"config file {path} cannot be read ({exc})") from None
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     return check_settings(data, str(path), path.parent)

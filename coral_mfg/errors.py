@@ -6,6 +6,8 @@ else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class UserError(Exception):
     """Bad input the user can fix: the message names the thing and the fix."""
@@ -27,3 +29,13 @@ class DeviceError(UserError):
 
 class AssetError(UserError):
     """An asset that could not be fetched or verified."""
+
+
+def read_user_text(path: Path, what: str, fix: str, error: type[UserError]) -> str:
+    """A user-supplied text file, or ``error`` naming it (``fix`` says what to do if absent)."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise error(f"{what} {path} not found: {fix}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise error(f"{what} {path} cannot be read ({exc}); pass a UTF-8 text file") from None

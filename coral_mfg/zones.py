@@ -9,6 +9,7 @@ touch or cross the zone, so a zone lying between the feet still counts; in
 from __future__ import annotations
 
 import csv
+import io
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -17,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 import shapely
 
-from coral_mfg.errors import ConfigError
+from coral_mfg.errors import ConfigError, read_user_text
 
 
 class ZoneMode(StrEnum):
@@ -54,15 +55,9 @@ class KeepoutZone:
 
 def read_points_csv(path: Path) -> npt.NDArray[np.float64]:
     """Zone points from the original demo's CSV: an ``x,y`` header, then one point a row."""
-    try:
-        with path.open(newline="", encoding="utf-8") as f:
-            rows = list(csv.reader(f))
-    except FileNotFoundError:
-        raise ConfigError(
-            f"keep-out points file {path} not found; pass an x,y CSV to --keepout_points_path"
-        ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"keep-out points file {path} cannot be read ({exc})") from None
+    text = read_user_text(path, "keep-out points file",
+                          "pass an x,y CSV to --keepout_points_path", ConfigError)
+    rows = list(csv.reader(io.StringIO(text, newline="")))
     rows = [r for r in rows if any(c.strip() for c in r)]
     if not rows or [c.strip().lower() for c in rows[0]] != ["x", "y"]:
         raise ConfigError(f"{path}: the first line must be the header 'x,y'")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from coral_mfg.errors import ModelError
+from coral_mfg.errors import ModelError, read_user_text
 
 _ID_LABEL = re.compile(r"^\s*(\d+)[\s:,]+(.+?)\s*$")
 #: TensorFlow's COCO label maps start with a placeholder for the background
@@ -37,16 +37,8 @@ def parse_labels(text: str) -> dict[int, str]:
 
 def read_labels(path: Path) -> dict[int, str]:
     """Read a labels file, with a message that names the file when it is unusable."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ModelError(
-            f"labels file {path} not found: run 'coral-mfg fetch-assets' or pass the right path"
-        ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ModelError(
-            f"labels file {path} cannot be read ({exc}); pass a text labels file"
-        ) from None
+    text = read_user_text(path, "labels file",
+                          "run 'coral-mfg fetch-assets' or pass the right path", ModelError)
     labels = parse_labels(text)
     if not labels:
         raise ModelError(f"labels file {path} is empty; pass the labels that belong to the model")
