@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
@@ -26,6 +27,11 @@ log = logging.getLogger(__name__)
 OPEN_TIMEOUT_MS = 5000
 READ_TIMEOUT_MS = 5000
 CAMERA_FPS = 30.0
+STALL_S = 10.0  # no frame for this long: the watchdog calls the source lost
+BACKOFF_FIRST_S = 1.0
+BACKOFF_MAX_S = 30.0
+WATCH_S = 0.2
+BAD_FRAMES_LIMIT = 30
 #: One decoder thread per source: FFmpeg's frame threads add frames of latency
 #: and, on a small CPU, take cores from inference for no gain in throughput.
 DECODE_THREADS = 1
@@ -100,7 +106,9 @@ def open_capture(spec: str, width: int, height: int) -> cv2.VideoCapture:
     return cap
 
 
-def probe_source(spec: str, width: int, height: int) -> tuple[cv2.VideoCapture, Frame | None]:
+def probe_source(
+    spec: str, width: int, height: int, stream: str = ""
+) -> tuple[cv2.VideoCapture, Frame | None]:
     """Open a source and decode its first frame, so a bad input fails at start-up."""
     cap = open_capture(spec, width, height)
     ok, image = cap.read()
@@ -111,18 +119,17 @@ def probe_source(spec: str, width: int, height: int) -> tuple[cv2.VideoCapture, 
             f"{what} {spec} delivers no frames (empty, truncated or not a video); "
             "pass a playable video"
         )
-    first = Frame("", 0, 0.0, time.monotonic(), np.asarray(image, dtype=np.uint8), 0.0)
+    first = Frame(stream, 0, 0.0, time.monotonic(), np.asarray(image, dtype=np.uint8), 0.0)
     return cap, first
 
 
-@dataclass
-class StreamStats:
-    """Counters a capture thread owns; others only read them."""
+class VideoSource(Protocol):
+    """What capture needs of a source: cv2.VideoCapture's reading interface."""
 
-    captured: int = 0
-    dropped: int = 0
-    loops: int = 0
-    ended: bool = False
+    def read(self) -> tuple[bool, Any]: ...
+    def get(self, prop: int) -> float: ...
+    def set(self, prop: int, value: float) -> bool: ...
+    def release(self) -> None: ...
 
 
 class FrameSlot:
@@ -167,20 +174,40 @@ class FrameSlot:
         return len(self.frames)
 
 
+def _as_bgr(image: Any) -> npt.NDArray[np.uint8] | None:
+    """A usable BGR frame, or None for garbage (wrong type, empty, odd channels)."""
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.size == 0:
+        return None
+    if image.ndim == 2:
+        return np.asarray(cv2.cvtColor(image, cv2.COLOR_GRAY2BGR), dtype=np.uint8)
+    if image.ndim == 3 and image.shape[2] == 3:
+        return image
+    if image.ndim == 3 and image.shape[2] == 4:
+        return np.asarray(cv2.cvtColor(image, cv2.COLOR_BGRA2BGR), dtype=np.uint8)
+    return None
+
+
+class Outcome(StrEnum):
+    RUNNING = "running"
+    END = "end"  # a file reached its end and does not loop
+    FAILED = "failed"  # the source stopped delivering
+    STOPPED = "stopped"
+
+
 class CaptureThread(threading.Thread):
-    """Decodes one source into a :class:`FrameSlot` until the end, a stop, or a limit."""
+    """Reads one opened source into a :class:`FrameSlot` until its end, a failure or a stop."""
 
     def __init__(
         self,
         stream: str,
         spec: str,
-        cap: cv2.VideoCapture,
+        cap: VideoSource,
         slot: FrameSlot,
         stop: threading.Event,
         *,
         realtime: bool,
         loop: bool,
-        on_end: Callable[[str], None],
+        on_end: Callable[[str], None] | None = None,
         first: Frame | None = None,
         paused: threading.Event | None = None,
     ) -> None:
@@ -194,71 +221,237 @@ class CaptureThread(threading.Thread):
         self.realtime = realtime
         self.loop = loop and self.kind is SourceKind.FILE
         self.on_end = on_end
-        self.stats = StreamStats()
         fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
         self.fps = fps if 1.0 <= fps <= 240.0 else CAMERA_FPS
+        count = float(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0.0)
+        self.frame_count = int(count) if self.kind is SourceKind.FILE and count > 0 else 0
         self._pending = first
         self.paused = paused or threading.Event()
-        self.error: str | None = None
+        self.outcome = Outcome.RUNNING
+        self.reason = ""
+        self.captured = 0
+        self.bad_frames = 0
+        self.index = 0
+        self.last_frame_at = time.monotonic()
+        self.waiting = False  # blocked handing a frame over: back-pressure, not a stall
 
-    def _read(self) -> tuple[npt.NDArray[np.uint8] | None, float]:
+    def _read(self) -> tuple[npt.NDArray[np.uint8] | None, float, bool]:
+        """(frame or None, ms, whether the source answered at all)."""
         start = time.perf_counter()
         ok, image = self.cap.read()
         ms = (time.perf_counter() - start) * 1000.0
-        if not ok or image is None:
-            return None, ms
-        return np.asarray(image, dtype=np.uint8), ms
+        if not ok:
+            return None, ms, False
+        return _as_bgr(image), ms, True
 
     def run(self) -> None:
         try:
             self._run()
         except Exception as exc:  # a source must never take the app down
-            self.error = f"{type(exc).__name__}: {exc}"
-            log.exception("capture %s failed", self.stream)
+            self._finish(Outcome.FAILED, f"{type(exc).__name__}: {exc}")
+            log.debug("capture %s raised", self.stream, exc_info=True)
         finally:
-            self.cap.release()
-            self.stats.ended = True
-            self.on_end(self.stream)
+            try:
+                self.cap.release()
+            except Exception:
+                log.debug("release of %s failed", self.spec, exc_info=True)
+            if self.outcome is Outcome.RUNNING:
+                self.outcome = Outcome.STOPPED
+            if self.on_end is not None:
+                self.on_end(self.stream)
+
+    def _finish(self, outcome: Outcome, reason: str = "") -> None:
+        self.outcome, self.reason = outcome, reason
 
     def _run(self) -> None:
-        index = 0
         started = time.monotonic()
         pace = self.realtime and self.kind is SourceKind.FILE
         while not self.stop_event.is_set():
             if self.paused.is_set():
                 held = time.monotonic()
                 while self.paused.is_set() and not self.stop_event.wait(POLL_S):
-                    pass
+                    self.last_frame_at = time.monotonic()
                 started += time.monotonic() - held  # a paced file resumes where it was
                 continue
             if self._pending is not None:
                 image: npt.NDArray[np.uint8] | None = self._pending.image
-                ms = self._pending.decode_ms
+                ms, answered = self._pending.decode_ms, True
                 self._pending = None
             else:
-                image, ms = self._read()
-            if image is None:
-                if self.loop and index > 0:
-                    self.cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
-                    self.stats.loops += 1
-                    index = 0
+                image, ms, answered = self._read()
+            if not answered:
+                if self.kind is not SourceKind.FILE:
+                    self._finish(Outcome.FAILED, "no frame from the source (disconnected?)")
+                    return
+                if self.frame_count and self.index < self.frame_count - 1:
+                    self._finish(Outcome.FAILED, f"read error at frame {self.index} of "
+                                 f"{self.frame_count} (file changed or damaged?)")
+                    return
+                if self.loop and self.index > 0:
+                    if not self.cap.set(cv2.CAP_PROP_POS_FRAMES, 0):
+                        self._finish(Outcome.FAILED, "cannot rewind the file")
+                        return
+                    self.index = 0
                     started = time.monotonic()
                     continue
+                self._finish(Outcome.END)
                 return
+            if image is None:
+                self.bad_frames += 1
+                if self.bad_frames % BAD_FRAMES_LIMIT == 0:
+                    self._finish(Outcome.FAILED, f"{self.bad_frames} unusable frames in a row")
+                    return
+                continue
+            self.bad_frames = 0
             if self.kind is SourceKind.FILE:
-                pts = index / self.fps
+                pts = self.index / self.fps
                 if pace:
                     delay = started + pts - time.monotonic()
                     if delay > 0 and self.stop_event.wait(delay):
                         return
             else:
                 pts = time.monotonic() - started
-            frame = Frame(self.stream, index, pts, time.monotonic(), image, ms)
-            if not self.slot.put(frame, self.stop_event):
-                return
-            self.stats.captured += 1
-            index += 1
+            frame = Frame(self.stream, self.index, pts, time.monotonic(), image, ms)
+            self.last_frame_at = time.monotonic()
+            self.waiting = True
+            try:
+                if not self.slot.put(frame, self.stop_event):
+                    return
+            finally:
+                self.waiting = False
+                self.last_frame_at = time.monotonic()
+            self.captured += 1
+            self.index += 1
 
     @property
     def dropped(self) -> int:
         return self.slot.dropped
+
+
+Opener = Callable[[], tuple[VideoSource, Frame | None]]
+EventSink = Callable[[dict[str, Any]], None]
+
+
+class SourceSupervisor(threading.Thread):
+    """Keeps one input alive: reopens it with backoff when it fails or stalls.
+
+    A reader thread does the decoding; this thread watches it. A source that
+    stops delivering, raises, or sends no frame for ``stall_s`` seconds is
+    logged as lost, and reopened after 1, 2, 4 ... (at most 30) seconds, so
+    the other stream never notices. A reader stuck inside a driver call is
+    abandoned, not waited for.
+    """
+
+    def __init__(
+        self,
+        stream: str,
+        spec: str,
+        slot: FrameSlot,
+        stop: threading.Event,
+        *,
+        opener: Opener,
+        realtime: bool,
+        loop: bool,
+        on_end: Callable[[str], None],
+        on_event: EventSink,
+        paused: threading.Event | None = None,
+        first: tuple[VideoSource, Frame | None] | None = None,
+        stall_s: float = STALL_S,
+        backoff: tuple[float, float] = (BACKOFF_FIRST_S, BACKOFF_MAX_S),
+    ) -> None:
+        super().__init__(name=f"source-{stream}", daemon=True)
+        self.stream = stream
+        self.spec = spec
+        self.kind = source_kind(spec)
+        self.slot = slot
+        self.stop_event = stop
+        self.opener = opener
+        self.realtime = realtime
+        self.loop = loop
+        self.on_end = on_end
+        self.on_event = on_event
+        self.paused = paused or threading.Event()
+        self.stall_s = stall_s
+        self.backoff = backoff
+        self._first = first
+        self.reader: CaptureThread | None = None
+        self.lost_reason: str | None = None
+        self.lost_count = 0
+        self.fps = CAMERA_FPS
+        self.ended = False
+
+    @property
+    def dropped(self) -> int:
+        return self.slot.dropped
+
+    def run(self) -> None:
+        try:
+            self._supervise()
+        except Exception:
+            log.exception("supervisor of %s failed", self.stream)
+        finally:
+            self.ended = True
+            self.on_end(self.stream)
+
+    def _supervise(self) -> None:
+        delay = self.backoff[0]
+        lost_at = 0.0
+        while not self.stop_event.is_set():
+            opened = self._first
+            self._first = None
+            if opened is None:
+                try:
+                    opened = self.opener()
+                except Exception as exc:
+                    reason = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}"
+                    self._lose(reason)
+                    if self.stop_event.wait(delay):
+                        return
+                    delay = min(delay * 2, self.backoff[1])
+                    continue
+            if self.lost_reason is not None:
+                self.on_event({"type": "source_restored", "stream": self.stream,
+                               "after_s": round(time.monotonic() - lost_at, 2)})
+                log.warning("%s: source %s restored", self.stream, self.spec)
+                self.lost_reason = None
+                delay = self.backoff[0]
+            cap, first = opened
+            reader_stop = threading.Event()
+            reader = CaptureThread(
+                self.stream, self.spec, cap, self.slot, reader_stop, realtime=self.realtime,
+                loop=self.loop, first=first, paused=self.paused,
+            )
+            self.fps = reader.fps
+            self.reader = reader
+            reader.start()
+            why = self._watch(reader, reader_stop)
+            if why is None:
+                return  # stopped, or a file's end
+            lost_at = time.monotonic()
+            self._lose(why)
+            if self.stop_event.wait(delay):
+                return
+            delay = min(delay * 2, self.backoff[1])
+
+    def _watch(self, reader: CaptureThread, reader_stop: threading.Event) -> str | None:
+        """Wait for the reader to end or stall; the loss reason, or None for a normal end."""
+        while True:
+            if self.stop_event.wait(WATCH_S):
+                reader_stop.set()
+                reader.join(POLL_S * 5)
+                return None
+            if not reader.is_alive():
+                if reader.outcome is Outcome.FAILED:
+                    return reader.reason
+                return None
+            quiet = time.monotonic() - reader.last_frame_at
+            if not reader.waiting and not self.paused.is_set() and quiet > self.stall_s:
+                reader_stop.set()  # it exits if it ever comes back; it is not waited for
+                return f"no frame for {quiet:.0f} s (stalled)"
+
+    def _lose(self, reason: str) -> None:
+        if self.lost_reason is None:
+            self.lost_count += 1
+            self.on_event({"type": "source_lost", "stream": self.stream, "reason": reason})
+            log.warning("%s: source %s lost: %s", self.stream, self.spec, reason)
+        self.lost_reason = reason

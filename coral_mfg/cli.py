@@ -91,6 +91,8 @@ def run_parser(prog: str = "coral-mfg") -> argparse.ArgumentParser:
     _flag(g, "realtime", action=argparse.BooleanOptionalAction,
           help="pace files at their own fps (default); --no-realtime runs every frame, "
           "as fast as possible")
+    _flag(g, "stall_seconds", type=_typed("stall_seconds", float), metavar="S",
+          help="a source with no frame for S seconds is lost and reopened (default 10)")
     _flag(g, "loop", action=argparse.BooleanOptionalAction,
           help="loop files (default: loop in a window, stop at the end headless)")
     g = p.add_argument_group("checks")
@@ -119,6 +121,7 @@ def run_parser(prog: str = "coral-mfg") -> argparse.ArgumentParser:
                    help="settings file (default configs/default.toml); flags override it")
     _flag(g, "log_level", type=_typed("log_level", str.lower), metavar="LEVEL",
           help="debug, info, warning or error")
+    _flag(g, "log_file", metavar="FILE", help="also write the log to FILE")
     return p
 
 
@@ -146,7 +149,7 @@ def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_run(argv: Sequence[str]) -> int:
     args = run_parser().parse_args(argv)
     settings = resolve_settings(args)
-    _setup_logging(settings["log_level"])
+    _setup_logging(settings["log_level"], settings.get("log_file"))
     from coral_mfg.app import run
 
     return run(settings)
@@ -210,10 +213,20 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
 }
 
 
-def _setup_logging(level: str) -> None:
+def _setup_logging(level: str, log_file: str | None = None) -> None:
+    handlers: list[logging.Handler] = [logging.StreamHandler()]
+    if log_file:
+        try:
+            Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+            handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
+        except OSError as exc:
+            raise UserError(f"cannot write log file {log_file} ({exc.strerror}); "
+                            "pass a writable path to --log_file") from None
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        handlers=handlers,
+        force=True,
     )
 
 

@@ -29,6 +29,12 @@ def _non_negative_int(value: Any) -> int:
     return value
 
 
+def _positive_number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ValueError("a number > 0")
+    return float(value)
+
+
 def _unit_float(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
         raise ValueError("a number from 0 to 1")
@@ -91,6 +97,8 @@ OPTIONS: dict[str, Option] = {
     "output": Option(_string, None),
     "events": Option(_string, None),
     "log_level": Option(_choice("debug", "info", "warning", "error"), "info"),
+    "log_file": Option(_string, None, path=True),
+    "stall_seconds": Option(_positive_number, 10.0),
 }
 
 

@@ -143,12 +143,12 @@ class OutputThread(threading.Thread):
         super().__init__(name="outputs", daemon=True)
         self.sinks = sinks
         self.stop_event = stop
-        self.queue: queue.Queue[FrameResult | str] = queue.Queue(QUEUE_SIZE)
+        self.queue: queue.Queue[FrameResult | str | dict[str, Any]] = queue.Queue(QUEUE_SIZE)
         self.output_ms: deque[float] = deque(maxlen=4096)
         self._done = threading.Event()
 
-    def put(self, item: FrameResult | str) -> None:
-        """A result, or a stream name meaning that stream has ended."""
+    def put(self, item: FrameResult | str | dict[str, Any]) -> None:
+        """A result, a stream name meaning that stream has ended, or an event record."""
         while True:
             try:
                 self.queue.put(item, timeout=POLL_S)
@@ -175,10 +175,13 @@ class OutputThread(threading.Thread):
                     if isinstance(item, str):
                         if hasattr(sink, "end_stream"):
                             sink.end_stream(item)
+                    elif isinstance(item, dict):
+                        if hasattr(sink, "event"):
+                            sink.event(item)
                     else:
                         sink.write(item)
                 except Exception:
                     log.exception("output %s failed", type(sink).__name__)
-            if not isinstance(item, str):
+            if isinstance(item, FrameResult):
                 item.times.output = (time.perf_counter() - start) * 1000.0
                 self.output_ms.append(item.times.output)

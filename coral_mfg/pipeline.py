@@ -5,8 +5,10 @@ The headless run, the benchmark and the window all drive this one object.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import platform
 import threading
 import time
 from dataclasses import dataclass, field
@@ -14,8 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import cv2
+import numpy as np
 
-from coral_mfg.capture import CaptureThread, FrameSlot, SourceKind, probe_source, source_kind
+from coral_mfg.capture import (
+    CAMERA_FPS,
+    STALL_S,
+    FrameSlot,
+    SourceKind,
+    SourceSupervisor,
+    probe_source,
+    source_kind,
+)
 from coral_mfg.inference.engine import InferenceEngine, ModelPlan, plan_models
 from coral_mfg.inference.runtime import Device, Runtime
 from coral_mfg.inspection import VisualInspection
@@ -28,6 +39,7 @@ from coral_mfg.zones import KeepoutZone, load_csv_zone
 log = logging.getLogger(__name__)
 
 JOIN_S = 1.5
+STATS_EVERY_S = 60.0
 #: CPU layout: one interpreter pair per stream (a stream is never processed by
 #: two workers at once), each with cores/2 threads. On 2 cores, 2 pairs x 1
 #: thread beat 1 pair x 2 threads (``coral-mfg bench --workers N --cpu_threads T``).
@@ -81,26 +93,30 @@ class Pipeline:
         specs = {WORKER_SAFETY: s["worker_safety_input"],
                  VISUAL_INSPECTION: s["visual_inspection_input"]}
         self.capture_stops = {name: threading.Event() for name in STREAMS}
-        self.captures: dict[str, CaptureThread] = {}
+        self.captures: dict[str, SourceSupervisor] = {}
         self.states: list[StreamState] = []
         fps = []
+        opened: list[Any] = []
         try:
             for name in STREAMS:
-                cap, first = probe_source(specs[name], *self.out_size)
+                opener = functools.partial(probe_source, specs[name], *self.out_size, name)
+                cap, first = opener()
+                opened.append(cap)
+                rate = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+                fps.append(rate if 1.0 <= rate <= 240.0 else CAMERA_FPS)
                 kind = source_kind(specs[name])
                 leaky = s["realtime"] or kind is not SourceKind.FILE
                 slot = FrameSlot(self.cond, leaky=leaky)
-                thread = CaptureThread(
-                    name, specs[name], cap, slot, self.capture_stops[name],
+                self.captures[name] = SourceSupervisor(
+                    name, specs[name], slot, self.capture_stops[name], opener=opener,
                     realtime=s["realtime"], loop=loop, on_end=self._source_ended,
-                    first=first, paused=self.paused,
+                    on_event=self._event, paused=self.paused, first=(cap, first),
+                    stall_s=float(s.get("stall_seconds") or STALL_S),
                 )
-                fps.append(thread.fps)
-                self.captures[name] = thread
                 self.states.append(StreamState(processors[name], slot, s.get("max_frames") or 0))
         except BaseException:
-            for t in self.captures.values():
-                t.cap.release()
+            for cap in opened:
+                cap.release()
             raise
         sinks: list[Any] = []
         self.events: EventLog | None = None
@@ -120,10 +136,26 @@ class Pipeline:
             on_result=self._result, on_stream_done=self._stream_done, paused=self.paused,
         )
         self._closed = False
+        self._stats_at = time.monotonic()
+        self._stats_frames: dict[str, int] = {}
 
     # callbacks, from worker and capture threads
     def _result(self, result: FrameResult) -> None:
         self.outputs.put(result)
+
+    def _event(self, record: dict[str, Any]) -> None:
+        """A source event (lost, restored) for the event log, in order with the frames."""
+        self.outputs.put({**record, "time": round(time.monotonic() - self.started, 4)})
+
+    def status(self, stream: str) -> str | None:
+        """Why a stream shows no live video now (for the screen), or None."""
+        source = self.captures[stream]
+        if source.lost_reason is not None:
+            return f"NO SIGNAL: {source.lost_reason}"
+        state = next(st for st in self.states if st.processor.name == stream)
+        if state.failing:
+            return f"ERROR: {state.consecutive_errors} frames failed ({state.last_error})"
+        return None
 
     def _stream_done(self, name: str) -> None:
         """Called with the scheduler's lock held: only flag, never block."""
@@ -142,6 +174,22 @@ class Pipeline:
         with self.cond:
             self.cond.notify_all()
 
+    def log_stats(self, every_s: float = STATS_EVERY_S) -> None:
+        """Once a minute per stream: fps, drops, errors and source losses."""
+        now = time.monotonic()
+        if now - self._stats_at < every_s:
+            return
+        span = now - self._stats_at
+        self._stats_at = now
+        for st in self.states:
+            name = st.processor.name
+            done = st.processor.processed - self._stats_frames.get(name, 0)
+            self._stats_frames[name] = st.processor.processed
+            log.info("%s: %.1f fps, %d dropped, %d errors, %d source losses%s", name,
+                     done / span, self.captures[name].dropped, st.errors,
+                     self.captures[name].lost_count,
+                     f" ({self.status(name)})" if self.status(name) else "")
+
     def start(self) -> None:
         self.started = time.monotonic()
         if self.events is not None:
@@ -154,6 +202,7 @@ class Pipeline:
     def poll(self, timeout: float) -> bool:
         """Wait up to ``timeout``; True once every stream is finished."""
         done = self.scheduler.wait_done(timeout)
+        self.log_stats()
         while self.ended_streams:
             self.outputs.put(self.ended_streams.pop(0))
         return done
@@ -176,6 +225,7 @@ class Pipeline:
             "keepout_violations": self.safety.violations,
             "fps": {k: round(v / elapsed, 2) for k, v in frames.items()},
             "errors": {st.processor.name: st.errors for st in self.states},
+            "source_lost": {name: c.lost_count for name, c in self.captures.items()},
             "device": self.device,
         }
 
@@ -211,8 +261,13 @@ def build_pipeline(settings: dict[str, Any], extra_sinks: list[Any] | None = Non
         Path(settings["keepout_points_path"]), out_size, bool(settings["safety_check_whole_box"])
     )
     engines = open_engines(settings)
+    log.info("versions: python %s, numpy %s, opencv %s, %s %s", platform.python_version(),
+             np.__version__, cv2.__version__, engines[0].runtime.backend.name,
+             engines[0].runtime.backend.version)
     for line in engines[0].describe():
         log.info("%s", line)
+    log.info("inputs: worker safety %s; visual inspection %s", settings["worker_safety_input"],
+             settings["visual_inspection_input"])
     log.info("detector: %s; thresholds worker %.2f, inspection %.2f; %d worker(s)",
              engines[0].plan.note, engines[0].plan.worker_threshold,
              engines[0].plan.inspection_threshold, len(engines))

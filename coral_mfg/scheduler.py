@@ -21,6 +21,7 @@ from coral_mfg.results import FrameResult
 log = logging.getLogger(__name__)
 
 POLL_S = 0.1
+ERROR_STATE_AFTER = 5
 
 
 class StreamProcessor(Protocol):
@@ -39,6 +40,13 @@ class StreamState:
     busy: bool = False
     done: bool = False
     errors: int = 0
+    consecutive_errors: int = 0
+    last_error: str = ""
+
+    @property
+    def failing(self) -> bool:
+        """Repeated inference errors: shown on screen; processing goes on."""
+        return self.consecutive_errors >= ERROR_STATE_AFTER
 
     @property
     def limit_reached(self) -> bool:
@@ -127,10 +135,14 @@ class Scheduler:
             result: FrameResult | None = None
             try:
                 result = state.processor.process(frame, engine)
-            except Exception:
+            except Exception as exc:
                 state.errors += 1
-                log.exception("%s: frame %d failed", state.processor.name, frame.index)
+                state.consecutive_errors += 1
+                state.last_error = f"{type(exc).__name__}: {exc}"[:120]
+                log.exception("%s: frame %d failed and was skipped", state.processor.name,
+                              frame.index)
             if result is not None:
+                state.consecutive_errors = 0
                 self.on_result(result)
             with self.cond:
                 state.busy = False

