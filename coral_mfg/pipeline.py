@@ -22,6 +22,7 @@ from coral_mfg.capture import (
     CAMERA_FPS,
     STALL_S,
     FrameSlot,
+    Opener,
     SourceKind,
     SourceSupervisor,
     probe_source,
@@ -77,6 +78,8 @@ class Pipeline:
     stop_event: threading.Event = field(default_factory=threading.Event)
     cond: threading.Condition = field(default_factory=threading.Condition)
     extra_sinks: list[Any] = field(default_factory=list)
+    #: how to open a stream's input, when not from its spec (custom sources, fault tests)
+    openers: dict[str, Opener] = field(default_factory=dict)
     paused: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
@@ -99,7 +102,9 @@ class Pipeline:
         opened: list[Any] = []
         try:
             for name in STREAMS:
-                opener = functools.partial(probe_source, specs[name], *self.out_size, name)
+                opener = self.openers.get(name) or functools.partial(
+                    probe_source, specs[name], *self.out_size, name
+                )
                 cap, first = opener()
                 opened.append(cap)
                 rate = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
@@ -255,7 +260,11 @@ class Pipeline:
         return summary
 
 
-def build_pipeline(settings: dict[str, Any], extra_sinks: list[Any] | None = None) -> Pipeline:
+def build_pipeline(
+    settings: dict[str, Any],
+    extra_sinks: list[Any] | None = None,
+    openers: dict[str, Opener] | None = None,
+) -> Pipeline:
     out_size = (settings["width"], settings["height"])
     zone = load_csv_zone(
         Path(settings["keepout_points_path"]), out_size, bool(settings["safety_check_whole_box"])
@@ -271,7 +280,8 @@ def build_pipeline(settings: dict[str, Any], extra_sinks: list[Any] | None = Non
     log.info("detector: %s; thresholds worker %.2f, inspection %.2f; %d worker(s)",
              engines[0].plan.note, engines[0].plan.worker_threshold,
              engines[0].plan.inspection_threshold, len(engines))
-    return Pipeline(settings, engines, zone, extra_sinks=list(extra_sinks or []))
+    return Pipeline(settings, engines, zone, extra_sinks=list(extra_sinks or []),
+                    openers=dict(openers or {}))
 
 
 def video_info(path: Path) -> tuple[int, int, int, float]:

@@ -270,3 +270,48 @@ def test_keys_pause_hud_fullscreen_screenshot_and_quit(
     assert not [t for t in threading.enumerate() if t.name.startswith(("capture-", "infer-"))
                 and t.is_alive()]
     assert app.window.gl_errors == 0
+
+
+def test_lost_source_shows_no_signal(xvfb: str) -> None:
+    """A camera that dies and cannot be reopened: its pane says NO SIGNAL and why."""
+    import threading
+
+    from coral_mfg.capture import Frame, VideoSource
+    from coral_mfg.cli import resolve_settings, run_parser
+    from coral_mfg.errors import UserError
+    from coral_mfg.pipeline import build_pipeline
+    from coral_mfg.render.loop import WindowApp
+    from coral_mfg.render.window import DisplaySink
+    from tests.test_sources import FakeSource
+
+    opened: list[int] = []
+
+    def opener() -> tuple[VideoSource, Frame | None]:
+        opened.append(1)
+        if len(opened) > 1:
+            raise UserError("cannot open stream fake://line-3: check the URL")
+        return FakeSource("ends", good=5), None
+
+    settings = resolve_settings(run_parser().parse_args(
+        ["--device", "cpu", "--visual_inspection_input", "fake://line-3"]))
+    display = DisplaySink()
+    pipeline = build_pipeline(settings, extra_sinks=[display],
+                              openers={"visual_inspection": opener})
+    app = WindowApp(settings, pipeline, display)
+    stop = threading.Event()
+    threading.Timer(3.0, stop.set).start()
+    pipeline.start()
+    try:
+        app.run(stop)
+        app.render()
+        image = app.window.read_pixels()
+        status = pipeline.status("visual_inspection")
+    finally:
+        pipeline.close()
+        app.finish()
+    assert status is not None and status.startswith("NO SIGNAL: cannot open stream")
+    right = image[:, W:]
+    centre = right[H // 2 - 80:H // 2 + 40, 200:W - 200]
+    red = (centre[..., 0] > 200) & (centre[..., 1] < 120) & (centre[..., 2] < 120)
+    assert red.sum() > 500  # the big NO SIGNAL title
+    assert pipeline.status("worker_safety") is None

@@ -88,6 +88,7 @@ class WindowApp:
         layer, _ = scene_for(
             snap, self.window.atlas, self.window.pane_size, (self.pipeline.zone,),
             anonymize=bool(self.settings["anonymize"]), hud=self.hud if self.show_hud else None,
+            status=self.pipeline.status,
         )
         self.window.draw(layer)
 

@@ -17,6 +17,8 @@ from coral_mfg.render.text import GlyphAtlas
 LABEL_HEIGHT = 20.0  # content pixels of a label's text line
 HUD_HEIGHT = 20.0
 HUD_BG = (0.0, 0.0, 0.0, 0.6)
+STATUS_HEIGHT = 56.0
+STATUS_RED: Color = (255, 60, 60)
 
 Solid = npt.NDArray[np.float32]  # (N, 6): x, y, r, g, b, a
 Textured = npt.NDArray[np.float32]  # (N, 8): x, y, u, v, r, g, b, a
@@ -110,3 +112,30 @@ def letterbox(
     scale = min(fw / cw, fh / ch)
     w, h = max(1, round(cw * scale)), max(1, round(ch * scale))
     return ((fw - w) // 2, (fh - h) // 2, w, h)
+
+
+def status_layer(
+    message: str, atlas: GlyphAtlas, pane: tuple[float, float, float, float], layer: Layer
+) -> None:
+    """Dim a pane and say why it shows no live video (e.g. NO SIGNAL and the reason)."""
+    x0, y0, w, h = pane
+    layer.solid.append(rect(x0, y0, x0 + w, y0 + h, (0.0, 0.0, 0.0, 0.7)))
+    title, _, reason = message.partition(": ")
+    big = STATUS_HEIGHT
+    tw = atlas.width(title, big)
+    cy = y0 + h / 2 - big
+    layer.text.append(atlas.quads(title, x0 + (w - tw) / 2, cy, big, rgba(STATUS_RED)))
+    if reason:
+        words, lines, line = reason.split(), [], ""
+        for word in words:  # wrap to the pane width
+            trial = f"{line} {word}".strip()
+            if atlas.width(trial, HUD_HEIGHT) > w - 40 and line:
+                lines.append(line)
+                line = word
+            else:
+                line = trial
+        lines.append(line)
+        for i, text in enumerate(lines[:4]):
+            lw = atlas.width(text, HUD_HEIGHT)
+            layer.text.append(atlas.quads(text, x0 + (w - lw) / 2, cy + big + 8 + i * HUD_HEIGHT,
+                                          HUD_HEIGHT, rgba(WHITE)))

@@ -26,7 +26,7 @@ from OpenGL import GL
 from coral_mfg.errors import UserError
 from coral_mfg.overlay import Overlay, build_overlay
 from coral_mfg.render.gl import Program, StreamBuffer, Texture
-from coral_mfg.render.scene import Layer, hud_layer, letterbox, overlay_layer
+from coral_mfg.render.scene import Layer, hud_layer, letterbox, overlay_layer, status_layer
 from coral_mfg.render.text import GlyphAtlas
 from coral_mfg.results import STREAMS, FrameResult
 from coral_mfg.zones import KeepoutZone
@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 IDLE_WAIT_S = 1 / 120
 RECENT = 30
+STALE_S = 2.0
 
 
 @dataclass
@@ -69,9 +70,10 @@ class DisplaySink:
         with self.lock:
             stamps = list(self.stamps.get(stream, ()))
             ms = list(self.infer_ms.get(stream, ()))
-        fps = (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 1 and (
-            stamps[-1] > stamps[0]) else 0.0
-        return fps, (statistics.median(ms) if ms else 0.0)
+        if len(stamps) < 2 or time.monotonic() - stamps[-1] > STALE_S:
+            return 0.0, (statistics.median(ms) if ms else 0.0)  # nothing recent: not "97 fps"
+        span = stamps[-1] - stamps[0]
+        return ((len(stamps) - 1) / span if span > 0 else 0.0), statistics.median(ms)
 
 
 class Window:
@@ -228,6 +230,7 @@ def scene_for(
     *,
     anonymize: bool,
     hud: Callable[[str], list[str]] | None,
+    status: Callable[[str], str | None] | None = None,
 ) -> tuple[Layer, dict[str, Overlay]]:
     """Overlays of the shown results (zones on the safety pane) and, optionally, the HUD."""
     layer = Layer()
@@ -239,6 +242,10 @@ def scene_for(
             overlay = build_overlay(result, zones if i == 0 else (), anonymize)
             overlays[stream] = overlay
             overlay_layer(overlay, atlas, dx, layer)
+        message = status(stream) if status is not None else None
+        if message:
+            pane = (dx, 0.0, float(pane_size[0]), float(pane_size[1]))
+            status_layer(message, atlas, pane, layer)
         if hud is not None:
             hud_layer(hud(stream), atlas, dx + 8, 8, layer)
     return layer, overlays
