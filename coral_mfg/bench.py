@@ -170,6 +170,58 @@ def run_render_bench(settings: dict[str, Any], seconds: float) -> dict[str, Any]
             "size": [2 * settings["width"], settings["height"]]}
 
 
+def _rss_mb() -> float:
+    """Resident memory of this process, from /proc (Linux)."""
+    with open("/proc/self/statm") as f:
+        resident = int(f.read().split()[1])
+    return resident * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _os_threads() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("Threads:"):
+                return int(line.split()[1])
+    return -1
+
+
+def run_soak(settings: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """Loop both sample videos unpaced for ``seconds``: does memory or thread count grow?"""
+    pipeline = build_pipeline(settings)
+    pipeline.start()
+    start = time.monotonic()
+    warmup = min(30.0, seconds / 10)
+    samples: list[tuple[float, float]] = []
+    first: tuple[float, int, int] | None = None
+    next_sample = start + warmup
+    try:
+        while time.monotonic() - start < seconds:
+            pipeline.poll(0.5)
+            now = time.monotonic()
+            if now >= next_sample:
+                samples.append((round(now - start, 1), round(_rss_mb(), 1)))
+                if first is None:
+                    first = (_rss_mb(), threading.active_count(), _os_threads())
+                next_sample = now + max(seconds / 20, 1.0)
+        end = (_rss_mb(), threading.active_count(), _os_threads())
+    finally:
+        summary = pipeline.close()
+    assert first is not None
+    return {
+        "seconds": seconds,
+        "warmup_s": warmup,
+        "frames": summary["frames"],
+        "fps": summary["fps"],
+        "rss_start_mb": round(first[0], 1),
+        "rss_end_mb": round(end[0], 1),
+        "rss_growth_pct": round(100.0 * (end[0] - first[0]) / first[0], 2),
+        "python_threads": [first[1], end[1]],
+        "os_threads": [first[2], end[2]],
+        "rss_samples": samples,
+        "errors": summary["errors"],
+    }
+
+
 def main(argv: Sequence[str]) -> int:
     p = _Parser(
         prog="coral-mfg bench",
@@ -180,6 +232,8 @@ def main(argv: Sequence[str]) -> int:
     p.add_argument("--workers", type=int, help="interpreter pairs on the CPU (default 2)")
     p.add_argument("--cpu_threads", "--cpu-threads", type=int, help="threads per interpreter")
     p.add_argument("--device", choices=["auto", "edgetpu", "cpu"], default=None)
+    p.add_argument("--soak", type=float, metavar="SECONDS",
+                   help="run this long and report memory (RSS) and threads at start and end")
     p.add_argument("--render", action="store_true",
                    help="measure the window instead: frames/s drawing two panes with overlays")
     args = p.parse_args(argv)
@@ -190,7 +244,9 @@ def main(argv: Sequence[str]) -> int:
         run_args += ["--device", args.device]
     settings = resolve_settings(run_parser().parse_args(run_args))
     settings["workers"] = args.workers
-    if args.render:
+    if args.soak:
+        print(json.dumps(run_soak(settings, args.soak)))
+    elif args.render:
         print(json.dumps(run_render_bench(settings, args.seconds)))
     else:
         print(json.dumps(run_bench(settings, args.seconds)))
