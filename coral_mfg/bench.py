@@ -154,7 +154,8 @@ def run_render_bench(settings: dict[str, Any], seconds: float) -> dict[str, Any]
             window.set_pane(0, ws.frame.image)
             window.set_pane(1, vi.frame.image)
             layer, _ = scene_for(display.snapshot(), window.atlas, window.pane_size,
-                                 (pipeline.zone,), anonymize=False, hud=lambda _s: hud)
+                                 pipeline.zone_store.zones, anonymize=False,
+                                 hud=lambda _s: hud)
             window.draw(layer)
             window.swap()
             glfw.poll_events()

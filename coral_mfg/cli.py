@@ -27,6 +27,9 @@ window keys:
   q, Esc   quit            space  pause / resume
   f        fullscreen      h      show / hide the HUD
   s        save a PNG screenshot of the window
+  e        edit keep-out zones: drag a vertex, click an edge to add one,
+           right-click a vertex to delete it, n new zone, Tab next zone,
+           Ctrl+S save to the zone file, Esc leave edit mode
 """
 
 
@@ -132,6 +135,10 @@ def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
     from_cli = {k: v for k, v in vars(args).items() if k in OPTIONS}
     settings = layered(from_file, from_cli)
     settings["config"] = str(config_path) if from_file or args.config else None
+    # Zones: the config's, unless it has none or the CSV flag was given explicitly.
+    settings["zones"] = from_file.get("zones") or None
+    explicit_csv = from_cli.get("keepout_points_path") is not None
+    settings["zones_from"] = "config" if settings["zones"] and not explicit_csv else "csv"
     if not Path(settings["keepout_points_path"]).is_absolute() and not from_file.get(
         "keepout_points_path"
     ):

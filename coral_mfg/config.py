@@ -133,6 +133,9 @@ def read_config(path: Path) -> dict[str, Any]:
 def check_settings(data: Mapping[str, Any], where: str, base: Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in data.items():
+        if key == "safety":
+            out["zones"] = _safety_table(value, where)
+            continue
         if key not in OPTIONS:
             near = difflib.get_close_matches(key, OPTIONS, n=1)
             hint = f" (did you mean {near[0]}?)" if near else ""
@@ -146,6 +149,19 @@ def check_settings(data: Mapping[str, Any], where: str, base: Path) -> dict[str,
         if key in out:
             out[key] = _resolve(out[key], base)
     return out
+
+
+def _safety_table(value: Any, where: str) -> list[Any]:
+    """The raw ``[[safety.zones]]`` list; zones are checked once the frame size is known."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: 'safety' must be a table ([safety] or [[safety.zones]])")
+    unknown = sorted(set(value) - {"zones"})
+    if unknown:
+        raise ConfigError(f"{where}: unknown key 'safety.{unknown[0]}' (known: safety.zones)")
+    zones = value.get("zones", [])
+    if not isinstance(zones, list):
+        raise ConfigError(f"{where}: safety.zones must be [[safety.zones]] tables")
+    return zones
 
 
 def layered(*layers: Mapping[str, Any]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import queue
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, Protocol
 
@@ -63,6 +64,8 @@ class EventLog:
 
     def write(self, result: FrameResult) -> None:
         self.event(result.to_event(self.started))
+        for record in result.events:
+            self.event(record)
 
     def close(self) -> None:
         with self._lock:
@@ -80,7 +83,7 @@ class SideBySideRecorder:
 
     def __init__(
         self, path: Path, size: tuple[int, int], fps: float,
-        zones: tuple[KeepoutZone, ...], anonymize: bool,
+        zones: Callable[[], tuple[KeepoutZone, ...]], anonymize: bool,
     ) -> None:
         w, h = size
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -100,7 +103,7 @@ class SideBySideRecorder:
         self.written = 0
 
     def write(self, result: FrameResult) -> None:
-        zones = self.zones if result.stream == STREAMS[0] else ()
+        zones = self.zones() if result.stream == STREAMS[0] else ()
         pane = render_pane(result, build_overlay(result, zones, self.anonymize))
         self.pending[result.stream].append(pane)
         self._drain()

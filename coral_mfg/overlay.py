@@ -52,7 +52,9 @@ def build_overlay(
     result: FrameResult, zones: tuple[KeepoutZone, ...] = (), anonymize: bool = False
 ) -> Overlay:
     polygons = tuple(
-        PolygonMark(tuple((float(x), float(y)) for x, y in z.points), ZONE_RED) for z in zones
+        PolygonMark(tuple((float(x), float(y)) for x, y in z.points), z.color)
+        for z in zones
+        if z.enabled
     )
     boxes = []
     for obj in result.objects:

@@ -33,9 +33,10 @@ from coral_mfg.inference.runtime import Device, Runtime
 from coral_mfg.inspection import VisualInspection
 from coral_mfg.outputs import EventLog, OutputThread, SideBySideRecorder
 from coral_mfg.results import STREAMS, VISUAL_INSPECTION, WORKER_SAFETY, FrameResult
-from coral_mfg.safety import WorkerSafety
+from coral_mfg.safety import WorkerSafety, ZoneStore
 from coral_mfg.scheduler import Scheduler, StreamProcessor, StreamState
-from coral_mfg.zones import KeepoutZone, load_csv_zone
+from coral_mfg.zone_watch import ZoneWatcher
+from coral_mfg.zones import KeepoutZone, zones_from_settings
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ def open_engines(settings: dict[str, Any], plan: ModelPlan | None = None) -> lis
 class Pipeline:
     settings: dict[str, Any]
     engines: list[InferenceEngine]
-    zone: KeepoutZone
+    zones: tuple[KeepoutZone, ...]
     started: float = field(default_factory=time.monotonic)
     stop_event: threading.Event = field(default_factory=threading.Event)
     cond: threading.Condition = field(default_factory=threading.Condition)
@@ -88,7 +89,8 @@ class Pipeline:
         headless = bool(s.get("headless"))
         loop = s["loop"] if s.get("loop") is not None else not headless
         plan = self.engines[0].plan
-        self.safety = WorkerSafety(self.zone, plan.worker_threshold, self.out_size)
+        self.zone_store = ZoneStore(self.zones)
+        self.safety = WorkerSafety(self.zone_store, plan.worker_threshold, self.out_size)
         self.inspection = VisualInspection(plan.inspection_threshold, self.out_size)
         processors: dict[str, StreamProcessor] = {
             WORKER_SAFETY: self.safety, VISUAL_INSPECTION: self.inspection
@@ -131,7 +133,8 @@ class Pipeline:
         self.recorder: SideBySideRecorder | None = None
         if s.get("output"):
             self.recorder = SideBySideRecorder(
-                Path(s["output"]), self.out_size, max(fps), (self.zone,), bool(s["anonymize"])
+                Path(s["output"]), self.out_size, max(fps), lambda: self.zone_store.zones,
+                bool(s["anonymize"]),
             )
             sinks.append(self.recorder)
         self.outputs = OutputThread([*sinks, *self.extra_sinks], self.stop_event)
@@ -141,6 +144,11 @@ class Pipeline:
             on_result=self._result, on_stream_done=self._stream_done, paused=self.paused,
         )
         self._closed = False
+        source = self.zones[0].source if self.zones else None
+        self.zone_watcher = (
+            ZoneWatcher(s, self.zone_store, source, self.stop_event, self._event)
+            if source is not None else None
+        )
         self._stats_at = time.monotonic()
         self._stats_frames: dict[str, int] = {}
 
@@ -161,6 +169,10 @@ class Pipeline:
         if state.failing:
             return f"ERROR: {state.consecutive_errors} frames failed ({state.last_error})"
         return None
+
+    def zone_warning(self) -> str | None:
+        """A refused zone edit, shown on the safety pane until a good one replaces it."""
+        return self.zone_store.error
 
     def _stream_done(self, name: str) -> None:
         """Called with the scheduler's lock held: only flag, never block."""
@@ -199,8 +211,11 @@ class Pipeline:
         self.started = time.monotonic()
         if self.events is not None:
             self.events.started = self.started
+        self.safety.started = self.started
         self.outputs.start()
         self.scheduler.start()
+        if self.zone_watcher is not None:
+            self.zone_watcher.start()
         for t in self.captures.values():
             t.start()
 
@@ -228,6 +243,7 @@ class Pipeline:
             "dropped": self.dropped(),
             "apples": self.inspection.counts(),
             "keepout_violations": self.safety.violations,
+            "violations_by_zone": dict(self.safety.debounce.violations),
             "fps": {k: round(v / elapsed, 2) for k, v in frames.items()},
             "errors": {st.processor.name: st.errors for st in self.states},
             "source_lost": {name: c.lost_count for name, c in self.captures.items()},
@@ -245,6 +261,8 @@ class Pipeline:
         self.scheduler.join(JOIN_S)
         for t in self.captures.values():
             t.join(JOIN_S)
+        if self.zone_watcher is not None and self.zone_watcher.is_alive():
+            self.zone_watcher.join(JOIN_S)
         while self.ended_streams:
             self.outputs.put(self.ended_streams.pop(0))
         self.outputs.finish(JOIN_S * 2)
@@ -265,10 +283,7 @@ def build_pipeline(
     extra_sinks: list[Any] | None = None,
     openers: dict[str, Opener] | None = None,
 ) -> Pipeline:
-    out_size = (settings["width"], settings["height"])
-    zone = load_csv_zone(
-        Path(settings["keepout_points_path"]), out_size, bool(settings["safety_check_whole_box"])
-    )
+    zones = zones_from_settings(settings)
     engines = open_engines(settings)
     log.info("versions: python %s, numpy %s, opencv %s, %s %s", platform.python_version(),
              np.__version__, cv2.__version__, engines[0].runtime.backend.name,
@@ -280,7 +295,11 @@ def build_pipeline(
     log.info("detector: %s; thresholds worker %.2f, inspection %.2f; %d worker(s)",
              engines[0].plan.note, engines[0].plan.worker_threshold,
              engines[0].plan.inspection_threshold, len(engines))
-    return Pipeline(settings, engines, zone, extra_sinks=list(extra_sinks or []),
+    log.info("keep-out zones: %s", "; ".join(
+        f"{z.name} ({z.mode}, enter {z.enter_frames}, exit {z.exit_frames}"
+        f"{'' if z.enabled else ', disabled'}) from {z.source.path if z.source else '-'}"
+        for z in zones))
+    return Pipeline(settings, engines, zones, extra_sinks=list(extra_sinks or []),
                     openers=dict(openers or {}))
 
 

@@ -18,12 +18,13 @@ STREAMS = (WORKER_SAFETY, VISUAL_INSPECTION)
 class PersonObject:
     score: float
     box: Box
-    keepout: bool
+    keepout: bool  # in any zone (debounced)
     track: int
+    zones: tuple[str, ...] = ()
 
     def to_event(self) -> dict[str, Any]:
         return {"label": "person", "score": round(self.score, 4), "box": list(self.box),
-                "keepout": self.keepout, "track": self.track}
+                "keepout": self.keepout, "zones": list(self.zones), "track": self.track}
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class FrameResult:
     device: str
     objects: tuple[PersonObject, ...] | tuple[AppleObject, ...]
     times: StageTimes = field(default_factory=StageTimes)
+    events: tuple[dict[str, Any], ...] = ()  # e.g. keepout_enter / keepout_exit
 
     @property
     def stream(self) -> str:

@@ -1,7 +1,13 @@
-"""Worker safety: people against keep-out zones, one track id per person."""
+"""Worker safety: people against keep-out zones, with debounced enter and exit.
+
+A person counts as in a zone only after ``enter_frames`` consecutive frames
+inside, and leaves it after ``exit_frames`` consecutive frames outside, so an
+alarm does not flicker on a box that jitters across the line.
+"""
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,36 +22,135 @@ from coral_mfg.tracking import IouTracker
 from coral_mfg.zones import KeepoutZone
 
 
+class ZoneStore:
+    """The zones in force, replaced whole by a reload or the editor; read by every frame."""
+
+    def __init__(self, zones: tuple[KeepoutZone, ...]) -> None:
+        self._zones = zones
+        self._lock = threading.Lock()
+        self.version = 0
+        self.error: str | None = None
+
+    @property
+    def zones(self) -> tuple[KeepoutZone, ...]:
+        return self._zones
+
+    def replace(self, zones: tuple[KeepoutZone, ...]) -> None:
+        with self._lock:
+            self._zones = zones
+            self.version += 1
+            self.error = None
+
+    def fail(self, message: str) -> None:
+        """Keep the last good zones; remember why the new ones were refused."""
+        self.error = message
+
+
+@dataclass
+class _Presence:
+    inside: int = 0
+    outside: int = 0
+    active: bool = False
+
+
+@dataclass
+class ZoneDebounce:
+    """Hysteresis per (track, zone): the events it emits are the enter and exit edges."""
+
+    states: dict[tuple[int, str], _Presence] = field(default_factory=dict)
+    violations: dict[str, int] = field(default_factory=dict)
+    #: who is in which zone after the last frame; replaced whole, so other threads can read it
+    current: tuple[tuple[str, int], ...] = ()
+
+    def update(
+        self, hits: dict[str, dict[int, bool]], zones: tuple[KeepoutZone, ...]
+    ) -> list[tuple[str, str, int]]:
+        """``hits[zone][track]`` for this frame; returns (kind, zone, track) events.
+
+        A track missing from ``hits`` this frame counts as outside.
+        """
+        events: list[tuple[str, str, int]] = []
+        by_name = {z.name: z for z in zones}
+        keys = {(t, z) for z, tracks in hits.items() for t in tracks} | set(self.states)
+        for track, zone_name in sorted(keys):
+            zone = by_name.get(zone_name)
+            state = self.states.setdefault((track, zone_name), _Presence())
+            if zone is None or not zone.enabled:  # zone removed or disabled: leave it now
+                if state.active:
+                    events.append(("keepout_exit", zone_name, track))
+                del self.states[(track, zone_name)]
+                continue
+            if hits.get(zone_name, {}).get(track, False):
+                state.inside += 1
+                state.outside = 0
+                if not state.active and state.inside >= zone.enter_frames:
+                    state.active = True
+                    self.violations[zone_name] = self.violations.get(zone_name, 0) + 1
+                    events.append(("keepout_enter", zone_name, track))
+            else:
+                state.outside += 1
+                state.inside = 0
+                if state.active and state.outside >= zone.exit_frames:
+                    state.active = False
+                    events.append(("keepout_exit", zone_name, track))
+                if not state.active and state.outside > zone.exit_frames + zone.enter_frames:
+                    del self.states[(track, zone_name)]
+        self.current = tuple(sorted((z, t) for (t, z), s in self.states.items() if s.active))
+        return events
+
+    def active(self, track: int) -> list[str]:
+        return sorted(z for (t, z), s in self.states.items() if t == track and s.active)
+
+    def active_pairs(self) -> tuple[tuple[str, int], ...]:
+        return self.current
+
+
 @dataclass
 class WorkerSafety:
-    zone: KeepoutZone
+    store: ZoneStore
     threshold: float
     out_size: tuple[int, int]
     name: str = WORKER_SAFETY
     tracker: IouTracker = field(default_factory=IouTracker)
+    debounce: ZoneDebounce = field(default_factory=ZoneDebounce)
     processed: int = 0
+    started: float = field(default_factory=time.monotonic)
 
     def process(self, frame: Frame, engine: InferenceEngine) -> FrameResult:
         times = StageTimes(decode=frame.decode_ms)
         dets = engine.detect(frame.image, self.out_size, times)
         t0 = time.perf_counter()
+        zones = self.store.zones
         people = dets.of_class(PERSON_ID, self.threshold)
         boxes = pixel_boxes(people.xyxy, self.out_size)
-        inside = self.zone.contains_boxes(boxes)
         tracks = self.tracker.update(boxes.astype(np.float32))
+        hits: dict[str, dict[int, bool]] = {}
+        for zone in zones:
+            if zone.enabled:
+                inside = zone.contains_boxes(boxes)
+                hits[zone.name] = {t.id: bool(h) for t, h in zip(tracks, inside, strict=True)}
+        edges = self.debounce.update(hits, zones)
         objects = []
-        for box, score, hit, track in zip(boxes, people.scores, inside, tracks, strict=True):
-            track.flagged |= bool(hit)
-            objects.append(PersonObject(float(score), as_box(box), bool(hit), track.id))
+        for box, score, track in zip(boxes, people.scores, tracks, strict=True):
+            inside_zones = self.debounce.active(track.id)
+            track.flagged |= bool(inside_zones)
+            objects.append(PersonObject(float(score), as_box(box), bool(inside_zones), track.id,
+                                        tuple(inside_zones)))
+        events = tuple(
+            {"type": kind, "zone": zone, "track": track, "frame": frame.index,
+             "time": round(frame.captured - self.started, 4)}
+            for kind, zone, track in edges
+        )
         times.checks = (time.perf_counter() - t0) * 1000.0
         self.processed += 1
-        return FrameResult(frame, self.out_size, engine.device.value, tuple(objects), times)
+        return FrameResult(frame, self.out_size, engine.device.value, tuple(objects), times,
+                           events)
 
     @property
     def violations(self) -> int:
-        """People (tracks) who were in the zone on at least one frame."""
-        return sum(t.flagged for t in [*self.tracker.finished, *self.tracker.tracks])
+        """Entries into a zone (debounced), over all zones."""
+        return sum(self.debounce.violations.copy().values())
 
     def summary(self) -> dict[str, Any]:
-        return {"keepout_violations": self.violations}
-
+        return {"keepout_violations": self.violations,
+                "violations_by_zone": self.debounce.violations.copy()}

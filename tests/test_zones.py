@@ -86,9 +86,9 @@ def test_bad_csv(tmp_path: Path, content: str, message: str) -> None:
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        ("x,y\n0,0\n100,100\n100,0\n0,100\n", "invalid .Self-intersection"),
+        ("x,y\n0,0\n100,100\n100,0\n0,100\n", "crosses itself .Self-intersection"),
         ("x,y\n0,0\n1000,0\n0,100\n", r"point \(1000, 0\) is outside the 960x540 output frame"),
-        ("x,y\n0,0\n10,10\n20,20\n", "invalid|no area"),
+        ("x,y\n0,0\n10,10\n20,20\n", "has no area .its points are on a line"),
     ],
 )
 def test_bad_polygons(tmp_path: Path, content: str, message: str) -> None:

@@ -10,9 +10,11 @@ from typing import Any
 
 import glfw
 
+from coral_mfg.errors import UserError
 from coral_mfg.pipeline import Pipeline
+from coral_mfg.render.editor import ZoneEditor
 from coral_mfg.render.window import IDLE_WAIT_S, DisplaySink, Window, scene_for
-from coral_mfg.results import STREAMS, VISUAL_INSPECTION, WORKER_SAFETY, PersonObject
+from coral_mfg.results import STREAMS, VISUAL_INSPECTION, WORKER_SAFETY
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +29,8 @@ class WindowApp:
         self.window = Window((settings["width"], settings["height"]),
                              fullscreen=bool(settings.get("fullscreen")))
         self.show_hud = True
+        self.editor = ZoneEditor(pipeline.zone_store, (settings["width"], settings["height"]),
+                                 pipeline.zone_watcher, bool(settings["safety_check_whole_box"]))
         self.quit = False
         self._shown: dict[str, int] = {}
         self._dirty = True
@@ -44,12 +48,14 @@ class WindowApp:
             f"{device}  {p.engines[0].plan.detector_name}",
             f"dropped {p.dropped()[stream]}",
         ]
-        snap = self.display.snapshot()
         if stream == WORKER_SAFETY:
-            result = snap.get(stream)
-            now = 0 if result is None else sum(
-                isinstance(o, PersonObject) and o.keepout for o in result[1].objects)
-            lines.append(f"in zone now {now}   violations {p.safety.violations}")
+            active = p.safety.debounce.active_pairs()
+            now = ", ".join(f"{zone} #{track}" for zone, track in active) or "nobody"
+            lines.append(f"in zone now: {now}")
+            lines.append(f"violations {p.safety.violations}   zones "
+                         + ", ".join(z.name for z in p.zone_store.zones if z.enabled))
+            if p.zone_warning():
+                lines.append(f"ZONE FILE REFUSED: {p.zone_warning()}"[:110])
         else:
             counts = p.inspection.counts()
             lines.append(f"fresh {counts.get('fresh_apple', 0)}   "
@@ -62,20 +68,55 @@ class WindowApp:
 
     def handle_keys(self) -> None:
         while self.window.keys:
-            key, _mods = self.window.keys.popleft()
+            key, mods = self.window.keys.popleft()
             self._dirty = True
+            if self.editor.active and self._edit_key(key, mods):
+                continue
             if key in (glfw.KEY_Q, glfw.KEY_ESCAPE):
                 self.quit = True
             elif key == glfw.KEY_SPACE:
                 self.pipeline.set_paused(not self.pipeline.paused.is_set())
             elif key == glfw.KEY_F:
                 self.window.toggle_fullscreen()
+            elif key == glfw.KEY_E:
+                self.editor.enter()
             elif key == glfw.KEY_H:
                 self.show_hud = not self.show_hud
             elif key == glfw.KEY_S:
                 path = Path(time.strftime("coral-mfg-%Y%m%d-%H%M%S.png")).resolve()
                 self.render()
                 log.info("screenshot saved to %s", self.window.screenshot(path))
+
+    def _edit_key(self, key: int, mods: int) -> bool:
+        """Keys that mean something else in edit mode; True when handled."""
+        if key in (glfw.KEY_ESCAPE, glfw.KEY_E):
+            self.editor.leave()
+        elif key == glfw.KEY_N:
+            self.editor.new_zone()
+        elif key == glfw.KEY_TAB:
+            self.editor.next_zone()
+        elif key == glfw.KEY_S and mods & glfw.MOD_CONTROL:
+            try:
+                self.editor.save()
+            except UserError as exc:
+                self.editor.message = str(exc)
+                log.warning("%s", exc)
+        else:
+            return False
+        return True
+
+    def handle_mouse(self) -> None:
+        while self.window.mouse:
+            kind, button, x, y = self.window.mouse.popleft()
+            if not self.editor.active:
+                continue
+            self._dirty = True
+            if kind == "press":
+                self.editor.press(x, y, right=button == glfw.MOUSE_BUTTON_RIGHT)
+            elif kind == "release":
+                self.editor.release()
+            else:
+                self.editor.move(x, y)
 
     # --- drawing ---------------------------------------------------------------------------
 
@@ -86,10 +127,11 @@ class WindowApp:
                 self.window.set_pane(i, snap[stream][1].frame.image)
                 self._shown[stream] = snap[stream][0]
         layer, _ = scene_for(
-            snap, self.window.atlas, self.window.pane_size, (self.pipeline.zone,),
+            snap, self.window.atlas, self.window.pane_size, self.pipeline.zone_store.zones,
             anonymize=bool(self.settings["anonymize"]), hud=self.hud if self.show_hud else None,
             status=self.pipeline.status,
         )
+        self.editor.draw(self.window.atlas, layer)
         self.window.draw(layer)
 
     def _changed(self) -> bool:
@@ -104,6 +146,7 @@ class WindowApp:
         while not (stop.is_set() or self.quit or self.window.should_close):
             glfw.wait_events_timeout(IDLE_WAIT_S)
             self.handle_keys()
+            self.handle_mouse()
             done = self.pipeline.poll(0)
             fb = self.window.framebuffer_size()
             now = time.monotonic()

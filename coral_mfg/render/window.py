@@ -112,7 +112,10 @@ class Window:
         self.fullscreen = fullscreen
         self._windowed = (100, 100, *self.content)
         self.keys: deque[tuple[int, int]] = deque()
+        self.mouse: deque[tuple[str, int, float, float]] = deque()
         glfw.set_key_callback(self.handle, self._on_key)
+        glfw.set_mouse_button_callback(self.handle, self._on_mouse_button)
+        glfw.set_cursor_pos_callback(self.handle, self._on_cursor)
         self.video = Program("textured.vert", "video.frag")
         self.text = Program("textured.vert", "text.frag")
         self.solid = Program("solid.vert", "solid.frag")
@@ -131,6 +134,25 @@ class Window:
     def _on_key(self, _win: object, key: int, _scancode: int, action: int, mods: int) -> None:
         if action == glfw.PRESS:
             self.keys.append((key, mods))
+
+    def _on_mouse_button(self, _win: object, button: int, action: int, _mods: int) -> None:
+        x, y = glfw.get_cursor_pos(self.handle)
+        kind = "press" if action == glfw.PRESS else "release"
+        self.mouse.append((kind, button, *self.to_content(x, y)))
+
+    def _on_cursor(self, _win: object, x: float, y: float) -> None:
+        self.mouse.append(("move", -1, *self.to_content(x, y)))
+
+    def to_content(self, x: float, y: float) -> tuple[float, float]:
+        """Window (screen) coordinates to content pixels, through the letterbox."""
+        ww, wh = glfw.get_window_size(self.handle)
+        fw, fh = self.framebuffer_size()
+        sx, sy = fw / max(ww, 1), fh / max(wh, 1)
+        vx, vy, vw, vh = self.viewport()
+        top = fh - vy - vh  # the viewport's top edge, from the top
+        cx = (x * sx - vx) * self.content[0] / vw
+        cy = (y * sy - top) * self.content[1] / vh
+        return cx, cy
 
     @property
     def should_close(self) -> bool:

@@ -1,0 +1,311 @@
+"""Zone configuration: parsing, validation messages, fuzzing, debounce, live reload."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import tomli_w
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from coral_mfg.cli import resolve_settings, run_parser
+from coral_mfg.config import read_config
+from coral_mfg.errors import ConfigError
+from coral_mfg.safety import ZoneDebounce
+from coral_mfg.zones import KeepoutZone, ZoneMode, parse_zones, zones_from_settings
+from tests.conftest import ROOT
+
+SIZE = (960, 540)
+SQUARE = [[100, 100], [300, 100], [300, 300], [100, 300]]
+
+
+def _zones(tmp: Path, text: str) -> tuple[KeepoutZone, ...]:
+    cfg = tmp / "site.toml"
+    cfg.write_text(text)
+    settings = resolve_settings(run_parser().parse_args(["--config", str(cfg)]))
+    return zones_from_settings(settings)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param(
+            '[[safety.zones]]\nname = "press-1"\npoints = [[585,390],[720,335],[420,205],'
+            '[305,235]]\n',
+            [("press-1", ZoneMode.BOTTOM, 3, 3, True, (255, 0, 0), [585, 390])],
+            id="defaults",
+        ),
+        pytest.param(
+            '[[safety.zones]]\nname = "a"\npoints = [[0.1,0.1],[0.5,0.1],[0.5,0.5]]\n'
+            'units = "relative"\nmode = "whole_box"\nenter_frames = 1\nexit_frames = 5\n'
+            'enabled = false\ncolor = "#00ff80"\n',
+            [("a", ZoneMode.WHOLE_BOX, 1, 5, False, (0, 255, 128), [96, 54])],
+            id="relative-all-keys",
+        ),
+        pytest.param(
+            'safety_check_whole_box = true\n[[safety.zones]]\nname = "a"\n'
+            f"points = {SQUARE}\n[[safety.zones]]\nname = \"b\"\npoints = {SQUARE}\n"
+            'mode = "bottom"\n',
+            [("a", ZoneMode.WHOLE_BOX, 3, 3, True, (255, 0, 0), [100, 100]),
+             ("b", ZoneMode.BOTTOM, 3, 3, True, (255, 0, 0), [100, 100])],
+            id="two-zones-mode-default-from-flag",
+        ),
+        pytest.param(
+            "width = 1920\nheight = 1080\n[[safety.zones]]\nname = \"hd\"\n"
+            "points = [[0.5,0.5],[1,0.5],[1,1]]\nunits = \"relative\"\n",
+            [("hd", ZoneMode.BOTTOM, 3, 3, True, (255, 0, 0), [960, 540])],
+            id="relative-survives-resolution",
+        ),
+    ],
+)
+def test_good_configs(tmp_path: Path, text: str, expected: list[tuple[Any, ...]]) -> None:
+    zones = _zones(tmp_path, text)
+    got = [(z.name, z.mode, z.enter_frames, z.exit_frames, z.enabled, z.color,
+            z.points[0].tolist()) for z in zones]
+    assert got == expected
+    assert all(z.source is not None and z.source.kind == "toml" for z in zones)
+
+
+def test_config_without_zones_uses_the_csv(tmp_path: Path) -> None:
+    zones = _zones(tmp_path, f'keepout_points_path = "{ROOT / "configs" / "keepout_points.csv"}"\n')
+    assert [z.name for z in zones] == ["keepout_points"]
+    assert (zones[0].enter_frames, zones[0].exit_frames) == (1, 1)
+    assert zones[0].source is not None and zones[0].source.kind == "csv"
+
+
+def test_explicit_csv_flag_wins_over_config_zones(tmp_path: Path) -> None:
+    cfg = tmp_path / "site.toml"
+    cfg.write_text(f'[[safety.zones]]\nname = "a"\npoints = {SQUARE}\n')
+    settings = resolve_settings(run_parser().parse_args(
+        ["--config", str(cfg), "--keepout_points_path",
+         str(ROOT / "configs" / "keepout_points.csv")]))
+    assert [z.name for z in zones_from_settings(settings)] == ["keepout_points"]
+
+
+def test_shipped_default_config_has_the_original_zone() -> None:
+    settings = resolve_settings(run_parser().parse_args([]))
+    (zone,) = zones_from_settings(settings)
+    assert zone.name == "keepout"
+    assert zone.points.tolist() == [[585, 390], [720, 335], [420, 205], [305, 235]]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (f'[[safety.zones]]\npoints = {SQUARE}\n',
+         "zone 1: needs a name (a non-empty string)"),
+        ('[[safety.zones]]\nname = "a"\npoints = [[1,2],[3,4]]\n',
+         "zone 'a': needs at least 3 points, found 2"),
+        ('[[safety.zones]]\nname = "a"\npoints = [[1,2],[3,"x"],[5,6]]\n',
+         "zone 'a': point 2 must be two numbers [x, y], got [3, 'x']"),
+        ('[[safety.zones]]\nname = "a"\npoints = [[1,2],[3,4,5],[5,6]]\n',
+         "zone 'a': point 2 must be two numbers [x, y], got [3, 4, 5]"),
+        ('[[safety.zones]]\nname = "a"\npoints = [[1,2],[3000,4],[5,600]]\n',
+         "zone 'a': point (3000, 4) is outside the 960x540 output frame; "
+         "zone points are in output pixels"),
+        (f'[[safety.zones]]\nname = "a"\npoints = {SQUARE}\n'
+         f'[[safety.zones]]\nname = "a"\npoints = {SQUARE}\n',
+         "zone 'a': the name is used twice; zone names must be unique"),
+        ('[[safety.zones]]\nname = "a"\npoints = [[0,0],[100,100],[100,0],[0,100]]\n',
+         "zone 'a': the zone polygon crosses itself (Self-intersection[50 50]); "
+         "reorder its points"),
+        ('[[safety.zones]]\nname = "a"\npoints = [[0,0],[10,10],[20,20]]\n',
+         "zone 'a': the zone polygon has no area (its points are on a line)"),
+        (f'[[safety.zones]]\nname = "a"\npoints = {SQUARE}\nmode = "feet"\n',
+         "zone 'a': mode must be 'bottom' or 'whole_box', got 'feet'"),
+        (f'[[safety.zones]]\nname = "a"\npoints = {SQUARE}\nunits = "mm"\n',
+         "zone 'a': units must be 'pixels' or 'relative', got 'mm'"),
+        (f'[[safety.zones]]\nname = "a"\npoints = {SQUARE}\nunits = "relative"\n',
+         "zone 'a': relative points must be between 0 and 1"),
+        (f'[[safety.zones]]\nname = "a"\npoints = {SQUARE}\nenter_frames = 0\n',
+         "zone 'a': enter_frames must be a whole number >= 1, got 0"),
+        (f'[[safety.zones]]\nname = "a"\npoints = {SQUARE}\ncolor = "red"\n',
+         "zone 'a': color must be '#rrggbb', got 'red'"),
+        (f'[[safety.zones]]\nname = "a"\npoints = {SQUARE}\nshape = "x"\n',
+         "zone 'a': unknown key 'shape'; known: color, enabled, enter_frames, exit_frames, "
+         "mode, name, points, units"),
+        ('[safety]\nzones = 3\n', "safety.zones must be [[safety.zones]] tables"),
+        ('[safety]\nareas = []\n', "unknown key 'safety.areas' (known: safety.zones)"),
+    ],
+)
+def test_bad_configs_name_file_zone_and_reason(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        _zones(tmp_path, text)
+    assert str(err.value) == f"{tmp_path / 'site.toml'}: {message}"
+
+
+def test_bad_zone_config_exits_2_with_one_line(tmp_path: Path) -> None:
+    cfg = tmp_path / "site.toml"
+    cfg.write_text('[[safety.zones]]\nname = "a"\npoints = [[1,2],[3,4]]\n')
+    result = subprocess.run([sys.executable, "-m", "coral_mfg", "--config", str(cfg),
+                             "--headless"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=120, check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"coral-mfg: error: {cfg}: zone 'a': needs at least 3 points, found 2")
+    assert "Traceback" not in result.stderr
+
+
+# --- fuzzing ----------------------------------------------------------------------------
+
+scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6),
+                    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=8))
+values = st.recursive(scalars, lambda inner: st.one_of(
+    st.lists(inner, max_size=5), st.dictionaries(st.text(max_size=6), inner, max_size=4)),
+    max_leaves=12)
+zone_tables = st.fixed_dictionaries({}, optional={
+    "name": st.one_of(st.text(max_size=6), values),
+    "points": st.one_of(st.lists(st.lists(st.one_of(st.integers(-50, 2000),
+                                                    st.floats(-1, 2000)), max_size=3),
+                                 max_size=6), values),
+    "units": st.sampled_from(["pixels", "relative", "x"]),
+    "mode": st.sampled_from(["bottom", "whole_box", "y"]),
+    "enter_frames": values, "exit_frames": values, "enabled": values, "color": values,
+    "extra": values,
+})
+documents = st.fixed_dictionaries({}, optional={
+    "width": values, "height": values, "device": values, "worker_threshold": values,
+    "safety": st.one_of(values, st.fixed_dictionaries(
+        {"zones": st.one_of(values, st.lists(zone_tables, max_size=4))})),
+})
+
+
+def _strip_none(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {str(k): _strip_none(x) for k, x in v.items() if x is not None}
+    if isinstance(v, list):
+        return [_strip_none(x) for x in v if x is not None]
+    return v
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(doc=documents)
+def test_fuzz_config_raises_only_config_errors(tmp_path_factory: pytest.TempPathFactory,
+                                               doc: dict[str, Any]) -> None:
+    path = tmp_path_factory.mktemp("fuzz") / "fuzz.toml"
+    try:
+        path.write_text(tomli_w.dumps(_strip_none(doc)))
+    except (TypeError, ValueError):
+        return  # not representable as TOML
+    try:
+        settings_ = read_config(path)
+        raw = settings_.get("zones")
+        if raw is not None:
+            parse_zones(raw, str(path), SIZE, False, None)
+    except ConfigError:
+        pass
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(max_size=200))
+def test_fuzz_arbitrary_text(tmp_path_factory: pytest.TempPathFactory, text: str) -> None:
+    path = tmp_path_factory.mktemp("fuzz") / "text.toml"
+    path.write_text(text, encoding="utf-8")
+    with contextlib.suppress(ConfigError):
+        read_config(path)
+
+
+# --- debounce ---------------------------------------------------------------------------
+
+def _zone(enter: int, exit_: int) -> KeepoutZone:
+    return KeepoutZone("press-1", np.array(SQUARE, np.float64), enter_frames=enter,
+                       exit_frames=exit_)
+
+
+@pytest.mark.parametrize(
+    ("enter", "exit_", "script", "expected"),
+    [
+        # frame by frame: is track 7 inside? -> the (frame, event) pairs
+        (3, 3, "IIIIOOOO", [(2, "keepout_enter"), (6, "keepout_exit")]),
+        (3, 3, "IIOIIOII", []),  # never 3 in a row: no alarm
+        (3, 2, "IIIOIOOI", [(2, "keepout_enter"), (6, "keepout_exit")]),  # one gap is not an exit
+        (1, 1, "IOIO", [(0, "keepout_enter"), (1, "keepout_exit"), (2, "keepout_enter"),
+                        (3, "keepout_exit")]),
+        (2, 3, "II--O", [(1, "keepout_enter"), (4, "keepout_exit")]),  # '-': track not seen
+    ],
+)
+def test_debounce_script(enter: int, exit_: int, script: str,
+                         expected: list[tuple[int, str]]) -> None:
+    zone = _zone(enter, exit_)
+    debounce = ZoneDebounce()
+    got = []
+    for frame, c in enumerate(script):
+        hits = {} if c == "-" else {"press-1": {7: c == "I"}}
+        for kind, name, track in debounce.update(hits, (zone,)):
+            assert (name, track) == ("press-1", 7)
+            got.append((frame, kind))
+    assert got == expected
+    assert debounce.violations.get("press-1", 0) == sum(k == "keepout_enter" for _, k in expected)
+
+
+def test_debounce_zone_removed_while_inside_exits() -> None:
+    zone = _zone(1, 3)
+    debounce = ZoneDebounce()
+    assert debounce.update({"press-1": {1: True}}, (zone,)) == [("keepout_enter", "press-1", 1)]
+    assert debounce.update({}, ()) == [("keepout_exit", "press-1", 1)]
+    assert debounce.active_pairs() == ()
+
+
+# --- live reload ------------------------------------------------------------------------
+
+FAR = "x,y\n10,10\n60,10\n60,60\n10,60\n"  # the top-left corner: nobody walks there
+ALL = "x,y\n0,0\n960,0\n960,540\n0,540\n"  # the whole frame
+
+
+def _read(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+
+
+def _people(events: list[dict[str, Any]]) -> list[tuple[float, bool]]:
+    return [(e["time"], o["keepout"]) for e in events if e["type"] == "frame"
+            and e["stream"] == "worker_safety" for o in e["objects"]]
+
+
+def test_live_reload_switches_zones_and_survives_a_bad_edit(tmp_path: Path) -> None:
+    zone = tmp_path / "zone.csv"
+    zone.write_text(FAR)
+    events = tmp_path / "events.jsonl"
+    app = subprocess.Popen(
+        [sys.executable, "-m", "coral_mfg", "--headless", "--device", "cpu", "--loop",
+         "--keepout_points_path", str(zone), "--events", str(events)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        def wait(check: Any, timeout: float = 30) -> list[dict[str, Any]]:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if events.exists():
+                    ev = _read(events)
+                    if check(ev):
+                        return ev
+                time.sleep(0.1)
+            raise AssertionError("timed out")
+
+        before = wait(lambda ev: len(_people(ev)) >= 10)
+        assert not any(k for _, k in _people(before))
+        zone.write_text(ALL)
+        written = time.monotonic()
+        reloaded = wait(lambda ev: any(e["type"] == "zones_reloaded" for e in ev))
+        assert time.monotonic() - written < 3.0  # polled every 0.25 s
+        reload_time = next(e["time"] for e in reloaded if e["type"] == "zones_reloaded")
+        after = wait(lambda ev: len([t for t, _ in _people(ev) if t > reload_time + 0.1]) >= 5)
+        later = [k for t, k in _people(after) if t > reload_time + 0.1]
+        assert later and all(later)  # the whole frame is the zone now
+        zone.write_text("x,y\n1,2\n")  # invalid: 1 point
+        bad = wait(lambda ev: any(e["type"] == "zones_error" for e in ev))
+        error = next(e for e in bad if e["type"] == "zones_error")
+        assert "needs at least 3 points" in error["error"]
+        final = wait(lambda ev: len(_people(ev)) > len(_people(bad)) + 10)
+        assert all(k for t, k in _people(final) if t > error["time"] + 0.1)  # old zone in force
+    finally:
+        app.terminate()
+        _, stderr = app.communicate(timeout=30)
+    assert app.returncode == 0, stderr
+    assert "the last good ones stay" in stderr
