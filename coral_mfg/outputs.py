@@ -162,7 +162,8 @@ class OutputThread(threading.Thread):
 
     def finish(self, timeout: float) -> None:
         self._done.set()
-        self.join(timeout)
+        if self.ident is not None:
+            self.join(timeout)
 
     def run(self) -> None:
         while True:

@@ -259,10 +259,9 @@ class Pipeline:
         for ev in self.capture_stops.values():
             ev.set()
         self.scheduler.join(JOIN_S)
-        for t in self.captures.values():
-            t.join(JOIN_S)
-        if self.zone_watcher is not None and self.zone_watcher.is_alive():
-            self.zone_watcher.join(JOIN_S)
+        for t in (*self.captures.values(), self.zone_watcher):
+            if t is not None and t.ident is not None:  # started
+                t.join(JOIN_S)
         while self.ended_streams:
             self.outputs.put(self.ended_streams.pop(0))
         self.outputs.finish(JOIN_S * 2)

@@ -315,3 +315,131 @@ def test_lost_source_shows_no_signal(xvfb: str) -> None:
     red = (centre[..., 0] > 200) & (centre[..., 1] < 120) & (centre[..., 2] < 120)
     assert red.sum() > 500  # the big NO SIGNAL title
     assert pipeline.status("worker_safety") is None
+
+
+def test_zone_editor_drag_insert_delete_new_and_save(
+    xvfb: str, tmp_path: Path
+) -> None:
+    """Drive the editor with glfw input events: the saved file and the live zone follow."""
+    import tomllib
+
+    import glfw
+
+    from coral_mfg.cli import resolve_settings, run_parser
+    from coral_mfg.pipeline import build_pipeline
+    from coral_mfg.render.loop import WindowApp
+    from coral_mfg.render.window import DisplaySink
+
+    cfg = tmp_path / "site.toml"
+    cfg.write_text(
+        '# plant settings\nwidth = 960\nheight = 540\nworker_threshold = 0.4\n'
+        '[[safety.zones]]\nname = "press-1"\n'
+        'points = [[585, 390], [720, 335], [420, 205], [305, 235]]\nenter_frames = 2\n'
+    )
+    settings = resolve_settings(run_parser().parse_args(
+        ["--config", str(cfg), "--device", "cpu", "--max_frames", "400"]))
+    display = DisplaySink()
+    pipeline = build_pipeline(settings, extra_sinks=[display])
+    app = WindowApp(settings, pipeline, display)
+    win = app.window
+    errors: list[BaseException] = []
+
+    def step() -> None:
+        glfw.poll_events()
+        app.handle_keys()
+        app.handle_mouse()
+
+    def key(k: int, mods: int = 0) -> None:
+        win._on_key(None, k, 0, glfw.PRESS, mods)
+        step()
+
+    def click(x: float, y: float, button: int = glfw.MOUSE_BUTTON_LEFT) -> None:
+        glfw.set_cursor_pos(win.handle, x, y)  # the window is 1920x540: content pixels
+        win._on_mouse_button(None, button, glfw.PRESS, 0)
+        step()
+
+    def release() -> None:
+        win._on_mouse_button(None, glfw.MOUSE_BUTTON_LEFT, glfw.RELEASE, 0)
+        step()
+
+    pipeline.start()
+    try:
+        assert win.to_content(585, 390) == pytest.approx((585, 390))
+        key(glfw.KEY_E)
+        assert app.editor.active
+        # drag vertex 0 from (585, 390) to (600, 420)
+        click(585, 390)
+        glfw.set_cursor_pos(win.handle, 600, 420)
+        win._on_cursor(None, 600, 420)
+        step()
+        release()
+        live = pipeline.zone_store.zones[0].points.tolist()
+        assert live[0] == [600, 420]
+        # click the middle of edge 1-2 (720,335)-(420,205): a vertex is inserted there
+        click(570, 270)
+        release()
+        assert len(pipeline.zone_store.zones[0].points) == 5
+        assert pipeline.zone_store.zones[0].points[2].tolist() == [570, 270]
+        # right-click it away again
+        click(570, 270, glfw.MOUSE_BUTTON_RIGHT)
+        assert len(pipeline.zone_store.zones[0].points) == 4
+        # a new zone, selected with Tab
+        key(glfw.KEY_N)
+        assert [z.name for z in pipeline.zone_store.zones] == ["press-1", "zone-2"]
+        key(glfw.KEY_TAB)
+        assert app.editor.zone is not None and app.editor.zone.name == "press-1"
+        app.render()
+        shot = win.read_pixels()
+        key(glfw.KEY_S, glfw.MOD_CONTROL)
+        key(glfw.KEY_ESCAPE)  # leaves edit mode, does not quit
+        assert not app.editor.active and not app.quit
+    except BaseException as exc:  # keep the teardown below
+        errors.append(exc)
+    finally:
+        pipeline.close()
+        app.finish()
+    if errors:
+        raise errors[0]
+    saved = tomllib.loads(cfg.read_text())
+    assert saved["width"] == 960 and saved["worker_threshold"] == 0.4  # other settings kept
+    zones = saved["safety"]["zones"]
+    assert [z["name"] for z in zones] == ["press-1", "zone-2"]
+    assert zones[0]["points"] == [[600, 420], [720, 335], [420, 205], [305, 235]]
+    assert zones[0]["enter_frames"] == 2  # its own settings kept too
+    # the handles of the selected zone are drawn (white squares at its vertices)
+    assert (shot[420, 594] > 200).all() and (shot[420, 606] > 200).all()
+    # and the saved file is a valid config that loads the same zones
+    from coral_mfg.zones import zones_from_settings
+
+    again = resolve_settings(run_parser().parse_args(["--config", str(cfg)]))
+    assert zones_from_settings(again)[0].points.tolist() == zones[0]["points"]
+
+
+def test_csv_zone_is_saved_back_to_its_csv(xvfb: str, tmp_path: Path) -> None:
+    import glfw
+
+    from coral_mfg.cli import resolve_settings, run_parser
+    from coral_mfg.pipeline import build_pipeline
+    from coral_mfg.render.loop import WindowApp
+    from coral_mfg.render.window import DisplaySink
+
+    csv = tmp_path / "zone.csv"
+    csv.write_text("x,y\n585,390\n720,335\n420,205\n305,235\n")
+    settings = resolve_settings(run_parser().parse_args(
+        ["--keepout_points_path", str(csv), "--device", "cpu"]))
+    display = DisplaySink()
+    pipeline = build_pipeline(settings, extra_sinks=[display])
+    app = WindowApp(settings, pipeline, display)
+    try:
+        app.editor.enter()
+        app.editor.press(305, 235)
+        app.editor.move(300, 250)
+        app.editor.release()
+        app.editor.new_zone()  # refused: a CSV holds one zone
+        assert "CSV file holds one zone" in app.editor.message
+        app.window._on_key(None, glfw.KEY_S, 0, glfw.PRESS, glfw.MOD_CONTROL)
+        app.handle_keys()
+    finally:
+        pipeline.close()
+        app.finish()
+    assert csv.read_text() == "x,y\n585,390\n720,335\n420,205\n300,250\n"
