@@ -57,10 +57,10 @@ class VisualInspection:
     def counts(self) -> dict[str, int]:
         """Apples seen on enough frames to count, by their verdict."""
         counts = dict.fromkeys(self.grades.values(), 0)
-        for track in self.tracker.confirmed():
-            if track.verdict is not None:
-                name = self.grades.get(track.verdict, str(track.verdict))
-                counts[name] = counts.get(name, 0) + 1
+        for verdict, n in self.tracker.verdict_counts().items():
+            if verdict is not None:
+                name = self.grades.get(verdict, str(verdict))
+                counts[name] = counts.get(name, 0) + n
         return counts
 
     def summary(self) -> dict[str, Any]:

@@ -27,9 +27,11 @@ from coral_mfg.zones import KeepoutZone
 
 log = logging.getLogger(__name__)
 
-#: Frames one pane may run ahead of the other in the recording before the
-#: slower pane's last frame is repeated (a stalled source must not hold memory).
-MAX_PANE_BACKLOG = 30
+#: How long one pane waits for the other's next frame before the other's last
+#: frame is repeated (a stalled or lost source must not hold the recording), and
+#: how many frames may wait at most (memory).
+PANE_WAIT_S = 2.0
+MAX_PANE_BACKLOG = 120
 QUEUE_SIZE = 64
 POLL_S = 0.1
 
@@ -101,11 +103,13 @@ class SideBySideRecorder:
         }
         self.ended: set[str] = set()
         self.written = 0
+        self.last_seen = {s: time.monotonic() for s in STREAMS}
 
     def write(self, result: FrameResult) -> None:
         zones = self.zones() if result.stream == STREAMS[0] else ()
         pane = render_pane(result, build_overlay(result, zones, self.anonymize))
         self.pending[result.stream].append(pane)
+        self.last_seen[result.stream] = time.monotonic()
         self._drain()
 
     def end_stream(self, stream: str) -> None:
@@ -118,6 +122,7 @@ class SideBySideRecorder:
             bool(self.pending[stream])
             or stream in self.ended
             or len(self.pending[other]) > MAX_PANE_BACKLOG
+            or time.monotonic() - self.last_seen[stream] > PANE_WAIT_S
         )
 
     def _drain(self) -> None:

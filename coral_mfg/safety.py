@@ -133,7 +133,6 @@ class WorkerSafety:
         objects = []
         for box, score, track in zip(boxes, people.scores, tracks, strict=True):
             inside_zones = self.debounce.active(track.id)
-            track.flagged |= bool(inside_zones)
             objects.append(PersonObject(float(score), as_box(box), bool(inside_zones), track.id,
                                         tuple(inside_zones)))
         events = tuple(

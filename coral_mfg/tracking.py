@@ -35,7 +35,6 @@ class Track:
     misses: int = 0
     votes: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
     n_votes: int = 0
-    flagged: bool = False  # set by the caller, e.g. ever inside a keep-out zone
 
     def vote(self, scores: npt.NDArray[np.floating]) -> None:
         if self.votes.shape != scores.shape:
@@ -64,7 +63,9 @@ class IouTracker:
     max_misses: int = 5
     min_hits: int = 3  # frames before a track counts as a real object
     tracks: list[Track] = field(default_factory=list)
-    finished: list[Track] = field(default_factory=list)
+    #: ended tracks seen on enough frames, counted by verdict (None: never graded). Only
+    #: counts are kept, so memory stays flat however long the run.
+    ended_verdicts: dict[int | None, int] = field(default_factory=dict)
     _next_id: int = 1
 
     def update(self, boxes: npt.NDArray[np.float32]) -> list[Track]:
@@ -91,7 +92,9 @@ class IouTracker:
         alive = []
         for track in self.tracks:
             if track.misses > self.max_misses:
-                self.finished.append(track)
+                if track.hits >= self.min_hits:
+                    key = track.verdict
+                    self.ended_verdicts[key] = self.ended_verdicts.get(key, 0) + 1
             else:
                 alive.append(track)
         self.tracks = alive
@@ -104,6 +107,10 @@ class IouTracker:
             result.append(existing)
         return result
 
-    def confirmed(self) -> list[Track]:
-        """Every track, ended or live, seen on at least ``min_hits`` frames."""
-        return [t for t in [*self.finished, *self.tracks] if t.hits >= self.min_hits]
+    def verdict_counts(self) -> dict[int | None, int]:
+        """Objects seen on at least ``min_hits`` frames, ended or live, by verdict."""
+        counts = dict(self.ended_verdicts)
+        for track in list(self.tracks):
+            if track.hits >= self.min_hits:
+                counts[track.verdict] = counts.get(track.verdict, 0) + 1
+        return counts

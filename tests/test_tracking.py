@@ -38,7 +38,9 @@ def test_tracks_keep_ids_and_vote() -> None:
     for _ in range(3):
         tracker.update(np.zeros((0, 4), np.float32))
     assert not tracker.tracks
-    assert [t.id for t in tracker.confirmed()] == [1, 2]
+    # only counts of ended tracks are kept: one graded 0, one never graded
+    assert tracker.ended_verdicts == {0: 1, None: 1}
+    assert tracker.verdict_counts() == {0: 1, None: 1}
 
 
 def test_new_object_gets_new_id() -> None:
