@@ -309,3 +309,8 @@ def test_live_reload_switches_zones_and_survives_a_bad_edit(tmp_path: Path) -> N
         _, stderr = app.communicate(timeout=30)
     assert app.returncode == 0, stderr
     assert "the last good ones stay" in stderr
+
+
+def test_whole_box_flag_sets_the_mode_of_the_shipped_zone() -> None:
+    settings = resolve_settings(run_parser().parse_args(["--safety_check_whole_box"]))
+    assert zones_from_settings(settings)[0].mode is ZoneMode.WHOLE_BOX
