@@ -162,3 +162,54 @@ def test_no_thread_outlives_the_run() -> None:
     assert summary["frames"] == {"worker_safety": 15, "visual_inspection": 15}
     left = [t for t in set(threading.enumerate()) - before if t.is_alive()]
     assert not left, left
+
+
+def test_log_file_states_versions_models_inputs_and_stats(tmp_path: Path) -> None:
+    log_file = tmp_path / "logs" / "coral-mfg.log"
+    result, _ = _run("--no-realtime", "--max_frames", "5", "--log_file", str(log_file))
+    assert result.returncode == 0, result.stderr
+    text = log_file.read_text()
+    for needle in ("versions: python", "numpy", "opencv", "ai_edge_litert", "detector:",
+                   "classifier:", "inputs: worker safety", "keep-out zones: keepout",
+                   "summary:"):
+        assert needle in text, needle
+
+
+def test_stats_are_logged_per_stream(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from coral_mfg.cli import resolve_settings, run_parser
+    from coral_mfg.pipeline import build_pipeline
+
+    settings = resolve_settings(run_parser().parse_args(
+        ["--headless", "--device", "cpu", "--no-realtime", "--max_frames", "10"]))
+    pipeline = build_pipeline(settings)
+    pipeline.start()
+    while not pipeline.poll(0.2):
+        pass
+    with caplog.at_level(logging.INFO, logger="coral_mfg.pipeline"):
+        pipeline.log_stats(every_s=0.0)
+    pipeline.close()
+    lines = [r.getMessage() for r in caplog.records]
+    for stream in ("worker_safety", "visual_inspection"):
+        assert any(line.startswith(f"{stream}: ") and "fps" in line and "dropped" in line
+                   and "errors" in line for line in lines), lines
+
+
+def test_sigint_stops_cleanly(tmp_path: Path) -> None:
+    events = tmp_path / "events.jsonl"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "coral_mfg", "--headless", "--device", "cpu", "--loop",
+         "--events", str(events)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (
+            not events.exists() or len(events.read_text().splitlines()) < 20):
+        time.sleep(0.1)
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0, stderr
+    assert time.monotonic() - sent < 2.0
+    assert json.loads(events.read_text().splitlines()[-1])["type"] == "summary"
+    assert "SIGINT: stopping" in stderr
