@@ -213,3 +213,23 @@ def test_sigint_stops_cleanly(tmp_path: Path) -> None:
     assert time.monotonic() - sent < 2.0
     assert json.loads(events.read_text().splitlines()[-1])["type"] == "summary"
     assert "SIGINT: stopping" in stderr
+
+
+def test_second_ctrl_c_forces_exit(tmp_path: Path) -> None:
+    events = tmp_path / "events.jsonl"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "coral_mfg", "--headless", "--device", "cpu", "--loop",
+         "--events", str(events)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (
+            not events.exists() or len(events.read_text().splitlines()) < 20):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.02)  # the clean shutdown has begun; a second Ctrl-C cuts it short
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    # whatever was written is whole lines: the log is flushed line by line
+    for line in events.read_text().splitlines():
+        json.loads(line)
