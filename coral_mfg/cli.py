@@ -251,3 +251,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("coral-mfg: interrupted", file=sys.stderr)
         return 130
+    except Exception:
+        # A bug: keep the whole traceback, in the log file too when there is one.
+        if not logging.getLogger().handlers:
+            _setup_logging("error")
+        log.exception("internal error; please report it with this log")
+        return 1

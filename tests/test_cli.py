@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -162,3 +163,19 @@ def test_version_and_module_entry_point() -> None:
 def test_main_returns_2_for_user_errors(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--config", "/nonexistent/x.toml"]) == 2
     assert "config file /nonexistent/x.toml not found" in capsys.readouterr().err
+
+
+def test_internal_errors_keep_their_traceback_in_the_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import coral_mfg.app
+
+    def broken(settings: dict[str, object]) -> int:
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(coral_mfg.app, "run", broken)
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])  # restored after the test
+    log_file = tmp_path / "run.log"
+    assert main(["--headless", "--log_file", str(log_file)]) == 1
+    text = log_file.read_text()
+    assert "internal error" in text and "Traceback" in text and "ZeroDivisionError" in text
