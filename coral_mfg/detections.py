@@ -31,12 +31,6 @@ class Detections:
     def __len__(self) -> int:
         return len(self.scores)
 
-    @classmethod
-    def empty(cls, frame_size: tuple[int, int]) -> Detections:
-        return cls(
-            np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int32), frame_size
-        )
-
     def select(self, mask: npt.NDArray[np.bool_]) -> Detections:
         return Detections(self.xyxy[mask], self.scores[mask], self.class_ids[mask], self.frame_size)
 

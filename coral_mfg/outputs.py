@@ -102,7 +102,6 @@ class SideBySideRecorder:
             s: np.zeros((h, w, 3), np.uint8) for s in STREAMS
         }
         self.ended: set[str] = set()
-        self.written = 0
         self.last_seen = {s: time.monotonic() for s in STREAMS}
 
     def write(self, result: FrameResult) -> None:
@@ -133,7 +132,6 @@ class SideBySideRecorder:
                     self.last[s] = self.pending[s].popleft()
             if self.writer is not None:
                 self.writer.write(np.hstack([self.last[a], self.last[b]]))
-            self.written += 1
 
     def close(self) -> None:
         if self.writer is None:
@@ -147,7 +145,7 @@ class SideBySideRecorder:
 class OutputThread(threading.Thread):
     """Feeds results to the sinks; ``put`` waits for room only while not stopping."""
 
-    def __init__(self, sinks: list[Any], stop: threading.Event) -> None:
+    def __init__(self, sinks: list[Sink], stop: threading.Event) -> None:
         super().__init__(name="outputs", daemon=True)
         self.sinks = sinks
         self.stop_event = stop

@@ -19,7 +19,6 @@ from coral_mfg.zones import KeepoutZone
 Color = tuple[int, int, int]  # RGB, 0-255
 GREEN: Color = (0, 200, 0)
 RED: Color = (230, 0, 0)
-ZONE_RED: Color = (255, 0, 0)
 BLACK: Color = (0, 0, 0)
 WHITE: Color = (255, 255, 255)
 BOX_THICKNESS = 3

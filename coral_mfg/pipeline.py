@@ -31,7 +31,7 @@ from coral_mfg.capture import (
 from coral_mfg.inference.engine import InferenceEngine, ModelPlan, plan_models
 from coral_mfg.inference.runtime import Device, Runtime
 from coral_mfg.inspection import VisualInspection
-from coral_mfg.outputs import EventLog, OutputThread, SideBySideRecorder
+from coral_mfg.outputs import EventLog, OutputThread, SideBySideRecorder, Sink
 from coral_mfg.results import STREAMS, VISUAL_INSPECTION, WORKER_SAFETY, FrameResult
 from coral_mfg.safety import WorkerSafety, ZoneStore
 from coral_mfg.scheduler import Scheduler, StreamProcessor, StreamState
@@ -78,7 +78,7 @@ class Pipeline:
     started: float = field(default_factory=time.monotonic)
     stop_event: threading.Event = field(default_factory=threading.Event)
     cond: threading.Condition = field(default_factory=threading.Condition)
-    extra_sinks: list[Any] = field(default_factory=list)
+    extra_sinks: list[Sink] = field(default_factory=list)
     #: how to open a stream's input, when not from its spec (custom sources, fault tests)
     openers: dict[str, Opener] = field(default_factory=dict)
     paused: threading.Event = field(default_factory=threading.Event)
@@ -125,7 +125,7 @@ class Pipeline:
             for cap in opened:
                 cap.release()
             raise
-        sinks: list[Any] = []
+        sinks: list[Sink] = []
         self.events: EventLog | None = None
         if s.get("events"):
             self.events = EventLog(Path(s["events"]), self.started)
@@ -279,7 +279,7 @@ class Pipeline:
 
 def build_pipeline(
     settings: dict[str, Any],
-    extra_sinks: list[Any] | None = None,
+    extra_sinks: list[Sink] | None = None,
     openers: dict[str, Opener] | None = None,
 ) -> Pipeline:
     zones = zones_from_settings(settings)
@@ -304,12 +304,3 @@ def build_pipeline(
     return Pipeline(settings, engines, zones, extra_sinks=list(extra_sinks or []),
                     openers=dict(openers or {}))
 
-
-def video_info(path: Path) -> tuple[int, int, int, float]:
-    """(width, height, frame count, fps) of a video file, as OpenCV reads it."""
-    cap = cv2.VideoCapture(str(path))
-    try:
-        return (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
-                int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), float(cap.get(cv2.CAP_PROP_FPS)))
-    finally:
-        cap.release()

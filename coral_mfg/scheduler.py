@@ -80,10 +80,6 @@ class Scheduler:
             self._retire()
             self.cond.notify_all()
 
-    def all_done(self) -> bool:
-        with self.cond:
-            return all(s.done for s in self.streams)
-
     def wait_done(self, timeout: float) -> bool:
         with self.cond:
             return self.cond.wait_for(lambda: all(s.done for s in self.streams), timeout)

@@ -145,7 +145,6 @@ class InferenceEngine:
         self.detector = self.runtime.open(self.detector_choice)
         self.classifier = self.runtime.open(self.classifier_choice)
         self.layout = adapters.layout_of(self.detector)
-        self.detector_input = adapters.input_size(self.detector)
 
     @property
     def device(self) -> Device:
@@ -194,13 +193,3 @@ class InferenceEngine:
         if times is not None:
             times.classify += (time.perf_counter() - t0) * 1000.0
         return scores
-
-    def grade_name(self, class_id: int) -> str:
-        return self.classifier_labels.get(class_id, str(class_id))
-
-
-def timed_invoke(interpreter: Any) -> float:
-    """Milliseconds of one invoke: the unit of the pure-inference bound."""
-    start = time.perf_counter()
-    interpreter.invoke()
-    return (time.perf_counter() - start) * 1000.0

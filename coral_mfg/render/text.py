@@ -34,7 +34,6 @@ class GlyphAtlas:
     glyphs: dict[str, Glyph]
     cell_w: int
     cell_h: int
-    baseline: int
 
     @classmethod
     def build(cls) -> GlyphAtlas:
@@ -56,7 +55,7 @@ class GlyphAtlas:
             h_img, w_img = image.shape
             glyphs[ch] = Glyph(x / w_img, y / h_img, (x + cell_w) / w_img, (y + cell_h) / h_img,
                                float(w))
-        return cls(image, glyphs, cell_w, cell_h, PAD + ascent)
+        return cls(image, glyphs, cell_w, cell_h)
 
     def quads(
         self, text: str, x: float, y: float, height: float, color: tuple[float, ...]
