@@ -443,3 +443,42 @@ def test_csv_zone_is_saved_back_to_its_csv(xvfb: str, tmp_path: Path) -> None:
         pipeline.close()
         app.finish()
     assert csv.read_text() == "x,y\n585,390\n720,335\n420,205\n300,250\n"
+
+
+def test_window_close_stops_cleanly(xvfb: str) -> None:
+    """Closing the window (as a window manager's close button does) ends the run."""
+    import threading
+
+    import glfw
+
+    from coral_mfg.cli import resolve_settings, run_parser
+    from coral_mfg.pipeline import build_pipeline
+    from coral_mfg.render.loop import WindowApp
+    from coral_mfg.render.window import DisplaySink
+
+    before = set(threading.enumerate())
+    settings = resolve_settings(run_parser().parse_args(["--device", "cpu"]))
+    display = DisplaySink()
+    pipeline = build_pipeline(settings, extra_sinks=[display])
+    app = WindowApp(settings, pipeline, display)
+    closed: dict[str, float] = {}
+
+    def close_soon() -> None:
+        time.sleep(1.5)
+        closed["at"] = time.monotonic()
+        glfw.set_window_should_close(app.window.handle, True)  # callable from any thread
+        glfw.post_empty_event()
+
+    pipeline.start()
+    closer = threading.Thread(target=close_soon)
+    closer.start()
+    try:
+        app.run(threading.Event())
+    finally:
+        pipeline.close()
+        done = time.monotonic()
+        app.finish()
+        closer.join(5)
+    assert done - closed["at"] < 2.0
+    assert pipeline.safety.processed > 0
+    assert not [t for t in set(threading.enumerate()) - before if t.is_alive()]
