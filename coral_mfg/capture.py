@@ -32,6 +32,9 @@ BACKOFF_FIRST_S = 1.0
 BACKOFF_MAX_S = 30.0
 WATCH_S = 0.2
 BAD_FRAMES_LIMIT = 30
+#: A looping file whose decoded frames fit in this much memory is decoded once
+#: and replayed from memory: a wall-screen demo then spends its CPU on inference.
+LOOP_CACHE_BYTES = 256 * 2**20
 #: One decoder thread per source: FFmpeg's frame threads add frames of latency
 #: and, on a small CPU, take cores from inference for no gain in throughput.
 DECODE_THREADS = 1
@@ -226,6 +229,11 @@ class CaptureThread(threading.Thread):
         count = float(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0.0)
         self.frame_count = int(count) if self.kind is SourceKind.FILE and count > 0 else 0
         self._pending = first
+        w = float(cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0.0)
+        h = float(cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0.0)
+        fits = 0 < self.frame_count * w * h * 3 <= LOOP_CACHE_BYTES
+        self._cache: list[npt.NDArray[np.uint8]] | None = [] if self.loop and fits else None
+        self._replaying = False
         self.paused = paused or threading.Event()
         self.outcome = Outcome.RUNNING
         self.reason = ""
@@ -243,6 +251,24 @@ class CaptureThread(threading.Thread):
         if not ok:
             return None, ms, False
         return _as_bgr(image), ms, True
+
+    def _next_image(self) -> tuple[npt.NDArray[np.uint8] | None, float, bool]:
+        """The next frame: replayed from memory, the probe's first frame, or decoded."""
+        if self._replaying:
+            assert self._cache is not None
+            if self.index < len(self._cache):
+                return self._cache[self.index], 0.0, True
+            return None, 0.0, False
+        if self._pending is not None:
+            image: npt.NDArray[np.uint8] | None = self._pending.image
+            ms, answered = self._pending.decode_ms, True
+            self._pending = None
+        else:
+            image, ms, answered = self._read()
+        if image is not None and self._cache is not None:
+            image.setflags(write=False)  # shared by every later pass: nobody may draw on it
+            self._cache.append(image)
+        return image, ms, answered
 
     def run(self) -> None:
         try:
@@ -273,12 +299,7 @@ class CaptureThread(threading.Thread):
                     self.last_frame_at = time.monotonic()
                 started += time.monotonic() - held  # a paced file resumes where it was
                 continue
-            if self._pending is not None:
-                image: npt.NDArray[np.uint8] | None = self._pending.image
-                ms, answered = self._pending.decode_ms, True
-                self._pending = None
-            else:
-                image, ms, answered = self._read()
+            image, ms, answered = self._next_image()
             if not answered:
                 if self.kind is not SourceKind.FILE:
                     self._finish(Outcome.FAILED, "no frame from the source (disconnected?)")
@@ -287,7 +308,13 @@ class CaptureThread(threading.Thread):
                     self._finish(Outcome.FAILED, f"read error at frame {self.index} of "
                                  f"{self.frame_count} (file changed or damaged?)")
                     return
+                if self.loop and self._cache is not None and len(self._cache) == self.index > 0:
+                    self._replaying = True  # every frame is in memory: replay, do not decode
+                    self.index = 0
+                    started = time.monotonic()
+                    continue
                 if self.loop and self.index > 0:
+                    self._cache = None
                     if not self.cap.set(cv2.CAP_PROP_POS_FRAMES, 0):
                         self._finish(Outcome.FAILED, "cannot rewind the file")
                         return
@@ -297,6 +324,7 @@ class CaptureThread(threading.Thread):
                 self._finish(Outcome.END)
                 return
             if image is None:
+                self._cache = None  # a gap: the replay would not match the file
                 self.bad_frames += 1
                 if self.bad_frames % BAD_FRAMES_LIMIT == 0:
                     self._finish(Outcome.FAILED, f"{self.bad_frames} unusable frames in a row")

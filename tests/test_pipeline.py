@@ -297,3 +297,27 @@ def test_realtime_files_play_at_their_own_fps(tmp_path: Path) -> None:
     # the pts of processed frames follow the wall clock (time), not the decoder's speed
     assert ws[-1]["time"] >= 29 / 15 - 0.1
     assert time.monotonic() - start >= 29 / 15
+
+
+def test_looping_file_is_decoded_once_and_replayed_from_memory() -> None:
+    cond, stop = threading.Condition(), threading.Event()
+    slot = FrameSlot(cond, leaky=False, capacity=400)
+    spec = str(video(WORKER))
+    cap = open_capture(spec, 960, 540)
+    capture = CaptureThread("ws", spec, cap, slot, stop, realtime=False, loop=True)
+    capture.start()
+    n = len(frames(WORKER))
+    deadline = time.monotonic() + 30
+    while len(slot) < 2 * n + 5 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stop.set()
+    capture.join(5)
+    got = list(slot.frames)
+    assert [f.index for f in got[: 2 * n + 5]] == [*range(n), *range(n), 0, 1, 2, 3, 4]
+    first, second = got[:n], got[n:2 * n]
+    assert all(f.decode_ms > 0 for f in first[1:])
+    assert all(f.decode_ms == 0 for f in second)  # not decoded again
+    for a, b in zip(first, second, strict=True):
+        assert np.array_equal(a.image, b.image)
+        assert not b.image.flags.writeable
+    assert np.array_equal(first[10].image, frames(WORKER)[10])
