@@ -111,18 +111,24 @@ def test_bad_keepout_csv(tmp_path: Path, content: str, message: str) -> None:
     assert str(csv) in line and message in line
 
 
-def test_sigterm_stops_cleanly_with_complete_outputs(tmp_path: Path) -> None:
-    events, output = tmp_path / "events.jsonl", tmp_path / "out.mp4"
+def _looping_app(events: Path, *extra: str, lines: int = 20) -> subprocess.Popen[str]:
+    """The app on the looping samples, once its event log has ``lines`` lines."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "coral_mfg", "--headless", "--device", "cpu", "--loop",
-         "--events", str(events), "--output", str(output)],
+         "--events", str(events), *extra],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and (
-        not events.exists() or len(events.read_text().splitlines()) < 40
+        not events.exists() or len(events.read_text().splitlines()) < lines
     ):
         time.sleep(0.1)
+    return proc
+
+
+def test_sigterm_stops_cleanly_with_complete_outputs(tmp_path: Path) -> None:
+    events, output = tmp_path / "events.jsonl", tmp_path / "out.mp4"
+    proc = _looping_app(events, "--output", str(output), lines=40)
     sent = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=30)
@@ -198,14 +204,7 @@ def test_stats_are_logged_per_stream(caplog: pytest.LogCaptureFixture) -> None:
 
 def test_sigint_stops_cleanly(tmp_path: Path) -> None:
     events = tmp_path / "events.jsonl"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "coral_mfg", "--headless", "--device", "cpu", "--loop",
-         "--events", str(events)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and (
-            not events.exists() or len(events.read_text().splitlines()) < 20):
-        time.sleep(0.1)
+    proc = _looping_app(events)
     sent = time.monotonic()
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=30)
@@ -217,14 +216,7 @@ def test_sigint_stops_cleanly(tmp_path: Path) -> None:
 
 def test_second_ctrl_c_forces_exit(tmp_path: Path) -> None:
     events = tmp_path / "events.jsonl"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "coral_mfg", "--headless", "--device", "cpu", "--loop",
-         "--events", str(events)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and (
-            not events.exists() or len(events.read_text().splitlines()) < 20):
-        time.sleep(0.1)
+    proc = _looping_app(events)
     proc.send_signal(signal.SIGINT)
     time.sleep(0.02)  # the clean shutdown has begun; a second Ctrl-C cuts it short
     proc.send_signal(signal.SIGINT)
