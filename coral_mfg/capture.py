@@ -109,6 +109,12 @@ def open_capture(spec: str, width: int, height: int) -> cv2.VideoCapture:
     return cap
 
 
+def source_fps(cap: VideoSource) -> float:
+    """The source's frame rate, or the camera default when it reports none or nonsense."""
+    fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+    return fps if 1.0 <= fps <= 240.0 else CAMERA_FPS
+
+
 def probe_source(
     spec: str, width: int, height: int, stream: str = ""
 ) -> tuple[cv2.VideoCapture, Frame | None]:
@@ -224,8 +230,7 @@ class CaptureThread(threading.Thread):
         self.realtime = realtime
         self.loop = loop and self.kind is SourceKind.FILE
         self.on_end = on_end
-        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
-        self.fps = fps if 1.0 <= fps <= 240.0 else CAMERA_FPS
+        self.fps = source_fps(cap)
         count = float(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0.0)
         self.frame_count = int(count) if self.kind is SourceKind.FILE and count > 0 else 0
         self._pending = first
@@ -237,7 +242,6 @@ class CaptureThread(threading.Thread):
         self.paused = paused or threading.Event()
         self.outcome = Outcome.RUNNING
         self.reason = ""
-        self.captured = 0
         self.bad_frames = 0
         self.index = 0
         self.last_frame_at = time.monotonic()
@@ -348,7 +352,6 @@ class CaptureThread(threading.Thread):
             finally:
                 self.waiting = False
                 self.last_frame_at = time.monotonic()
-            self.captured += 1
             self.index += 1
 
     @property
@@ -402,11 +405,9 @@ class SourceSupervisor(threading.Thread):
         self.stall_s = stall_s
         self.backoff = backoff
         self._first = first
-        self.reader: CaptureThread | None = None
         self.lost_reason: str | None = None
         self.lost_count = 0
-        self.fps = CAMERA_FPS
-        self.ended = False
+        self._lost_at = 0.0
 
     @property
     def dropped(self) -> int:
@@ -418,12 +419,10 @@ class SourceSupervisor(threading.Thread):
         except Exception:
             log.exception("supervisor of %s failed", self.stream)
         finally:
-            self.ended = True
             self.on_end(self.stream)
 
     def _supervise(self) -> None:
         delay = self.backoff[0]
-        lost_at = 0.0
         while not self.stop_event.is_set():
             opened = self._first
             self._first = None
@@ -439,7 +438,7 @@ class SourceSupervisor(threading.Thread):
                     continue
             if self.lost_reason is not None:
                 self.on_event({"type": "source_restored", "stream": self.stream,
-                               "after_s": round(time.monotonic() - lost_at, 2)})
+                               "after_s": round(time.monotonic() - self._lost_at, 2)})
                 log.warning("%s: source %s restored", self.stream, self.spec)
                 self.lost_reason = None
                 delay = self.backoff[0]
@@ -449,13 +448,10 @@ class SourceSupervisor(threading.Thread):
                 self.stream, self.spec, cap, self.slot, reader_stop, realtime=self.realtime,
                 loop=self.loop, first=first, paused=self.paused,
             )
-            self.fps = reader.fps
-            self.reader = reader
             reader.start()
             why = self._watch(reader, reader_stop)
             if why is None:
                 return  # stopped, or a file's end
-            lost_at = time.monotonic()
             self._lose(why)
             if self.stop_event.wait(delay):
                 return
@@ -479,6 +475,7 @@ class SourceSupervisor(threading.Thread):
 
     def _lose(self, reason: str) -> None:
         if self.lost_reason is None:
+            self._lost_at = time.monotonic()
             self.lost_count += 1
             self.on_event({"type": "source_lost", "stream": self.stream, "reason": reason})
             log.warning("%s: source %s lost: %s", self.stream, self.spec, reason)

@@ -19,13 +19,13 @@ import cv2
 import numpy as np
 
 from coral_mfg.capture import (
-    CAMERA_FPS,
     STALL_S,
     FrameSlot,
     Opener,
     SourceKind,
     SourceSupervisor,
     probe_source,
+    source_fps,
     source_kind,
 )
 from coral_mfg.inference.engine import InferenceEngine, ModelPlan, plan_models
@@ -63,9 +63,9 @@ def open_engines(settings: dict[str, Any], plan: ModelPlan | None = None) -> lis
     )
     first = InferenceEngine(plan, runtime)
     on_tpu = Device.EDGETPU in (first.detector_choice.device, first.classifier_choice.device)
-    wanted = settings.get("workers") or (EDGETPU_WORKERS if on_tpu else CPU_WORKERS)
+    count = EDGETPU_WORKERS if on_tpu else (settings.get("workers") or CPU_WORKERS)
     engines = [first]
-    for _ in range(1, EDGETPU_WORKERS if on_tpu else wanted):
+    for _ in range(1, count):
         engines.append(InferenceEngine(plan, runtime))
     return engines
 
@@ -109,8 +109,7 @@ class Pipeline:
                 )
                 cap, first = opener()
                 opened.append(cap)
-                rate = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
-                fps.append(rate if 1.0 <= rate <= 240.0 else CAMERA_FPS)
+                fps.append(source_fps(cap))
                 kind = source_kind(specs[name])
                 leaky = s["realtime"] or kind is not SourceKind.FILE
                 slot = FrameSlot(self.cond, leaky=leaky)
