@@ -11,7 +11,6 @@ import hashlib
 import io
 import os
 import shutil
-import tempfile
 import tomllib
 import urllib.error
 import urllib.request
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from coral_mfg.errors import AssetError
+from coral_mfg.files import replacing
 
 ENV_MIRROR = "CORAL_MFG_ASSETS"
 ENV_HOME = "CORAL_MFG_HOME"
@@ -193,33 +193,29 @@ def _copy_into(source: str, tmp: Path, member: str | None) -> None:
             shutil.copyfileobj(src, out, _CHUNK)
 
 
+class _RejectedError(Exception):
+    """A source that did not give a verified file; the message says why."""
+
+
 def _try_source(asset: Asset, source: str, target: Path, member: str | None) -> str | None:
     """Fetch one source into ``target`` atomically; the failure reason, or None."""
     if not source.startswith(("http://", "https://")) and not Path(source).is_file():
         return "not there"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{asset.name}.", suffix=".part", dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
     try:
-        try:
-            _copy_into(source, tmp, member)
-        except urllib.error.HTTPError as exc:
-            return f"HTTP {exc.code}"
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-            reason = getattr(exc, "reason", exc)
-            return f"unreachable ({reason})"
-        except (OSError, zipfile.BadZipFile, AssetError) as exc:
-            return f"unreadable ({exc})"
-        if not verify(asset, tmp):
-            return "digest mismatch, rejected"
-        with tmp.open("rb") as f:
-            os.fsync(f.fileno())
-        tmp.chmod(0o644)
-        os.replace(tmp, target)
-        return None
-    finally:
-        tmp.unlink(missing_ok=True)
+        with replacing(target) as tmp:
+            try:
+                _copy_into(source, tmp, member)
+            except urllib.error.HTTPError as exc:
+                raise _RejectedError(f"HTTP {exc.code}") from None
+            except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+                raise _RejectedError(f"unreachable ({getattr(exc, 'reason', exc)})") from None
+            except (OSError, zipfile.BadZipFile, AssetError) as exc:
+                raise _RejectedError(f"unreadable ({exc})") from None
+            if not verify(asset, tmp):
+                raise _RejectedError("digest mismatch, rejected")
+    except _RejectedError as exc:
+        return str(exc)
+    return None
 
 
 def fetch_asset(

@@ -8,8 +8,6 @@ config's ``[[safety.zones]]`` (its other settings kept) or the zone CSV.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,7 @@ import numpy as np
 import tomli_w
 
 from coral_mfg.errors import ConfigError
+from coral_mfg.files import replacing
 from coral_mfg.overlay import WHITE
 from coral_mfg.render.scene import HUD_HEIGHT, Layer, rect, rgba, thick_polyline
 from coral_mfg.render.text import GlyphAtlas
@@ -176,7 +175,8 @@ class ZoneEditor:
                 f"{x},{y}\n" for x, y in self.zones[0].file_points(self.size))
         else:
             text = self._toml(source)
-        _atomic_write(source.path, text)
+        with replacing(source.path) as tmp:
+            tmp.write_text(text, encoding="utf-8")
         if self.watcher is not None:
             self.watcher.mark_saved()
         log.info("zones saved to %s", source.path)
@@ -221,19 +221,3 @@ class ZoneEditor:
         for i, line in enumerate(lines):
             layer.text.append(atlas.quads(line[:120], 8, y0 + i * HUD_HEIGHT, HUD_HEIGHT - 2,
                                           rgba(WHITE)))
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        Path(tmp).chmod(0o644)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
-
