@@ -153,7 +153,7 @@ def run_render_bench(settings: dict[str, Any], seconds: float) -> dict[str, Any]
             display.write(vi)
             window.set_pane(0, ws.frame.image)
             window.set_pane(1, vi.frame.image)
-            layer, _ = scene_for(display.snapshot(), window.atlas, window.pane_size,
+            layer = scene_for(display.snapshot(), window.atlas, window.pane_size,
                                  pipeline.zone_store.zones, anonymize=False,
                                  hud=lambda _s: hud)
             window.draw(layer)

@@ -232,26 +232,24 @@ def zones_from_settings(settings: dict[str, Any]) -> tuple[KeepoutZone, ...]:
     ``settings["zones"]`` holds the raw config tables (None when there are none)
     and ``settings["zones_from"]`` says which applies: ``"config"`` or ``"csv"``.
     """
-    size = (settings["width"], settings["height"])
-    whole_box = bool(settings["safety_check_whole_box"])
     if settings.get("zones_from") == "config":
-        path = Path(settings["config"])
-        return parse_zones(settings["zones"], str(path), size, whole_box,
-                           ZoneSource(path, "toml"))
-    return (load_csv_zone(Path(settings["keepout_points_path"]), size, whole_box),)
+        return reload_zones(settings, ZoneSource(Path(settings["config"]), "toml"),
+                            settings["zones"])
+    return reload_zones(settings, ZoneSource(Path(settings["keepout_points_path"]), "csv"))
 
 
 def reload_zones(
-    settings: dict[str, Any], source: ZoneSource
+    settings: dict[str, Any], source: ZoneSource, raw: Any = None
 ) -> tuple[KeepoutZone, ...]:
-    """Read the zones again from the file they came from (live reload)."""
+    """The zones from ``source`` (read again unless its ``raw`` config tables are given)."""
     size = (settings["width"], settings["height"])
     whole_box = bool(settings["safety_check_whole_box"])
     if source.kind == "csv":
         return (load_csv_zone(source.path, size, whole_box),)
-    from coral_mfg.config import read_config
+    if raw is None:
+        from coral_mfg.config import read_config
 
-    raw = read_config(source.path).get("zones")
-    if not raw:
-        raise ConfigError(f"{source.path}: it no longer defines any [[safety.zones]]")
+        raw = read_config(source.path).get("zones")
+        if not raw:
+            raise ConfigError(f"{source.path}: it no longer defines any [[safety.zones]]")
     return parse_zones(raw, str(source.path), size, whole_box, source)

@@ -126,7 +126,7 @@ class WindowApp:
             if stream in snap and self._shown.get(stream) != snap[stream][0]:
                 self.window.set_pane(i, snap[stream][1].frame.image)
                 self._shown[stream] = snap[stream][0]
-        layer, _ = scene_for(
+        layer = scene_for(
             snap, self.window.atlas, self.window.pane_size, self.pipeline.zone_store.zones,
             anonymize=bool(self.settings["anonymize"]), hud=self.hud if self.show_hud else None,
             status=self.pipeline.status,

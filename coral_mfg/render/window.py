@@ -24,7 +24,7 @@ import numpy.typing as npt
 from OpenGL import GL
 
 from coral_mfg.errors import UserError
-from coral_mfg.overlay import Overlay, build_overlay
+from coral_mfg.overlay import build_overlay
 from coral_mfg.render.gl import Program, StreamBuffer, Texture
 from coral_mfg.render.scene import Layer, hud_layer, letterbox, overlay_layer, status_layer
 from coral_mfg.render.text import GlyphAtlas
@@ -253,21 +253,19 @@ def scene_for(
     anonymize: bool,
     hud: Callable[[str], list[str]] | None,
     status: Callable[[str], str | None] | None = None,
-) -> tuple[Layer, dict[str, Overlay]]:
+) -> Layer:
     """Overlays of the shown results (zones on the safety pane) and, optionally, the HUD."""
     layer = Layer()
-    overlays: dict[str, Overlay] = {}
     for i, stream in enumerate(STREAMS):
         dx = float(i * pane_size[0])
         if stream in snapshot:
             result = snapshot[stream][1]
-            overlay = build_overlay(result, zones if i == 0 else (), anonymize)
-            overlays[stream] = overlay
-            overlay_layer(overlay, atlas, dx, layer)
+            overlay_layer(build_overlay(result, zones if i == 0 else (), anonymize), atlas, dx,
+                          layer)
         message = status(stream) if status is not None else None
         if message:
             pane = (dx, 0.0, float(pane_size[0]), float(pane_size[1]))
             status_layer(message, atlas, pane, layer)
         if hud is not None:
             hud_layer(hud(stream), atlas, dx + 8, 8, layer)
-    return layer, overlays
+    return layer
