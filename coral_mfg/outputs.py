@@ -150,7 +150,6 @@ class OutputThread(threading.Thread):
         self.sinks = sinks
         self.stop_event = stop
         self.queue: queue.Queue[FrameResult | str | dict[str, Any]] = queue.Queue(QUEUE_SIZE)
-        self.output_ms: deque[float] = deque(maxlen=4096)
         self._done = threading.Event()
 
     def put(self, item: FrameResult | str | dict[str, Any]) -> None:
@@ -191,4 +190,3 @@ class OutputThread(threading.Thread):
                     log.exception("output %s failed", type(sink).__name__)
             if isinstance(item, FrameResult):
                 item.times.output = (time.perf_counter() - start) * 1000.0
-                self.output_ms.append(item.times.output)

@@ -64,7 +64,6 @@ class Scheduler:
     paused: threading.Event = field(default_factory=threading.Event)
     _next: int = 0
     _threads: list[threading.Thread] = field(default_factory=list)
-    served: dict[str, int] = field(default_factory=dict)
 
     def start(self) -> None:
         for i, engine in enumerate(self.engines):
@@ -142,6 +141,5 @@ class Scheduler:
                 self.on_result(result)
             with self.cond:
                 state.busy = False
-                self.served[state.processor.name] = self.served.get(state.processor.name, 0) + 1
                 self._retire()
                 self.cond.notify_all()
