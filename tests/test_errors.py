@@ -16,6 +16,8 @@ from pathlib import Path
 import cv2
 import pytest
 
+from coral_mfg.cli import resolve_settings, run_parser
+from coral_mfg.pipeline import Pipeline, build_pipeline
 from tests.conftest import ROOT, video
 
 
@@ -152,19 +154,21 @@ def test_sigterm_stops_cleanly_with_complete_outputs(tmp_path: Path) -> None:
     assert int(stream["nb_read_frames"]) == count
 
 
-def test_no_thread_outlives_the_run() -> None:
-    """In-process run: every thread the pipeline started has ended when it returns."""
-    from coral_mfg.cli import resolve_settings, run_parser
-    from coral_mfg.pipeline import build_pipeline
-
-    before = set(threading.enumerate())
+def _finished_pipeline(max_frames: int) -> Pipeline:
+    """An in-process headless run over the samples, run to its end but not closed."""
     settings = resolve_settings(run_parser().parse_args(
-        ["--headless", "--device", "cpu", "--no-realtime", "--max_frames", "15"]))
+        ["--headless", "--device", "cpu", "--no-realtime", "--max_frames", str(max_frames)]))
     pipeline = build_pipeline(settings)
     pipeline.start()
     while not pipeline.poll(0.2):
         pass
-    summary = pipeline.close()
+    return pipeline
+
+
+def test_no_thread_outlives_the_run() -> None:
+    """In-process run: every thread the pipeline started has ended when it returns."""
+    before = set(threading.enumerate())
+    summary = _finished_pipeline(15).close()
     assert summary["frames"] == {"worker_safety": 15, "visual_inspection": 15}
     left = [t for t in set(threading.enumerate()) - before if t.is_alive()]
     assert not left, left
@@ -184,15 +188,7 @@ def test_log_file_states_versions_models_inputs_and_stats(tmp_path: Path) -> Non
 def test_stats_are_logged_per_stream(caplog: pytest.LogCaptureFixture) -> None:
     import logging
 
-    from coral_mfg.cli import resolve_settings, run_parser
-    from coral_mfg.pipeline import build_pipeline
-
-    settings = resolve_settings(run_parser().parse_args(
-        ["--headless", "--device", "cpu", "--no-realtime", "--max_frames", "10"]))
-    pipeline = build_pipeline(settings)
-    pipeline.start()
-    while not pipeline.poll(0.2):
-        pass
+    pipeline = _finished_pipeline(10)
     with caplog.at_level(logging.INFO, logger="coral_mfg.pipeline"):
         pipeline.log_stats(every_s=0.0)
     pipeline.close()
