@@ -14,7 +14,8 @@ from types import FrameType
 from typing import Any
 
 from coral_mfg import __version__
-from coral_mfg.pipeline import build_pipeline
+from coral_mfg.pipeline import build_pipeline, summary_line
+from coral_mfg.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +34,10 @@ def _install_signals(stop: threading.Event) -> None:
         signal.signal(signal.SIGTERM, handle)
 
 
-def run(settings: dict[str, Any]) -> int:
+def run(settings: Settings) -> int:
     log.info("coral-mfg %s", __version__)
     stop = threading.Event()
-    if settings.get("headless"):
+    if settings.window.headless:
         pipeline = build_pipeline(settings)
         _install_signals(stop)
         pipeline.start()
@@ -47,11 +48,11 @@ def run(settings: dict[str, Any]) -> int:
             summary = pipeline.close()
     else:
         summary = _run_window(settings, stop)
-    log.info("summary: %s", summary)
+    log.info("summary: %s", summary_line(summary))
     return 0
 
 
-def _run_window(settings: dict[str, Any], stop: threading.Event) -> dict[str, Any]:
+def _run_window(settings: Settings, stop: threading.Event) -> dict[str, Any]:
     """GL and glfw stay on this (main) thread; capture and inference run on others."""
     from coral_mfg.render.loop import WindowApp
     from coral_mfg.render.window import DisplaySink

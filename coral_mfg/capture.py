@@ -21,13 +21,13 @@ import numpy as np
 import numpy.typing as npt
 
 from coral_mfg.errors import UserError
+from coral_mfg.settings import StreamConfig
 
 log = logging.getLogger(__name__)
 
 OPEN_TIMEOUT_MS = 5000
 READ_TIMEOUT_MS = 5000
 CAMERA_FPS = 30.0
-STALL_S = 10.0  # no frame for this long: the watchdog calls the source lost
 BACKOFF_FIRST_S = 1.0
 BACKOFF_MAX_S = 30.0
 WATCH_S = 0.2
@@ -203,8 +203,76 @@ class Outcome(StrEnum):
     STOPPED = "stopped"
 
 
+class Heartbeat:
+    """When a reader last showed life, read by its supervisor's watchdog.
+
+    Waiting for the scheduler to take a frame is back-pressure, not a stall, so
+    that time never counts as quiet.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._at = time.monotonic()
+        self._waiting = False
+
+    def beat(self) -> None:
+        with self._lock:
+            self._at = time.monotonic()
+
+    def set_waiting(self, waiting: bool) -> None:
+        with self._lock:
+            self._waiting = waiting
+            self._at = time.monotonic()
+
+    def quiet_for(self) -> float:
+        """Seconds without a sign of life; 0 while handing a frame over."""
+        with self._lock:
+            return 0.0 if self._waiting else time.monotonic() - self._at
+
+
+class _Replay:
+    """A looping file's decoded frames, kept to replay it from memory.
+
+    Only a file whose frames fit in :data:`LOOP_CACHE_BYTES` is kept, and only
+    a pass with no gap: a replay must be the file, frame for frame.
+    """
+
+    def __init__(self, enabled: bool) -> None:
+        self.frames: list[npt.NDArray[np.uint8]] | None = [] if enabled else None
+        self.bytes = 0
+        self.playing = False
+
+    def keep(self, image: npt.NDArray[np.uint8]) -> None:
+        if self.frames is None:
+            return
+        self.bytes += image.nbytes
+        if self.bytes > LOOP_CACHE_BYTES:
+            self.frames = None
+            return
+        image.setflags(write=False)  # shared by every later pass: nobody may draw on it
+        self.frames.append(image)
+
+    def drop(self) -> None:
+        self.frames = None
+
+    def start(self, decoded: int) -> bool:
+        """Replay from memory if the whole file was kept; True when it does."""
+        if self.frames is not None and len(self.frames) == decoded > 0:
+            self.playing = True
+        return self.playing
+
+    def get(self, index: int) -> npt.NDArray[np.uint8] | None:
+        assert self.frames is not None
+        return self.frames[index] if index < len(self.frames) else None
+
+
 class CaptureThread(threading.Thread):
-    """Reads one opened source into a :class:`FrameSlot` until its end, a failure or a stop."""
+    """Reads one opened source into a :class:`FrameSlot` until its end, a failure or a stop.
+
+    Each pass of the loop is four steps: hold while paused, take the next image
+    (decoded or replayed), pace it (files in real time), hand it over. The end
+    of a file is what the decoder says: the first read that yields nothing.
+    """
 
     def __init__(
         self,
@@ -216,7 +284,6 @@ class CaptureThread(threading.Thread):
         *,
         realtime: bool,
         loop: bool,
-        on_end: Callable[[str], None] | None = None,
         first: Frame | None = None,
         paused: threading.Event | None = None,
     ) -> None:
@@ -227,56 +294,23 @@ class CaptureThread(threading.Thread):
         self.cap = cap
         self.slot = slot
         self.stop_event = stop
-        self.realtime = realtime
+        self.pace = realtime and self.kind is SourceKind.FILE
         self.loop = loop and self.kind is SourceKind.FILE
-        self.on_end = on_end
         self.fps = source_fps(cap)
-        count = float(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0.0)
-        self.frame_count = int(count) if self.kind is SourceKind.FILE and count > 0 else 0
         self._pending = first
-        w = float(cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0.0)
-        h = float(cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0.0)
-        fits = 0 < self.frame_count * w * h * 3 <= LOOP_CACHE_BYTES
-        self._cache: list[npt.NDArray[np.uint8]] | None = [] if self.loop and fits else None
-        self._replaying = False
+        self._replay = _Replay(self.loop)
         self.paused = paused or threading.Event()
         self.outcome = Outcome.RUNNING
         self.reason = ""
         self.bad_frames = 0
         self.index = 0
-        self.last_frame_at = time.monotonic()
-        self.waiting = False  # blocked handing a frame over: back-pressure, not a stall
-
-    def _read(self) -> tuple[npt.NDArray[np.uint8] | None, float, bool]:
-        """(frame or None, ms, whether the source answered at all)."""
-        start = time.perf_counter()
-        ok, image = self.cap.read()
-        ms = (time.perf_counter() - start) * 1000.0
-        if not ok:
-            return None, ms, False
-        return _as_bgr(image), ms, True
-
-    def _next_image(self) -> tuple[npt.NDArray[np.uint8] | None, float, bool]:
-        """The next frame: replayed from memory, the probe's first frame, or decoded."""
-        if self._replaying:
-            assert self._cache is not None
-            if self.index < len(self._cache):
-                return self._cache[self.index], 0.0, True
-            return None, 0.0, False
-        if self._pending is not None:
-            image: npt.NDArray[np.uint8] | None = self._pending.image
-            ms, answered = self._pending.decode_ms, True
-            self._pending = None
-        else:
-            image, ms, answered = self._read()
-        if image is not None and self._cache is not None:
-            image.setflags(write=False)  # shared by every later pass: nobody may draw on it
-            self._cache.append(image)
-        return image, ms, answered
+        self.heartbeat = Heartbeat()
+        self._clock = time.monotonic()
 
     def run(self) -> None:
         try:
-            self._run()
+            while not self.stop_event.is_set() and self.outcome is Outcome.RUNNING:
+                self._step()
         except Exception as exc:  # a source must never take the app down
             self._finish(Outcome.FAILED, f"{type(exc).__name__}: {exc}")
             log.debug("capture %s raised", self.stream, exc_info=True)
@@ -287,72 +321,100 @@ class CaptureThread(threading.Thread):
                 log.debug("release of %s failed", self.spec, exc_info=True)
             if self.outcome is Outcome.RUNNING:
                 self.outcome = Outcome.STOPPED
-            if self.on_end is not None:
-                self.on_end(self.stream)
 
     def _finish(self, outcome: Outcome, reason: str = "") -> None:
         self.outcome, self.reason = outcome, reason
 
-    def _run(self) -> None:
-        started = time.monotonic()
-        pace = self.realtime and self.kind is SourceKind.FILE
-        while not self.stop_event.is_set():
-            if self.paused.is_set():
-                held = time.monotonic()
-                while self.paused.is_set() and not self.stop_event.wait(POLL_S):
-                    self.last_frame_at = time.monotonic()
-                started += time.monotonic() - held  # a paced file resumes where it was
-                continue
-            image, ms, answered = self._next_image()
-            if not answered:
-                if self.kind is not SourceKind.FILE:
-                    self._finish(Outcome.FAILED, "no frame from the source (disconnected?)")
-                    return
-                if self.frame_count and self.index < self.frame_count - 1:
-                    self._finish(Outcome.FAILED, f"read error at frame {self.index} of "
-                                 f"{self.frame_count} (file changed or damaged?)")
-                    return
-                if self.loop and self._cache is not None and len(self._cache) == self.index > 0:
-                    self._replaying = True  # every frame is in memory: replay, do not decode
-                    self.index = 0
-                    started = time.monotonic()
-                    continue
-                if self.loop and self.index > 0:
-                    self._cache = None
-                    if not self.cap.set(cv2.CAP_PROP_POS_FRAMES, 0):
-                        self._finish(Outcome.FAILED, "cannot rewind the file")
-                        return
-                    self.index = 0
-                    started = time.monotonic()
-                    continue
-                self._finish(Outcome.END)
-                return
-            if image is None:
-                self._cache = None  # a gap: the replay would not match the file
-                self.bad_frames += 1
-                if self.bad_frames % BAD_FRAMES_LIMIT == 0:
-                    self._finish(Outcome.FAILED, f"{self.bad_frames} unusable frames in a row")
-                    return
-                continue
-            self.bad_frames = 0
-            if self.kind is SourceKind.FILE:
-                pts = self.index / self.fps
-                if pace:
-                    delay = started + pts - time.monotonic()
-                    if delay > 0 and self.stop_event.wait(delay):
-                        return
-            else:
-                pts = time.monotonic() - started
-            frame = Frame(self.stream, self.index, pts, time.monotonic(), image, ms)
-            self.last_frame_at = time.monotonic()
-            self.waiting = True
-            try:
-                if not self.slot.put(frame, self.stop_event):
-                    return
-            finally:
-                self.waiting = False
-                self.last_frame_at = time.monotonic()
+    def _step(self) -> None:
+        if self.paused.is_set():
+            self._hold()
+            return
+        image, ms, answered = self._next_image()
+        if not answered:
+            self._at_end()
+            return
+        if image is None:
+            self._bad_frame()
+            return
+        self.bad_frames = 0
+        pts = self._pts()
+        if self.pace and not self._wait_until(pts):
+            return
+        frame = Frame(self.stream, self.index, pts, time.monotonic(), image, ms)
+        if self._hand_over(frame):
             self.index += 1
+
+    def _hold(self) -> None:
+        """Wait out a pause; a paced file resumes where it was."""
+        held = time.monotonic()
+        while self.paused.is_set() and not self.stop_event.wait(POLL_S):
+            self.heartbeat.beat()
+        self._clock += time.monotonic() - held
+
+    def _read(self) -> tuple[npt.NDArray[np.uint8] | None, float, bool]:
+        """(frame or None, ms, whether the source answered at all)."""
+        start = time.perf_counter()
+        ok, image = self.cap.read()
+        ms = (time.perf_counter() - start) * 1000.0
+        self.heartbeat.beat()
+        if not ok:
+            return None, ms, False
+        return _as_bgr(image), ms, True
+
+    def _next_image(self) -> tuple[npt.NDArray[np.uint8] | None, float, bool]:
+        """The next frame: replayed from memory, the probe's first frame, or decoded."""
+        if self._replay.playing:
+            image = self._replay.get(self.index)
+            return image, 0.0, image is not None
+        if self._pending is not None:
+            image, ms, answered = self._pending.image, self._pending.decode_ms, True
+            self._pending = None
+        else:
+            image, ms, answered = self._read()
+        if image is not None:
+            self._replay.keep(image)
+        return image, ms, answered
+
+    def _at_end(self) -> None:
+        """No frame: a live source is lost; a file has ended, and loops if asked to."""
+        if self.kind is not SourceKind.FILE:
+            self._finish(Outcome.FAILED, "no frame from the source (disconnected?)")
+        elif not (self.loop and self.index > 0):
+            self._finish(Outcome.END)
+        elif self._replay.start(self.index):
+            self._restart()
+        elif self.cap.set(cv2.CAP_PROP_POS_FRAMES, 0):
+            self._replay.drop()
+            self._restart()
+        else:
+            self._finish(Outcome.FAILED, "cannot rewind the file")
+
+    def _restart(self) -> None:
+        self.index = 0
+        self._clock = time.monotonic()
+
+    def _bad_frame(self) -> None:
+        self._replay.drop()  # a gap: the replay would not match the file
+        self.bad_frames += 1
+        if self.bad_frames % BAD_FRAMES_LIMIT == 0:
+            self._finish(Outcome.FAILED, f"{self.bad_frames} unusable frames in a row")
+
+    def _pts(self) -> float:
+        if self.kind is SourceKind.FILE:
+            return self.index / self.fps
+        return time.monotonic() - self._clock
+
+    def _wait_until(self, pts: float) -> bool:
+        """Pace a file at its own rate; False when stopped meanwhile."""
+        delay = self._clock + pts - time.monotonic()
+        return not (delay > 0 and self.stop_event.wait(delay))
+
+    def _hand_over(self, frame: Frame) -> bool:
+        self.heartbeat.set_waiting(True)
+        try:
+            return self.slot.put(frame, self.stop_event)
+        finally:
+            self.heartbeat.set_waiting(False)
 
     @property
     def dropped(self) -> int:
@@ -375,34 +437,27 @@ class SourceSupervisor(threading.Thread):
 
     def __init__(
         self,
-        stream: str,
-        spec: str,
+        config: StreamConfig,
         slot: FrameSlot,
         stop: threading.Event,
         *,
         opener: Opener,
-        realtime: bool,
-        loop: bool,
         on_end: Callable[[str], None],
         on_event: EventSink,
         paused: threading.Event | None = None,
         first: tuple[VideoSource, Frame | None] | None = None,
-        stall_s: float = STALL_S,
         backoff: tuple[float, float] = (BACKOFF_FIRST_S, BACKOFF_MAX_S),
     ) -> None:
-        super().__init__(name=f"source-{stream}", daemon=True)
-        self.stream = stream
-        self.spec = spec
-        self.kind = source_kind(spec)
+        super().__init__(name=f"source-{config.name}", daemon=True)
+        self.config = config
+        self.stream = config.name
+        self.spec = config.spec
         self.slot = slot
         self.stop_event = stop
         self.opener = opener
-        self.realtime = realtime
-        self.loop = loop
         self.on_end = on_end
         self.on_event = on_event
         self.paused = paused or threading.Event()
-        self.stall_s = stall_s
         self.backoff = backoff
         self._first = first
         self.lost_reason: str | None = None
@@ -445,8 +500,9 @@ class SourceSupervisor(threading.Thread):
             cap, first = opened
             reader_stop = threading.Event()
             reader = CaptureThread(
-                self.stream, self.spec, cap, self.slot, reader_stop, realtime=self.realtime,
-                loop=self.loop, first=first, paused=self.paused,
+                self.stream, self.spec, cap, self.slot, reader_stop,
+                realtime=self.config.realtime, loop=self.config.loop, first=first,
+                paused=self.paused,
             )
             reader.start()
             why = self._watch(reader, reader_stop)
@@ -468,8 +524,8 @@ class SourceSupervisor(threading.Thread):
                 if reader.outcome is Outcome.FAILED:
                     return reader.reason
                 return None
-            quiet = time.monotonic() - reader.last_frame_at
-            if not reader.waiting and not self.paused.is_set() and quiet > self.stall_s:
+            quiet = reader.heartbeat.quiet_for()
+            if not self.paused.is_set() and quiet > self.config.stall_s:
                 reader_stop.set()  # it exits if it ever comes back; it is not waited for
                 return f"no frame for {quiet:.0f} s (stalled)"
 

@@ -13,12 +13,13 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
 
 from coral_mfg import __version__
 from coral_mfg.assets import ENV_MIRROR, app_home, fetch_all, load_manifest, usable_pairs
-from coral_mfg.config import OPTIONS, check_value, layered, read_config
-from coral_mfg.errors import UserError
+from coral_mfg.errors import AssetError, UserError
+from coral_mfg.flags import Parser, flag, typed
+from coral_mfg.quiet import quiet_libraries
+from coral_mfg.settings import FLAG_HOME, Settings, default_of, load_settings
 
 log = logging.getLogger("coral_mfg")
 
@@ -33,39 +34,8 @@ window keys:
 """
 
 
-class _Parser(argparse.ArgumentParser):
-    """Usage errors in one line, like every other user error."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def _flag(parser: argparse._ActionsContainer, name: str, **kwargs: Any) -> None:
-    """Add ``--name`` with its dashed alias ``--na-me``."""
-    names = [f"--{name}"]
-    if "_" in name:
-        names.append(f"--{name.replace('_', '-')}")
-    parser.add_argument(*names, dest=name, default=None, **kwargs)
-
-
-def _typed(key: str, convert: Callable[[str], Any]) -> Callable[[str], Any]:
-    """An argparse type that applies the same check as the config file."""
-
-    def parse(text: str) -> Any:
-        try:
-            value = convert(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"invalid value {text!r}") from None
-        try:
-            return check_value(key, value, f"--{key}")
-        except UserError as exc:
-            raise argparse.ArgumentTypeError(str(exc).split(": ", 1)[1]) from None
-
-    return parse
-
-
 def run_parser(prog: str = "coral-mfg") -> argparse.ArgumentParser:
-    p = _Parser(
+    p = Parser(
         prog=prog,
         description="Dual-stream manufacturing inspection: worker keep-out zones and apple "
         "grading, on a Coral Edge TPU or the CPU.",
@@ -75,95 +45,84 @@ def run_parser(prog: str = "coral-mfg") -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"coral-mfg {__version__}")
     g = p.add_argument_group("models")
-    _flag(g, "detection_model", metavar="FILE", help="detector .tflite (default: first available)")
-    _flag(g, "detection_labels", metavar="FILE", help="detector labels (default: COCO)")
-    _flag(g, "classifier_model", metavar="FILE", help="classifier .tflite")
-    _flag(g, "classifier_labels", metavar="FILE", help="classifier labels")
-    _flag(g, "device", type=_typed("device", str), metavar="auto|edgetpu|cpu",
+    flag(g, "detection_model", metavar="FILE", help="detector .tflite (default: first available)")
+    flag(g, "detection_labels", metavar="FILE", help="detector labels (default: COCO)")
+    flag(g, "classifier_model", metavar="FILE", help="classifier .tflite")
+    flag(g, "classifier_labels", metavar="FILE", help="classifier labels")
+    flag(g, "device", type=typed("device", str), metavar="auto|edgetpu|cpu",
           help="where inference runs (default auto: Edge TPU if found, else CPU)")
-    _flag(g, "edgetpu_device", type=_typed("edgetpu_device", str), metavar="DEV",
+    flag(g, "edgetpu_device", type=typed("edgetpu_device", str), metavar="DEV",
           help="which Edge TPU: usb, usb:N, pci, pci:N or :N (default: the first)")
-    _flag(g, "cpu_threads", type=_typed("cpu_threads", int), metavar="N",
-          help="threads per CPU interpreter (default: cores / 2, as two interpreter "
-          "pairs run, one per stream)")
+    flag(g, "cpu_threads", type=typed("cpu_threads", int), metavar="N",
+          help="threads per CPU interpreter (default: cores / cpu_workers)")
+    flag(g, "cpu_workers", type=typed("cpu_workers", int), metavar="N",
+          help=f"interpreter pairs on the CPU (default {default_of('cpu_workers')})")
+    flag(g, "inference_timeout", type=typed("inference_timeout", float), metavar="S",
+          help="an inference taking longer than S seconds restarts its worker "
+          f"(default {default_of('inference_timeout'):g})")
     g = p.add_argument_group("inputs")
-    _flag(g, "worker_safety_input", metavar="SRC",
+    flag(g, "worker_safety_input", metavar="SRC",
           help="video file, /dev/videoN or rtsp:// / http(s):// URL (default: sample video)")
-    _flag(g, "visual_inspection_input", metavar="SRC",
+    flag(g, "visual_inspection_input", metavar="SRC",
           help="video file, /dev/videoN or URL (default: sample apple video)")
-    _flag(g, "realtime", action=argparse.BooleanOptionalAction,
+    flag(g, "realtime", action=argparse.BooleanOptionalAction,
           help="pace files at their own fps (default); --no-realtime runs every frame, "
           "as fast as possible")
-    _flag(g, "stall_seconds", type=_typed("stall_seconds", float), metavar="S",
-          help="a source with no frame for S seconds is lost and reopened (default 10)")
-    _flag(g, "loop", action=argparse.BooleanOptionalAction,
+    flag(g, "stall_seconds", type=typed("stall_seconds", float), metavar="S",
+          help="a source with no frame for S seconds is lost and reopened "
+          f"(default {default_of('stall_seconds'):g})")
+    flag(g, "loop", action=argparse.BooleanOptionalAction,
           help="loop files (default: loop in a window, stop at the end headless)")
     g = p.add_argument_group("checks")
-    _flag(g, "worker_threshold", type=_typed("worker_threshold", float), metavar="S",
+    flag(g, "worker_threshold", type=typed("worker_threshold", float), metavar="S",
           help="min person score (default: the detector's, 0.3 for MobileDet)")
-    _flag(g, "inspection_threshold", type=_typed("inspection_threshold", float), metavar="S",
+    flag(g, "inspection_threshold", type=typed("inspection_threshold", float), metavar="S",
           help="min apple score (default: the detector's, 0.7 for MobileDet)")
-    _flag(g, "keepout_points_path", metavar="CSV",
-          help="keep-out polygon, x,y in output pixels (default configs/keepout_points.csv)")
-    _flag(g, "safety_check_whole_box", action="store_const", const=True,
+    flag(g, "keepout_points_path", metavar="CSV",
+          help="keep-out polygon, x,y in pixels of a 960x540 frame (default "
+          f"{default_of('keepout_points_path')}), when the config defines no zones")
+    flag(g, "safety_check_whole_box", action="store_const", const=True,
           help="overhead camera: any part of the box in the zone counts (default: the feet)")
     g = p.add_argument_group("output")
-    _flag(g, "width", type=_typed("width", int), metavar="W", help="output width (default 960)")
-    _flag(g, "height", type=_typed("height", int), metavar="H", help="output height (default 540)")
-    _flag(g, "anonymize", action="store_const", const=True, help="fill person boxes opaque")
-    _flag(g, "headless", action="store_const", const=True, help="no window")
-    _flag(g, "fullscreen", action="store_const", const=True, help="start full screen (f toggles)")
-    _flag(g, "screenshot", metavar="FILE.png",
-          help="save the final window contents before quitting")
-    _flag(g, "output", metavar="FILE.mp4", help="record both annotated streams side by side")
-    _flag(g, "events", metavar="FILE.jsonl", help="write the JSON Lines event log")
-    _flag(g, "max_frames", type=_typed("max_frames", int), metavar="N",
+    flag(g, "width", type=typed("width", int), metavar="W",
+         help=f"output width (default {default_of('width')})")
+    flag(g, "height", type=typed("height", int), metavar="H",
+         help=f"output height (default {default_of('height')})")
+    flag(g, "anonymize", action="store_const", const=True, help="fill person boxes opaque")
+    flag(g, "headless", action="store_const", const=True, help="no window")
+    flag(g, "fullscreen", action="store_const", const=True, help="start full screen (f toggles)")
+    flag(g, "screenshot", metavar="FILE.png",
+          help="save the final window contents before quitting (window only)")
+    flag(g, "output", metavar="FILE.mp4", help="record both annotated streams side by side")
+    flag(g, "events", metavar="FILE.jsonl", help="write the JSON Lines event log")
+    flag(g, "max_frames", type=typed("max_frames", int), metavar="N",
           help="stop each stream after N processed frames (0: no limit)")
     g = p.add_argument_group("general")
     p.add_argument("--config", metavar="FILE.toml",
                    help="settings file (default configs/default.toml); flags override it")
-    _flag(g, "log_level", type=_typed("log_level", str.lower), metavar="LEVEL",
+    flag(g, "log_level", type=typed("log_level", str.lower), metavar="LEVEL",
           help="debug, info, warning or error")
-    _flag(g, "log_file", metavar="FILE", help="also write the log to FILE")
+    flag(g, "log_file", metavar="FILE", help="also write the log to FILE")
     return p
 
 
-def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
+def resolve_settings(args: argparse.Namespace) -> Settings:
     """Defaults, then the config file, then the flags given on the command line."""
-    config_path = Path(args.config) if args.config else app_home() / "configs" / "default.toml"
-    from_file = read_config(config_path) if args.config or config_path.is_file() else {}
-    from_cli = {k: v for k, v in vars(args).items() if k in OPTIONS}
-    settings = layered(from_file, from_cli)
-    settings["config"] = str(config_path) if from_file or args.config else None
-    # Zones: the config's, unless it has none or the CSV flag was given explicitly.
-    settings["zones"] = from_file.get("zones") or None
-    explicit_csv = from_cli.get("keepout_points_path") is not None
-    settings["zones_from"] = "config" if settings["zones"] and not explicit_csv else "csv"
-    if not Path(settings["keepout_points_path"]).is_absolute() and not from_file.get(
-        "keepout_points_path"
-    ):
-        settings["keepout_points_path"] = str(app_home() / settings["keepout_points_path"])
-    manifest = load_manifest()
-    for key, sample in (
-        ("worker_safety_input", manifest.samples["worker_safety"]),
-        ("visual_inspection_input", manifest.samples["visual_inspection"]),
-    ):
-        if settings[key] is None:
-            settings[key] = str(manifest.path(sample))
-    return settings
+    flags = {k: v for k, v in vars(args).items() if k in FLAG_HOME}
+    return load_settings(flags, Path(args.config).expanduser() if args.config else None)
 
 
 def cmd_run(argv: Sequence[str]) -> int:
     args = run_parser().parse_args(argv)
     settings = resolve_settings(args)
-    _setup_logging(settings["log_level"], settings.get("log_file"))
+    _setup_logging(settings.log.log_level, settings.log.log_file)
     from coral_mfg.app import run
 
     return run(settings)
 
 
 def cmd_fetch_assets(argv: Sequence[str]) -> int:
-    p = _Parser(
+    p = Parser(
         prog="coral-mfg fetch-assets",
         description="Fill models/, videos/ and images/ from a mirror (folder or URL) or the "
         "official sources, verifying size and digest of every file.",
@@ -177,6 +136,10 @@ def cmd_fetch_assets(argv: Sequence[str]) -> int:
     mirror = args.mirror or os.environ.get(ENV_MIRROR) or None
     manifest = load_manifest()
     home = app_home()
+    unknown = sorted(set(args.only or ()) - {a.name for a in manifest.assets})
+    if unknown:
+        raise AssetError(f"unknown asset '{unknown[0]}'; known: "
+                         + ", ".join(a.name for a in manifest.assets))
     results = fetch_all(manifest, home, mirror, download=not args.offline, names=args.only)
     for r in results:
         where = f"{r.asset.subdir}/{r.asset.name}"
@@ -204,12 +167,13 @@ def cmd_bench(argv: Sequence[str]) -> int:
 
 
 def cmd_doctor(argv: Sequence[str]) -> int:
-    _Parser(
-        prog="coral-mfg doctor", description="Check runtime, accelerators, assets and display."
-    ).parse_args(argv)
+    parser = run_parser("coral-mfg doctor")
+    parser.description = ("Check the runtime, accelerators, assets and display, and the run "
+                          "these flags (and config file) describe: inputs and output folders.")
+    args = parser.parse_args(argv)
     from coral_mfg.doctor import run_doctor
 
-    return run_doctor()
+    return run_doctor(args)
 
 
 COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
@@ -220,7 +184,8 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
 }
 
 
-def _setup_logging(level: str, log_file: str | None = None) -> None:
+def _setup_logging(level: str, log_file: Path | None = None) -> None:
+    quiet_libraries(debug=level == "debug")
     handlers: list[logging.Handler] = [logging.StreamHandler()]
     if log_file:
         try:

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from coral_mfg.geometry import Rect, to_rect
+
 FloatArray = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.int32]
 
@@ -38,12 +40,12 @@ class Detections:
         """Boxes of one class scoring strictly above ``min_score``, as the original demo does."""
         return self.select((self.class_ids == class_id) & (self.scores > min_score))
 
-    def scaled_to(self, frame_size: tuple[int, int]) -> Detections:
-        """The same boxes in pixels of another frame size."""
-        sx = frame_size[0] / self.frame_size[0]
-        sy = frame_size[1] / self.frame_size[1]
-        scale = np.array([sx, sy, sx, sy], np.float32)
-        return Detections(self.xyxy * scale, self.scores, self.class_ids, frame_size)
+    def placed(self, picture: Rect, out_size: tuple[int, int]) -> Detections:
+        """The same boxes in pixels of an output frame whose ``picture`` rect shows this one."""
+        w, h = self.frame_size
+        rel = np.asarray(self.xyxy, np.float64) / np.array([w, h, w, h], np.float64)
+        return Detections(to_rect(rel, picture).astype(np.float32), self.scores, self.class_ids,
+                          out_size)
 
 
 def pixel_boxes(xyxy: npt.NDArray[np.floating], size: tuple[int, int]) -> npt.NDArray[np.int32]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import ctypes
 import os
 import sys
@@ -10,8 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from coral_mfg.assets import Manifest, app_home, load_manifest, usable_pairs, verify
-from coral_mfg.errors import DeviceError
+from coral_mfg.capture import probe_source
+from coral_mfg.errors import DeviceError, UserError
 from coral_mfg.inference import runtime
+from coral_mfg.results import STREAMS
+from coral_mfg.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -104,7 +108,43 @@ def _asset_checks(manifest: Manifest, home: Path) -> list[Check]:
     return checks
 
 
-def run_doctor(out: Callable[[str], None] = print) -> int:
+def _settings_checks(args: argparse.Namespace) -> list[Check]:
+    """The run these flags describe: its config file, its inputs, its output folders."""
+    from coral_mfg.cli import resolve_settings
+
+    try:
+        settings = resolve_settings(args)
+    except UserError as exc:
+        return [Check("config", False, str(exc))]
+    where = str(settings.config) if settings.config else "built-in defaults"
+    checks = [Check("config", True, f"{where}: valid")]
+    for stream in STREAMS:
+        checks.append(_input_check(settings, stream))
+    outputs = (settings.output.output, settings.output.events, settings.log.log_file)
+    checks.extend(_folder_check(p) for p in outputs if p is not None)
+    return checks
+
+
+def _input_check(settings: Settings, stream: str) -> Check:
+    config = settings.stream(stream)
+    try:
+        cap, first = probe_source(config.spec, *settings.out_size, stream)
+    except UserError as exc:
+        return Check(f"input {stream}", False, str(exc))
+    cap.release()
+    size = f"{first.size[0]}x{first.size[1]}" if first is not None else "?"
+    return Check(f"input {stream}", True, f"{config.spec} ({size})")
+
+
+def _folder_check(path: Path) -> Check:
+    folder = path.parent
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), folder)
+    ok = existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)
+    detail = f"{folder} writable" if ok else f"{folder} cannot be written ({existing})"
+    return Check(f"output {path.name}", ok, detail)
+
+
+def run_doctor(args: argparse.Namespace, out: Callable[[str], None] = print) -> int:
     manifest = load_manifest()
     home = app_home()
     checks = [
@@ -117,6 +157,7 @@ def run_doctor(out: Callable[[str], None] = print) -> int:
         _tpu_devices_check(),
         _display_check(),
         *_asset_checks(manifest, home),
+        *_settings_checks(args),
     ]
     tpu = next(c for c in checks if c.name == "Edge TPU runtime").ok and any(
         c.ok for c in checks if c.name == "Edge TPU devices"

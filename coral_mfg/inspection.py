@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
 from coral_mfg.capture import Frame
 from coral_mfg.detections import as_box, pixel_boxes
+from coral_mfg.geometry import letterbox
 from coral_mfg.inference.engine import APPLE_ID, InferenceEngine
 from coral_mfg.results import VISUAL_INSPECTION, AppleObject, FrameResult, StageTimes
 from coral_mfg.tracking import IouTracker
@@ -34,10 +34,11 @@ class VisualInspection:
         times = StageTimes(decode=frame.decode_ms)
         if not self.grades:
             self.grades = dict(engine.classifier_labels)
-        dets = engine.detect(frame.image, frame.size, times)
+        dets = engine.detect(frame.image, times)
         apples = dets.of_class(APPLE_ID, self.threshold)
         crops = pixel_boxes(apples.xyxy, frame.size)
-        out_boxes = pixel_boxes(apples.scaled_to(self.out_size).xyxy, self.out_size)
+        picture = letterbox(self.out_size, frame.size)
+        out_boxes = pixel_boxes(apples.placed(picture, self.out_size).xyxy, self.out_size)
         t0 = time.perf_counter()
         tracks = self.tracker.update(out_boxes.astype(np.float32))
         checks = time.perf_counter() - t0
@@ -62,6 +63,3 @@ class VisualInspection:
                 name = self.grades.get(verdict, str(verdict))
                 counts[name] = counts.get(name, 0) + n
         return counts
-
-    def summary(self) -> dict[str, Any]:
-        return {"apples": self.counts()}

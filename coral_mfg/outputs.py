@@ -13,6 +13,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol
 
@@ -36,12 +37,52 @@ QUEUE_SIZE = 64
 POLL_S = 0.1
 
 
+@dataclass(frozen=True)
+class StreamEnded:
+    """A stream will send no more frames: the recorder stops waiting for its pane."""
+
+    stream: str
+
+
+@dataclass(frozen=True)
+class RunEvent:
+    """Something that happened to the run (a source lost, zones reloaded), as its log record.
+
+    It travels through the output queue so the event log keeps it in order with the frames.
+    """
+
+    record: dict[str, Any]
+
+
+OutputItem = FrameResult | StreamEnded | RunEvent
+
+
 class Sink(Protocol):
+    """An output fed by the output thread: it must never block for long."""
+
     def write(self, result: FrameResult) -> None: ...
+    def event(self, record: dict[str, Any]) -> None: ...
+    def end_stream(self, stream: str) -> None: ...
     def close(self) -> None: ...
 
 
-class EventLog:
+class SinkBase:
+    """A sink that ignores what it does not need."""
+
+    def write(self, result: FrameResult) -> None:
+        pass
+
+    def event(self, record: dict[str, Any]) -> None:
+        pass
+
+    def end_stream(self, stream: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class EventLog(SinkBase):
     """One JSON object a line, flushed line by line so a crash loses nothing."""
 
     def __init__(self, path: Path, started: float) -> None:
@@ -76,7 +117,7 @@ class EventLog:
                 self._file.close()
 
 
-class SideBySideRecorder:
+class SideBySideRecorder(SinkBase):
     """Both annotated streams side by side (2W x H), as the window shows them.
 
     The k-th processed frame of each stream share the k-th recorded frame; a
@@ -149,11 +190,11 @@ class OutputThread(threading.Thread):
         super().__init__(name="outputs", daemon=True)
         self.sinks = sinks
         self.stop_event = stop
-        self.queue: queue.Queue[FrameResult | str | dict[str, Any]] = queue.Queue(QUEUE_SIZE)
+        self.queue: queue.Queue[OutputItem] = queue.Queue(QUEUE_SIZE)
         self._done = threading.Event()
 
-    def put(self, item: FrameResult | str | dict[str, Any]) -> None:
-        """A result, a stream name meaning that stream has ended, or an event record."""
+    def put(self, item: OutputItem) -> None:
+        """Queue an item for every sink; waits for room only while the run is not ending."""
         while True:
             try:
                 self.queue.put(item, timeout=POLL_S)
@@ -178,15 +219,18 @@ class OutputThread(threading.Thread):
             start = time.perf_counter()
             for sink in self.sinks:
                 try:
-                    if isinstance(item, str):
-                        if hasattr(sink, "end_stream"):
-                            sink.end_stream(item)
-                    elif isinstance(item, dict):
-                        if hasattr(sink, "event"):
-                            sink.event(item)
-                    else:
-                        sink.write(item)
+                    _deliver(sink, item)
                 except Exception:
                     log.exception("output %s failed", type(sink).__name__)
             if isinstance(item, FrameResult):
                 item.times.output = (time.perf_counter() - start) * 1000.0
+
+
+def _deliver(sink: Sink, item: OutputItem) -> None:
+    match item:
+        case StreamEnded(stream):
+            sink.end_stream(stream)
+        case RunEvent(record):
+            sink.event(record)
+        case _:
+            sink.write(item)

@@ -90,10 +90,14 @@ def draw_cv2(image: npt.NDArray[np.uint8], overlay: Overlay) -> None:
 
 
 def render_pane(result: FrameResult, overlay: Overlay) -> npt.NDArray[np.uint8]:
-    """The frame scaled to the output size with its overlay: one pane of the recording."""
+    """The frame fitted to the output size (black bars, never stretched) with its overlay."""
     w, h = result.out_size
-    pane = np.asarray(
-        cv2.resize(result.frame.image, (w, h), interpolation=cv2.INTER_LINEAR), dtype=np.uint8
-    )
+    x, y, pw, ph = result.picture
+    small = cv2.resize(result.frame.image, (pw, ph), interpolation=cv2.INTER_LINEAR)
+    if (pw, ph) == (w, h):
+        pane = np.asarray(small, dtype=np.uint8)
+    else:
+        pane = np.zeros((h, w, 3), np.uint8)
+        pane[y:y + ph, x:x + pw] = small
     draw_cv2(pane, overlay)
     return pane

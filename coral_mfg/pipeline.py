@@ -1,194 +1,188 @@
-"""The whole run, wired: capture threads -> scheduler workers -> output thread.
+"""The whole run: built by :func:`build_pipeline`, then started, watched and closed.
 
-The headless run, the benchmark and the window all drive this one object.
+Building opens everything that can fail on bad input (sources first, then
+zones, models and output files), so a run that starts has nothing left to
+refuse. Running is threads: one supervised capture per stream, the scheduler's
+workers, the output thread and the zone watcher. The headless run, the
+benchmark and the window all drive this one object.
 """
 
 from __future__ import annotations
 
-import functools
+import json
 import logging
 import os
 import platform
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
 from coral_mfg.capture import (
-    STALL_S,
+    Frame,
     FrameSlot,
     Opener,
     SourceKind,
     SourceSupervisor,
+    VideoSource,
     probe_source,
     source_fps,
     source_kind,
 )
-from coral_mfg.inference.engine import InferenceEngine, ModelPlan, plan_models
+from coral_mfg.geometry import letterbox
+from coral_mfg.inference.engine import InferenceEngine, plan_models
 from coral_mfg.inference.runtime import Device, Runtime
 from coral_mfg.inspection import VisualInspection
-from coral_mfg.outputs import EventLog, OutputThread, SideBySideRecorder, Sink
-from coral_mfg.results import STREAMS, VISUAL_INSPECTION, WORKER_SAFETY, FrameResult
+from coral_mfg.outputs import (
+    EventLog,
+    OutputThread,
+    RunEvent,
+    SideBySideRecorder,
+    Sink,
+    StreamEnded,
+)
+from coral_mfg.results import STREAMS, VISUAL_INSPECTION, WORKER_SAFETY
 from coral_mfg.safety import WorkerSafety, ZoneStore
 from coral_mfg.scheduler import Scheduler, StreamProcessor, StreamState
-from coral_mfg.zone_watch import ZoneWatcher
-from coral_mfg.zones import KeepoutZone, zones_from_settings
+from coral_mfg.settings import ModelsConfig, Settings, StreamConfig
+from coral_mfg.zone_watch import ZonePlacement, ZoneWatcher, zones_of
+from coral_mfg.zones import KeepoutZone, ZoneSource
 
 log = logging.getLogger(__name__)
 
 JOIN_S = 1.5
 STATS_EVERY_S = 60.0
-#: CPU layout: one interpreter pair per stream (a stream is never processed by
-#: two workers at once), each with cores/2 threads. On 2 cores, 2 pairs x 1
-#: thread beat 1 pair x 2 threads (``coral-mfg bench --workers N --cpu_threads T``).
-CPU_WORKERS = 2
-
-
-def default_cpu_threads() -> int:
-    return max(1, (os.cpu_count() or CPU_WORKERS) // CPU_WORKERS)
 EDGETPU_WORKERS = 1
 
 
-def open_engines(settings: dict[str, Any], plan: ModelPlan | None = None) -> list[InferenceEngine]:
+def default_cpu_threads(workers: int) -> int:
+    """Threads per CPU interpreter: the cores shared by the interpreter pairs."""
+    return max(1, (os.cpu_count() or workers) // workers)
+
+
+def open_engines(models: ModelsConfig) -> list[InferenceEngine]:
     """One engine per worker: a single one on an Edge TPU, which serializes anyway."""
-    plan = plan or plan_models(settings)
+    plan = plan_models(models)
     runtime = Runtime(
-        requested=Device(settings["device"]),
-        device_string=settings.get("edgetpu_device"),
-        cpu_threads=settings["cpu_threads"] or default_cpu_threads(),
+        requested=Device(models.device),
+        device_string=models.edgetpu_device,
+        cpu_threads=models.cpu_threads or default_cpu_threads(models.cpu_workers),
     )
     first = InferenceEngine(plan, runtime)
     on_tpu = Device.EDGETPU in (first.detector_choice.device, first.classifier_choice.device)
-    count = EDGETPU_WORKERS if on_tpu else (settings.get("workers") or CPU_WORKERS)
-    engines = [first]
-    for _ in range(1, count):
-        engines.append(InferenceEngine(plan, runtime))
-    return engines
+    count = EDGETPU_WORKERS if on_tpu else models.cpu_workers
+    return [first, *(InferenceEngine(plan, runtime) for _ in range(1, count))]
 
 
 @dataclass
-class Pipeline:
-    settings: dict[str, Any]
-    engines: list[InferenceEngine]
-    zones: tuple[KeepoutZone, ...]
-    started: float = field(default_factory=time.monotonic)
-    stop_event: threading.Event = field(default_factory=threading.Event)
-    cond: threading.Condition = field(default_factory=threading.Condition)
-    extra_sinks: list[Sink] = field(default_factory=list)
-    #: how to open a stream's input, when not from its spec (custom sources, fault tests)
-    openers: dict[str, Opener] = field(default_factory=dict)
-    paused: threading.Event = field(default_factory=threading.Event)
+class RunContext:
+    """What every thread of one run shares: stop and pause, the lock frames move under,
+    and the output queue that keeps run events in order with the frames."""
 
-    def __post_init__(self) -> None:
-        s = self.settings
-        self.out_size = (s["width"], s["height"])
-        headless = bool(s.get("headless"))
-        loop = s["loop"] if s.get("loop") is not None else not headless
-        plan = self.engines[0].plan
-        self.zone_store = ZoneStore(self.zones)
-        self.safety = WorkerSafety(self.zone_store, plan.worker_threshold, self.out_size)
-        self.inspection = VisualInspection(plan.inspection_threshold, self.out_size)
-        processors: dict[str, StreamProcessor] = {
-            WORKER_SAFETY: self.safety, VISUAL_INSPECTION: self.inspection
-        }
-        specs = {WORKER_SAFETY: s["worker_safety_input"],
-                 VISUAL_INSPECTION: s["visual_inspection_input"]}
-        self.capture_stops = {name: threading.Event() for name in STREAMS}
-        self.captures: dict[str, SourceSupervisor] = {}
-        self.states: list[StreamState] = []
-        fps = []
-        opened: list[Any] = []
-        try:
-            for name in STREAMS:
-                opener = self.openers.get(name) or functools.partial(
-                    probe_source, specs[name], *self.out_size, name
-                )
-                cap, first = opener()
-                opened.append(cap)
-                fps.append(source_fps(cap))
-                kind = source_kind(specs[name])
-                leaky = s["realtime"] or kind is not SourceKind.FILE
-                slot = FrameSlot(self.cond, leaky=leaky)
-                self.captures[name] = SourceSupervisor(
-                    name, specs[name], slot, self.capture_stops[name], opener=opener,
-                    realtime=s["realtime"], loop=loop, on_end=self._source_ended,
-                    on_event=self._event, paused=self.paused, first=(cap, first),
-                    stall_s=float(s.get("stall_seconds") or STALL_S),
-                )
-                self.states.append(StreamState(processors[name], slot, s.get("max_frames") or 0))
-        except BaseException:
-            for cap in opened:
-                cap.release()
-            raise
-        sinks: list[Sink] = []
-        self.events: EventLog | None = None
-        if s.get("events"):
-            self.events = EventLog(Path(s["events"]), self.started)
-            sinks.append(self.events)
-        self.recorder: SideBySideRecorder | None = None
-        if s.get("output"):
-            self.recorder = SideBySideRecorder(
-                Path(s["output"]), self.out_size, max(fps), lambda: self.zone_store.zones,
-                bool(s["anonymize"]),
-            )
-            sinks.append(self.recorder)
-        self.outputs = OutputThread([*sinks, *self.extra_sinks], self.stop_event)
-        self.ended_streams: list[str] = []
-        self.scheduler = Scheduler(
-            self.states, self.engines, self.cond, self.stop_event,
-            on_result=self._result, on_stream_done=self._stream_done, paused=self.paused,
-        )
+    outputs: OutputThread
+    stop: threading.Event
+    cond: threading.Condition = field(default_factory=threading.Condition)
+    paused: threading.Event = field(default_factory=threading.Event)
+    started: float = field(default_factory=time.monotonic)
+    capture_stops: dict[str, threading.Event] = field(
+        default_factory=lambda: {name: threading.Event() for name in STREAMS})
+    ended: list[str] = field(default_factory=list)
+
+    def event(self, record: dict[str, Any]) -> None:
+        """A run event (source lost, zones reloaded) for the event log."""
+        self.outputs.put(RunEvent({**record, "time": round(time.monotonic() - self.started, 4)}))
+
+    def stream_done(self, name: str) -> None:
+        """Called with the scheduler's lock held: only flag, never block."""
+        self.capture_stops[name].set()
+        self.ended.append(name)
+
+    def flush_ended(self) -> None:
+        while self.ended:
+            self.outputs.put(StreamEnded(self.ended.pop(0)))
+
+
+@dataclass
+class StreamUnit:
+    """One stream, built: how it is read, its supervised source and its processing state."""
+
+    config: StreamConfig
+    source: SourceSupervisor
+    state: StreamState
+
+
+@dataclass(frozen=True)
+class _Probe:
+    """A source opened at start-up, with its first frame: proof that it works."""
+
+    opener: Opener
+    cap: VideoSource
+    first: Frame | None
+    fps: float
+    size: tuple[int, int]
+
+
+class Pipeline:
+    """Starts, watches, reports and stops a run that :func:`build_pipeline` assembled."""
+
+    def __init__(
+        self, settings: Settings, engines: list[InferenceEngine], units: dict[str, StreamUnit],
+        *, ctx: RunContext, scheduler: Scheduler, zone_store: ZoneStore,
+        zone_watcher: ZoneWatcher | None, events: EventLog | None,
+        recorder: SideBySideRecorder | None,
+    ) -> None:
+        self.settings = settings
+        self.engines = engines
+        self.units = units
+        self.ctx = ctx
+        self.scheduler = scheduler
+        self.zone_store = zone_store
+        self.zone_watcher = zone_watcher
+        self.events = events
+        self.recorder = recorder
+        self.safety: WorkerSafety = units[WORKER_SAFETY].state.processor  # type: ignore[assignment]
+        self.inspection: VisualInspection = (
+            units[VISUAL_INSPECTION].state.processor)  # type: ignore[assignment]
         self._closed = False
-        source = self.zones[0].source if self.zones else None
-        self.zone_watcher = (
-            ZoneWatcher(s, self.zone_store, source, self.stop_event, self._event)
-            if source is not None else None
-        )
         self._stats_at = time.monotonic()
         self._stats_frames: dict[str, int] = {}
 
-    # callbacks, from worker and capture threads
-    def _result(self, result: FrameResult) -> None:
-        self.outputs.put(result)
+    @property
+    def paused(self) -> threading.Event:
+        return self.ctx.paused
 
-    def _event(self, record: dict[str, Any]) -> None:
-        """A source event (lost, restored) for the event log, in order with the frames."""
-        self.outputs.put({**record, "time": round(time.monotonic() - self.started, 4)})
+    @property
+    def device(self) -> str:
+        return self.engines[0].device.value
 
     def status(self, stream: str) -> str | None:
         """Why a stream shows no live video now (for the screen), or None."""
-        source = self.captures[stream]
-        if source.lost_reason is not None:
-            return f"NO SIGNAL: {source.lost_reason}"
-        state = next(st for st in self.states if st.processor.name == stream)
-        if state.failing:
-            return f"ERROR: {state.consecutive_errors} frames failed ({state.last_error})"
+        unit = self.units[stream]
+        if unit.source.lost_reason is not None:
+            return f"NO SIGNAL: {unit.source.lost_reason}"
+        if unit.state.failing:
+            return f"ERROR: {unit.state.consecutive_errors} frames failed ({unit.state.last_error})"
         return None
 
     def zone_warning(self) -> str | None:
         """A refused zone edit, shown on the safety pane until a good one replaces it."""
         return self.zone_store.error
 
-    def _stream_done(self, name: str) -> None:
-        """Called with the scheduler's lock held: only flag, never block."""
-        self.capture_stops[name].set()
-        self.ended_streams.append(name)
-
-    def _source_ended(self, name: str) -> None:
-        self.scheduler.source_ended(name)
-
     def set_paused(self, paused: bool) -> None:
         """Hold capture (files keep their place) and inference; the window stays live."""
         if paused:
-            self.paused.set()
+            self.ctx.paused.set()
         else:
-            self.paused.clear()
-        with self.cond:
-            self.cond.notify_all()
+            self.ctx.paused.clear()
+        with self.ctx.cond:
+            self.ctx.cond.notify_all()
+
+    def dropped(self) -> dict[str, int]:
+        return {name: u.source.dropped for name, u in self.units.items()}
 
     def log_stats(self, every_s: float = STATS_EVERY_S) -> None:
         """Once a minute per stream: fps, drops, errors and source losses."""
@@ -197,45 +191,36 @@ class Pipeline:
             return
         span = now - self._stats_at
         self._stats_at = now
-        for st in self.states:
-            name = st.processor.name
-            done = st.processor.processed - self._stats_frames.get(name, 0)
-            self._stats_frames[name] = st.processor.processed
+        for name, unit in self.units.items():
+            processed = unit.state.processor.processed
+            done = processed - self._stats_frames.get(name, 0)
+            self._stats_frames[name] = processed
+            status = self.status(name)
             log.info("%s: %.1f fps, %d dropped, %d errors, %d source losses%s", name,
-                     done / span, self.captures[name].dropped, st.errors,
-                     self.captures[name].lost_count,
-                     f" ({self.status(name)})" if self.status(name) else "")
+                     done / span, unit.source.dropped, unit.state.errors, unit.source.lost_count,
+                     f" ({status})" if status else "")
 
     def start(self) -> None:
-        self.started = time.monotonic()
+        self.ctx.started = time.monotonic()
         if self.events is not None:
-            self.events.started = self.started
-        self.safety.started = self.started
-        self.outputs.start()
+            self.events.started = self.ctx.started
+        self.safety.started = self.ctx.started
+        self.ctx.outputs.start()
         self.scheduler.start()
         if self.zone_watcher is not None:
             self.zone_watcher.start()
-        for t in self.captures.values():
-            t.start()
+        for unit in self.units.values():
+            unit.source.start()
 
     def poll(self, timeout: float) -> bool:
         """Wait up to ``timeout``; True once every stream is finished."""
         done = self.scheduler.wait_done(timeout)
         self.log_stats()
-        while self.ended_streams:
-            self.outputs.put(self.ended_streams.pop(0))
+        self.ctx.flush_ended()
         return done
 
-    @property
-    def device(self) -> str:
-        return self.engines[0].device.value
-
-    def dropped(self) -> dict[str, int]:
-        return {name: t.dropped for name, t in self.captures.items()}
-
     def summary(self) -> dict[str, Any]:
-        elapsed = max(time.monotonic() - self.started, 1e-9)
-        frames = {st.processor.name: st.processor.processed for st in self.states}
+        frames = {name: u.state.processor.processed for name, u in self.units.items()}
         return {
             "type": "summary",
             "frames": frames,
@@ -243,9 +228,9 @@ class Pipeline:
             "apples": self.inspection.counts(),
             "keepout_violations": self.safety.violations,
             "violations_by_zone": dict(self.safety.debounce.violations),
-            "fps": {k: round(v / elapsed, 2) for k, v in frames.items()},
-            "errors": {st.processor.name: st.errors for st in self.states},
-            "source_lost": {name: c.lost_count for name, c in self.captures.items()},
+            "fps": {name: round(u.state.fps(), 2) for name, u in self.units.items()},
+            "errors": {name: u.state.errors for name, u in self.units.items()},
+            "source_lost": {name: u.source.lost_count for name, u in self.units.items()},
             "device": self.device,
         }
 
@@ -254,52 +239,160 @@ class Pipeline:
         if self._closed:
             return self.summary()
         self._closed = True
-        self.stop_event.set()
-        for ev in self.capture_stops.values():
+        self.ctx.stop.set()
+        for ev in self.ctx.capture_stops.values():
             ev.set()
         self.scheduler.join(JOIN_S)
-        for t in (*self.captures.values(), self.zone_watcher):
+        for t in (*(u.source for u in self.units.values()), self.zone_watcher):
             if t is not None and t.ident is not None:  # started
                 t.join(JOIN_S)
-        while self.ended_streams:
-            self.outputs.put(self.ended_streams.pop(0))
-        self.outputs.finish(JOIN_S * 2)
+        self.ctx.flush_ended()
+        self.ctx.outputs.finish(JOIN_S * 2)
         summary = self.summary()
         if self.recorder is not None:
             self.recorder.close()
         if self.events is not None:
             self.events.event(summary)
             self.events.close()
-        alive = [t.name for t in (*self.captures.values(), self.outputs) if t.is_alive()]
+        threads = (*(u.source for u in self.units.values()), self.ctx.outputs)
+        alive = [t.name for t in threads if t.is_alive()]
         if alive:
             log.warning("threads still running at exit: %s", ", ".join(alive))
         return summary
 
 
-def build_pipeline(
-    settings: dict[str, Any],
-    extra_sinks: list[Sink] | None = None,
-    openers: dict[str, Opener] | None = None,
-) -> Pipeline:
-    zones = zones_from_settings(settings)
-    # OpenCV's own thread pool splits each small resize across cores that inference
-    # already keeps busy; one thread measured 3 % more frames/s on 2 cores.
-    cv2.setNumThreads(1)
-    engines = open_engines(settings)
+# --- building -------------------------------------------------------------------------------
+
+
+def _probe(config: StreamConfig, out_size: tuple[int, int], opener: Opener | None) -> _Probe:
+    def default() -> tuple[VideoSource, Frame | None]:
+        return probe_source(config.spec, *out_size, config.name)
+
+    opener = opener or default
+    cap, first = opener()
+    size = first.size if first is not None else out_size
+    return _Probe(opener, cap, first, source_fps(cap), size)
+
+
+def _probe_all(
+    settings: Settings, openers: dict[str, Opener]
+) -> dict[str, _Probe]:
+    probes: dict[str, _Probe] = {}
+    try:
+        for name in STREAMS:
+            probes[name] = _probe(settings.stream(name), settings.out_size, openers.get(name))
+    except BaseException:
+        for p in probes.values():
+            p.cap.release()
+        raise
+    return probes
+
+
+def _zones(settings: Settings, picture_size: tuple[int, int]) -> tuple[
+        ZoneSource, ZonePlacement, tuple[KeepoutZone, ...]]:
+    source, placement, zones = zones_of(settings, letterbox(settings.out_size, picture_size))
+    _, _, pw, ph = placement.picture
+    for z in zones:
+        if z.spec is not None and z.spec.units == "pixels" and tuple(z.spec.frame_size) != (pw, ph):
+            fw, fh = z.spec.frame_size
+            log.info("zone '%s': its points are pixels of a %dx%d frame; scaled to the %dx%d "
+                     "picture", z.name, fw, fh, pw, ph)
+    return source, placement, zones
+
+
+def _sinks(
+    settings: Settings, fps: float, zones: Callable[[], tuple[KeepoutZone, ...]]
+) -> tuple[EventLog | None, SideBySideRecorder | None]:
+    events = EventLog(settings.output.events, time.monotonic()) if settings.output.events else None
+    recorder = None
+    try:
+        if settings.output.output:
+            recorder = SideBySideRecorder(settings.output.output, settings.out_size, fps, zones,
+                                          settings.output.anonymize)
+    except BaseException:
+        if events is not None:
+            events.close()
+        raise
+    return events, recorder
+
+
+def _log_start(settings: Settings, engines: list[InferenceEngine],
+               zones: tuple[KeepoutZone, ...]) -> None:
+    engine = engines[0]
     log.info("versions: python %s, numpy %s, opencv %s, %s %s", platform.python_version(),
-             np.__version__, cv2.__version__, engines[0].runtime.backend.name,
-             engines[0].runtime.backend.version)
-    for line in engines[0].describe():
+             np.__version__, cv2.__version__, engine.runtime.backend.name,
+             engine.runtime.backend.version)
+    for line in engine.describe():
         log.info("%s", line)
-    log.info("inputs: worker safety %s; visual inspection %s", settings["worker_safety_input"],
-             settings["visual_inspection_input"])
+    log.info("inputs: worker safety %s; visual inspection %s",
+             settings.inputs.worker_safety_input, settings.inputs.visual_inspection_input)
     log.info("detector: %s; thresholds worker %.2f, inspection %.2f; %d worker(s)",
-             engines[0].plan.note, engines[0].plan.worker_threshold,
-             engines[0].plan.inspection_threshold, len(engines))
+             engine.plan.note, engine.plan.worker_threshold, engine.plan.inspection_threshold,
+             len(engines))
     log.info("keep-out zones: %s", "; ".join(
         f"{z.name} ({z.mode}, enter {z.enter_frames}, exit {z.exit_frames}"
         f"{'' if z.enabled else ', disabled'}) from {z.source.path if z.source else '-'}"
         for z in zones))
-    return Pipeline(settings, engines, zones, extra_sinks=list(extra_sinks or []),
-                    openers=dict(openers or {}))
 
+
+def _unit(
+    config: StreamConfig, probe: _Probe, processor: StreamProcessor, ctx: RunContext,
+    scheduler: Scheduler,
+) -> StreamUnit:
+    leaky = config.realtime or source_kind(config.spec) is not SourceKind.FILE
+    slot = FrameSlot(ctx.cond, leaky=leaky)
+    source = SourceSupervisor(
+        config, slot, ctx.capture_stops[config.name], opener=probe.opener,
+        on_end=scheduler.source_ended, on_event=ctx.event, paused=ctx.paused,
+        first=(probe.cap, probe.first),
+    )
+    state = StreamState(processor, slot, config.max_frames)
+    scheduler.streams.append(state)
+    return StreamUnit(config, source, state)
+
+
+def build_pipeline(
+    settings: Settings,
+    extra_sinks: list[Sink] | None = None,
+    openers: dict[str, Opener] | None = None,
+) -> Pipeline:
+    """Open and check everything a run needs, inputs first (they fail fastest)."""
+    # OpenCV's own thread pool splits each small resize across cores that inference
+    # already keeps busy; one thread measured 3 % more frames/s on 2 cores.
+    cv2.setNumThreads(1)
+    probes = _probe_all(settings, openers or {})
+    try:
+        return _assemble(settings, probes, list(extra_sinks or []))
+    except BaseException:
+        for p in probes.values():
+            p.cap.release()
+        raise
+
+
+def _assemble(settings: Settings, probes: dict[str, _Probe], extra: list[Sink]) -> Pipeline:
+    source, placement, zones = _zones(settings, probes[WORKER_SAFETY].size)
+    engines = open_engines(settings.models)
+    _log_start(settings, engines, zones)
+    plan, out_size = engines[0].plan, settings.out_size
+    store = ZoneStore(zones)
+    processors: dict[str, StreamProcessor] = {
+        WORKER_SAFETY: WorkerSafety(store, plan.worker_threshold, out_size),
+        VISUAL_INSPECTION: VisualInspection(plan.inspection_threshold, out_size),
+    }
+    events, recorder = _sinks(settings, max(p.fps for p in probes.values()),
+                              lambda: store.zones)
+    sinks: list[Sink] = [s for s in (events, recorder) if s is not None]
+    stop = threading.Event()
+    ctx = RunContext(OutputThread([*sinks, *extra], stop), stop)
+    scheduler = Scheduler([], engines, ctx.cond, stop, on_result=ctx.outputs.put,
+                          on_stream_done=ctx.stream_done, paused=ctx.paused)
+    units = {name: _unit(settings.stream(name), probes[name], processors[name], ctx, scheduler)
+             for name in STREAMS}
+    watcher = ZoneWatcher(source, placement, store, stop, ctx.event)
+    return Pipeline(settings, engines, units, ctx=ctx, scheduler=scheduler, zone_store=store,
+                    zone_watcher=watcher, events=events, recorder=recorder)
+
+
+def summary_line(summary: dict[str, Any]) -> str:
+    """The summary as one JSON line, like the event log's last line."""
+    return json.dumps(summary, separators=(",", ":"))

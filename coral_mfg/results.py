@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from coral_mfg.capture import Frame
+from coral_mfg.geometry import Rect, letterbox
 
 Box = tuple[int, int, int, int]  # x1, y1, x2, y2 in output-frame pixels
 
@@ -65,6 +66,11 @@ class FrameResult:
     @property
     def stream(self) -> str:
         return self.frame.stream
+
+    @property
+    def picture(self) -> Rect:
+        """Where the frame lies in the output frame (letterboxed, never stretched)."""
+        return letterbox(self.out_size, self.frame.size)
 
     def to_event(self, since: float) -> dict[str, Any]:
         return {

@@ -10,12 +10,12 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
 from coral_mfg.capture import Frame
 from coral_mfg.detections import as_box, pixel_boxes
+from coral_mfg.geometry import letterbox
 from coral_mfg.inference.engine import PERSON_ID, InferenceEngine
 from coral_mfg.results import WORKER_SAFETY, FrameResult, PersonObject, StageTimes
 from coral_mfg.tracking import IouTracker
@@ -23,12 +23,16 @@ from coral_mfg.zones import KeepoutZone
 
 
 class ZoneStore:
-    """The zones in force, replaced whole by a reload or the editor; read by every frame."""
+    """The zones in force, replaced whole by a reload or the editor; read by every frame.
+
+    A zone renamed in the file (same place, or same position in the list) keeps
+    the people in it: the rename is handed to the debounce, not an exit and an entry.
+    """
 
     def __init__(self, zones: tuple[KeepoutZone, ...]) -> None:
         self._zones = zones
         self._lock = threading.Lock()
-        self.version = 0
+        self._renames: list[tuple[str, str]] = []
         self.error: str | None = None
 
     @property
@@ -37,13 +41,38 @@ class ZoneStore:
 
     def replace(self, zones: tuple[KeepoutZone, ...]) -> None:
         with self._lock:
+            self._renames.extend(_renames(self._zones, zones))
             self._zones = zones
-            self.version += 1
             self.error = None
+
+    def take_renames(self) -> list[tuple[str, str]]:
+        """(old, new) names since the last call, oldest first."""
+        with self._lock:
+            renames, self._renames = self._renames, []
+        return renames
 
     def fail(self, message: str) -> None:
         """Keep the last good zones; remember why the new ones were refused."""
         self.error = message
+
+
+def _renames(
+    old: tuple[KeepoutZone, ...], new: tuple[KeepoutZone, ...]
+) -> list[tuple[str, str]]:
+    """Zones that only changed their name: same corners, else same position in the list."""
+    gone = [z for z in old if z.name not in {n.name for n in new}]
+    added = [z for z in new if z.name not in {o.name for o in old}]
+    out: list[tuple[str, str]] = []
+    for zone in gone:
+        same = [z for z in added if z.points.shape == zone.points.shape
+                and np.allclose(z.points, zone.points)]
+        if not same:
+            index = old.index(zone)
+            same = [z for z in added if index < len(new) and new[index] is z]
+        if same:
+            out.append((zone.name, same[0].name))
+            added.remove(same[0])
+    return out
 
 
 @dataclass
@@ -98,6 +127,13 @@ class ZoneDebounce:
         self.current = tuple(sorted((z, t) for (t, z), s in self.states.items() if s.active))
         return events
 
+    def rename(self, old: str, new: str) -> None:
+        """A zone got a new name: who is in it stays in it, its count goes with it."""
+        for track, zone in [k for k in self.states if k[1] == old]:
+            self.states[(track, new)] = self.states.pop((track, zone))
+        if old in self.violations:
+            self.violations[new] = self.violations.get(new, 0) + self.violations.pop(old)
+
     def active(self, track: int) -> list[str]:
         return sorted(z for (t, z), s in self.states.items() if t == track and s.active)
 
@@ -118,11 +154,14 @@ class WorkerSafety:
 
     def process(self, frame: Frame, engine: InferenceEngine) -> FrameResult:
         times = StageTimes(decode=frame.decode_ms)
-        dets = engine.detect(frame.image, self.out_size, times)
+        dets = engine.detect(frame.image, times)
         t0 = time.perf_counter()
         zones = self.store.zones
+        for old, new in self.store.take_renames():
+            self.debounce.rename(old, new)
         people = dets.of_class(PERSON_ID, self.threshold)
-        boxes = pixel_boxes(people.xyxy, self.out_size)
+        picture = letterbox(self.out_size, frame.size)
+        boxes = pixel_boxes(people.placed(picture, self.out_size).xyxy, self.out_size)
         tracks = self.tracker.update(boxes.astype(np.float32))
         hits: dict[str, dict[int, bool]] = {}
         for zone in zones:
@@ -149,7 +188,3 @@ class WorkerSafety:
     def violations(self) -> int:
         """Entries into a zone (debounced), over all zones."""
         return sum(self.debounce.violations.copy().values())
-
-    def summary(self) -> dict[str, Any]:
-        return {"keepout_violations": self.violations,
-                "violations_by_zone": self.debounce.violations.copy()}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -25,6 +26,8 @@ ERROR_STATE_AFTER = 5
 
 
 class StreamProcessor(Protocol):
+    """A stream's own work on a frame (keep-out checks, grading); called by one worker at a time."""
+
     name: str
     processed: int
 
@@ -33,6 +36,8 @@ class StreamProcessor(Protocol):
 
 @dataclass
 class StreamState:
+    """One stream as the scheduler sees it: its frames, its progress and its errors."""
+
     processor: StreamProcessor
     slot: FrameSlot
     max_frames: int = 0
@@ -42,6 +47,14 @@ class StreamState:
     errors: int = 0
     consecutive_errors: int = 0
     last_error: str = ""
+    began: float | None = None  # when its first frame was taken
+    last_done: float = 0.0  # when its last frame was finished
+
+    def fps(self) -> float:
+        """Frames per second over the time this stream was actually processed."""
+        if self.began is None or self.last_done <= self.began:
+            return 0.0
+        return self.processor.processed / (self.last_done - self.began)
 
     @property
     def failing(self) -> bool:
@@ -55,6 +68,8 @@ class StreamState:
 
 @dataclass
 class Scheduler:
+    """Worker threads, one per engine, taking frames round-robin from the streams."""
+
     streams: list[StreamState]
     engines: list[InferenceEngine]
     cond: threading.Condition
@@ -112,6 +127,8 @@ class Scheduler:
             if frame is not None:
                 self._next = (self._next + k + 1) % n
                 s.busy = True
+                if s.began is None:
+                    s.began = time.monotonic()
                 return s, frame
         return None
 
@@ -141,5 +158,6 @@ class Scheduler:
                 self.on_result(result)
             with self.cond:
                 state.busy = False
+                state.last_done = time.monotonic()
                 self._retire()
                 self.cond.notify_all()

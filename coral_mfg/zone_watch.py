@@ -1,4 +1,4 @@
-"""Live reload: the zone file is watched, and an edit takes effect within a second.
+"""Zone files: loading them, and live reload, so an edit takes effect within a second.
 
 An invalid edit never stops the app: the last good zones stay in force and the
 error is logged, written to the event log and shown on screen.
@@ -9,16 +9,61 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from coral_mfg.errors import UserError
+from coral_mfg.errors import ConfigError, UserError
+from coral_mfg.geometry import Rect
 from coral_mfg.safety import ZoneStore
-from coral_mfg.zones import ZoneSource, reload_zones
+from coral_mfg.settings import Settings, read_config_file
+from coral_mfg.zones import KeepoutZone, ZoneSource, ZoneSpec, csv_spec, place_zones
 
 log = logging.getLogger(__name__)
 
 POLL_S = 0.25
+
+
+@dataclass(frozen=True)
+class ZonePlacement:
+    """Where zones land: the worker-safety picture in the output frame, and the default mode."""
+
+    picture: Rect
+    whole_box: bool
+
+
+def zone_source(settings: Settings) -> ZoneSource:
+    """The file the zones come from: the config's tables, or the original CSV."""
+    if settings.zones_from_csv or settings.config is None:
+        return ZoneSource(settings.safety.keepout_points_path, "csv")
+    return ZoneSource(settings.config, "toml")
+
+
+def read_zone_specs(source: ZoneSource) -> tuple[ZoneSpec, ...]:
+    if source.kind == "csv":
+        return (csv_spec(source.path),)
+    specs: tuple[ZoneSpec, ...] = read_config_file(source.path).get("zones", ())
+    if not specs:
+        raise ConfigError(f"{source.path}: it no longer defines any [[safety.zones]]")
+    return specs
+
+
+def load_zones(
+    source: ZoneSource, placement: ZonePlacement, specs: tuple[ZoneSpec, ...] | None = None
+) -> tuple[KeepoutZone, ...]:
+    """The zones of ``source`` on the output frame (read again unless ``specs`` are given)."""
+    specs = read_zone_specs(source) if specs is None else specs
+    return place_zones(specs, placement.picture, placement.whole_box, source)
+
+
+def zones_of(
+    settings: Settings, picture: Rect
+) -> tuple[ZoneSource, ZonePlacement, tuple[KeepoutZone, ...]]:
+    """The start-up zones, placed where the worker-safety ``picture`` lies in the output."""
+    source = zone_source(settings)
+    placement = ZonePlacement(picture, settings.safety.safety_check_whole_box)
+    specs = None if source.kind == "csv" else settings.safety.zones
+    return source, placement, load_zones(source, placement, specs)
 
 
 def _stamp(path: Path) -> tuple[int, int] | None:
@@ -30,18 +75,20 @@ def _stamp(path: Path) -> tuple[int, int] | None:
 
 
 class ZoneWatcher(threading.Thread):
+    """Polls the zone file and swaps the zones in force when it changes."""
+
     def __init__(
         self,
-        settings: dict[str, Any],
-        store: ZoneStore,
         source: ZoneSource,
+        placement: ZonePlacement,
+        store: ZoneStore,
         stop: threading.Event,
         on_event: Callable[[dict[str, Any]], None],
     ) -> None:
         super().__init__(name="zone-watch", daemon=True)
-        self.settings = settings
-        self.store = store
         self.source = source
+        self.placement = placement
+        self.store = store
         self.stop_event = stop
         self.on_event = on_event
         self._seen = _stamp(source.path)
@@ -60,7 +107,7 @@ class ZoneWatcher(threading.Thread):
 
     def check_now(self) -> None:
         try:
-            zones = reload_zones(self.settings, self.source)
+            zones = load_zones(self.source, self.placement)
         except UserError as exc:
             message = str(exc)
             if message != self.store.error:

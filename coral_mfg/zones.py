@@ -1,4 +1,10 @@
-"""Keep-out zones and the test of person boxes against them.
+"""Keep-out zones: their schema, their geometry, and the test of person boxes against them.
+
+A zone is written once, as a :class:`ZoneSpec` (a ``[[safety.zones]]`` table or
+the original demo's CSV), and placed on the output frame as a
+:class:`KeepoutZone`. Points are relative to the worker-safety picture (0-1),
+or pixels of a frame of ``frame_size``, so a zone stays on its floor marking
+whatever the output size.
 
 Boxes are tested by true geometric intersection (shapely), vectorized over
 all boxes of a frame. In ``bottom`` mode the box's bottom edge (the feet) must
@@ -13,13 +19,15 @@ import io
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 import shapely
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator
 
 from coral_mfg.errors import ConfigError, read_user_text
+from coral_mfg.geometry import Rect, from_rect, to_rect
 
 
 class ZoneMode(StrEnum):
@@ -28,8 +36,152 @@ class ZoneMode(StrEnum):
 
 
 Rgb = tuple[int, int, int]
-RED: Rgb = (255, 0, 0)
-ZONE_KEYS = {"name", "points", "units", "mode", "enter_frames", "exit_frames", "enabled", "color"}
+#: The original demo's output frame: its CSV, and pixel zones that name no other size.
+REFERENCE_SIZE = (960, 540)
+DEBOUNCE_FRAMES = 3
+#: The original demo's CSV zone had no debounce, and keeps none.
+LEGACY_DEBOUNCE_FRAMES = 1
+
+
+def _points(value: Any) -> tuple[tuple[float, float], ...]:
+    if not isinstance(value, list | tuple):
+        raise ValueError(f"points must be a list of [x, y] pairs, got {value!r}")
+    out = []
+    for i, p in enumerate(value, start=1):
+        if (
+            not isinstance(p, list | tuple)
+            or len(p) != 2
+            or not all(isinstance(c, int | float) and not isinstance(c, bool) for c in p)
+        ):
+            raise ValueError(f"point {i} must be two numbers [x, y], got {p!r}")
+        if not all(np.isfinite(c) for c in p):
+            raise ValueError(f"point {i} must be finite numbers, got {p!r}")
+        out.append((float(p[0]), float(p[1])))
+    if len(out) < 3:
+        raise ValueError(f"needs at least 3 points, found {len(out)}")
+    return tuple(out)
+
+
+def _name(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("needs a name (a non-empty string)")
+    return value
+
+
+def _frames(key: str) -> PlainValidator:
+    def check(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{key} must be a whole number >= 1, got {value!r}")
+        return value
+
+    return PlainValidator(check)
+
+
+def _size(value: Any) -> tuple[int, int]:
+    if (
+        isinstance(value, list | tuple) and len(value) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+    ):
+        return (int(value[0]), int(value[1]))
+    raise ValueError(f"frame_size must be [width, height] in whole pixels, got {value!r}")
+
+
+def _color(value: Any) -> str:
+    if isinstance(value, str) and len(value) == 7 and value.startswith("#"):
+        try:
+            int(value[1:], 16)
+            return value.lower()
+        except ValueError:
+            pass
+    raise ValueError(f"color must be '#rrggbb', got {value!r}")
+
+
+def _choice(key: str, *choices: str) -> PlainValidator:
+    def check(value: Any) -> str:
+        if value not in choices:
+            raise ValueError(f"{key} must be " + " or ".join(f"'{c}'" for c in choices)
+                             + f", got {value!r}")
+        return str(value)
+
+    return PlainValidator(check)
+
+
+class ZoneSpec(BaseModel):
+    """One keep-out zone as the user writes it: the only statement of the zone schema.
+
+    Parsing, the editor's save and the README's table all come from these fields.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Annotated[str, PlainValidator(_name)] = Field(
+        description="unique; shown on screen, in events and in the summary")
+    points: Annotated[tuple[tuple[float, float], ...], PlainValidator(_points)] = Field(
+        description="three or more `[x, y]` corners, in `units`")
+    units: Annotated[Literal["pixels", "relative"], _choice("units", "pixels", "relative")] = (
+        Field("pixels", description="`relative`: 0-1 of the picture; `pixels`: pixels of a "
+              "`frame_size` frame"))
+    frame_size: Annotated[tuple[int, int], PlainValidator(_size)] = Field(
+        REFERENCE_SIZE, description="the `[width, height]` that pixel points refer to; "
+        "scaled to the output size (with a note in the log) when it differs")
+    mode: Annotated[Literal["bottom", "whole_box"] | None,
+                    _choice("mode", "bottom", "whole_box")] = Field(
+        None, description="`bottom`: the feet (a camera at a high angle); `whole_box`: any part "
+        "of the box (overhead); unset: `--safety_check_whole_box` decides")
+    enter_frames: Annotated[int, _frames("enter_frames")] = Field(
+        DEBOUNCE_FRAMES, description="in the zone after this many frames in a row inside")
+    exit_frames: Annotated[int, _frames("exit_frames")] = Field(
+        DEBOUNCE_FRAMES, description="out of it after this many frames in a row outside")
+    enabled: Annotated[bool, PlainValidator(lambda v: _bool("enabled", v))] = Field(
+        True, description="`false` keeps the zone in the file but checks nobody against it")
+    color: Annotated[str, PlainValidator(_color)] = Field(
+        "#ff0000", description="`#rrggbb`, as drawn")
+
+    def to_table(self) -> dict[str, Any]:
+        """The zone as a TOML table: what the editor writes back."""
+        data = {key: _plain(getattr(self, key)) for key in type(self).model_fields}
+        if self.units == "relative":
+            data.pop("frame_size")
+        return {k: v for k, v in data.items() if v is not None}
+
+
+def _plain(value: Any) -> Any:
+    return [_plain(v) for v in value] if isinstance(value, tuple) else value
+
+
+def _bool(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{key} must be true or false, got {value!r}")
+    return value
+
+
+ZONE_KEYS = frozenset(ZoneSpec.model_fields)
+
+
+def zone_label(table: dict[str, Any], index: int) -> str:
+    name = table.get("name")
+    return f"zone '{name}'" if isinstance(name, str) and name.strip() else f"zone {index}"
+
+
+def schema_table() -> str:
+    """The zone keys as a Markdown table (the README shows it; a test keeps them equal)."""
+    rows = ["| key | default | meaning |", "|---|---|---|"]
+    for key, info in ZoneSpec.model_fields.items():
+        default = "required" if info.is_required() else _toml_value(info.default)
+        rows.append(f"| `{key}` | {default} | {info.description} |")
+    return "\n".join(rows)
+
+
+def _toml_value(value: Any) -> str:
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    if isinstance(value, tuple):
+        return f"`{list(value)}`".replace(" ", "")
+    if isinstance(value, str):
+        return f'`"{value}"`'
+    return f"`{value}`"
 
 
 @dataclass(frozen=True)
@@ -40,16 +192,22 @@ class ZoneSource:
     kind: str  # "toml" or "csv"
 
 
+def _rgb(color: str) -> Rgb:
+    return (int(color[1:3], 16), int(color[3:5], 16), int(color[5:7], 16))
+
+
 @dataclass(frozen=True, eq=False)
 class KeepoutZone:
+    """A zone placed on the output frame: what every frame's people are tested against."""
+
     name: str
     points: npt.NDArray[np.float64]  # (K, 2) in output-frame pixels
     mode: ZoneMode = ZoneMode.BOTTOM
-    enter_frames: int = 1
-    exit_frames: int = 1
+    enter_frames: int = DEBOUNCE_FRAMES
+    exit_frames: int = DEBOUNCE_FRAMES
     enabled: bool = True
-    color: Rgb = RED
-    units: str = "pixels"
+    color: Rgb = (255, 0, 0)
+    spec: ZoneSpec | None = None  # as written, for saving back
     source: ZoneSource | None = None
     polygon: shapely.Polygon = field(init=False)
 
@@ -61,11 +219,17 @@ class KeepoutZone:
     def with_points(self, points: npt.NDArray[np.float64]) -> KeepoutZone:
         return replace(self, points=np.asarray(points, np.float64))
 
-    def file_points(self, size: tuple[int, int]) -> list[list[float]]:
-        """Points in the units the file uses (pixels, or 0-1 of the frame)."""
-        pts = self.points / np.array(size, np.float64) if self.units == "relative" else self.points
-        digits = 4 if self.units == "relative" else 1
-        return [[_tidy(round(float(x), digits)), _tidy(round(float(y), digits))] for x, y in pts]
+    def as_spec(self, picture: Rect) -> ZoneSpec:
+        """The zone as written, with its current points in the file's own units."""
+        spec = self.spec or ZoneSpec(name=self.name, points=((0, 0), (1, 0), (1, 1)),
+                                     units="relative")
+        rel = from_rect(self.points, picture)
+        pts = rel if spec.units == "relative" else rel * np.array(spec.frame_size, np.float64)
+        digits = 4 if spec.units == "relative" else 1
+        tidy = tuple((_tidy(round(float(x), digits)), _tidy(round(float(y), digits)))
+                     for x, y in pts)
+        return spec.model_copy(update={"points": tidy, "name": self.name,
+                                       "enabled": self.enabled})
 
     def contains_boxes(self, xyxy: npt.NDArray[np.number]) -> npt.NDArray[np.bool_]:
         """Which boxes (N, 4 as x1, y1, x2, y2) are in the zone under its mode."""
@@ -112,17 +276,31 @@ def read_points_csv(path: Path) -> npt.NDArray[np.float64]:
     return arr
 
 
-def check_polygon(points: npt.NDArray[np.float64], where: str, size: tuple[int, int]) -> None:
-    """Reject zones that cannot mean what the user intends."""
-    w, h = size
-    outside = (points[:, 0] < 0) | (points[:, 0] > w) | (points[:, 1] < 0) | (points[:, 1] > h)
-    if outside.any():
-        x, y = points[int(np.argmax(outside))]
-        raise ConfigError(
-            f"{where}: point ({x:g}, {y:g}) is outside the {w}x{h} output frame; "
-            "zone points are in output pixels"
-        )
-    centred = points - points.mean(axis=0)
+def csv_spec(path: Path) -> ZoneSpec:
+    """The original demo's single zone, in pixels of its 960x540 frame, with no debounce."""
+    points = read_points_csv(path)
+    return ZoneSpec(name=path.stem, points=tuple(map(tuple, points.tolist())), units="pixels",
+                    enter_frames=LEGACY_DEBOUNCE_FRAMES, exit_frames=LEGACY_DEBOUNCE_FRAMES)
+
+
+def relative_points(spec: ZoneSpec, where: str) -> npt.NDArray[np.float64]:
+    """The zone's corners as 0-1 fractions of the picture, checked to mean what was meant."""
+    points = np.array(spec.points, np.float64)
+    if spec.units == "relative":
+        if ((points < 0) | (points > 1)).any():
+            raise ConfigError(f"{where}: relative points must be between 0 and 1")
+        rel = points
+    else:
+        w, h = spec.frame_size
+        outside = (points[:, 0] < 0) | (points[:, 0] > w) | (points[:, 1] < 0) | (points[:, 1] > h)
+        if outside.any():
+            x, y = points[int(np.argmax(outside))]
+            raise ConfigError(
+                f"{where}: point ({x:g}, {y:g}) is outside the {w}x{h} frame the zone's pixels "
+                "refer to; move the point, or set frame_size (or units = \"relative\")"
+            )
+        rel = points / np.array([w, h], np.float64)
+    centred = rel - rel.mean(axis=0)
     if np.linalg.matrix_rank(centred, tol=1e-9) < 2:
         raise ConfigError(f"{where}: the zone polygon has no area (its points are on a line)")
     polygon = shapely.Polygon(points)
@@ -131,125 +309,29 @@ def check_polygon(points: npt.NDArray[np.float64], where: str, size: tuple[int, 
         raise ConfigError(
             f"{where}: the zone polygon crosses itself ({reason}); reorder its points"
         )
+    return rel
 
 
-def load_csv_zone(path: Path, size: tuple[int, int], whole_box: bool) -> KeepoutZone:
-    """The original demo's single zone: no debounce, as it had none."""
-    points = read_points_csv(path)
-    check_polygon(points, str(path), size)
-    mode = ZoneMode.WHOLE_BOX if whole_box else ZoneMode.BOTTOM
-    return KeepoutZone(path.stem, points, mode, source=ZoneSource(path, "csv"))
+def place_zone(
+    spec: ZoneSpec, picture: Rect, whole_box: bool, source: ZoneSource | None, where: str
+) -> KeepoutZone:
+    """A zone on the output frame, where the worker-safety ``picture`` lies in it.
 
-
-def _int_at_least(value: Any, low: int, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{what} must be a whole number >= {low}, got {value!r}")
-    return value
-
-
-def _color(value: Any) -> Rgb:
-    if isinstance(value, str) and len(value) == 7 and value.startswith("#"):
-        try:
-            return (int(value[1:3], 16), int(value[3:5], 16), int(value[5:7], 16))
-        except ValueError:
-            pass
-    raise ValueError(f"color must be '#rrggbb', got {value!r}")
-
-
-def _points(value: Any) -> npt.NDArray[np.float64]:
-    if not isinstance(value, list):
-        raise ValueError(f"points must be a list of [x, y] pairs, got {value!r}")
-    out = []
-    for i, p in enumerate(value, start=1):
-        if (
-            not isinstance(p, list)
-            or len(p) != 2
-            or not all(isinstance(c, int | float) and not isinstance(c, bool) for c in p)
-        ):
-            raise ValueError(f"point {i} must be two numbers [x, y], got {p!r}")
-        if not all(np.isfinite(c) for c in p):
-            raise ValueError(f"point {i} must be finite numbers, got {p!r}")
-        out.append((float(p[0]), float(p[1])))
-    if len(out) < 3:
-        raise ValueError(f"needs at least 3 points, found {len(out)}")
-    return np.array(out, np.float64)
-
-
-def parse_zones(
-    raw: Any, where: str, size: tuple[int, int], whole_box: bool, source: ZoneSource | None
-) -> tuple[KeepoutZone, ...]:
-    """Zones from a config's ``[[safety.zones]]`` tables, checked with messages that name them."""
-    if not isinstance(raw, list) or not all(isinstance(z, dict) for z in raw):
-        raise ConfigError(f"{where}: safety.zones must be [[safety.zones]] tables")
-    zones: list[KeepoutZone] = []
-    seen: set[str] = set()
-    for i, table in enumerate(raw, start=1):
-        label = f"zone {i}"
-        try:
-            name = table.get("name")
-            if not isinstance(name, str) or not name.strip():
-                raise ValueError("needs a name (a non-empty string)")
-            label = f"zone '{name}'"
-            unknown = sorted(set(table) - ZONE_KEYS)
-            if unknown:
-                raise ValueError(f"unknown key '{unknown[0]}'; known: "
-                                 + ", ".join(sorted(ZONE_KEYS)))
-            if name in seen:
-                raise ValueError("the name is used twice; zone names must be unique")
-            seen.add(name)
-            units = table.get("units", "pixels")
-            if units not in ("pixels", "relative"):
-                raise ValueError(f"units must be 'pixels' or 'relative', got {units!r}")
-            default_mode = "whole_box" if whole_box else "bottom"
-            mode = table.get("mode", default_mode)
-            if mode not in ("bottom", "whole_box"):
-                raise ValueError(f"mode must be 'bottom' or 'whole_box', got {mode!r}")
-            enabled = table.get("enabled", True)
-            if not isinstance(enabled, bool):
-                raise ValueError(f"enabled must be true or false, got {enabled!r}")
-            points = _points(table.get("points"))
-            if units == "relative":
-                if ((points < 0) | (points > 1)).any():
-                    raise ValueError("relative points must be between 0 and 1")
-                points = points * np.array(size, np.float64)
-            zone = KeepoutZone(
-                name, points, ZoneMode(mode),
-                enter_frames=_int_at_least(table.get("enter_frames", 3), 1, "enter_frames"),
-                exit_frames=_int_at_least(table.get("exit_frames", 3), 1, "exit_frames"),
-                enabled=enabled, color=_color(table.get("color", "#ff0000")), units=units,
-                source=source,
-            )
-        except ValueError as exc:
-            raise ConfigError(f"{where}: {label}: {exc}") from None
-        check_polygon(zone.points, f"{where}: {label}", size)
-        zones.append(zone)
-    return tuple(zones)
-
-
-def zones_from_settings(settings: dict[str, Any]) -> tuple[KeepoutZone, ...]:
-    """The config's zones, or the legacy CSV zone when the config has none or the flag is given.
-
-    ``settings["zones"]`` holds the raw config tables (None when there are none)
-    and ``settings["zones_from"]`` says which applies: ``"config"`` or ``"csv"``.
+    ``where`` starts every message: the file, and the zone when the file has several.
     """
-    if settings.get("zones_from") == "config":
-        return reload_zones(settings, ZoneSource(Path(settings["config"]), "toml"),
-                            settings["zones"])
-    return reload_zones(settings, ZoneSource(Path(settings["keepout_points_path"]), "csv"))
+    rel = relative_points(spec, where)
+    mode = spec.mode or ("whole_box" if whole_box else "bottom")
+    return KeepoutZone(spec.name, to_rect(rel, picture), ZoneMode(mode), spec.enter_frames,
+                       spec.exit_frames, spec.enabled, _rgb(spec.color), spec, source)
 
 
-def reload_zones(
-    settings: dict[str, Any], source: ZoneSource, raw: Any = None
+def place_zones(
+    specs: tuple[ZoneSpec, ...], picture: Rect, whole_box: bool, source: ZoneSource
 ) -> tuple[KeepoutZone, ...]:
-    """The zones from ``source`` (read again unless its ``raw`` config tables are given)."""
-    size = (settings["width"], settings["height"])
-    whole_box = bool(settings["safety_check_whole_box"])
-    if source.kind == "csv":
-        return (load_csv_zone(source.path, size, whole_box),)
-    if raw is None:
-        from coral_mfg.config import read_config
-
-        raw = read_config(source.path).get("zones")
-        if not raw:
-            raise ConfigError(f"{source.path}: it no longer defines any [[safety.zones]]")
-    return parse_zones(raw, str(source.path), size, whole_box, source)
+    """Every zone of one file on the output frame, each checked with a message naming it."""
+    path = str(source.path)
+    return tuple(
+        place_zone(s, picture, whole_box, source,
+                   path if source.kind == "csv" else f"{path}: zone '{s.name}'")
+        for s in specs
+    )

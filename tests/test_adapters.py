@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
+from coral_mfg.geometry import letterbox
 from coral_mfg.inference import adapters
 from coral_mfg.inference.runtime import runtime_backend
 from tests.conftest import frames, image, iou, model
@@ -166,7 +167,13 @@ def test_boxes_map_to_any_frame_size(detector: Any) -> None:
     layout = adapters.layout_of(detector)
     src = adapters.get_detections(detector, layout, (724, 400))
     out = adapters.get_detections(detector, layout, (960, 540))
-    np.testing.assert_allclose(src.scaled_to((960, 540)).xyxy, out.xyxy, rtol=1e-5, atol=1e-3)
+    placed = src.placed((0, 0, 960, 540), (960, 540)).xyxy
+    np.testing.assert_allclose(placed, out.xyxy, rtol=1e-5, atol=1e-3)
+    # letterboxed: the 724x400 picture fitted into 960x960 is 960x530, 215 px down
+    boxed = src.placed(letterbox((960, 960), (724, 400)), (960, 960)).xyxy
+    np.testing.assert_allclose(boxed[:, [0, 2]], out.xyxy[:, [0, 2]], atol=1e-3)
+    np.testing.assert_allclose(boxed[:, [1, 3]], 215 + src.xyxy[:, [1, 3]] * 530 / 400,
+                               atol=1e-3)
 
 
 @pytest.mark.parametrize(

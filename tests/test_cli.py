@@ -53,22 +53,25 @@ def test_help_lists_the_original_flags_and_keys() -> None:
 )
 def test_flags_and_aliases(argv: list[str], key: str, value: object) -> None:
     settings = resolve_settings(run_parser().parse_args(argv))
-    assert settings[key] == value
+    assert settings.value(key) == value
 
 
 def test_default_inputs_are_the_sample_videos() -> None:
     settings = resolve_settings(run_parser().parse_args([]))
-    assert settings["worker_safety_input"].endswith("videos/worker-zone-detection.mp4")
-    assert settings["visual_inspection_input"].endswith("videos/apple-conveyor.mp4")
-    assert settings["keepout_points_path"] == str(ROOT / "configs" / "keepout_points.csv")
+    assert settings.inputs.worker_safety_input is not None
+    assert settings.inputs.worker_safety_input.endswith("videos/worker-zone-detection.mp4")
+    assert settings.inputs.visual_inspection_input is not None
+    assert settings.inputs.visual_inspection_input.endswith("videos/apple-conveyor.mp4")
+    assert settings.safety.keepout_points_path == ROOT / "configs" / "keepout_points.csv"
 
 
 def test_config_file_is_laid_under_the_flags(tmp_path: Path) -> None:
     cfg = tmp_path / "site.toml"
     cfg.write_text('width = 1280\nheight = 720\ndevice = "cpu"\nkeepout_points_path = "z.csv"\n')
     settings = resolve_settings(run_parser().parse_args(["--config", str(cfg), "--width", "640"]))
-    assert (settings["width"], settings["height"], settings["device"]) == (640, 720, "cpu")
-    assert settings["keepout_points_path"] == str(tmp_path / "z.csv")
+    assert settings.out_size == (640, 720)
+    assert settings.models.device == "cpu"
+    assert settings.safety.keepout_points_path == tmp_path / "z.csv"
 
 
 @pytest.mark.parametrize(
@@ -170,7 +173,7 @@ def test_internal_errors_keep_their_traceback_in_the_log(
 ) -> None:
     import coral_mfg.app
 
-    def broken(settings: dict[str, object]) -> int:
+    def broken(settings: object) -> int:
         raise ZeroDivisionError("a bug")
 
     monkeypatch.setattr(coral_mfg.app, "run", broken)

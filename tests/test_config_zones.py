@@ -17,13 +17,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from coral_mfg.cli import resolve_settings, run_parser
-from coral_mfg.config import read_config
 from coral_mfg.errors import ConfigError
 from coral_mfg.safety import ZoneDebounce
-from coral_mfg.zones import KeepoutZone, ZoneMode, parse_zones, zones_from_settings
+from coral_mfg.settings import Settings, read_config_file
+from coral_mfg.zone_watch import zones_of
+from coral_mfg.zones import KeepoutZone, ZoneMode, ZoneSource, place_zones
 from tests.conftest import ROOT
 
 SIZE = (960, 540)
+
+
+def zones_from_settings(settings: Settings) -> tuple[KeepoutZone, ...]:
+    """The start-up zones on a picture that fills the output frame."""
+    return zones_of(settings, (0, 0, *settings.out_size))[2]
 SQUARE = [[100, 100], [300, 100], [300, 300], [100, 300]]
 
 
@@ -94,7 +100,9 @@ def test_shipped_default_config_has_the_original_zone() -> None:
     settings = resolve_settings(run_parser().parse_args([]))
     (zone,) = zones_from_settings(settings)
     assert zone.name == "keepout"
-    assert zone.points.tolist() == [[585, 390], [720, 335], [420, 205], [305, 235]]
+    assert zone.spec is not None and zone.spec.units == "relative"
+    original = [[585, 390], [720, 335], [420, 205], [305, 235]]
+    assert np.abs(zone.points - np.array(original)).max() < 0.5  # within half a pixel
 
 
 @pytest.mark.parametrize(
@@ -109,8 +117,8 @@ def test_shipped_default_config_has_the_original_zone() -> None:
         ('[[safety.zones]]\nname = "a"\npoints = [[1,2],[3,4,5],[5,6]]\n',
          "zone 'a': point 2 must be two numbers [x, y], got [3, 4, 5]"),
         ('[[safety.zones]]\nname = "a"\npoints = [[1,2],[3000,4],[5,600]]\n',
-         "zone 'a': point (3000, 4) is outside the 960x540 output frame; "
-         "zone points are in output pixels"),
+         "zone 'a': point (3000, 4) is outside the 960x540 frame the zone's pixels refer to; "
+         'move the point, or set frame_size (or units = "relative")'),
         (f'[[safety.zones]]\nname = "a"\npoints = {SQUARE}\n'
          f'[[safety.zones]]\nname = "a"\npoints = {SQUARE}\n',
          "zone 'a': the name is used twice; zone names must be unique"),
@@ -131,9 +139,21 @@ def test_shipped_default_config_has_the_original_zone() -> None:
          "zone 'a': color must be '#rrggbb', got 'red'"),
         (f'[[safety.zones]]\nname = "a"\npoints = {SQUARE}\nshape = "x"\n',
          "zone 'a': unknown key 'shape'; known: color, enabled, enter_frames, exit_frames, "
-         "mode, name, points, units"),
+         "frame_size, mode, name, points, units"),
+        (f'[[safety.zones]]\nname = "a"\npoints = {SQUARE}\nenter_frame = 2\n',
+         "zone 'a': unknown key 'enter_frame' (did you mean enter_frames?); known: color, "
+         "enabled, enter_frames, exit_frames, frame_size, mode, name, points, units"),
+        (f'[[safety.zones]]\nname = "a"\npoints = {SQUARE}\nwidth = 1280\n',
+         "zone 'a': unknown key 'width'; 'width' is a top-level setting: TOML puts every key "
+         "written after a [[safety.zones]] header into that zone (here zone 1), so move it "
+         "above the first [[safety.zones]]"),
+        (f'[[safety.zones]]\nname = "a"\npoints = {SQUARE}\nframe_size = [0, 2]\n',
+         "zone 'a': frame_size must be [width, height] in whole pixels, got [0, 2]"),
         ('[safety]\nzones = 3\n', "safety.zones must be [[safety.zones]] tables"),
         ('[safety]\nareas = []\n', "unknown key 'safety.areas' (known: safety.zones)"),
+        ('[safety]\nwidth = 3\n', "unknown key 'safety.width' (known: safety.zones); "
+         "'width' is a top-level setting: write it above every [table]"),
+        ('zones = []\n', "unknown key 'zones'; it belongs in [safety]"),
     ],
 )
 def test_bad_configs_name_file_zone_and_reason(tmp_path: Path, text: str, message: str) -> None:
@@ -196,10 +216,9 @@ def test_fuzz_config_raises_only_config_errors(tmp_path_factory: pytest.TempPath
     except (TypeError, ValueError):
         return  # not representable as TOML
     try:
-        settings_ = read_config(path)
-        raw = settings_.get("zones")
-        if raw is not None:
-            parse_zones(raw, str(path), SIZE, False, None)
+        specs = read_config_file(path).get("zones")
+        if specs:
+            place_zones(specs, (0, 0, *SIZE), False, ZoneSource(path, "toml"))
     except ConfigError:
         pass
 
@@ -210,7 +229,7 @@ def test_fuzz_arbitrary_text(tmp_path_factory: pytest.TempPathFactory, text: str
     path = tmp_path_factory.mktemp("fuzz") / "text.toml"
     path.write_text(text, encoding="utf-8")
     with contextlib.suppress(ConfigError):
-        read_config(path)
+        read_config_file(path)
 
 
 # --- debounce ---------------------------------------------------------------------------

@@ -102,7 +102,7 @@ def test_unresponsive_stream_fails_within_seconds(silent_server: str) -> None:
     [
         ("x,y\n1,2\n", "needs at least 3 points"),
         ("a;b\n", "the first line must be the header 'x,y'"),
-        ("x,y\n0,0\n2000,0\n0,100\n", "is outside the 960x540 output frame"),
+        ("x,y\n0,0\n2000,0\n0,100\n", "is outside the 960x540 frame"),
     ],
 )
 def test_bad_keepout_csv(tmp_path: Path, content: str, message: str) -> None:
@@ -130,7 +130,7 @@ def _looping_app(events: Path, *extra: str, lines: int = 20) -> subprocess.Popen
 
 def test_sigterm_stops_cleanly_with_complete_outputs(tmp_path: Path) -> None:
     events, output = tmp_path / "events.jsonl", tmp_path / "out.mp4"
-    proc = _looping_app(events, "--output", str(output), lines=40)
+    proc = _looping_app(events, "--output", str(output), lines=60)
     sent = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=30)

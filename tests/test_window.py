@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import pytest
 
-from coral_mfg.render.scene import letterbox
+from coral_mfg.geometry import letterbox
 from tests.conftest import ROOT, frames
 
 ZONE = [(585, 390), (720, 335), (420, 205), (305, 235)]
@@ -228,27 +228,37 @@ def test_keys_pause_hud_fullscreen_screenshot_and_quit(
 
     def press(key: int) -> None:
         app.window._on_key(None, key, 0, glfw.PRESS, 0)
+        glfw.post_empty_event()
+
+    def until(condition: Any) -> None:
+        deadline = time.monotonic() + 60
+        while not condition():
+            assert time.monotonic() < deadline, "timed out"
+            time.sleep(0.02)
+
+    def idle() -> bool:
+        with pipeline.ctx.cond:
+            return not any(u.state.busy for u in pipeline.units.values())
 
     def script() -> None:
-        time.sleep(1.5)
-        press(glfw.KEY_SPACE)
-        time.sleep(0.5)
-        seen["paused_at"] = pipeline.safety.processed
-        time.sleep(1.0)
-        seen["still"] = pipeline.safety.processed
-        press(glfw.KEY_SPACE)
-        time.sleep(1.0)
-        seen["resumed"] = pipeline.safety.processed
-        press(glfw.KEY_H)
-        time.sleep(0.3)
-        seen["hud"] = app.show_hud
-        press(glfw.KEY_F)
-        time.sleep(0.5)
-        seen["fullscreen"] = app.window.fullscreen
-        press(glfw.KEY_S)
-        time.sleep(0.5)
-        seen["quit_at"] = time.monotonic()
-        press(glfw.KEY_Q)
+        try:
+            until(lambda: pipeline.safety.processed >= 5)
+            press(glfw.KEY_SPACE)
+            until(lambda: pipeline.paused.is_set() and idle())
+            seen["paused_at"] = pipeline.safety.processed
+            time.sleep(1.0)  # a whole second in which nothing may be processed
+            seen["still"] = pipeline.safety.processed
+            press(glfw.KEY_SPACE)
+            until(lambda: pipeline.safety.processed > seen["still"])
+            press(glfw.KEY_H)
+            until(lambda: not app.show_hud)
+            press(glfw.KEY_F)
+            until(lambda: app.window.fullscreen)
+            press(glfw.KEY_S)
+            until(lambda: list(tmp_path.glob("coral-mfg-*.png")))
+        finally:
+            seen["quit_at"] = time.monotonic()
+            press(glfw.KEY_Q)
 
     stop = threading.Event()
     driver = threading.Thread(target=script)
@@ -263,9 +273,9 @@ def test_keys_pause_hud_fullscreen_screenshot_and_quit(
         app.finish()
         driver.join(10)
     assert seen["still"] == seen["paused_at"]  # nothing processed while paused
-    assert seen["resumed"] > seen["still"]
-    assert seen["hud"] is False
-    assert seen["fullscreen"] is True
+    assert pipeline.safety.processed > seen["still"]  # and processing resumed
+    assert app.show_hud is False
+    assert app.window.fullscreen is True
     assert list(tmp_path.glob("coral-mfg-*.png"))  # 's' saved a screenshot
     assert returned - seen["quit_at"] < 2.0 and closed - seen["quit_at"] < 2.0
     assert not [t for t in set(threading.enumerate()) - before if t.is_alive()]
@@ -409,10 +419,10 @@ def test_zone_editor_drag_insert_delete_new_and_save(
     # the handles of the selected zone are drawn (white squares at its vertices)
     assert (shot[420, 594] > 200).all() and (shot[420, 606] > 200).all()
     # and the saved file is a valid config that loads the same zones
-    from coral_mfg.zones import zones_from_settings
+    from coral_mfg.zone_watch import zones_of
 
     again = resolve_settings(run_parser().parse_args(["--config", str(cfg)]))
-    assert zones_from_settings(again)[0].points.tolist() == zones[0]["points"]
+    assert zones_of(again, (0, 0, W, H))[2][0].points.tolist() == zones[0]["points"]
 
 
 def test_csv_zone_is_saved_back_to_its_csv(xvfb: str, tmp_path: Path) -> None:
@@ -464,7 +474,9 @@ def test_window_close_stops_cleanly(xvfb: str) -> None:
     closed: dict[str, float] = {}
 
     def close_soon() -> None:
-        time.sleep(1.5)
+        deadline = time.monotonic() + 60
+        while pipeline.safety.processed == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
         closed["at"] = time.monotonic()
         glfw.set_window_should_close(app.window.handle, True)  # callable from any thread
         glfw.post_empty_event()

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from coral_mfg.errors import ConfigError
-from coral_mfg.zones import KeepoutZone, ZoneMode, load_csv_zone, read_points_csv
+from coral_mfg.zones import KeepoutZone, ZoneMode, csv_spec, place_zone, read_points_csv
 
 SQUARE = np.array([[100, 100], [200, 100], [200, 200], [100, 200]], dtype=np.float64)
 NARROW = np.array([[140, 150], [160, 150], [160, 300], [140, 300]], dtype=np.float64)
@@ -59,11 +59,28 @@ def test_vectorized_over_many_boxes() -> None:
     assert z.contains_boxes(np.zeros((0, 4), np.float32)).shape == (0,)
 
 
-def test_original_default_polygon() -> None:
-    zone = load_csv_zone(Path(__file__).parents[1] / "configs" / "keepout_points.csv",
-                         (960, 540), whole_box=False)
-    assert zone.points.tolist() == [[585, 390], [720, 335], [420, 205], [305, 235]]
+def load_csv_zone(path: Path, picture: tuple[int, int, int, int]) -> KeepoutZone:
+    return place_zone(csv_spec(path), picture, False, None, str(path))
+
+
+@pytest.mark.parametrize(
+    ("picture", "expected"),
+    [
+        ((0, 0, 960, 540), [[585, 390], [720, 335], [420, 205], [305, 235]]),
+        # twice the size: the zone is scaled with the picture
+        ((0, 0, 1920, 1080), [[1170, 780], [1440, 670], [840, 410], [610, 470]]),
+        # a 960x540 picture letterboxed into a 960x960 frame: shifted down, not stretched
+        ((0, 210, 960, 540), [[585, 600], [720, 545], [420, 415], [305, 445]]),
+    ],
+    ids=["own-size", "scaled", "letterboxed"],
+)
+def test_original_default_polygon(
+    picture: tuple[int, int, int, int], expected: list[list[int]]
+) -> None:
+    zone = load_csv_zone(Path(__file__).parents[1] / "configs" / "keepout_points.csv", picture)
+    assert zone.points.tolist() == expected
     assert zone.mode is ZoneMode.BOTTOM
+    assert (zone.enter_frames, zone.exit_frames) == (1, 1)  # the original had no debounce
 
 
 @pytest.mark.parametrize(
@@ -87,7 +104,7 @@ def test_bad_csv(tmp_path: Path, content: str, message: str) -> None:
     ("content", "message"),
     [
         ("x,y\n0,0\n100,100\n100,0\n0,100\n", "crosses itself .Self-intersection"),
-        ("x,y\n0,0\n1000,0\n0,100\n", r"point \(1000, 0\) is outside the 960x540 output frame"),
+        ("x,y\n0,0\n1000,0\n0,100\n", r"point \(1000, 0\) is outside the 960x540 frame"),
         ("x,y\n0,0\n10,10\n20,20\n", "has no area .its points are on a line"),
     ],
 )
@@ -95,7 +112,7 @@ def test_bad_polygons(tmp_path: Path, content: str, message: str) -> None:
     f = tmp_path / "zone.csv"
     f.write_text(content)
     with pytest.raises(ConfigError, match=message):
-        load_csv_zone(f, (960, 540), whole_box=False)
+        load_csv_zone(f, (0, 0, 960, 540))
 
 
 def test_missing_csv(tmp_path: Path) -> None:

@@ -137,16 +137,15 @@ def to_pixels(
 
 
 def get_detections(
-    interpreter: Any, layout: DetectionLayout, frame_size: tuple[int, int], min_score: float = 0.0
+    interpreter: Any, layout: DetectionLayout, frame_size: tuple[int, int]
 ) -> Detections:
-    """Detections of the last invoke, in pixels of ``frame_size``, scores >= ``min_score``."""
+    """Detections of the last invoke, in pixels of ``frame_size``."""
     scores = interpreter.get_tensor(layout.scores)[0]
     count = min(int(interpreter.get_tensor(layout.count).reshape(-1)[0]), len(scores))
     scores = scores[:count].astype(np.float32)
     classes = interpreter.get_tensor(layout.classes)[0][:count].astype(np.int32)
     boxes = interpreter.get_tensor(layout.boxes)[0][:count].astype(np.float32)
-    keep = scores >= min_score
-    return Detections(to_pixels(boxes[keep], frame_size), scores[keep], classes[keep], frame_size)
+    return Detections(to_pixels(boxes, frame_size), scores, classes, frame_size)
 
 
 def class_scores(interpreter: Any) -> npt.NDArray[np.float32]:

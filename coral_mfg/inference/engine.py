@@ -11,7 +11,6 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -23,6 +22,7 @@ from coral_mfg.inference import adapters
 from coral_mfg.inference.labels import read_labels
 from coral_mfg.inference.runtime import Device, ModelChoice, Runtime
 from coral_mfg.results import StageTimes
+from coral_mfg.settings import ModelsConfig
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +54,13 @@ def _present(manifest: Manifest, home: Path, name: str | None) -> Path | None:
     return path if path.is_file() else None
 
 
-def plan_models(settings: dict[str, Any], manifest: Manifest | None = None) -> ModelPlan:
+def plan_models(models: ModelsConfig, manifest: Manifest | None = None) -> ModelPlan:
     """Explicit files win; otherwise the first detector of the manifest that is present."""
     manifest = manifest or load_manifest()
     home = app_home()
     det_set: ModelSet | None = None
     note = "--detection_model"
-    detector: str | None = settings.get("detection_model")
+    detector = str(models.detection_model) if models.detection_model else None
     if detector is None:
         for candidate in manifest.detectors:
             found = _present(manifest, home, candidate.cpu) or _present(
@@ -78,18 +78,18 @@ def plan_models(settings: dict[str, Any], manifest: Manifest | None = None) -> M
         order = [d.name for d in manifest.detectors]
         note = f"{det_set.name}, first available of {', '.join(order)}"
     clf = manifest.classifier
-    classifier = settings.get("classifier_model") or str(
+    classifier = models.classifier_model or str(
         _present(manifest, home, clf.cpu)
         or _present(manifest, home, clf.edgetpu)
         or manifest.path(clf.cpu or clf.labels, home)
     )
-    det_labels = settings.get("detection_labels") or str(
+    det_labels = models.detection_labels or str(
         manifest.path(det_set.labels if det_set else "coco_labels.txt", home)
     )
-    clf_labels = settings.get("classifier_labels") or str(manifest.path(clf.labels, home))
+    clf_labels = models.classifier_labels or str(manifest.path(clf.labels, home))
 
     def threshold(key: str, fallback: float) -> float:
-        value = settings.get(key)
+        value = getattr(models, key)
         if value is not None:
             return float(value)
         own = getattr(det_set, key, None) if det_set else None
@@ -168,10 +168,8 @@ class InferenceEngine:
             lines.append(f"Edge TPU not used: {self.runtime.tpu_error}")
         return lines
 
-    def detect(
-        self, frame: np.ndarray, out_size: tuple[int, int], times: StageTimes | None = None
-    ) -> Detections:
-        """Detections on a BGR frame, in pixels of ``out_size``."""
+    def detect(self, frame: np.ndarray, times: StageTimes | None = None) -> Detections:
+        """Detections on a BGR frame, in its own pixels."""
         t0 = time.perf_counter()
         adapters.set_image(self.detector, frame)
         t1 = time.perf_counter()
@@ -180,7 +178,8 @@ class InferenceEngine:
         if times is not None:
             times.preprocess += (t1 - t0) * 1000.0
             times.detect += (t2 - t1) * 1000.0
-        return adapters.get_detections(self.detector, self.layout, out_size)
+        return adapters.get_detections(self.detector, self.layout,
+                                       (frame.shape[1], frame.shape[0]))
 
     def class_scores(
         self, frame: np.ndarray, roi: tuple[int, int, int, int], times: StageTimes | None = None

@@ -22,6 +22,7 @@ from typing import Any
 
 from coral_mfg.errors import DeviceError, ModelError
 from coral_mfg.inference.model_file import ModelInfo, inspect_model, twin_path
+from coral_mfg.quiet import native_stderr_to_log
 
 log = logging.getLogger(__name__)
 
@@ -316,14 +317,15 @@ class Runtime:
     def open(self, choice: ModelChoice) -> Any:
         """An allocated interpreter for ``choice`` on its device."""
         try:
-            if choice.device is Device.EDGETPU:
-                assert self._tpu is not None
-                interp = self._tpu.interpreter(choice.path)
-            else:
-                interp = self.backend.interpreter(
-                    model_path=str(choice.path), num_threads=self.cpu_threads
-                )
-            interp.allocate_tensors()
+            with native_stderr_to_log():
+                if choice.device is Device.EDGETPU:
+                    assert self._tpu is not None
+                    interp = self._tpu.interpreter(choice.path)
+                else:
+                    interp = self.backend.interpreter(
+                        model_path=str(choice.path), num_threads=self.cpu_threads
+                    )
+                interp.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise ModelError(
                 f"{choice.path} failed to load on {choice.device} ({str(exc).splitlines()[0]}); "

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import tomllib
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import tomli_w
@@ -21,7 +20,8 @@ from coral_mfg.overlay import WHITE
 from coral_mfg.render.scene import HUD_HEIGHT, Layer, rect, rgba, thick_polyline
 from coral_mfg.render.text import GlyphAtlas
 from coral_mfg.safety import ZoneStore
-from coral_mfg.zones import KeepoutZone, ZoneMode, ZoneSource, check_polygon
+from coral_mfg.zone_watch import ZoneWatcher
+from coral_mfg.zones import KeepoutZone, ZoneSource, ZoneSpec, place_zone, relative_points
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +38,13 @@ def _segment_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
 
 
 class ZoneEditor:
-    def __init__(
-        self, store: ZoneStore, size: tuple[int, int], watcher: Any = None,
-        whole_box: bool = False,
-    ) -> None:
+    """Edits the zones in force with the mouse; saves them where they came from."""
+
+    def __init__(self, store: ZoneStore, watcher: ZoneWatcher, size: tuple[int, int]) -> None:
         self.store = store
-        self.size = size
+        self.size = size  # the pane, in output pixels
         self.watcher = watcher
-        self.whole_box = whole_box
+        self.placement = watcher.placement
         self.active = False
         self.selected = 0
         self.dragging: int | None = None
@@ -97,7 +96,7 @@ class ZoneEditor:
         """Put the edited zones in force, unless one is not a valid polygon right now."""
         for z in self.zones:
             try:
-                check_polygon(z.points, f"zone '{z.name}'", self.size)
+                relative_points(z.as_spec(self.placement.picture), f"zone '{z.name}'")
             except ConfigError as exc:
                 self.message = f"not applied: {exc}"
                 return
@@ -130,9 +129,9 @@ class ZoneEditor:
     def move(self, x: float, y: float) -> None:
         if self.dragging is None or self.zone is None:
             return
-        w, h = self.size
+        px, py, pw, ph = self.placement.picture
         points = self.zone.points.copy()
-        points[self.dragging] = (float(np.clip(x, 0, w)), float(np.clip(y, 0, h)))
+        points[self.dragging] = (float(np.clip(x, px, px + pw)), float(np.clip(y, py, py + ph)))
         self._set_points(points)
 
     def release(self) -> None:
@@ -151,12 +150,10 @@ class ZoneEditor:
         n = len(self.zones) + 1
         while f"zone-{n}" in names:
             n += 1
-        w, h = self.size
-        square = np.array([[w * 0.4, h * 0.4], [w * 0.6, h * 0.4], [w * 0.6, h * 0.6],
-                           [w * 0.4, h * 0.6]], np.float64)
-        mode = ZoneMode.WHOLE_BOX if self.whole_box else ZoneMode.BOTTOM
-        self.zones.append(KeepoutZone(f"zone-{n}", square, mode, enter_frames=3, exit_frames=3,
-                                      source=source))
+        spec = ZoneSpec(name=f"zone-{n}", units="relative",
+                        points=((0.4, 0.4), (0.6, 0.4), (0.6, 0.6), (0.4, 0.6)))
+        self.zones.append(place_zone(spec, self.placement.picture, self.placement.whole_box,
+                                     source, f"zone '{spec.name}'"))
         self.selected = len(self.zones) - 1
         self._apply()
 
@@ -171,14 +168,13 @@ class ZoneEditor:
         if self.message:
             raise ConfigError(f"cannot save: {self.message}")
         if source.kind == "csv":
-            text = "x,y\n" + "".join(
-                f"{x},{y}\n" for x, y in self.zones[0].file_points(self.size))
+            points = self.zones[0].as_spec(self.placement.picture).points
+            text = "x,y\n" + "".join(f"{x},{y}\n" for x, y in points)
         else:
             text = self._toml(source)
         with replacing(source.path) as tmp:
             tmp.write_text(text, encoding="utf-8")
-        if self.watcher is not None:
-            self.watcher.mark_saved()
+        self.watcher.mark_saved()
         log.info("zones saved to %s", source.path)
         self.message = f"saved to {source.path}"
         return source.path
@@ -186,19 +182,7 @@ class ZoneEditor:
     def _toml(self, source: ZoneSource) -> str:
         data = tomllib.loads(source.path.read_text(encoding="utf-8"))
         safety = data.setdefault("safety", {})
-        safety["zones"] = [
-            {
-                "name": z.name,
-                "points": z.file_points(self.size),
-                "units": z.units,
-                "mode": str(z.mode),
-                "enter_frames": z.enter_frames,
-                "exit_frames": z.exit_frames,
-                "enabled": z.enabled,
-                "color": "#{:02x}{:02x}{:02x}".format(*z.color),
-            }
-            for z in self.zones
-        ]
+        safety["zones"] = [z.as_spec(self.placement.picture).to_table() for z in self.zones]
         return tomli_w.dumps(data)
 
     # --- drawing --------------------------------------------------------------------------

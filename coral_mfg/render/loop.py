@@ -6,7 +6,6 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import glfw
 
@@ -15,6 +14,7 @@ from coral_mfg.pipeline import Pipeline
 from coral_mfg.render.editor import ZoneEditor
 from coral_mfg.render.window import IDLE_WAIT_S, DisplaySink, Window, scene_for
 from coral_mfg.results import STREAMS, VISUAL_INSPECTION, WORKER_SAFETY
+from coral_mfg.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -22,15 +22,15 @@ TITLES = {WORKER_SAFETY: "WORKER SAFETY", VISUAL_INSPECTION: "VISUAL INSPECTION"
 
 
 class WindowApp:
-    def __init__(self, settings: dict[str, Any], pipeline: Pipeline, display: DisplaySink) -> None:
+    def __init__(self, settings: Settings, pipeline: Pipeline, display: DisplaySink) -> None:
         self.settings = settings
         self.pipeline = pipeline
         self.display = display
-        self.window = Window((settings["width"], settings["height"]),
-                             fullscreen=bool(settings.get("fullscreen")))
+        self.window = Window(settings.out_size, fullscreen=settings.window.fullscreen)
         self.show_hud = True
-        self.editor = ZoneEditor(pipeline.zone_store, (settings["width"], settings["height"]),
-                                 pipeline.zone_watcher, bool(settings["safety_check_whole_box"]))
+        watcher = pipeline.zone_watcher
+        assert watcher is not None
+        self.editor = ZoneEditor(pipeline.zone_store, watcher, settings.out_size)
         self.quit = False
         self._shown: dict[str, int] = {}
         self._dirty = True
@@ -41,7 +41,7 @@ class WindowApp:
         p = self.pipeline
         fps, ms = self.display.rates(stream)
         device = "Edge TPU" if p.device == "edgetpu" else "CPU"
-        source = Path(p.captures[stream].spec).name
+        source = Path(p.units[stream].config.spec).name
         lines = [
             f"{TITLES[stream]}  {source}",
             f"{fps:5.1f} fps   inference {ms:5.1f} ms",
@@ -128,7 +128,7 @@ class WindowApp:
                 self._shown[stream] = snap[stream][0]
         layer = scene_for(
             snap, self.window.atlas, self.window.pane_size, self.pipeline.zone_store.zones,
-            anonymize=bool(self.settings["anonymize"]), hud=self.hud if self.show_hud else None,
+            anonymize=self.settings.output.anonymize, hud=self.hud if self.show_hud else None,
             status=self.pipeline.status,
         )
         self.editor.draw(self.window.atlas, layer)
@@ -140,7 +140,7 @@ class WindowApp:
 
     def run(self, stop: threading.Event) -> None:
         """Until q/Esc, window close, a stop signal, or (with --max_frames) the end."""
-        automated = bool(self.settings.get("max_frames"))
+        automated = self.settings.inputs.max_frames > 0
         last_fb = self.window.framebuffer_size()
         last_hud = 0.0
         while not (stop.is_set() or self.quit or self.window.should_close):
@@ -164,9 +164,9 @@ class WindowApp:
         """Draw the final results (after the pipeline drained), save --screenshot, close."""
         try:
             self.render()
-            shot = self.settings.get("screenshot")
+            shot = self.settings.window.screenshot
             if shot:
-                log.info("screenshot saved to %s", self.window.screenshot(Path(shot)))
+                log.info("screenshot saved to %s", self.window.screenshot(shot))
             self.window.swap()
             log.info("renderer: %d frames drawn, %d GL errors", self.window.frames_drawn,
                      self.window.gl_errors)

@@ -103,17 +103,6 @@ def hud_layer(
                                       rgba(color)))
 
 
-def letterbox(
-    framebuffer: tuple[int, int], content: tuple[int, int]
-) -> tuple[int, int, int, int]:
-    """Viewport (x, y, w, h) that fits ``content`` in ``framebuffer`` without stretching."""
-    fw, fh = framebuffer
-    cw, ch = content
-    scale = min(fw / cw, fh / ch)
-    w, h = max(1, round(cw * scale)), max(1, round(ch * scale))
-    return ((fw - w) // 2, (fh - h) // 2, w, h)
-
-
 def status_layer(
     message: str, atlas: GlyphAtlas, pane: tuple[float, float, float, float], layer: Layer
 ) -> None:

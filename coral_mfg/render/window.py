@@ -24,9 +24,11 @@ import numpy.typing as npt
 from OpenGL import GL
 
 from coral_mfg.errors import UserError
+from coral_mfg.geometry import Rect, letterbox
+from coral_mfg.outputs import SinkBase
 from coral_mfg.overlay import build_overlay
 from coral_mfg.render.gl import Program, StreamBuffer, Texture
-from coral_mfg.render.scene import Layer, hud_layer, letterbox, overlay_layer, status_layer
+from coral_mfg.render.scene import Layer, hud_layer, overlay_layer, status_layer
 from coral_mfg.render.text import GlyphAtlas
 from coral_mfg.results import STREAMS, FrameResult
 from coral_mfg.zones import KeepoutZone
@@ -39,7 +41,7 @@ STALE_S = 2.0
 
 
 @dataclass
-class DisplaySink:
+class DisplaySink(SinkBase):
     """The newest result of each stream, handed from the output thread to the window."""
 
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -57,9 +59,6 @@ class DisplaySink:
             self.infer_ms.setdefault(s, deque(maxlen=RECENT)).append(
                 result.times.detect + result.times.classify
             )
-
-    def close(self) -> None:
-        pass
 
     def snapshot(self) -> dict[str, tuple[int, FrameResult]]:
         with self.lock:
@@ -101,11 +100,15 @@ class Window:
         if monitor is not None:
             mode = glfw.get_video_mode(monitor)
             size = (mode.size.width, mode.size.height)
+        else:
+            size, position = _fit_to_work_area(self.content)
         self.handle = glfw.create_window(size[0], size[1], title, monitor, None)
         if not self.handle:
             glfw.terminate()
             raise UserError("cannot create an OpenGL 3.3 window on this display; "
                             "run with --headless or update the graphics driver")
+        if monitor is None and position is not None:
+            glfw.set_window_pos(self.handle, *position)
         glfw.make_context_current(self.handle)
         glfw.swap_interval(1)
         glfw.set_window_aspect_ratio(self.handle, self.content[0], self.content[1])
@@ -126,6 +129,7 @@ class Window:
         self.atlas_tex = Texture(w, h, 1)
         self.atlas_tex.upload(self.atlas.image)
         self.panes: list[Texture | None] = [None, None]
+        self.pictures: list[Rect] = [(0, 0, *pane_size), (0, 0, *pane_size)]
         self.gl_errors = 0
         self.frames_drawn = 0
         GL.glEnable(GL.GL_BLEND)
@@ -166,6 +170,7 @@ class Window:
             if tex is not None:
                 tex.delete()
             tex = self.panes[index] = Texture(w, h, 3)
+            self.pictures[index] = letterbox(self.pane_size, (w, h))
         tex.upload(image)
 
     def framebuffer_size(self) -> tuple[int, int]:
@@ -181,16 +186,17 @@ class Window:
         GL.glClearColor(0.0, 0.0, 0.0, 1.0)
         GL.glClear(GL.GL_COLOR_BUFFER_BIT)
         GL.glViewport(*self.viewport())
-        pw, ph = self.pane_size
         self.video.use(self.content)
         for i, tex in enumerate(self.panes):
             if tex is None:
                 continue
             tex.bind()
-            x0, x1 = float(i * pw), float((i + 1) * pw)
+            px, y0, pw, ph = self.pictures[i]
+            x0 = float(i * self.pane_size[0] + px)
+            x1, y1 = x0 + pw, float(y0 + ph)
             quad = np.array([
-                (x0, 0, 0, 0), (x1, 0, 1, 0), (x1, ph, 1, 1),
-                (x0, 0, 0, 0), (x1, ph, 1, 1), (x0, ph, 0, 1),
+                (x0, y0, 0, 0), (x1, y0, 1, 0), (x1, y1, 1, 1),
+                (x0, y0, 0, 0), (x1, y1, 1, 1), (x0, y1, 0, 1),
             ], np.float32)
             self.textured_buf.draw(np.hstack([quad, np.ones((6, 4), np.float32)]))
         solid, text = layer.arrays()
@@ -242,6 +248,22 @@ class Window:
             glfw.destroy_window(self.handle)
             self.handle = None  # type: ignore[assignment]
         glfw.terminate()
+
+
+def _fit_to_work_area(
+    content: tuple[int, int],
+) -> tuple[tuple[int, int], tuple[int, int] | None]:
+    """The window's size and place: the content size, shrunk (never stretched) to fit
+    the primary monitor's work area, so it never runs off a small screen."""
+    monitor = glfw.get_primary_monitor()
+    if not monitor:
+        return content, None
+    x, y, w, h = glfw.get_monitor_workarea(monitor)
+    if w <= 0 or h <= 0:
+        return content, None
+    scale = min(1.0, w / content[0], h / content[1])
+    size = (max(1, int(content[0] * scale)), max(1, int(content[1] * scale)))
+    return size, (x + (w - size[0]) // 2, y + (h - size[1]) // 2)
 
 
 def scene_for(
