@@ -57,6 +57,8 @@ class Digest:
 
 @dataclass(frozen=True)
 class Asset:
+    """One file the application needs, where to get it, and how to know it is the right one."""
+
     name: str
     kind: str
     url: str
@@ -85,6 +87,8 @@ class ModelSet:
 
 @dataclass(frozen=True)
 class Manifest:
+    """Every asset, the detectors in order of preference, the sample videos (assets.toml)."""
+
     assets: tuple[Asset, ...]
     detectors: tuple[ModelSet, ...]
     classifier: ModelSet
@@ -156,6 +160,8 @@ def verify(asset: Asset, path: Path) -> bool:
 
 @dataclass(frozen=True)
 class FetchResult:
+    """What fetching one asset did, for the report printed per file."""
+
     asset: Asset
     status: str  # "present", "fetched", "missing"
     source: str = ""

@@ -42,6 +42,8 @@ POLL_S = 0.1
 
 
 class SourceKind(StrEnum):
+    """What a source spec names; each kind is opened, paced and recovered differently."""
+
     FILE = "file"
     CAMERA = "camera"
     STREAM = "stream"
@@ -197,6 +199,8 @@ def _as_bgr(image: Any) -> npt.NDArray[np.uint8] | None:
 
 
 class Outcome(StrEnum):
+    """Why a reader ended, which tells its supervisor whether to reopen the source."""
+
     RUNNING = "running"
     END = "end"  # a file reached its end and does not loop
     FAILED = "failed"  # the source stopped delivering

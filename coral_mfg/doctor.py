@@ -13,6 +13,7 @@ from pathlib import Path
 from coral_mfg.assets import Manifest, app_home, load_manifest, usable_pairs, verify
 from coral_mfg.capture import probe_source
 from coral_mfg.errors import DeviceError, UserError
+from coral_mfg.files import writable_folder
 from coral_mfg.inference import runtime
 from coral_mfg.results import STREAMS
 from coral_mfg.settings import Settings
@@ -20,6 +21,8 @@ from coral_mfg.settings import Settings
 
 @dataclass(frozen=True)
 class Check:
+    """One line of the doctor's report; only required checks decide the verdict."""
+
     name: str
     ok: bool
     detail: str
@@ -137,11 +140,8 @@ def _input_check(settings: Settings, stream: str) -> Check:
 
 
 def _folder_check(path: Path) -> Check:
-    folder = path.parent
-    existing = next((p for p in (folder, *folder.parents) if p.exists()), folder)
-    ok = existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)
-    detail = f"{folder} writable" if ok else f"{folder} cannot be written ({existing})"
-    return Check(f"output {path.name}", ok, detail)
+    problem = writable_folder(path)
+    return Check(f"output {path.name}", problem is None, problem or f"{path.parent} writable")
 
 
 def run_doctor(args: argparse.Namespace, out: Callable[[str], None] = print) -> int:

@@ -27,3 +27,18 @@ def replacing(target: Path) -> Iterator[Path]:
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def writable_folder(path: Path) -> str | None:
+    """Why the folder of ``path`` cannot take new files, or None when it can.
+
+    Tried for real, making the folder if needed: permission bits say nothing for root.
+    """
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        return f"{folder} cannot be written ({exc.strerror})"
+    return None

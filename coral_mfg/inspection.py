@@ -23,6 +23,8 @@ MIN_CROP_PX = 8
 
 @dataclass
 class VisualInspection:
+    """The inspection stream's processor: detect, crop, grade, and vote per tracked object."""
+
     threshold: float
     out_size: tuple[int, int]
     name: str = VISUAL_INSPECTION

@@ -129,7 +129,11 @@ class SideBySideRecorder(SinkBase):
         zones: Callable[[], tuple[KeepoutZone, ...]], anonymize: bool,
     ) -> None:
         w, h = size
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"cannot make the folder of {path} ({exc.strerror}); pass a "
+                            "writable path to --output") from None
         self.path = path
         self.size = size
         self.zones = zones

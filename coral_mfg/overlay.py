@@ -27,6 +27,8 @@ ZONE_THICKNESS = 4
 
 @dataclass(frozen=True)
 class BoxMark:
+    """A labelled box to draw, in output-frame pixels."""
+
     box: Box
     color: Color
     label: str
@@ -35,6 +37,8 @@ class BoxMark:
 
 @dataclass(frozen=True)
 class PolygonMark:
+    """A zone outline to draw, in output-frame pixels."""
+
     points: tuple[tuple[float, float], ...]
     color: Color
     thickness: int = ZONE_THICKNESS
@@ -42,6 +46,8 @@ class PolygonMark:
 
 @dataclass(frozen=True)
 class Overlay:
+    """Everything drawn over one pane, shared by the window and the recorder."""
+
     size: tuple[int, int]
     polygons: tuple[PolygonMark, ...]
     boxes: tuple[BoxMark, ...]

@@ -17,6 +17,8 @@ STREAMS = (WORKER_SAFETY, VISUAL_INSPECTION)
 
 @dataclass(frozen=True)
 class PersonObject:
+    """A tracked person on one frame, with the zones they are in after the debounce."""
+
     score: float
     box: Box
     keepout: bool  # in any zone (debounced)
@@ -30,6 +32,8 @@ class PersonObject:
 
 @dataclass(frozen=True)
 class AppleObject:
+    """A tracked inspected object on one frame, with its running verdict."""
+
     score: float
     box: Box
     grade: str | None  # the apple's running verdict
@@ -56,6 +60,8 @@ class StageTimes:
 
 @dataclass(frozen=True, eq=False)
 class FrameResult:
+    """What processing one frame produced; it crosses from the workers to every output."""
+
     frame: Frame
     out_size: tuple[int, int]
     device: str

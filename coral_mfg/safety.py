@@ -143,6 +143,8 @@ class ZoneDebounce:
 
 @dataclass
 class WorkerSafety:
+    """The safety stream's processor: people, tracked and tested against the zones in force."""
+
     store: ZoneStore
     threshold: float
     out_size: tuple[int, int]

@@ -247,6 +247,14 @@ class Settings(_Section):
         if self.window.headless and self.window.screenshot is not None:
             raise ValueError("--screenshot needs the window: drop --headless, or drop "
                              "--screenshot and record with --output")
+        inputs = {Path(p).resolve() for p in (self.inputs.worker_safety_input,
+                                             self.inputs.visual_inspection_input)
+                  if p is not None and not _is_device_or_url(p)}
+        for key in ("output", "events"):
+            path = getattr(self.output, key)
+            if path is not None and path.resolve() in inputs:
+                raise ValueError(f"--{key} {path} is an input video and would be overwritten; "
+                                 f"pass another path to --{key}")
         return self
 
     @property

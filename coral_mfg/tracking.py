@@ -29,6 +29,8 @@ def iou_matrix(a: npt.NDArray[np.floating], b: npt.NDArray[np.floating]) -> npt.
 
 @dataclass
 class Track:
+    """One object followed across frames, with its summed grade scores."""
+
     id: int
     box: npt.NDArray[np.float32]
     hits: int = 1

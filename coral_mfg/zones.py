@@ -31,6 +31,8 @@ from coral_mfg.geometry import Rect, from_rect, to_rect
 
 
 class ZoneMode(StrEnum):
+    """Which part of a person counts: the feet (high camera) or the whole box (overhead)."""
+
     BOTTOM = "bottom"
     WHOLE_BOX = "whole_box"
 

@@ -190,9 +190,8 @@ def test_classifier_grades_real_crops(
 ) -> None:
     adapters.set_image(classifier, frames("apple-conveyor.mp4")[index], box)
     classifier.invoke()
-    result = adapters.top_class(classifier)
-    assert result.class_id == grade
-    assert result.score > 0.8
     scores = adapters.class_scores(classifier)
+    assert int(np.argmax(scores)) == grade
+    assert float(scores.max()) > 0.8
     assert scores.dtype == np.float32
     assert 0.9 <= float(scores.sum()) <= 1.01  # dequantized softmax, scale 1/256

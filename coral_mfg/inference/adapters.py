@@ -157,15 +157,3 @@ def class_scores(interpreter: Any) -> npt.NDArray[np.float32]:
         if scale:
             raw = (raw.astype(np.float32) - zero_point) * scale
     return np.asarray(raw, dtype=np.float32)
-
-
-@dataclass(frozen=True)
-class Classification:
-    class_id: int
-    score: float
-
-
-def top_class(interpreter: Any) -> Classification:
-    scores = class_scores(interpreter)
-    best = int(np.argmax(scores))
-    return Classification(best, float(scores[best]))

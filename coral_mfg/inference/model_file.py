@@ -20,12 +20,16 @@ _EDGETPU_SUFFIX = "_edgetpu"
 
 @dataclass(frozen=True)
 class TensorSpec:
+    """A tensor's name and shape as the file declares them."""
+
     name: str
     shape: tuple[int, ...]
 
 
 @dataclass(frozen=True)
 class ModelInfo:
+    """What a model file is, known before any runtime touches it."""
+
     path: Path
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]

@@ -32,6 +32,8 @@ _DEVICE_RE = re.compile(r"^(?:(usb|pci)(?::(\d+))?|:(\d+))$")
 
 
 class Device(StrEnum):
+    """Where inference runs; ``auto`` picks the Edge TPU when one answers."""
+
     AUTO = "auto"
     EDGETPU = "edgetpu"
     CPU = "cpu"
@@ -111,6 +113,8 @@ def google_pycoral() -> ModuleType | None:
 
 @dataclass(frozen=True)
 class EdgeTpuInfo:
+    """An Edge TPU the operating system shows, found without loading its runtime."""
+
     kind: str  # "usb" or "pci"
     path: str
     note: str = ""

@@ -22,6 +22,8 @@ def _compile(kind: int, name: str) -> int:
 
 
 class Program:
+    """A linked shader program with the one uniform every shader takes: the content size."""
+
     def __init__(self, vertex: str, fragment: str) -> None:
         vs = _compile(GL.GL_VERTEX_SHADER, vertex)
         fs = _compile(GL.GL_FRAGMENT_SHADER, fragment)

@@ -22,6 +22,8 @@ TITLES = {WORKER_SAFETY: "WORKER SAFETY", VISUAL_INSPECTION: "VISUAL INSPECTION"
 
 
 class WindowApp:
+    """The window's side of a run: keys, mouse, HUD and drawing, on the main thread."""
+
     def __init__(self, settings: Settings, pipeline: Pipeline, display: DisplaySink) -> None:
         self.settings = settings
         self.pipeline = pipeline

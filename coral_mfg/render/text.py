@@ -21,6 +21,8 @@ PAD = 4
 
 @dataclass(frozen=True)
 class Glyph:
+    """Where one character sits in the atlas texture and how far it advances."""
+
     u0: float
     v0: float
     u1: float
@@ -30,6 +32,8 @@ class Glyph:
 
 @dataclass(frozen=True, eq=False)
 class GlyphAtlas:
+    """Every printable ASCII glyph in one texture, so text is drawn as textured quads."""
+
     image: npt.NDArray[np.uint8]  # (H, W) coverage
     glyphs: dict[str, Glyph]
     cell_w: int
