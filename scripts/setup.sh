@@ -11,8 +11,9 @@ cd "$(dirname "$0")/.."
 extra=""
 [ "${1:-}" = "--dev" ] && extra="[dev]"
 
-# Runtime: GL and X client libraries for the window; tests: Xvfb, Mesa, ffprobe.
-packages=(libgl1 libegl1 libx11-6 libxrandr2 libxinerama1 libxcursor1 libxi6)
+# Runtime: venv for Debian's python3, GL and X client libraries for the window;
+# tests: Xvfb, Mesa, ffprobe.
+packages=(python3-venv libgl1 libegl1 libx11-6 libxrandr2 libxinerama1 libxcursor1 libxi6)
 [ -n "$extra" ] && packages+=(xvfb libgl1-mesa-dri xauth ffmpeg)
 missing=()
 for p in "${packages[@]}"; do
@@ -32,7 +33,17 @@ if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
   exit 1
 fi
 [ -x .venv/bin/python ] || "$python" -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".${extra}"
+# Install only when pyproject.toml or the extras asked for changed since the last
+# install (a [dev] install covers the plain one), so a re-run needs no package index.
+stamp=.venv/.coral-mfg-installed
+hash=$(sha256sum pyproject.toml | cut -d' ' -f1)
+have=$(cat "$stamp" 2>/dev/null || true)
+if [ "$have" = "$hash [dev]" ] || [ "$have" = "$hash ${extra:-[]}" ]; then
+  echo "setup: coral-mfg and its dependencies are installed and up to date"
+else
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e ".${extra}"
+  echo "$hash ${extra:-[]}" > "$stamp"
+fi
 
 .venv/bin/coral-mfg fetch-assets

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -182,3 +183,107 @@ def test_internal_errors_keep_their_traceback_in_the_log(
     assert main(["--headless", "--log_file", str(log_file)]) == 1
     text = log_file.read_text()
     assert "internal error" in text and "Traceback" in text and "ZeroDivisionError" in text
+
+
+# --- rough edges a new user meets ------------------------------------------------------------
+
+
+def _one_error(result: subprocess.CompletedProcess[str]) -> str:
+    """The run refused with status 2: at most three lines, the error last, no traceback."""
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) <= 3, lines
+    assert lines[-1].startswith("coral-mfg: error: "), lines
+    assert "Traceback" not in result.stderr
+    return lines[-1]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--headless", "--screenshot", "x.png"], "--screenshot needs the window"),
+        (["--worker_safety_input", "/nonexistent/a.mp4"],
+         "video file /nonexistent/a.mp4 not found"),
+        (["--visual_inspection_input", str(ROOT / "README.md")], "cannot open file"),
+        (["--worker_safety_input", "/dev/video9"], "camera /dev/video9 not found"),
+        (["--output", str(ROOT / "README.md" / "x.mp4")], "cannot be written"),
+        (["--events", str(ROOT / "videos" / "apple-conveyor.mp4")],
+         "is an input video and would be overwritten"),
+    ],
+    ids=["screenshot-headless", "missing-file", "not-a-video", "no-camera", "output-folder",
+         "events-over-input"],
+)
+def test_bad_input_fails_fast_in_one_line(args: list[str], message: str) -> None:
+    result = _cli("--headless", "--device", "cpu", *args)
+    assert message in _one_error(result)
+    assert "versions:" not in result.stderr  # refused before any model was loaded
+    for noise in ("[ WARN", "[h264", "[mov,", "moov atom", "XNNPACK"):
+        assert noise not in result.stderr
+
+
+def test_library_noise_goes_to_the_debug_log_only(tmp_path: Path) -> None:
+    quiet = _cli("--headless", "--device", "cpu", "--max_frames", "2")
+    assert quiet.returncode == 0, quiet.stderr
+    assert "XNNPACK" not in quiet.stderr
+    debug = _cli("--headless", "--device", "cpu", "--max_frames", "2", "--log_level", "debug")
+    assert debug.returncode == 0, debug.stderr
+    assert any("DEBUG coral_mfg.native" in line and "XNNPACK" in line
+               for line in debug.stderr.splitlines())
+
+
+def test_summary_is_one_json_line() -> None:
+    result = _cli("--headless", "--device", "cpu", "--no-realtime", "--max_frames", "3")
+    line = next(x for x in result.stderr.splitlines() if "summary: " in x)
+    summary = json.loads(line.split("summary: ", 1)[1])
+    assert summary["type"] == "summary" and summary["frames"]["worker_safety"] == 3
+
+
+def test_fetch_assets_refuses_an_unknown_name() -> None:
+    assert "unknown asset 'foo'; known: " in _one_error(_cli("fetch-assets", "--only", "foo"))
+
+
+def test_relative_model_paths_are_taken_from_the_working_directory(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "coral_mfg", "--headless", "--device", "cpu",
+         "--detection_model", "sub/missing.tflite"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
+    assert f"model file {tmp_path / 'sub' / 'missing.tflite'} not found" in _one_error(result)
+    ok = subprocess.run(
+        [sys.executable, "-m", "coral_mfg", "--headless", "--device", "cpu", "--max_frames", "2",
+         "--detection_model", "ssd_mobilenet_v1_coco_quant_detect.tflite"],
+        cwd=ROOT / "models", capture_output=True, text=True, timeout=120, check=False)
+    assert ok.returncode == 0, ok.stderr
+
+
+def test_doctor_checks_the_config_inputs_and_output_folders(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("widht = 3\n")
+    result = _cli("doctor", "--config", str(bad))
+    assert result.returncode == 1
+    assert "[ERR] config: " in result.stdout and "unknown key 'widht'" in result.stdout
+    assert "verdict: cannot run (config)" in result.stdout
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = _cli("doctor", "--worker_safety_input", str(tmp_path / "none.mp4"),
+                  "--events", str(blocker / "events.jsonl"))
+    assert result.returncode == 1
+    assert "[ERR] input worker_safety: video file" in result.stdout
+    assert "[ok ] input visual_inspection: " in result.stdout
+    assert "[ERR] output events.jsonl: " in result.stdout
+
+
+def test_setup_rerun_needs_no_package_index() -> None:
+    """On a set-up machine, setup.sh installs and fetches nothing, so it works offline."""
+    env = {**os.environ, "PIP_INDEX_URL": "http://127.0.0.1:9/simple", "PIP_NO_INDEX": "1"}
+    result = subprocess.run(["bash", str(ROOT / "scripts" / "setup.sh"), "--dev"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300, check=False, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "installed and up to date" in result.stdout
+    assert "fetched " not in result.stdout and "ready: " in result.stdout
+
+
+def test_bench_help_says_how_long_it_takes() -> None:
+    result = _cli("bench", "--help")
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())
+    assert "the bound takes as long again, at most 10 s" in text

@@ -333,3 +333,43 @@ def test_live_reload_switches_zones_and_survives_a_bad_edit(tmp_path: Path) -> N
 def test_whole_box_flag_sets_the_mode_of_the_shipped_zone() -> None:
     settings = resolve_settings(run_parser().parse_args(["--safety_check_whole_box"]))
     assert zones_from_settings(settings)[0].mode is ZoneMode.WHOLE_BOX
+
+
+# --- one schema, sizes, renames --------------------------------------------------------------
+
+
+def test_readme_zone_table_is_the_schema() -> None:
+    from coral_mfg.zones import schema_table
+
+    assert schema_table() in (ROOT / "README.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("size", "corner"),
+    [((960, 540), [585, 390]), ((1280, 720), [780, 520]), ((480, 270), [292.5, 195])],
+)
+def test_pixel_zones_are_scaled_to_the_output(
+    tmp_path: Path, size: tuple[int, int], corner: list[float]
+) -> None:
+    zones = _zones(tmp_path, f"width = {size[0]}\nheight = {size[1]}\n[[safety.zones]]\n"
+                   'name = "press-1"\npoints = [[585,390],[720,335],[420,205],[305,235]]\n')
+    assert zones[0].points[0].tolist() == corner
+
+
+def test_a_renamed_zone_keeps_the_people_in_it() -> None:
+    from coral_mfg.safety import ZoneStore
+
+    square = np.array(SQUARE, np.float64)
+    store = ZoneStore((KeepoutZone("press-1", square, enter_frames=1, exit_frames=1),))
+    debounce = ZoneDebounce()
+    assert debounce.update({"press-1": {7: True}}, store.zones) == [
+        ("keepout_enter", "press-1", 7)]
+    store.replace((KeepoutZone("press-A", square, enter_frames=1, exit_frames=1),))
+    for old, new in store.take_renames():
+        debounce.rename(old, new)
+    assert debounce.update({"press-A": {7: True}}, store.zones) == []  # no exit, no entry
+    assert debounce.violations == {"press-A": 1}
+    assert debounce.active(7) == ["press-A"]
+    # moved and renamed at once: still the zone at the same place in the list
+    store.replace((KeepoutZone("press-B", square + 5, enter_frames=1, exit_frames=1),))
+    assert store.take_renames() == [("press-A", "press-B")]

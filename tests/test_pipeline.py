@@ -352,3 +352,42 @@ def test_looping_file_is_decoded_once_and_replayed_from_memory() -> None:
         assert np.array_equal(a.image, b.image)
         assert not b.image.flags.writeable
     assert np.array_equal(first[10].image, frames(WORKER)[10])
+
+
+# --- output sizes -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("size", "picture"),
+    [
+        ((640, 360), (0, 0, 640, 360)),  # the shipped zone is relative: any size starts
+        ((1000, 1000), (0, 219, 1000, 562)),  # a square frame: letterboxed, never stretched
+    ],
+    ids=["640x360", "1000x1000"],
+)
+def test_output_size_fits_the_picture(
+    tmp_path: Path, size: tuple[int, int], picture: tuple[int, int, int, int]
+) -> None:
+    w, h = size
+    events, output = tmp_path / "events.jsonl", tmp_path / "out.mp4"
+    result = subprocess.run(
+        [sys.executable, "-m", "coral_mfg", "--headless", "--no-realtime", "--device", "cpu",
+         "--max_frames", "12", "--width", str(w), "--height", str(h),
+         "--events", str(events), "--output", str(output)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr
+    px, py, pw, ph = picture
+    lines = [json.loads(x) for x in events.read_text().splitlines()]
+    boxes = [o["box"] for e in _frames_of(lines, "worker_safety") for o in e["objects"]]
+    assert boxes
+    for x1, y1, x2, y2 in boxes:  # every box lies on the picture, not on the bars
+        assert px <= x1 <= x2 <= px + pw and py <= y1 <= y2 <= py + ph
+    cap = cv2.VideoCapture(str(output))
+    ok, image = cap.read()
+    assert ok and image.shape == (h, 2 * w, 3)
+    worker = image[:, :w].astype(np.int32)
+    expected = cv2.resize(frames(WORKER)[0], (pw, ph)).astype(np.int32)
+    shown = worker[py:py + ph, px:px + pw]
+    assert np.abs(shown - expected).mean() < 12  # the whole picture, unstretched (codec noise)
+    if py > 8:  # black bars (a box on the picture's edge may spill a few pixels)
+        assert worker[: py - 8].max() < 30 and worker[py + ph + 8:].max() < 30

@@ -494,3 +494,33 @@ def test_window_close_stops_cleanly(xvfb: str) -> None:
     assert done - closed["at"] < 2.0
     assert pipeline.safety.processed > 0
     assert not [t for t in set(threading.enumerate()) - before if t.is_alive()]
+
+
+def test_window_fits_a_small_screen(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a 1280x720 screen the 1920x540 window shrinks to fit, keeping its shape."""
+    import glfw
+
+    from coral_mfg.render.window import Window
+
+    binary = shutil.which("Xvfb")
+    assert binary, "Xvfb is not installed: run scripts/setup.sh --dev (apt package xvfb)"
+    display = f":{_free_display()}"
+    proc = subprocess.Popen([binary, display, "-screen", "0", "1280x720x24", "-nolisten", "tcp"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not Path(f"/tmp/.X11-unix/X{display[1:]}").exists():
+            assert time.monotonic() < deadline, "Xvfb did not start"
+            time.sleep(0.1)
+        monkeypatch.setenv("DISPLAY", display)
+        window = Window((W, H), visible=True)
+        try:
+            w, h = glfw.get_window_size(window.handle)
+            x, y = glfw.get_window_pos(window.handle)
+        finally:
+            window.close()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert (w, h) == (1280, 360)  # 2W x H scaled by 1280 / 1920
+    assert x >= 0 and y >= 0 and x + w <= 1280 and y + h <= 720
