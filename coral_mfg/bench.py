@@ -18,7 +18,6 @@ from dataclasses import fields
 from typing import Any
 
 from coral_mfg.flags import Parser, typed
-from coral_mfg.inference.engine import InferenceEngine
 from coral_mfg.outputs import SinkBase
 from coral_mfg.pipeline import build_pipeline
 from coral_mfg.results import AppleObject, FrameResult, StageTimes
@@ -43,32 +42,6 @@ class _Collector(SinkBase):
             self.apples += sum(isinstance(o, AppleObject) for o in result.objects)
 
 
-def inference_bound(engines: list[InferenceEngine], classify_share: float, seconds: float) -> float:
-    """Frames/s when every worker does nothing but invoke, with the observed apple share."""
-    counts = [0] * len(engines)
-    stop = threading.Event()
-
-    def loop(i: int, engine: InferenceEngine) -> None:
-        owed = 0.0
-        while not stop.is_set():
-            engine.detector.invoke()
-            owed += classify_share
-            while owed >= 1.0:
-                engine.classifier.invoke()
-                owed -= 1.0
-            counts[i] += 1
-
-    threads = [threading.Thread(target=loop, args=(i, e)) for i, e in enumerate(engines)]
-    start = time.perf_counter()
-    for t in threads:
-        t.start()
-    stop.wait(seconds)
-    stop.set()
-    for t in threads:
-        t.join()
-    return sum(counts) / (time.perf_counter() - start)
-
-
 def run_bench(settings: Settings, seconds: float) -> dict[str, Any]:
     collector = _Collector()
     pipeline = build_pipeline(settings, extra_sinks=[collector])
@@ -89,13 +62,17 @@ def run_bench(settings: Settings, seconds: float) -> dict[str, Any]:
         for stream, times in collector.times.items()
     }
     share = collector.apples / max(collector.frames, 1)
-    bound = inference_bound(pipeline.engines, share, min(seconds, BOUND_MAX_S))
+    pool = pipeline.inference.pool
+    hop_median, hop_p99 = pool.hop_ms()
+    bound = pool.measure_bound(share, min(seconds, BOUND_MAX_S))
+    pool.close()
     achieved = total / elapsed
     return {
         "device": pipeline.device,
-        "detector": pipeline.engines[0].plan.detector_name,
-        "workers": len(pipeline.engines),
-        "cpu_threads": pipeline.engines[0].runtime.cpu_threads,
+        "detector": pipeline.inference.plan.detector_name,
+        "workers": len(pool.engines()),
+        "cpu_threads": pool.engines()[0].client.config.cpu_threads,
+        "process_hop_ms": {"median": round(hop_median, 3), "p99": round(hop_p99, 3)},
         "seconds": round(elapsed, 2),
         "fps": summary["fps"],
         "total_fps": round(achieved, 2),

@@ -60,6 +60,9 @@ def run_parser(prog: str = "coral-mfg") -> argparse.ArgumentParser:
     flag(g, "inference_timeout", type=typed("inference_timeout", float), metavar="S",
           help="an inference taking longer than S seconds restarts its worker "
           f"(default {default_of('inference_timeout'):g})")
+    flag(g, "edgetpu_retry_seconds", type=typed("edgetpu_retry_seconds", float), metavar="S",
+         help="after falling back to the CPU, try the Edge TPU again every S seconds "
+         f"(default {default_of('edgetpu_retry_seconds'):g})")
     g = p.add_argument_group("inputs")
     flag(g, "worker_safety_input", metavar="SRC",
           help="video file, /dev/videoN or rtsp:// / http(s):// URL (default: sample video)")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import ctypes
 import os
 import sys
 from collections.abc import Callable
@@ -15,6 +14,7 @@ from coral_mfg.capture import probe_source
 from coral_mfg.errors import DeviceError, UserError
 from coral_mfg.files import writable_folder
 from coral_mfg.inference import runtime
+from coral_mfg.inference.startup import probe_edgetpu
 from coral_mfg.results import STREAMS
 from coral_mfg.settings import Settings
 
@@ -54,18 +54,16 @@ def _opencv_check() -> Check:
 def _pycoral_check() -> Check:
     mod = runtime.google_pycoral()
     if mod is None:
-        return Check("pycoral", True, "not installed (optional; LiteRT loads the delegate)", False)
+        return Check("pycoral", True, "not installed (optional; used only to list devices)", False)
     tpus = mod.list_edge_tpus()
     return Check("pycoral", True, f"importable; sees {len(tpus)} Edge TPU(s): {tpus}", False)
 
 
 def _libedgetpu_check() -> Check:
-    lib = runtime.edgetpu_library()
-    try:
-        ctypes.CDLL(lib)
-    except OSError as exc:
-        return Check("Edge TPU runtime", False, f"{lib} does not load ({exc})", False)
-    return Check("Edge TPU runtime", True, f"{lib} loads", False)
+    """Found without loading it: loading native code happens only in worker processes."""
+    found = runtime.library_path(runtime.edgetpu_library()) is not None
+    detail = runtime.edgetpu_version() if found else f"{runtime.edgetpu_library()} not found"
+    return Check("Edge TPU runtime", found, detail, False)
 
 
 def _tpu_devices_check() -> Check:
@@ -79,6 +77,19 @@ def _tpu_devices_check() -> Check:
         "; ".join(f"{t.kind} {t.path} {t.note}".strip() for t in found),
         False,
     )
+
+
+def _probe_check(settings: Settings | None) -> Check:
+    """The run's models on the Edge TPU, in a worker process: the only true test."""
+    if settings is None:
+        return Check("Edge TPU probe", False, "skipped: the settings are not valid", False)
+    if settings.models.device == "cpu":
+        return Check("Edge TPU probe", False, "skipped: --device cpu", False)
+    try:
+        ok, detail = probe_edgetpu(settings.models)
+    except UserError as exc:
+        return Check("Edge TPU probe", False, str(exc), False)
+    return Check("Edge TPU probe", ok, detail, False)
 
 
 def _display_check() -> Check:
@@ -111,14 +122,10 @@ def _asset_checks(manifest: Manifest, home: Path) -> list[Check]:
     return checks
 
 
-def _settings_checks(args: argparse.Namespace) -> list[Check]:
+def _settings_checks(settings: Settings | UserError) -> list[Check]:
     """The run these flags describe: its config file, its inputs, its output folders."""
-    from coral_mfg.cli import resolve_settings
-
-    try:
-        settings = resolve_settings(args)
-    except UserError as exc:
-        return [Check("config", False, str(exc))]
+    if isinstance(settings, UserError):
+        return [Check("config", False, str(settings))]
     where = str(settings.config) if settings.config else "built-in defaults"
     checks = [Check("config", True, f"{where}: valid")]
     for stream in STREAMS:
@@ -144,9 +151,20 @@ def _folder_check(path: Path) -> Check:
     return Check(f"output {path.name}", problem is None, problem or f"{path.parent} writable")
 
 
+def _settings(args: argparse.Namespace) -> Settings | UserError:
+    from coral_mfg.cli import resolve_settings
+
+    try:
+        return resolve_settings(args)
+    except UserError as exc:
+        return exc
+
+
 def run_doctor(args: argparse.Namespace, out: Callable[[str], None] = print) -> int:
     manifest = load_manifest()
     home = app_home()
+    settings = _settings(args)
+    valid = settings if isinstance(settings, Settings) else None
     checks = [
         Check("python", True, sys.version.split()[0]),
         _runtime_check(),
@@ -155,13 +173,12 @@ def run_doctor(args: argparse.Namespace, out: Callable[[str], None] = print) -> 
         _pycoral_check(),
         _libedgetpu_check(),
         _tpu_devices_check(),
+        _probe_check(valid),
         _display_check(),
         *_asset_checks(manifest, home),
-        *_settings_checks(args),
+        *_settings_checks(settings),
     ]
-    tpu = next(c for c in checks if c.name == "Edge TPU runtime").ok and any(
-        c.ok for c in checks if c.name == "Edge TPU devices"
-    )
+    tpu = next(c for c in checks if c.name == "Edge TPU probe").ok
     pairs = usable_pairs(manifest, home, edgetpu=tpu)
     checks.append(
         Check(

@@ -35,7 +35,7 @@ class VisualInspection:
     def process(self, frame: Frame, engine: InferenceEngine) -> FrameResult:
         times = StageTimes(decode=frame.decode_ms)
         if not self.grades:
-            self.grades = dict(engine.classifier_labels)
+            self.grades = dict(engine.labels.classifier)
         dets = engine.detect(frame.image, times)
         apples = dets.of_class(APPLE_ID, self.threshold)
         crops = pixel_boxes(apples.xyxy, frame.size)
@@ -44,11 +44,14 @@ class VisualInspection:
         t0 = time.perf_counter()
         tracks = self.tracker.update(out_boxes.astype(np.float32))
         checks = time.perf_counter() - t0
+        graded = [i for i, (x1, y1, x2, y2) in enumerate(crops.tolist())
+                  if x2 - x1 >= MIN_CROP_PX and y2 - y1 >= MIN_CROP_PX]
+        if graded:
+            scores = engine.class_scores(frame.image, [as_box(crops[i]) for i in graded], times)
+            for row, i in enumerate(graded):
+                tracks[i].vote(scores[row])
         objects = []
-        for crop, box, score, track in zip(crops, out_boxes, apples.scores, tracks, strict=True):
-            x1, y1, x2, y2 = (int(v) for v in crop)
-            if x2 - x1 >= MIN_CROP_PX and y2 - y1 >= MIN_CROP_PX:
-                track.vote(engine.class_scores(frame.image, (x1, y1, x2, y2), times))
+        for box, score, track in zip(out_boxes, apples.scores, tracks, strict=True):
             verdict = track.verdict
             grade = None if verdict is None else self.grades.get(verdict, str(verdict))
             grade_score = None if verdict is None else track.verdict_score

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import platform
 import threading
 import time
@@ -36,8 +35,8 @@ from coral_mfg.capture import (
 from coral_mfg.errors import UserError
 from coral_mfg.files import writable_folder
 from coral_mfg.geometry import letterbox
-from coral_mfg.inference.engine import InferenceEngine, plan_models
-from coral_mfg.inference.runtime import Device, Runtime
+from coral_mfg.inference.runtime import runtime_backend
+from coral_mfg.inference.startup import Inference, start_inference
 from coral_mfg.inspection import VisualInspection
 from coral_mfg.outputs import (
     EventLog,
@@ -50,7 +49,7 @@ from coral_mfg.outputs import (
 from coral_mfg.results import STREAMS, VISUAL_INSPECTION, WORKER_SAFETY
 from coral_mfg.safety import WorkerSafety, ZoneStore
 from coral_mfg.scheduler import Scheduler, StreamProcessor, StreamState
-from coral_mfg.settings import ModelsConfig, Settings, StreamConfig
+from coral_mfg.settings import Settings, StreamConfig
 from coral_mfg.zone_watch import ZonePlacement, ZoneWatcher, zones_of
 from coral_mfg.zones import KeepoutZone, ZoneSource
 
@@ -59,25 +58,6 @@ log = logging.getLogger(__name__)
 JOIN_S = 1.5
 STATS_EVERY_S = 60.0
 EDGETPU_WORKERS = 1
-
-
-def default_cpu_threads(workers: int) -> int:
-    """Threads per CPU interpreter: the cores shared by the interpreter pairs."""
-    return max(1, (os.cpu_count() or workers) // workers)
-
-
-def open_engines(models: ModelsConfig) -> list[InferenceEngine]:
-    """One engine per worker: a single one on an Edge TPU, which serializes anyway."""
-    plan = plan_models(models)
-    runtime = Runtime(
-        requested=Device(models.device),
-        device_string=models.edgetpu_device,
-        cpu_threads=models.cpu_threads or default_cpu_threads(models.cpu_workers),
-    )
-    first = InferenceEngine(plan, runtime)
-    on_tpu = Device.EDGETPU in (first.detector_choice.device, first.classifier_choice.device)
-    count = EDGETPU_WORKERS if on_tpu else models.cpu_workers
-    return [first, *(InferenceEngine(plan, runtime) for _ in range(1, count))]
 
 
 @dataclass
@@ -132,13 +112,13 @@ class Pipeline:
     """Starts, watches, reports and stops a run that :func:`build_pipeline` assembled."""
 
     def __init__(
-        self, settings: Settings, engines: list[InferenceEngine], units: dict[str, StreamUnit],
+        self, settings: Settings, inference: Inference, units: dict[str, StreamUnit],
         *, ctx: RunContext, scheduler: Scheduler, zone_store: ZoneStore,
         zone_watcher: ZoneWatcher | None, events: EventLog | None,
         recorder: SideBySideRecorder | None,
     ) -> None:
         self.settings = settings
-        self.engines = engines
+        self.inference = inference
         self.units = units
         self.ctx = ctx
         self.scheduler = scheduler
@@ -159,13 +139,16 @@ class Pipeline:
 
     @property
     def device(self) -> str:
-        return self.engines[0].device.value
+        return self.inference.pool.device.value
 
     def status(self, stream: str) -> str | None:
         """Why a stream shows no live video now (for the screen), or None."""
         unit = self.units[stream]
         if unit.source.lost_reason is not None:
             return f"NO SIGNAL: {unit.source.lost_reason}"
+        down = self.inference.pool.status()
+        if down is not None:
+            return down
         if unit.state.failing:
             return f"ERROR: {unit.state.consecutive_errors} frames failed ({unit.state.last_error})"
         return None
@@ -234,6 +217,7 @@ class Pipeline:
             "errors": {name: u.state.errors for name, u in self.units.items()},
             "source_lost": {name: u.source.lost_count for name, u in self.units.items()},
             "device": self.device,
+            "accelerator": self.inference.pool.summary(),
         }
 
     def close(self) -> dict[str, Any]:
@@ -245,6 +229,7 @@ class Pipeline:
         for ev in self.ctx.capture_stops.values():
             ev.set()
         self.scheduler.join(JOIN_S)
+        self.inference.pool.close()
         for t in (*(u.source for u in self.units.values()), self.zone_watcher):
             if t is not None and t.ident is not None:  # started
                 t.join(JOIN_S)
@@ -327,19 +312,18 @@ def _sinks(
     return events, recorder
 
 
-def _log_start(settings: Settings, engines: list[InferenceEngine],
+def _log_start(settings: Settings, inference: Inference,
                zones: tuple[KeepoutZone, ...]) -> None:
-    engine = engines[0]
+    backend = runtime_backend()
     log.info("versions: python %s, numpy %s, opencv %s, %s %s", platform.python_version(),
-             np.__version__, cv2.__version__, engine.runtime.backend.name,
-             engine.runtime.backend.version)
-    for line in engine.describe():
-        log.info("%s", line)
+             np.__version__, cv2.__version__, backend.name, backend.version)
+    for line in inference.notes:
+        log.info("inference: %s", line)
     log.info("inputs: worker safety %s; visual inspection %s",
              settings.inputs.worker_safety_input, settings.inputs.visual_inspection_input)
-    log.info("detector: %s; thresholds worker %.2f, inspection %.2f; %d worker(s)",
-             engine.plan.note, engine.plan.worker_threshold, engine.plan.inspection_threshold,
-             len(engines))
+    plan = inference.plan
+    log.info("detector: %s; thresholds worker %.2f, inspection %.2f", plan.note,
+             plan.worker_threshold, plan.inspection_threshold)
     log.info("keep-out zones: %s", "; ".join(
         f"{z.name} ({z.mode}, enter {z.enter_frames}, exit {z.exit_frames}"
         f"{'' if z.enabled else ', disabled'}) from {z.source.path if z.source else '-'}"
@@ -383,9 +367,24 @@ def build_pipeline(
 
 def _assemble(settings: Settings, probes: dict[str, _Probe], extra: list[Sink]) -> Pipeline:
     source, placement, zones = _zones(settings, probes[WORKER_SAFETY].size)
-    engines = open_engines(settings.models)
-    _log_start(settings, engines, zones)
-    plan, out_size = engines[0].plan, settings.out_size
+    stop = threading.Event()
+    ctx = RunContext(OutputThread([], stop), stop)
+    inference = start_inference(settings.models, ctx.event)
+    try:
+        return _wire(settings, probes, extra, inference, ctx=ctx,
+                     zoning=(source, placement, zones))
+    except BaseException:
+        inference.pool.close()
+        raise
+
+
+def _wire(
+    settings: Settings, probes: dict[str, _Probe], extra: list[Sink], inference: Inference,
+    *, ctx: RunContext, zoning: tuple[ZoneSource, ZonePlacement, tuple[KeepoutZone, ...]],
+) -> Pipeline:
+    source, placement, zones = zoning
+    _log_start(settings, inference, zones)
+    plan, out_size = inference.plan, settings.out_size
     store = ZoneStore(zones)
     processors: dict[str, StreamProcessor] = {
         WORKER_SAFETY: WorkerSafety(store, plan.worker_threshold, out_size),
@@ -394,14 +393,13 @@ def _assemble(settings: Settings, probes: dict[str, _Probe], extra: list[Sink]) 
     events, recorder = _sinks(settings, max(p.fps for p in probes.values()),
                               lambda: store.zones)
     sinks: list[Sink] = [s for s in (events, recorder) if s is not None]
-    stop = threading.Event()
-    ctx = RunContext(OutputThread([*sinks, *extra], stop), stop)
-    scheduler = Scheduler([], engines, ctx.cond, stop, on_result=ctx.outputs.put,
+    ctx.outputs.sinks.extend([*sinks, *extra])
+    scheduler = Scheduler([], inference.pool, ctx.cond, ctx.stop, on_result=ctx.outputs.put,
                           on_stream_done=ctx.stream_done, paused=ctx.paused)
     units = {name: _unit(settings.stream(name), probes[name], processors[name], ctx, scheduler)
              for name in STREAMS}
-    watcher = ZoneWatcher(source, placement, store, stop, ctx.event)
-    return Pipeline(settings, engines, units, ctx=ctx, scheduler=scheduler, zone_store=store,
+    watcher = ZoneWatcher(source, placement, store, ctx.stop, ctx.event)
+    return Pipeline(settings, inference, units, ctx=ctx, scheduler=scheduler, zone_store=store,
                     zone_watcher=watcher, events=events, recorder=recorder)
 
 

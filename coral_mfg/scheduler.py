@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from coral_mfg.capture import Frame, FrameSlot
+from coral_mfg.inference.client import RequestError, WorkerDownError
 from coral_mfg.inference.engine import InferenceEngine
 from coral_mfg.results import FrameResult
 
@@ -66,12 +67,25 @@ class StreamState:
         return self.max_frames > 0 and self.processor.processed >= self.max_frames
 
 
+class Engines(Protocol):
+    """Where scheduler workers get their engine: the worker pool, which may swap them."""
+
+    @property
+    def slots(self) -> int: ...
+    def engine(self, slot: int) -> InferenceEngine | None: ...
+    def lost(self, engine: InferenceEngine, reason: str) -> None: ...
+
+
 @dataclass
 class Scheduler:
-    """Worker threads, one per engine, taking frames round-robin from the streams."""
+    """Worker threads, one per engine slot, taking frames round-robin from the streams.
+
+    A slot whose engine is down (its process restarting) takes no frames: live
+    sources drop theirs meanwhile (counted), files wait.
+    """
 
     streams: list[StreamState]
-    engines: list[InferenceEngine]
+    engines: Engines
     cond: threading.Condition
     stop: threading.Event
     on_result: Callable[[FrameResult], None]
@@ -81,8 +95,9 @@ class Scheduler:
     _threads: list[threading.Thread] = field(default_factory=list)
 
     def start(self) -> None:
-        for i, engine in enumerate(self.engines):
-            t = threading.Thread(target=self._work, args=(engine,), name=f"infer-{i}", daemon=True)
+        for slot in range(self.engines.slots):
+            t = threading.Thread(target=self._work, args=(slot,), name=f"infer-{slot}",
+                                 daemon=True)
             t.start()
             self._threads.append(t)
 
@@ -132,10 +147,11 @@ class Scheduler:
                 return s, frame
         return None
 
-    def _work(self, engine: InferenceEngine) -> None:
+    def _work(self, slot: int) -> None:
         while not self.stop.is_set():
+            engine = self.engines.engine(slot)
             with self.cond:
-                picked = self._pick()
+                picked = self._pick() if engine is not None else None
                 if picked is None:
                     self._retire()
                     if all(s.done for s in self.streams):
@@ -143,16 +159,9 @@ class Scheduler:
                         return
                     self.cond.wait(POLL_S)
                     continue
+            assert engine is not None
             state, frame = picked
-            result: FrameResult | None = None
-            try:
-                result = state.processor.process(frame, engine)
-            except Exception as exc:
-                state.errors += 1
-                state.consecutive_errors += 1
-                state.last_error = f"{type(exc).__name__}: {exc}"[:120]
-                log.exception("%s: frame %d failed and was skipped", state.processor.name,
-                              frame.index)
+            result = self._process(state, frame, engine)
             if result is not None:
                 state.consecutive_errors = 0
                 self.on_result(result)
@@ -161,3 +170,26 @@ class Scheduler:
                 state.last_done = time.monotonic()
                 self._retire()
                 self.cond.notify_all()
+
+    def _process(
+        self, state: StreamState, frame: Frame, engine: InferenceEngine
+    ) -> FrameResult | None:
+        """The frame's result, or None when it failed (counted, logged, never silent)."""
+        try:
+            return state.processor.process(frame, engine)
+        except (WorkerDownError, RequestError) as exc:
+            self._failed(state, f"inference: {exc}")
+            log.warning("%s: frame %d lost: inference worker %s: %s", state.processor.name,
+                        frame.index, engine.client.name, exc)
+            self.engines.lost(engine, str(exc))
+        except Exception as exc:
+            self._failed(state, f"{type(exc).__name__}: {exc}")
+            log.exception("%s: frame %d failed and was skipped", state.processor.name,
+                          frame.index)
+        return None
+
+    @staticmethod
+    def _failed(state: StreamState, why: str) -> None:
+        state.errors += 1
+        state.consecutive_errors += 1
+        state.last_error = why[:120]

@@ -112,6 +112,7 @@ class ModelsConfig(_Section):
     worker_threshold: UnitFloat | None = None  # None: the detector's own
     inspection_threshold: UnitFloat | None = None
     inference_timeout: PositiveFloat = 5.0  # an invoke taking longer: the worker is restarted
+    edgetpu_retry_seconds: PositiveFloat = 30.0  # after a fallback, try the Edge TPU this often
 
 
 class InputsConfig(_Section):

@@ -77,3 +77,18 @@ def app_home_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
     """An empty application home, for tests that fetch or write assets."""
     monkeypatch.setenv("CORAL_MFG_HOME", str(tmp_path))
     yield tmp_path
+
+
+@pytest.fixture(scope="session")
+def fake_libedgetpu(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Build the stand-in libedgetpu.so.1 (tests/fake_edgetpu/): needs a C compiler."""
+    import shutil
+    import subprocess
+
+    cc = shutil.which("cc") or shutil.which("gcc")
+    assert cc, "a C compiler is needed to build the stand-in Edge TPU runtime"
+    out = tmp_path_factory.mktemp("libedgetpu")
+    src = ROOT / "tests" / "fake_edgetpu" / "fake_edgetpu.c"
+    subprocess.run([cc, "-shared", "-fPIC", "-Wall", "-Werror", "-o",
+                    str(out / "libedgetpu.so.1"), str(src)], check=True)
+    return out

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import cv2
+import flatbuffers
 import numpy as np
 import pytest
 
 from coral_mfg.geometry import letterbox
 from coral_mfg.inference import adapters
+from coral_mfg.inference.model_file import inspect_model
 from coral_mfg.inference.runtime import runtime_backend
 from tests.conftest import frames, image, iou, model
 
@@ -33,88 +36,83 @@ def classifier() -> Any:
     return _interpreter("classifier.tflite")
 
 
+def _layout() -> adapters.DetectionLayout:
+    return adapters.DetectionLayout.of(inspect_model(model(DETECTOR)))
+
+
 def _detect(interp: Any, frame: np.ndarray, class_id: int, min_score: float) -> np.ndarray:
     adapters.set_image(interp, frame)
     interp.invoke()
     h, w = frame.shape[:2]
-    dets = adapters.get_detections(interp, adapters.layout_of(interp), (w, h))
+    dets = adapters.get_detections(interp, _layout(), (w, h))
     return dets.of_class(class_id, min_score).xyxy
 
 
-def _out(index: int, name: str, shape: list[int]) -> dict[str, Any]:
-    return {"index": index, "name": name, "shape": np.array(shape)}
+def _postprocess_model(path: Path, op_outputs: list[int], graph_outputs: list[int]) -> Path:
+    """A minimal .tflite whose only operator is SSD post-processing (never run, only read).
+
+    Tensor 1..4 are named as TF2 exports name them; ``op_outputs`` says which the
+    operator writes as boxes, classes, scores and count.
+    """
+    from ai_edge_litert import schema_py_generated as schema
+
+    names = ["input", "StatefulPartitionedCall:1", "StatefulPartitionedCall:2",
+             "StatefulPartitionedCall:0", "StatefulPartitionedCall:3"]
+    shapes = [[1, 8, 8, 3], [1, 10], [1, 10], [1], [1, 10, 4]]
+    tensors = []
+    for name, shape in zip(names, shapes, strict=True):
+        t = schema.TensorT()
+        t.name, t.shape, t.type, t.buffer = name, shape, 0, 0
+        tensors.append(t)
+    op = schema.OperatorT()
+    op.opcodeIndex, op.inputs, op.outputs = 0, [0], op_outputs
+    graph = schema.SubGraphT()
+    graph.tensors, graph.inputs, graph.outputs, graph.operators = tensors, [0], graph_outputs, [op]
+    code = schema.OperatorCodeT()
+    code.builtinCode = code.deprecatedBuiltinCode = 32  # CUSTOM
+    code.customCode = "TFLite_Detection_PostProcess"
+    model = schema.ModelT()
+    model.version, model.subgraphs, model.operatorCodes = 3, [graph], [code]
+    model.buffers = [schema.BufferT()]
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    path.write_bytes(bytes(builder.Output()))
+    return path
+
+
+def test_tf1_detector_layout_from_its_operator() -> None:
+    info = inspect_model(model(DETECTOR))
+    layout = adapters.DetectionLayout.of(info)
+    assert layout == adapters.DetectionLayout(boxes=167, classes=168, scores=169, count=170)
 
 
 @pytest.mark.parametrize(
-    ("outputs", "signature", "expected"),
+    ("op_outputs", "graph_outputs", "expected"),
     [
-        pytest.param(
-            [
-                _out(167, "TFLite_Detection_PostProcess", [1, 10, 4]),
-                _out(168, "TFLite_Detection_PostProcess:1", [1, 10]),
-                _out(169, "TFLite_Detection_PostProcess:2", [1, 10]),
-                _out(170, "TFLite_Detection_PostProcess:3", [1]),
-            ],
-            None,
-            adapters.DetectionLayout(boxes=167, classes=168, scores=169, count=170),
-            id="tf1-order",
-        ),
-        pytest.param(
-            [
-                _out(600, "StatefulPartitionedCall:1", [1, 25]),
-                _out(598, "StatefulPartitionedCall:3", [1, 25, 4]),
-                _out(601, "StatefulPartitionedCall:0", [1]),
-                _out(599, "StatefulPartitionedCall:2", [1, 25]),
-            ],
-            {"output_0": 601, "output_1": 600, "output_2": 599, "output_3": 598},
-            # No names in the signature: shapes find boxes and count; the TF1
-            # suffixes are absent, so TF2's order (scores first) decides.
-            adapters.DetectionLayout(boxes=598, classes=600, scores=599, count=601),
-            id="tf2-by-shape",
-        ),
-        pytest.param(
-            [
-                _out(10, "a", [1, 25]),
-                _out(11, "b", [1, 25, 4]),
-                _out(12, "c", [1]),
-                _out(13, "d", [1, 25]),
-            ],
-            {"detection_scores": 13, "detection_boxes": 11, "num_detections": 12,
-             "detection_classes": 10},
-            adapters.DetectionLayout(boxes=11, classes=10, scores=13, count=12),
-            id="signature-names",
-        ),
-        pytest.param(
-            [
-                _out(3, "x:2", [1, 100]),
-                _out(0, "x", [1, 100, 4]),
-                _out(1, "x:1", [1, 100]),
-                _out(2, "x:3", [1]),
-            ],
-            None,
-            adapters.DetectionLayout(boxes=0, classes=1, scores=3, count=2),
-            id="tf1-shuffled-details",
-        ),
+        # TF2: ':1' is scores and ':2' is classes; names would swap them, the operator does not
+        ([4, 2, 1, 3], [1, 4, 3, 2], adapters.DetectionLayout(boxes=4, classes=2, scores=1,
+                                                             count=3)),
+        # the same tensors listed in another graph order: the layout does not move
+        ([4, 2, 1, 3], [3, 2, 1, 4], adapters.DetectionLayout(boxes=4, classes=2, scores=1,
+                                                             count=3)),
+        # an export whose operator writes the TF1-named tensors: whatever the names say
+        ([4, 1, 2, 3], [4, 1, 2, 3], adapters.DetectionLayout(boxes=4, classes=1, scores=2,
+                                                             count=3)),
     ],
+    ids=["tf2-export", "tf2-reordered-outputs", "tf1-style"],
 )
-def test_detection_layout(
-    outputs: list[dict[str, Any]], signature: dict[str, int] | None,
+def test_detector_layout_comes_from_the_postprocess_operator(
+    tmp_path: Path, op_outputs: list[int], graph_outputs: list[int],
     expected: adapters.DetectionLayout,
 ) -> None:
-    assert adapters.detection_layout(outputs, signature) == expected
+    info = inspect_model(_postprocess_model(tmp_path / "det.tflite", op_outputs, graph_outputs))
+    assert info.is_detector
+    assert adapters.DetectionLayout.of(info) == expected
 
 
-@pytest.mark.parametrize(
-    "outputs",
-    [
-        [_out(0, "x", [1, 10, 4])],
-        [_out(0, "a", [1, 10]), _out(1, "b", [1, 10]), _out(2, "c", [1, 10]), _out(3, "d", [1])],
-    ],
-    ids=["one-output", "no-boxes"],
-)
-def test_detection_layout_rejects(outputs: list[dict[str, Any]]) -> None:
-    with pytest.raises(ValueError, match="outputs"):
-        adapters.detection_layout(outputs)
+def test_a_model_without_postprocessing_has_no_layout() -> None:
+    with pytest.raises(ValueError, match="no TFLite_Detection_PostProcess"):
+        adapters.DetectionLayout.of(inspect_model(model("classifier.tflite")))
 
 
 @pytest.mark.parametrize(
@@ -164,7 +162,7 @@ def test_boxes_map_to_any_frame_size(detector: Any) -> None:
     frame = frames("apple-conveyor.mp4")[20]
     adapters.set_image(detector, frame)
     detector.invoke()
-    layout = adapters.layout_of(detector)
+    layout = _layout()
     src = adapters.get_detections(detector, layout, (724, 400))
     out = adapters.get_detections(detector, layout, (960, 540))
     placed = src.placed((0, 0, 960, 540), (960, 540)).xyxy

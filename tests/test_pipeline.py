@@ -7,7 +7,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ import pytest
 from coral_mfg.capture import CaptureThread, Frame, FrameSlot, open_capture
 from coral_mfg.cli import resolve_settings, run_parser
 from coral_mfg.inference.engine import InferenceEngine
-from coral_mfg.pipeline import open_engines
+from coral_mfg.inference.startup import start_inference
 from coral_mfg.results import FrameResult
 from coral_mfg.scheduler import Scheduler, StreamState
 from tests.conftest import ROOT, frames, video
@@ -236,9 +236,30 @@ def _wait_for(condition: Callable[[], bool], timeout: float = 60.0) -> None:
 
 
 @pytest.fixture(scope="module")
-def engines() -> list[InferenceEngine]:
+def engines() -> Iterator[list[InferenceEngine]]:
     settings = resolve_settings(run_parser().parse_args(["--device", "cpu"]))
-    return open_engines(settings.with_flags(cpu_workers=2).models)
+    inference = start_inference(settings.with_flags(cpu_workers=2).models, lambda event: None)
+    try:
+        yield inference.pool.engines()
+    finally:
+        inference.pool.close()
+
+
+class _Engines:
+    """A fixed set of engines, as the scheduler asks for them."""
+
+    def __init__(self, engines: list[InferenceEngine]) -> None:
+        self.list = engines
+
+    @property
+    def slots(self) -> int:
+        return len(self.list)
+
+    def engine(self, slot: int) -> InferenceEngine | None:
+        return self.list[slot]
+
+    def lost(self, engine: InferenceEngine, reason: str) -> None:
+        raise AssertionError(reason)
 
 
 def _feed(slot: FrameSlot, name: str, stop: threading.Event) -> None:
@@ -261,7 +282,8 @@ def test_scheduler_fairness(engines: list[InferenceEngine], workers: int) -> Non
               StreamState(slow, FrameSlot(cond, leaky=False))]
     feeders = [threading.Thread(target=_feed, args=(s.slot, s.processor.name, stop))
                for s in states]
-    sched = Scheduler(states, engines[:workers], cond, stop, lambda r: None, lambda n: None)
+    sched = Scheduler(states, _Engines(engines[:workers]), cond, stop, lambda r: None,
+                      lambda n: None)
     for t in feeders:
         t.start()
     sched.start()
@@ -293,7 +315,7 @@ def test_live_source_drops_and_latency_stays_bounded(engines: list[InferenceEngi
     capture = CaptureThread("live", str(video(WORKER)), cap, slot, stop,
                             realtime=False, loop=True)
     proc = _Slow("live", 0.03)
-    sched = Scheduler([StreamState(proc, slot)], engines[:1], cond, stop,
+    sched = Scheduler([StreamState(proc, slot)], _Engines(engines[:1]), cond, stop,
                       lambda r: None, lambda n: None)
     capture.start()
     sched.start()

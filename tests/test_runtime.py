@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from coral_mfg.errors import DeviceError, ModelError
 from coral_mfg.inference.model_file import inspect_model, twin_path
-from coral_mfg.inference.runtime import (
-    Device,
-    Runtime,
-    choose_model,
-    list_edgetpus,
-    parse_device_string,
-)
-from tests.conftest import ROOT, model
+from coral_mfg.inference.runtime import Device, find_builds, list_edgetpus, parse_device_string
+from coral_mfg.inference.startup import start_inference
+from coral_mfg.settings import ModelsConfig, load_settings
+from tests.conftest import model
 
 
 def test_edgetpu_model_is_recognised_before_running() -> None:
@@ -84,40 +77,44 @@ def test_list_edgetpus_on_this_machine_is_empty_or_real() -> None:
         assert tpu.kind in ("usb", "pci")
 
 
-def _no_tpu() -> bool:
-    return False
+def _models(**flags: object) -> ModelsConfig:
+    return load_settings({"device": "cpu", **flags}).models
 
 
-def test_auto_falls_back_to_cpu_twin_of_edgetpu_classifier() -> None:
-    choice = choose_model("classifier", model("classifier_edgetpu.tflite"), Device.AUTO, _no_tpu)
-    assert choice.device is Device.CPU
-    assert choice.path == model("classifier.tflite")
-    assert "CPU twin" in choice.reason
+def test_the_cpu_twin_of_an_edgetpu_classifier_is_found() -> None:
+    builds = find_builds("classifier", model("classifier_edgetpu.tflite"))
+    assert builds.tpu is not None and builds.tpu.path.name == "classifier_edgetpu.tflite"
+    assert builds.cpu is not None and builds.cpu.path.name == "classifier.tflite"
+    assert builds.on(Device.CPU).path.name == "classifier.tflite"
+    assert builds.on(Device.EDGETPU).path.name == "classifier_edgetpu.tflite"
 
 
-def test_auto_on_real_runtime_runs_cpu_twin() -> None:
-    rt = Runtime(Device.AUTO)
-    choice = rt.choose("classifier", model("classifier_edgetpu.tflite"))
-    assert choice.device is Device.CPU and choice.path.name == "classifier.tflite"
-    interp = rt.open(choice)
-    assert interp.get_output_details()[0]["shape"].tolist() == [1, 2]
-    assert rt.tpu_error is not None  # said once at start-up, why the TPU is not used
-    assert "Edge TPU" in rt.describe() or "CPU" in rt.describe()
+def test_auto_without_a_runtime_runs_on_the_cpu_and_says_why() -> None:
+    inference = start_inference(
+        _models(device="auto", classifier_model=str(model("classifier_edgetpu.tflite"))),
+        lambda event: None)
+    try:
+        assert inference.pool.device is Device.CPU
+        note = inference.notes[0]
+        assert note.startswith("Edge TPU not used: the Edge TPU runtime libedgetpu.so.1 is not "
+                               "installed")
+        assert "\n" not in note
+    finally:
+        inference.pool.close()
 
 
-def test_edgetpu_device_without_tpu_fails_clearly() -> None:
-    rt = Runtime(Device.EDGETPU)
+def test_device_edgetpu_without_a_runtime_fails_in_one_line() -> None:
     with pytest.raises(DeviceError) as err:
-        rt.choose("classifier", model("classifier_edgetpu.tflite"))
+        start_inference(_models(device="edgetpu"), lambda event: None)
     message = str(err.value)
     assert "\n" not in message
-    assert "libedgetpu" in message or "no Edge TPU found" in message
-    assert "--device cpu" in message
+    assert "libedgetpu.so.1 is not installed" in message and "--device cpu" in message
 
 
 def test_edgetpu_model_with_device_cpu_names_file_and_fix() -> None:
     with pytest.raises(ModelError) as err:
-        choose_model("classifier", model("classifier_edgetpu.tflite"), Device.CPU, _no_tpu)
+        start_inference(_models(classifier_model=str(model("classifier_edgetpu.tflite"))),
+                        lambda event: None)
     message = str(err.value)
     assert "classifier_edgetpu.tflite is compiled for the Edge TPU" in message
     assert "classifier.tflite" in message.split("pass its CPU build")[1]
@@ -128,40 +125,21 @@ def test_cpu_model_with_device_edgetpu_and_no_twin(tmp_path: Path) -> None:
     shutil.copy(model(lone.name), lone)
     with pytest.raises(ModelError, match=r"is a CPU model .*ssd_mobilenet_v1_coco_quant_detect_"
                        r"edgetpu\.tflite.*edgetpu_compiler"):
-        choose_model("detector", lone, Device.EDGETPU, lambda: True)
-
-
-def test_device_edgetpu_checks_the_device_first() -> None:
-    with pytest.raises(DeviceError, match="no Edge TPU found"):
-        choose_model("classifier", model("classifier.tflite"), Device.EDGETPU, _no_tpu)
-
-
-def test_cpu_model_with_device_edgetpu_and_twin_needs_a_tpu() -> None:
-    rt = Runtime(Device.EDGETPU)
-    with pytest.raises(DeviceError):
-        rt.choose("classifier", model("classifier.tflite"))
+        find_builds("detector", lone).on(Device.EDGETPU)
 
 
 def test_edgetpu_model_alone_without_tpu(tmp_path: Path) -> None:
     lone = tmp_path / "classifier_edgetpu.tflite"
     shutil.copy(model(lone.name), lone)
-    with pytest.raises(ModelError, match=r"no CPU build classifier\.tflite beside it"):
-        choose_model("classifier", lone, Device.AUTO, _no_tpu)
+    with pytest.raises(DeviceError, match=r"no CPU build \(classifier\.tflite\) beside it"):
+        start_inference(_models(device="auto", classifier_model=str(lone)), lambda event: None)
 
 
-def test_auto_prefers_tpu_build_when_a_tpu_answers() -> None:
-    choice = choose_model("classifier", model("classifier.tflite"), Device.AUTO, lambda: True)
-    assert choice.device is Device.EDGETPU
-    assert choice.path.name == "classifier_edgetpu.tflite"
-
-
-def test_tpu_is_not_probed_for_cpu_runs() -> None:
-    def probe() -> bool:
-        raise AssertionError("probed")
-
-    choice = choose_model("detector", model("ssd_mobilenet_v1_coco_quant_detect.tflite"),
-                          Device.AUTO, probe)
-    assert choice.device is Device.CPU
+def test_auto_prefers_the_tpu_build() -> None:
+    builds = find_builds("classifier", model("classifier.tflite"))
+    assert builds.tpu is not None and not builds.given_for_tpu
+    detector = find_builds("detector", model("ssd_mobilenet_v1_coco_quant_detect.tflite"))
+    assert detector.tpu is None  # no Edge TPU build: it stays on the CPU, in the TPU's worker
 
 
 @pytest.mark.parametrize(
@@ -174,7 +152,7 @@ def test_tpu_is_not_probed_for_cpu_runs() -> None:
 )
 def test_wrong_role_is_refused(role: str, name: str, match: str) -> None:
     with pytest.raises(ModelError, match=match):
-        choose_model(role, model(name), Device.AUTO, _no_tpu)
+        find_builds(role, model(name))
 
 
 @pytest.mark.parametrize(
@@ -198,56 +176,3 @@ def test_bad_model_files(tmp_path: Path, content: bytes | None, match: str) -> N
 def test_missing_model_file(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="not found: run 'coral-mfg fetch-assets'"):
         inspect_model(tmp_path / "gone.tflite")
-
-
-@pytest.fixture(scope="module")
-def fake_libedgetpu(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Build a library named libedgetpu.so.1 that finds no device (needs a C compiler)."""
-    cc = shutil.which("cc") or shutil.which("gcc")
-    assert cc, "a C compiler is needed to build the fake Edge TPU runtime"
-    out = tmp_path_factory.mktemp("libedgetpu")
-    src = Path(__file__).parent / "fake_edgetpu" / "fake_edgetpu.c"
-    subprocess.run([cc, "-shared", "-fPIC", "-o", str(out / "libedgetpu.so.1"), str(src)],
-                   check=True)
-    return out
-
-
-@pytest.mark.parametrize(
-    ("args", "logged"),
-    [
-        (["--device", "edgetpu", "--edgetpu_device", "usb:1"], "create device=usb:1"),
-        (["--device", "edgetpu", "--edgetpu_device", "pci"], "create device=pci"),
-        (["--device", "edgetpu"], "create"),
-    ],
-)
-def test_delegate_is_loaded_with_the_device_string(
-    fake_libedgetpu: Path, tmp_path: Path, args: list[str], logged: str
-) -> None:
-    """The real loading path through LiteRT's load_delegate, against a runtime with no TPU."""
-    log = tmp_path / "calls.log"
-    env = {**os.environ, "LD_LIBRARY_PATH": str(fake_libedgetpu), "FAKE_EDGETPU_LOG": str(log)}
-    result = subprocess.run([sys.executable, "-m", "coral_mfg", *args, "--headless"], cwd=ROOT,
-                            env=env, capture_output=True, text=True, timeout=120, check=False)
-    assert result.returncode == 2
-    assert log.read_text().splitlines() == [logged]  # opened once, with the user's device
-    errors = [x for x in result.stderr.splitlines() if x.startswith("coral-mfg: error:")]
-    assert len(errors) == 1 and "no Edge TPU found" in errors[0]
-    assert "--device cpu" in errors[0] and "Traceback" not in result.stderr
-
-
-def test_auto_falls_back_when_the_runtime_finds_no_device(
-    fake_libedgetpu: Path, tmp_path: Path
-) -> None:
-    log = tmp_path / "calls.log"
-    env = {**os.environ, "LD_LIBRARY_PATH": str(fake_libedgetpu), "FAKE_EDGETPU_LOG": str(log)}
-    code = (
-        "from coral_mfg.inference.runtime import Runtime, Device\n"
-        "from coral_mfg.assets import app_home\n"
-        "rt = Runtime(Device.AUTO)\n"
-        "c = rt.choose('classifier', app_home() / 'models' / 'classifier_edgetpu.tflite')\n"
-        "print(c.device, c.path.name, '|', rt.tpu_error)\n"
-    )
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=120, check=True)
-    assert result.stdout.startswith("cpu classifier.tflite | no Edge TPU found")
-    assert log.read_text().splitlines() == ["create"]

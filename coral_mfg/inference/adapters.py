@@ -1,12 +1,12 @@
 """Stateless functions over a TFLite interpreter: fill its input, read its outputs.
 
 All knowledge of how a detector lays out its output tensors lives in
-:func:`detection_layout`.
+:class:`DetectionLayout`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from coral_mfg.detections import Detections
+from coral_mfg.inference.model_file import ModelInfo
 
 Image = npt.NDArray[np.uint8]
 
@@ -57,73 +58,25 @@ def set_image(interpreter: Any, bgr: Image, roi: Sequence[int] | None = None) ->
 
 @dataclass(frozen=True)
 class DetectionLayout:
-    """Output tensor index of each SSD post-processing output."""
+    """Tensor index of each output of the SSD post-processing operator.
+
+    ``TFLite_Detection_PostProcess`` always emits boxes, classes, scores and
+    count, in that order; exports differ only in how they name and sort the
+    graph's outputs (TF2 puts scores before classes), so the layout is read
+    from the operator itself, never from names.
+    """
 
     boxes: int
     classes: int
     scores: int
     count: int
 
-
-def detection_layout(
-    outputs: Sequence[Mapping[str, Any]], signature_outputs: Mapping[str, int] | None = None
-) -> DetectionLayout:
-    """Identify boxes, classes, scores and count of ``TFLite_Detection_PostProcess``.
-
-    TF1 and TF2 exports emit them in different orders, so use, in turn: the
-    signature's output names; the shapes (boxes are ``[1, N, 4]``, count is
-    ``[1]``); the TF1 tensor-name suffixes ``:1`` (classes) and ``:2`` (scores);
-    and only then TF2's order, where scores come before classes.
-    """
-    if len(outputs) != 4:
-        raise ValueError(f"an SSD detector has 4 outputs, this model has {len(outputs)}")
-    if signature_outputs:
-        named = _by_signature(signature_outputs)
-        if named is not None:
-            return named
-    boxes = [o["index"] for o in outputs if len(o["shape"]) == 3 and o["shape"][-1] == 4]
-    counts = [o["index"] for o in outputs if int(np.prod(o["shape"])) == 1]
-    rest = [o for o in outputs if o["index"] not in boxes + counts]
-    if len(boxes) != 1 or len(counts) != 1 or len(rest) != 2:
-        raise ValueError(
-            "outputs are not boxes [1,N,4], classes [1,N], scores [1,N] and count [1]: "
-            + ", ".join(f"{o['name']}{list(o['shape'])}" for o in outputs)
-        )
-    suffix = {str(o["name"]).rsplit(":", 1)[-1]: o["index"] for o in rest if ":" in str(o["name"])}
-    if "1" in suffix and "2" in suffix:
-        classes, scores = suffix["1"], suffix["2"]
-    else:
-        first, second = sorted(rest, key=lambda o: int(o["index"]))
-        scores, classes = first["index"], second["index"]
-    return DetectionLayout(boxes[0], classes, scores, counts[0])
-
-
-def _by_signature(sig: Mapping[str, int]) -> DetectionLayout | None:
-    found: dict[str, int] = {}
-    for name, index in sig.items():
-        key = name.lower()
-        for role, words in (
-            ("boxes", ("box",)),
-            ("classes", ("class",)),
-            ("scores", ("score",)),
-            ("count", ("num", "count")),
-        ):
-            if any(w in key for w in words):
-                found[role] = index
-    if len(found) != 4:
-        return None
-    return DetectionLayout(**found)
-
-
-def layout_of(interpreter: Any) -> DetectionLayout:
-    """The layout of a live interpreter (read once per model, then reused)."""
-    signature_outputs: Mapping[str, int] | None = None
-    signatures = interpreter.get_signature_list()
-    if len(signatures) == 1:
-        key = next(iter(signatures))
-        runner_outputs = interpreter._get_full_signature_list()[key]["outputs"]
-        signature_outputs = dict(runner_outputs)
-    return detection_layout(interpreter.get_output_details(), signature_outputs)
+    @classmethod
+    def of(cls, info: ModelInfo) -> DetectionLayout:
+        if len(info.postprocess_outputs) != 4:
+            raise ValueError(f"{info.path} has no TFLite_Detection_PostProcess operator with "
+                             "4 outputs")
+        return cls(*info.postprocess_outputs)
 
 
 def to_pixels(

@@ -1,17 +1,20 @@
-"""The detector + classifier pair the scheduler drives, opened on one device.
+"""The detector + classifier pair: which files run, and the two calls the streams make.
 
-It decides which files run (the preferred detector, its CPU or Edge TPU
-build), checks that labels fit the models, and exposes two calls: detect a
-frame and grade a crop.
+Planning (the preferred detector, its thresholds, labels that fit the models)
+happens here, in the application; the models themselves run in worker
+processes. An :class:`InferenceEngine` is a stream's view of one worker:
+detect a frame, grade crops. Resizing into shared memory happens on the
+calling thread, so the worker only runs the models.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import numpy.typing as npt
 
@@ -19,8 +22,11 @@ from coral_mfg.assets import Manifest, ModelSet, app_home, load_manifest
 from coral_mfg.detections import Detections
 from coral_mfg.errors import ModelError
 from coral_mfg.inference import adapters
+from coral_mfg.inference.client import WorkerClient
 from coral_mfg.inference.labels import read_labels
-from coral_mfg.inference.runtime import Device, ModelChoice, Runtime
+from coral_mfg.inference.model_file import ModelInfo
+from coral_mfg.inference.protocol import CROP_SLOTS, InputArena
+from coral_mfg.inference.runtime import Device
 from coral_mfg.results import StageTimes
 from coral_mfg.settings import ModelsConfig
 
@@ -125,70 +131,70 @@ def _check_classifier_labels(labels: dict[int, str], path: Path, classes: int) -
         )
 
 
-@dataclass
+@dataclass(frozen=True)
+class Labels:
+    """The detector's class names and the classifier's grade names, checked against the models."""
+
+    detector: dict[int, str]
+    classifier: dict[int, str]
+
+    @classmethod
+    def read(cls, plan: ModelPlan, classifier: ModelInfo) -> Labels:
+        detector = read_labels(plan.detector_labels)
+        _check_detector_labels(detector, plan.detector_labels)
+        grades = read_labels(plan.classifier_labels)
+        _check_classifier_labels(grades, plan.classifier_labels, classifier.outputs[0].shape[-1])
+        return cls(detector, grades)
+
+
+def _fill(arena_view: npt.NDArray[np.uint8], bgr: npt.NDArray[np.uint8]) -> None:
+    """Resize a BGR image straight into an arena slot as RGB: the only copy made."""
+    h, w = arena_view.shape[:2]
+    small = cv2.resize(bgr, (w, h), interpolation=cv2.INTER_LINEAR)
+    cv2.cvtColor(small, cv2.COLOR_BGR2RGB, dst=arena_view)
+
+
 class InferenceEngine:
-    """Detector and classifier interpreters, opened on the same device."""
+    """A stream's calls into one worker process: detect a frame, grade crops of it.
 
-    plan: ModelPlan
-    runtime: Runtime
-    detector_choice: ModelChoice = field(init=False)
-    classifier_choice: ModelChoice = field(init=False)
+    Calls raise :class:`~coral_mfg.inference.client.WorkerDownError` when the worker
+    dies or hangs, and :class:`~coral_mfg.inference.client.RequestError` when
+    it reports an error; the scheduler counts the frame as failed.
+    """
 
-    def __post_init__(self) -> None:
-        self.detector_choice = self.runtime.choose("detector", self.plan.detector)
-        self.classifier_choice = self.runtime.choose("classifier", self.plan.classifier)
-        self.detector_labels = read_labels(self.plan.detector_labels)
-        _check_detector_labels(self.detector_labels, self.plan.detector_labels)
-        self.classifier_labels = read_labels(self.plan.classifier_labels)
-        classes = self.classifier_choice.info.outputs[0].shape[-1]
-        _check_classifier_labels(self.classifier_labels, self.plan.classifier_labels, classes)
-        self.detector = self.runtime.open(self.detector_choice)
-        self.classifier = self.runtime.open(self.classifier_choice)
-        self.layout = adapters.layout_of(self.detector)
+    def __init__(self, client: WorkerClient, arena: InputArena, device: Device,
+                 labels: Labels) -> None:
+        self.client = client
+        self.arena = arena
+        self.device = device
+        self.labels = labels
 
-    @property
-    def device(self) -> Device:
-        """The device of the detector: the one the event log reports."""
-        return self.detector_choice.device
-
-    @property
-    def co_compiled(self) -> bool:
-        return (
-            self.detector_choice.device is Device.EDGETPU
-            and self.classifier_choice.device is Device.EDGETPU
-        )
-
-    def describe(self) -> list[str]:
-        lines = [f"device: {self.runtime.describe()}"]
-        for choice in (self.detector_choice, self.classifier_choice):
-            lines.append(f"{choice.role}: {choice.path} on {choice.device} ({choice.reason})")
-        if self.co_compiled:
-            lines.append("detector and classifier share one Edge TPU (co-compiled)")
-        elif self.runtime.tpu_error is not None and self.runtime.requested is Device.AUTO:
-            lines.append(f"Edge TPU not used: {self.runtime.tpu_error}")
-        return lines
-
-    def detect(self, frame: np.ndarray, times: StageTimes | None = None) -> Detections:
+    def detect(self, frame: npt.NDArray[np.uint8], times: StageTimes | None = None) -> Detections:
         """Detections on a BGR frame, in its own pixels."""
         t0 = time.perf_counter()
-        adapters.set_image(self.detector, frame)
+        _fill(self.arena.detector, frame)
         t1 = time.perf_counter()
-        self.detector.invoke()
-        t2 = time.perf_counter()
+        out = self.client.detect()
         if times is not None:
             times.preprocess += (t1 - t0) * 1000.0
-            times.detect += (t2 - t1) * 1000.0
-        return adapters.get_detections(self.detector, self.layout,
-                                       (frame.shape[1], frame.shape[0]))
+            times.detect += (time.perf_counter() - t1) * 1000.0
+        size = (frame.shape[1], frame.shape[0])
+        return Detections(adapters.to_pixels(out.boxes, size), out.scores,
+                          out.classes.astype(np.int32), size)
 
     def class_scores(
-        self, frame: np.ndarray, roi: tuple[int, int, int, int], times: StageTimes | None = None
+        self, frame: npt.NDArray[np.uint8], rois: list[tuple[int, int, int, int]],
+        times: StageTimes | None = None,
     ) -> npt.NDArray[np.float32]:
-        """Scores of every grade for the ``x1, y1, x2, y2`` crop (source pixels) of a frame."""
+        """Scores of every grade for each ``x1, y1, x2, y2`` crop (frame pixels), one row each."""
         t0 = time.perf_counter()
-        adapters.set_image(self.classifier, frame, roi)
-        self.classifier.invoke()
-        scores = adapters.class_scores(self.classifier)
+        rows: list[npt.NDArray[np.float32]] = []
+        for start in range(0, len(rois), CROP_SLOTS):
+            batch = rois[start:start + CROP_SLOTS]
+            for slot, (x1, y1, x2, y2) in enumerate(batch):
+                _fill(self.arena.crops[slot], frame[y1:y2, x1:x2])
+            rows.append(self.client.classify(len(batch)).scores)
         if times is not None:
             times.classify += (time.perf_counter() - t0) * 1000.0
-        return scores
+        classes = len(self.labels.classifier)
+        return np.vstack(rows) if rows else np.zeros((0, classes), np.float32)

@@ -18,12 +18,18 @@ _TFLITE_IDENTIFIER = b"TFL3"
 _EDGETPU_SUFFIX = "_edgetpu"
 
 
+#: TFLite's TensorType numbers for the input types an image model may take.
+_DTYPES = {0: "float32", 3: "uint8", 9: "int8"}
+
+
 @dataclass(frozen=True)
 class TensorSpec:
-    """A tensor's name and shape as the file declares them."""
+    """A tensor as the file declares it; ``index`` is also the interpreter's tensor index."""
 
+    index: int
     name: str
     shape: tuple[int, ...]
+    dtype: str = "other"
 
 
 @dataclass(frozen=True)
@@ -34,6 +40,9 @@ class ModelInfo:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     custom_ops: frozenset[str]
+    #: the TFLite_Detection_PostProcess operator's outputs: boxes, classes, scores,
+    #: count, in the operator's own order, whatever the export named or sorted them
+    postprocess_outputs: tuple[int, ...] = ()
 
     @property
     def edgetpu(self) -> bool:
@@ -42,7 +51,7 @@ class ModelInfo:
 
     @property
     def is_detector(self) -> bool:
-        return DETECTION_POSTPROCESS_OP in self.custom_ops and len(self.outputs) == 4
+        return DETECTION_POSTPROCESS_OP in self.custom_ops and len(self.postprocess_outputs) == 4
 
     @property
     def is_classifier(self) -> bool:
@@ -97,11 +106,8 @@ def _parse(path: Path, buf: bytes) -> ModelInfo:
     from ai_edge_litert import schema_py_generated as schema
 
     model = schema.Model.GetRootAsModel(buf, 0)
-    custom = set()
-    for i in range(model.OperatorCodesLength()):
-        code = model.OperatorCodes(i).CustomCode()
-        if code:
-            custom.add(code.decode("utf-8", "replace"))
+    codes = [model.OperatorCodes(i).CustomCode() for i in range(model.OperatorCodesLength())]
+    custom = {c.decode("utf-8", "replace") for c in codes if c}
     if model.SubgraphsLength() < 1:
         raise ValueError("no subgraph")
     graph = model.Subgraphs(0)
@@ -110,11 +116,17 @@ def _parse(path: Path, buf: bytes) -> ModelInfo:
         tensor = graph.Tensors(index)
         shape = tensor.ShapeAsNumpy()
         dims = tuple(int(d) for d in shape) if not isinstance(shape, int) else ()
-        return TensorSpec((tensor.Name() or b"").decode("utf-8", "replace"), dims)
+        name = (tensor.Name() or b"").decode("utf-8", "replace")
+        return TensorSpec(int(index), name, dims, _DTYPES.get(tensor.Type(), "other"))
 
+    postprocess: tuple[int, ...] = ()
+    for i in range(graph.OperatorsLength()):
+        op = graph.Operators(i)
+        if codes[op.OpcodeIndex()] == DETECTION_POSTPROCESS_OP.encode():
+            postprocess = tuple(int(t) for t in op.OutputsAsNumpy())
     inputs = tuple(spec(graph.Inputs(i)) for i in range(graph.InputsLength()))
     outputs = tuple(spec(graph.Outputs(i)) for i in range(graph.OutputsLength()))
     # Touch the buffer table so a file cut short fails here, not in the runtime.
     for i in range(model.BuffersLength()):
         model.Buffers(i).DataLength()
-    return ModelInfo(path, inputs, outputs, frozenset(custom))
+    return ModelInfo(path, inputs, outputs, frozenset(custom), postprocess)

@@ -1,28 +1,28 @@
-"""Open interpreters on the Edge TPU or the CPU, and say which and why.
+"""Which device and which model builds a run uses, and what to say when the Edge TPU fails.
 
-The Edge TPU is reached through Google's pycoral when it is importable (it
-ships with the Edge TPU runtime on Python <= 3.9), and otherwise through the
-``libedgetpu`` delegate loaded by LiteRT (``ai_edge_litert``) or the legacy
-``tflite_runtime``. The CPU path is LiteRT with XNNPACK.
+Nothing here loads native inference code: the ``libedgetpu`` delegate is only
+ever loaded inside a worker process (see :mod:`coral_mfg.inference.worker`),
+so a runtime that crashes cannot take the application with it. Google's
+pycoral, when importable, is used only to list devices and name the runtime.
 """
 
 from __future__ import annotations
 
-import ctypes
 import importlib
 import logging
+import os
 import platform
 import re
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import subprocess
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from coral_mfg.errors import DeviceError, ModelError
+from coral_mfg.inference.client import WorkerStartError
 from coral_mfg.inference.model_file import ModelInfo, inspect_model, twin_path
-from coral_mfg.quiet import native_stderr_to_log
 
 log = logging.getLogger(__name__)
 
@@ -140,61 +140,96 @@ def list_edgetpus(
     return found
 
 
-class EdgeTpu:
-    """One Edge TPU opened once and shared by every interpreter that runs on it.
-
-    Sharing the device is what lets co-compiled models keep their parameters
-    in its on-chip cache instead of reloading them at every switch.
-    """
-
-    def __init__(self, backend: Backend, device: str | None = None) -> None:
-        self.backend = backend
-        self.device = parse_device_string(device)
-        self.pycoral = google_pycoral()
-        self._delegate: Any = None
-        if self.pycoral is None:
-            self._delegate = load_edgetpu_delegate(backend, self.device)
-
-    @property
-    def via(self) -> str:
-        return "pycoral" if self.pycoral is not None else f"{self.backend.name} delegate"
-
-    def interpreter(self, model: Path) -> Any:
-        if self.pycoral is not None:
-            try:
-                return self.pycoral.make_interpreter(str(model), device=self.device or "")
-            except ValueError as exc:
-                raise DeviceError(_no_device_message(self.device, str(exc))) from None
-        return self.backend.interpreter(
-            model_path=str(model), experimental_delegates=[self._delegate]
-        )
-
-
-def _no_device_message(device: str | None, detail: str = "") -> str:
+def no_device_message(
+    device: str | None, detail: str = "", found: list[EdgeTpuInfo] | None = None
+) -> str:
+    """No Edge TPU answered: say whether one is attached but cannot be opened, or none is."""
     where = f" at '{device}'" if device else ""
     detail = "; ".join(line.strip() for line in detail.splitlines() if line.strip())
     extra = f" ({detail})" if detail else ""
+    found = list_edgetpus() if found is None else found
+    if found:
+        seen = ", ".join(f"{t.kind} {t.path}" for t in found)
+        return (
+            f"an Edge TPU is attached ({seen}) but could not be opened{where}{extra}: add your "
+            "user to the plugdev group (USB, with the udev rules of the libedgetpu package) or "
+            "the apex group (PCIe), make sure no other process holds it (a USB Edge TPU opens "
+            "in one process at a time), or run with --device cpu"
+        )
     return (
         f"no Edge TPU found{where}{extra}: plug in the Coral accelerator "
         "(run 'coral-mfg doctor' to list devices) or run with --device cpu"
     )
 
 
-def load_edgetpu_delegate(backend: Backend, device: str | None) -> Any:
-    """Load ``libedgetpu`` for ``device``; the runtime raises opaque errors, so check first."""
-    lib = edgetpu_library()
+def edgetpu_version() -> str:
+    """Which libedgetpu is installed, as far as can be told without loading it."""
+    if (mod := google_pycoral()) is not None and hasattr(mod, "get_runtime_version"):
+        try:
+            return f"libedgetpu {mod.get_runtime_version()}"
+        except Exception:  # pycoral loads the runtime itself: it may fail too
+            log.debug("pycoral could not tell the runtime version", exc_info=True)
+    packages = _dpkg_versions("libedgetpu1-*")
+    if packages:
+        return "libedgetpu " + ", ".join(packages)
+    path = library_path(edgetpu_library())
+    return f"libedgetpu {path or edgetpu_library()} (version unknown: not installed as a package)"
+
+
+def _dpkg_versions(pattern: str) -> list[str]:
     try:
-        ctypes.CDLL(lib)
-    except OSError:
-        raise DeviceError(
-            f"the Edge TPU runtime {lib} is not installed: install 'libedgetpu1-std' from "
-            "Coral's package repository, or run with --device cpu"
-        ) from None
-    options = {"device": device} if device else {}
-    try:
-        return backend.interpreter_module.load_delegate(lib, options)
-    except (ValueError, RuntimeError, OSError) as exc:
-        raise DeviceError(_no_device_message(device, str(exc).strip())) from None
+        out = subprocess.run(
+            ["dpkg-query", "-W", "-f", "${db:Status-Status} ${Package} ${Version}\n", pattern],
+            capture_output=True, text=True, timeout=5, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [" ".join(line.split()[1:]) for line in out.stdout.splitlines()
+            if line.startswith("installed ")]
+
+
+def library_path(name: str) -> str | None:
+    """Where the dynamic loader would find ``name`` (LD_LIBRARY_PATH first), without loading it."""
+    dirs = [d for d in os.environ.get("LD_LIBRARY_PATH", "").split(":") if d]
+    dirs += ["/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib",
+             "/usr/local/lib"]
+    for folder in dirs:
+        candidate = Path(folder) / name
+        if candidate.exists():
+            return str(candidate.resolve())
+    return None
+
+
+def runtime_version(backend: Backend) -> str:
+    """The inference runtime and the TensorFlow Lite it was built from, for messages."""
+    if backend.name == "tflite_runtime":
+        return f"tflite_runtime {backend.version} (TensorFlow {backend.version})"
+    return f"{backend.name} {backend.version} (TensorFlow Lite >= 2.19)"
+
+
+_PACKAGE_VERSION_RE = re.compile(r"Package requires runtime version \((\d+)\)")
+
+
+def edgetpu_failure(exc: WorkerStartError, device: str | None, backend: Backend) -> str:
+    """One line for an Edge TPU worker that could not start: the cause and the fix."""
+    if exc.kind == "model":
+        return str(exc)
+    if exc.kind == "no_runtime":
+        return (f"the Edge TPU runtime {edgetpu_library()} is not installed: install a "
+                f"libedgetpu built for {runtime_version(backend)} (see 'Edge TPU' in the README), "
+                "or run with --device cpu")
+    if exc.kind == "no_device":
+        return no_device_message(device, str(exc))
+    newer = _PACKAGE_VERSION_RE.search(str(exc))
+    if newer:
+        return (f"a model was compiled for Edge TPU runtime version {newer.group(1)}, newer than "
+                f"the installed {edgetpu_version()}: upgrade libedgetpu, or recompile the model "
+                "with an edgetpu_compiler that matches the runtime")
+    versions = f"{edgetpu_version()} with {runtime_version(backend)}"
+    if exc.kind == "crash":
+        return (f"the Edge TPU runtime failed ({exc}): {versions}; a libedgetpu built for "
+                "another TensorFlow version fails like this: install one built for this "
+                "runtime's TensorFlow (see 'Edge TPU' in the README), or run with --device cpu")
+    return f"the Edge TPU failed while {exc.stage} ({exc}): {versions}; or run with --device cpu"
 
 
 @dataclass(frozen=True)
@@ -226,118 +261,66 @@ def _check_role(info: ModelInfo, role: str) -> None:
         )
 
 
-def choose_model(
-    role: str, path: Path, requested: Device, tpu_available: Callable[[], bool]
-) -> ModelChoice:
-    """Pick the build of ``path`` that can run on ``requested``.
+@dataclass(frozen=True)
+class Builds:
+    """The builds of one model that exist beside each other: for the Edge TPU, for the CPU."""
 
-    ``tpu_available`` is called only when the answer matters, so a CPU run
-    never touches the Edge TPU runtime.
-    """
+    role: str
+    path: Path
+    tpu: ModelInfo | None
+    cpu: ModelInfo | None
+
+    @property
+    def given_for_tpu(self) -> bool:
+        """The file the user named is an Edge TPU build."""
+        return self.tpu is not None and self.tpu.path == self.path
+
+    def refuse_cpu(self) -> None:
+        """--device cpu with an Edge TPU build named: say which file to pass instead."""
+        if self.given_for_tpu:
+            _refuse_cpu(self)
+
+    def on(self, device: Device) -> ModelChoice:
+        """The build that runs on ``device``, or a one-line error naming the file and the fix."""
+        if device is Device.CPU:
+            if self.cpu is None:
+                return _refuse_cpu(self)
+            return ModelChoice(self.role, self.cpu, Device.CPU, "CPU build")
+        if self.tpu is None:
+            twin = twin_path(self.path, edgetpu=True)
+            raise ModelError(
+                f"{self.path} is a CPU model and --device edgetpu needs one compiled for the "
+                f"Edge TPU (expected {twin.name}, made by edgetpu_compiler); "
+                "pass that file or use --device cpu"
+            )
+        return ModelChoice(self.role, self.tpu, Device.EDGETPU, "Edge TPU build")
+
+
+def _refuse_cpu(builds: Builds) -> ModelChoice:
+    twin = twin_path(builds.path, edgetpu=False)
+    fix = f"pass its CPU build {twin}" if twin.exists() else "pass its CPU build"
+    raise ModelError(
+        f"{builds.path} is compiled for the Edge TPU and cannot run with --device cpu; "
+        f"{fix} or use --device auto"
+    )
+
+
+def find_builds(role: str, path: Path) -> Builds:
+    """Read ``path`` and its twin (``x.tflite`` / ``x_edgetpu.tflite``) without running them."""
     info = inspect_model(path)
     _check_role(info, role)
-    if requested is Device.CPU:
-        if info.edgetpu:
-            twin = twin_path(path, edgetpu=False)
-            fix = f"pass its CPU build {twin}" if twin.exists() else "pass its CPU build"
-            raise ModelError(
-                f"{path} is compiled for the Edge TPU and cannot run with --device cpu; "
-                f"{fix} or use --device auto"
-            )
-        return ModelChoice(role, info, Device.CPU, "--device cpu")
-
-    if requested is Device.EDGETPU:
-        if not tpu_available():  # no device is the more basic problem, so it comes first
-            raise DeviceError(_no_device_message(None))
-        chosen = info
-        if not info.edgetpu:
-            twin = twin_path(path, edgetpu=True)
-            twin_info = inspect_model(twin) if twin.exists() else None
-            if twin_info is None or not twin_info.edgetpu:
-                raise ModelError(
-                    f"{path} is a CPU model and --device edgetpu needs one compiled for the "
-                    f"Edge TPU (expected {twin.name}, made by edgetpu_compiler); "
-                    "pass that file or use --device cpu"
-                )
-            chosen = twin_info
-        _check_role(chosen, role)
-        return ModelChoice(role, chosen, Device.EDGETPU, "--device edgetpu")
-
-    # auto
-    tpu_build = info if info.edgetpu else _existing(twin_path(path, edgetpu=True))
-    cpu_build = _existing(twin_path(path, edgetpu=False)) if info.edgetpu else info
-    if tpu_build is not None and tpu_build.edgetpu and tpu_available():
-        _check_role(tpu_build, role)
-        return ModelChoice(role, tpu_build, Device.EDGETPU, "Edge TPU found")
-    if cpu_build is not None and not cpu_build.edgetpu:
-        _check_role(cpu_build, role)
-        reason = "no Edge TPU" if tpu_build is not None else "no Edge TPU build of this model"
-        if info.edgetpu:
-            reason = f"no Edge TPU, so the CPU twin of {path.name} runs"
-        return ModelChoice(role, cpu_build, Device.CPU, reason)
-    raise ModelError(
-        f"{path} is compiled for the Edge TPU, no Edge TPU is available and there is no CPU "
-        f"build {twin_path(path, edgetpu=False).name} beside it; run 'coral-mfg fetch-assets' "
-        "or pass a CPU model"
-    )
+    other = _existing(twin_path(path, edgetpu=not info.edgetpu))
+    if other is not None and other.path != info.path:
+        _check_role(other, role)
+    else:
+        other = None
+    tpu, cpu = (info, other) if info.edgetpu else (other, info)
+    if tpu is not None and not tpu.edgetpu:
+        tpu = None
+    if cpu is not None and cpu.edgetpu:
+        cpu = None
+    return Builds(role, path, tpu, cpu)
 
 
 def _existing(path: Path) -> ModelInfo | None:
     return inspect_model(path) if path.exists() else None
-
-
-@dataclass
-class Runtime:
-    """Opens interpreters for chosen models; the Edge TPU is opened at most once."""
-
-    requested: Device = Device.AUTO
-    device_string: str | None = None
-    cpu_threads: int = 2
-    backend: Backend = field(default_factory=runtime_backend)
-    _tpu: EdgeTpu | None = None
-    _tpu_error: DeviceError | None = None
-    _probed: bool = False
-
-    def tpu_available(self) -> bool:
-        """True when an Edge TPU opened; with --device edgetpu, raise the reason instead."""
-        if not self._probed:
-            self._probed = True
-            try:
-                self._tpu = EdgeTpu(self.backend, self.device_string)
-            except DeviceError as exc:
-                self._tpu_error = exc
-        if self._tpu is None and self.requested is Device.EDGETPU:
-            assert self._tpu_error is not None
-            raise self._tpu_error
-        return self._tpu is not None
-
-    @property
-    def tpu_error(self) -> DeviceError | None:
-        return self._tpu_error
-
-    def choose(self, role: str, path: Path) -> ModelChoice:
-        return choose_model(role, path, self.requested, self.tpu_available)
-
-    def open(self, choice: ModelChoice) -> Any:
-        """An allocated interpreter for ``choice`` on its device."""
-        try:
-            with native_stderr_to_log():
-                if choice.device is Device.EDGETPU:
-                    assert self._tpu is not None
-                    interp = self._tpu.interpreter(choice.path)
-                else:
-                    interp = self.backend.interpreter(
-                        model_path=str(choice.path), num_threads=self.cpu_threads
-                    )
-                interp.allocate_tensors()
-        except (ValueError, RuntimeError) as exc:
-            raise ModelError(
-                f"{choice.path} failed to load on {choice.device} ({str(exc).splitlines()[0]}); "
-                "run 'coral-mfg fetch-assets' to restore it or pass another model"
-            ) from None
-        return interp
-
-    def describe(self) -> str:
-        if self._tpu is not None:
-            return f"Edge TPU {self._tpu.device or '(first found)'} via {self._tpu.via}"
-        return f"CPU ({self.backend.name} {self.backend.version}, {self.cpu_threads} threads)"

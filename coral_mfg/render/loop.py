@@ -43,11 +43,13 @@ class WindowApp:
         p = self.pipeline
         fps, ms = self.display.rates(stream)
         device = "Edge TPU" if p.device == "edgetpu" else "CPU"
+        if p.inference.pool.fallen_back:
+            device += " (Edge TPU failed: fallback)"
         source = Path(p.units[stream].config.spec).name
         lines = [
             f"{TITLES[stream]}  {source}",
             f"{fps:5.1f} fps   inference {ms:5.1f} ms",
-            f"{device}  {p.engines[0].plan.detector_name}",
+            f"{device}  {p.inference.plan.detector_name}",
             f"dropped {p.dropped()[stream]}",
         ]
         if stream == WORKER_SAFETY:

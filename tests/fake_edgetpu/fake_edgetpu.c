@@ -1,27 +1,208 @@
 /*
- * A stand-in for libedgetpu.so.1 on machines without an Edge TPU: it exports
- * the TFLite external-delegate entry points, records the options it is given
- * to $FAKE_EDGETPU_LOG, and reports that no device was found (NULL), exactly
- * as the real library does when no accelerator is attached.
+ * A stand-in for libedgetpu.so.1 on machines without an Edge TPU. It exports
+ * the TFLite external-delegate entry points the real library exports, and
+ * does what the test asks through $FAKE_EDGETPU_MODE:
+ *
+ *   nodevice   (default) no delegate: "no Edge TPU device found", as the real
+ *              library answers with nothing attached
+ *   ok         a working delegate: it claims every "edgetpu-custom-op" node of a
+ *              model and runs it as a no-op (outputs stay as allocated, zeros)
+ *   crash      SIGSEGV while the delegate prepares a graph, as a libedgetpu built
+ *              for another TensorFlow version does
+ *   hang       never return from preparing a graph
+ *   abort:N    abort() on the Nth invoke (a USB transfer failing LOG(FATAL)s)
+ *   hang:N     never return from the Nth invoke (a stuck device)
+ *   error:N    fail every invoke from the Nth on (a PCIe device gone bad)
+ *
+ * With $FAKE_EDGETPU_MODE_FILE set, the mode is read from that file at every
+ * call instead, so a test can repair (or break) the "device" while a run goes on.
+ *
+ * Each event is appended to $FAKE_EDGETPU_LOG with this process's id:
+ * "create device=..", "prepare claimed=N", "invoke".
+ *
+ * The structs below are the leading, ABI-stable fields of TFLite's
+ * tensorflow/lite/core/c/common.h: only what a delegate's Prepare touches.
  */
+#include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <stddef.h>
+#include <string.h>
+#include <unistd.h>
 
-void *tflite_plugin_create_delegate(char **keys, char **values, size_t n,
-                                    void (*report_error)(const char *)) {
-  const char *path = getenv("FAKE_EDGETPU_LOG");
-  if (path != NULL) {
-    FILE *f = fopen(path, "a");
-    if (f != NULL) {
-      fprintf(f, "create");
-      for (size_t i = 0; i < n; i++) fprintf(f, " %s=%s", keys[i], values[i]);
-      fprintf(f, "\n");
-      fclose(f);
-    }
-  }
-  if (report_error != NULL) report_error("fake libedgetpu: no Edge TPU device found");
-  return NULL;
+typedef enum { kTfLiteOk = 0, kTfLiteError = 1 } TfLiteStatus;
+
+typedef struct {
+  int size;
+  int data[];
+} TfLiteIntArray;
+
+struct TfLiteContext;
+struct TfLiteDelegate;
+
+typedef struct {
+  TfLiteIntArray* inputs;
+  TfLiteIntArray* outputs;
+} TfLiteNodeHead;
+
+typedef struct TfLiteRegistration {
+  void* (*init)(struct TfLiteContext*, const char*, size_t);
+  void (*free)(struct TfLiteContext*, void*);
+  TfLiteStatus (*prepare)(struct TfLiteContext*, void*);
+  TfLiteStatus (*invoke)(struct TfLiteContext*, void*);
+  const char* (*profiling_string)(const struct TfLiteContext*, const void*);
+  int32_t builtin_code;
+  const char* custom_name;
+  int version;
+  void* registration_external;
+  void* async_kernel;
+  uint64_t inplace_operator;
+  /* Room for fields newer runtimes may add: passed by value, read by size. */
+  uint64_t reserved[8];
+} TfLiteRegistration;
+
+typedef struct TfLiteContext {
+  size_t tensors_size;
+  TfLiteStatus (*GetExecutionPlan)(struct TfLiteContext*, TfLiteIntArray**);
+  void* tensors;
+  void* impl_;
+  void* ResizeTensor;
+  void (*ReportError)(struct TfLiteContext*, const char*, ...);
+  void* AddTensors;
+  TfLiteStatus (*GetNodeAndRegistration)(struct TfLiteContext*, int, TfLiteNodeHead**,
+                                         TfLiteRegistration**);
+  TfLiteStatus (*ReplaceNodeSubsetsWithDelegateKernels)(struct TfLiteContext*,
+                                                        TfLiteRegistration,
+                                                        const TfLiteIntArray*,
+                                                        struct TfLiteDelegate*);
+} TfLiteContext;
+
+typedef struct TfLiteDelegate {
+  void* data_;
+  TfLiteStatus (*Prepare)(TfLiteContext*, struct TfLiteDelegate*);
+  void* CopyFromBufferHandle;
+  void* CopyToBufferHandle;
+  void* FreeBufferHandle;
+  int64_t flags;
+  void* opaque_delegate_builder;
+} TfLiteDelegate;
+
+/* Marks this file as the stand-in, for messages that name the runtime's version. */
+const char fake_edgetpu_version[] = "BuildLabel(fake-for-tests), RuntimeVersion(14)";
+
+static long invokes = 0;
+
+static void note(const char* what) {
+  const char* path = getenv("FAKE_EDGETPU_LOG");
+  if (path == NULL) return;
+  FILE* f = fopen(path, "a");
+  if (f == NULL) return;
+  fprintf(f, "%d %s\n", (int)getpid(), what);
+  fclose(f);
 }
 
-void tflite_plugin_destroy_delegate(void *delegate) { (void)delegate; }
+static const char* mode(void) {
+  static char from_file[64];
+  const char* path = getenv("FAKE_EDGETPU_MODE_FILE");
+  if (path != NULL) {
+    FILE* f = fopen(path, "r");
+    if (f != NULL) {
+      size_t n = fread(from_file, 1, sizeof from_file - 1, f);
+      fclose(f);
+      while (n > 0 && (from_file[n - 1] == '\n' || from_file[n - 1] == ' ')) n--;
+      from_file[n] = '\0';
+      return from_file;
+    }
+  }
+  const char* m = getenv("FAKE_EDGETPU_MODE");
+  return m != NULL ? m : "nodevice";
+}
+
+/* The N of "name:N" when the mode is that one, else 0. */
+static long nth(const char* name) {
+  size_t n = strlen(name);
+  const char* m = mode();
+  if (strncmp(m, name, n) != 0 || m[n] != ':') return 0;
+  return atol(m + n + 1);
+}
+
+static TfLiteStatus kernel_prepare(TfLiteContext* context, void* node) {
+  (void)context;
+  (void)node;
+  return kTfLiteOk;
+}
+
+static TfLiteStatus kernel_invoke(TfLiteContext* context, void* node) {
+  (void)context;
+  (void)node;
+  invokes++;
+  note("invoke");
+  if (nth("abort") && invokes >= nth("abort")) abort();
+  if (nth("hang") && invokes >= nth("hang")) {
+    for (;;) pause();
+  }
+  if (nth("error") && invokes >= nth("error")) {
+    context->ReportError(context, "fake libedgetpu: Edge TPU transfer failed");
+    return kTfLiteError;
+  }
+  return kTfLiteOk;
+}
+
+static TfLiteStatus delegate_prepare(TfLiteContext* context, TfLiteDelegate* delegate) {
+  if (strcmp(mode(), "crash") == 0) raise(SIGSEGV);
+  if (strcmp(mode(), "hang") == 0) {
+    for (;;) pause();
+  }
+  TfLiteIntArray* plan = NULL;
+  if (context->GetExecutionPlan(context, &plan) != kTfLiteOk) return kTfLiteError;
+  TfLiteIntArray* claimed = malloc(sizeof(TfLiteIntArray) + sizeof(int) * (size_t)plan->size);
+  claimed->size = 0;
+  for (int i = 0; i < plan->size; i++) {
+    TfLiteNodeHead* node = NULL;
+    TfLiteRegistration* reg = NULL;
+    if (context->GetNodeAndRegistration(context, plan->data[i], &node, &reg) != kTfLiteOk) {
+      free(claimed);
+      return kTfLiteError;
+    }
+    if (reg->custom_name != NULL && strcmp(reg->custom_name, "edgetpu-custom-op") == 0) {
+      claimed->data[claimed->size++] = plan->data[i];
+    }
+  }
+  char line[64];
+  snprintf(line, sizeof line, "prepare claimed=%d", claimed->size);
+  note(line);
+  TfLiteStatus status = kTfLiteOk;
+  if (claimed->size > 0) {
+    TfLiteRegistration kernel;
+    memset(&kernel, 0, sizeof kernel);
+    kernel.prepare = kernel_prepare;
+    kernel.invoke = kernel_invoke;
+    kernel.custom_name = "fake-edgetpu";
+    kernel.version = 1;
+    status = context->ReplaceNodeSubsetsWithDelegateKernels(context, kernel, claimed, delegate);
+  }
+  free(claimed);
+  return status;
+}
+
+void* tflite_plugin_create_delegate(char** keys, char** values, size_t n,
+                                    void (*report_error)(const char*)) {
+  char line[256] = "create";
+  for (size_t i = 0; i < n; i++) {
+    size_t used = strlen(line);
+    snprintf(line + used, sizeof line - used, " %s=%s", keys[i], values[i]);
+  }
+  note(line);
+  if (strcmp(mode(), "nodevice") == 0) {
+    if (report_error != NULL) report_error("fake libedgetpu: no Edge TPU device found");
+    return NULL;
+  }
+  TfLiteDelegate* delegate = calloc(1, sizeof(TfLiteDelegate));
+  delegate->data_ = (void*)fake_edgetpu_version;
+  delegate->Prepare = delegate_prepare;
+  delegate->flags = 1; /* kTfLiteDelegateFlagsAllowDynamicTensors: prepared before allocation */
+  return delegate;
+}
+
+void tflite_plugin_destroy_delegate(void* delegate) { free(delegate); }

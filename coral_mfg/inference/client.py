@@ -1,0 +1,279 @@
+"""The application's handle on one inference worker process.
+
+Every call has a deadline. A worker that dies (any signal: SIGSEGV, SIGABRT,
+SIGKILL), does not answer in time (it is killed), or breaks its socket raises
+:class:`WorkerDownError` with the reason in words; nothing blocks for ever and the
+request in flight is reported as lost, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from enum import StrEnum
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+from coral_mfg.errors import UserError
+from coral_mfg.inference.protocol import (
+    Bound,
+    Classified,
+    Classify,
+    Detect,
+    Detected,
+    Failed,
+    InputArena,
+    MeasureBound,
+    Ready,
+    Reply,
+    Request,
+    Stage,
+    Stop,
+    WorkerConfig,
+)
+
+log = logging.getLogger(__name__)
+
+#: Opening both models: at least this long (an Edge TPU's first open uploads its
+#: firmware), and at least this many times the inference timeout.
+START_MIN_S = 8.0
+START_PER_TIMEOUT = 4
+STOP_WAIT_S = 0.5
+STDERR_TAIL = 3
+#: Errors in a row (the worker alive but every request failing) before it is restarted.
+ERRORS_BEFORE_RESTART = 5
+MESSAGE_MAX = 200
+
+
+class WorkerState(StrEnum):
+    """Where a worker process is in its life, as the pool and the screen see it."""
+
+    DOWN = "down"
+    STARTING = "starting"
+    UP = "up"
+    STOPPED = "stopped"
+
+
+class WorkerDownError(Exception):
+    """The worker died, hung or broke: it must be restarted; the request in flight is lost."""
+
+
+class RequestError(Exception):
+    """The worker answered with an error (it is still alive): this request failed."""
+
+
+class WorkerStartError(UserError):
+    """A worker could not open its models.
+
+    ``kind`` is the worker's own (see :class:`Failed`), or ``crash`` when native
+    code killed or hung it; ``stage`` is what it was doing then.
+    """
+
+    def __init__(self, message: str, *, kind: str, stage: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.stage = stage
+
+
+def describe_exit(code: int | None) -> str:
+    """How a process ended, in words: 'killed by SIGSEGV', 'exit status 3'."""
+    if code is None:
+        return "still running"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit status {code}"
+
+
+class WorkerClient:
+    """One worker process: started, called with deadlines, stopped; restartable."""
+
+    def __init__(self, config: WorkerConfig, arena: InputArena, timeout: float) -> None:
+        self.config = config
+        self.arena = arena
+        self.timeout = timeout
+        self.state = WorkerState.DOWN
+        self.reason = "not started"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._conn: Connection | None = None
+        self._stderr = Path(tempfile.gettempdir()) / f"coral-mfg-{os.getpid()}-{config.name}.log"
+        self._lock = threading.Lock()
+        self.hop_s: list[float] = []  # round trip minus the worker's own time, recent calls
+        self.errors_in_a_row = 0
+
+    @property
+    def start_timeout(self) -> float:
+        return max(START_MIN_S, START_PER_TIMEOUT * self.timeout)
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    # --- life ------------------------------------------------------------------------------
+
+    def start(self) -> str:
+        """Spawn the process and wait until its models answered, or raise WorkerStartError."""
+        self.spawn()
+        return self.wait_ready()
+
+    def spawn(self) -> None:
+        """Start the process; its models open meanwhile (see :meth:`wait_ready`).
+
+        Call it from a thread that lives as long as the worker should: the kernel
+        ends the worker when the thread that started it ends (PR_SET_PDEATHSIG).
+        """
+        with self._lock:
+            self._kill()
+            self.state = WorkerState.STARTING
+            parent, child = socket.socketpair()
+            with self._stderr.open("wb") as err:
+                self.proc = subprocess.Popen(
+                    [sys.executable, "-m", "coral_mfg.inference.worker", str(child.fileno())],
+                    pass_fds=[child.fileno()], stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL, stderr=err, close_fds=True,
+                )
+            child.close()
+            self._conn = Connection(parent.detach())
+            self._conn.send(self.config)
+
+    def wait_ready(self) -> str:
+        with self._lock:
+            try:
+                detail = self._await_ready(self.start_timeout)
+            except WorkerStartError as exc:
+                self._kill()
+                self.state, self.reason = WorkerState.DOWN, str(exc)
+                raise
+            self.state, self.reason = WorkerState.UP, ""
+            self.errors_in_a_row = 0
+            return detail
+
+    def _await_ready(self, timeout: float) -> str:
+        assert self._conn is not None
+        stage = "starting"
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                if left <= 0 or not self._conn.poll(left):
+                    raise WorkerStartError(f"no answer within {timeout:g} s while {stage} (hung)",
+                                      kind="crash", stage=stage)
+                reply = self._conn.recv()
+            except (EOFError, OSError):
+                raise WorkerStartError(self._death(stage), kind="crash", stage=stage) from None
+            if isinstance(reply, Stage):
+                stage = reply.what
+            elif isinstance(reply, Ready):
+                return reply.detail
+            elif isinstance(reply, Failed):
+                raise WorkerStartError(reply.message, kind=reply.kind, stage=stage)
+
+    def _death(self, doing: str) -> str:
+        """Why the process ended, once it has: its exit and the last lines it printed."""
+        code = self.proc.wait(5) if self.proc is not None else None
+        tail = self.stderr_tail()
+        return f"{describe_exit(code)} while {doing}" + (f" ({tail})" if tail else "")
+
+    def stderr_tail(self) -> str:
+        try:
+            lines = self._stderr.read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        lines = [line.strip() for line in lines if line.strip()]
+        return " | ".join(lines[-STDERR_TAIL:])[:300]
+
+    def stop(self) -> None:
+        """Ask the process to exit, then make sure it has; safe to call twice.
+
+        A call in flight is not waited for: the process is killed under it.
+        """
+        idle = self._lock.acquire(timeout=0.05)
+        try:
+            if idle and self._conn is not None and self.state is WorkerState.UP:
+                try:
+                    self._conn.send(Stop())
+                    if self.proc is not None:
+                        self.proc.wait(STOP_WAIT_S)
+                except (OSError, subprocess.TimeoutExpired):
+                    pass
+            self.state = WorkerState.STOPPED
+            if self.proc is not None and self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait(5)
+            if idle:
+                self._kill()
+        finally:
+            if idle:
+                self._lock.release()
+        self._stderr.unlink(missing_ok=True)
+
+    def _kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    # --- calls -----------------------------------------------------------------------------
+
+    def call(self, request: Request, timeout: float | None = None) -> Reply:
+        """One request, one reply, within the deadline; the worker is killed if it misses it."""
+        with self._lock:
+            if self.state is not WorkerState.UP or self._conn is None:
+                raise WorkerDownError(self.reason or "not running")
+            limit = self.timeout if timeout is None else timeout
+            sent = time.perf_counter()
+            try:
+                self._conn.send(request)
+                if not self._conn.poll(limit):
+                    self._kill()
+                    raise self._down(f"no answer within {limit:g} s (hung); killed")
+                reply: Reply = self._conn.recv()
+            except (EOFError, OSError):
+                raise self._down(self._death(f"running {type(request).__name__}")) from None
+            if isinstance(reply, Failed):
+                self.errors_in_a_row += 1
+                message = reply.message[:MESSAGE_MAX]
+                if self.errors_in_a_row >= ERRORS_BEFORE_RESTART:
+                    raise self._down(f"{self.errors_in_a_row} errors in a row: {message}")
+                raise RequestError(message)
+            self.errors_in_a_row = 0
+            busy = getattr(reply, "busy_s", None)
+            if busy is not None:
+                self.hop_s.append(time.perf_counter() - sent - busy)
+                del self.hop_s[:-2000]
+            return reply
+
+    def _down(self, reason: str) -> WorkerDownError:
+        self._kill()
+        self.state, self.reason = WorkerState.DOWN, reason
+        return WorkerDownError(reason)
+
+    def detect(self) -> Detected:
+        reply = self.call(Detect())
+        assert isinstance(reply, Detected)
+        return reply
+
+    def classify(self, count: int) -> Classified:
+        reply = self.call(Classify(count))
+        assert isinstance(reply, Classified)
+        return reply
+
+    def measure_bound(self, seconds: float, share: float) -> Bound:
+        reply = self.call(MeasureBound(seconds, share), timeout=seconds + self.timeout)
+        assert isinstance(reply, Bound)
+        return reply

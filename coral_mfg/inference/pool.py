@@ -1,0 +1,295 @@
+"""The run's inference worker processes, kept alive.
+
+A worker that dies or hangs is restarted with backoff (1, 2, 4 ... 30 s). With
+``--device auto``, an Edge TPU that keeps failing hands over to the CPU
+workers; the Edge TPU is then tried again every half minute, and takes over
+again as soon as it answers. Every change is logged and reported as a run
+event (``accelerator_lost``, ``accelerator_restored``, ``accelerator_fallback``)
+and counted for the summary.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from coral_mfg.inference.client import WorkerClient, WorkerStartError, WorkerState
+from coral_mfg.inference.engine import InferenceEngine, Labels
+from coral_mfg.inference.protocol import InputArena, WorkerConfig
+from coral_mfg.inference.runtime import Device
+
+log = logging.getLogger(__name__)
+
+BACKOFF_FIRST_S = 1.0
+BACKOFF_MAX_S = 30.0
+#: Failures of the Edge TPU within this window that make an auto run fall back.
+FALLBACK_AFTER = 3
+FALLBACK_WINDOW_S = 120.0
+TICK_S = 0.2
+
+EventSink = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class WorkerSet:
+    """The workers of one device: one per Edge TPU, or one per CPU interpreter pair."""
+
+    device: Device
+    configs: tuple[WorkerConfig, ...]
+    describe: str  # for the log: models and where they run
+
+
+@dataclass
+class _Member:
+    """One worker of a set, with its shared memory and its restart schedule."""
+
+    engine: InferenceEngine
+    retry_at: float = 0.0
+    backoff: float = BACKOFF_FIRST_S
+
+    @property
+    def client(self) -> WorkerClient:
+        return self.engine.client
+
+
+@dataclass
+class PoolCounts:
+    """What happened to the workers, for the summary."""
+
+    lost: int = 0
+    restored: int = 0
+    fallback: int = 0
+    failed_frames: int = 0
+    failures: deque[float] = field(default_factory=deque)
+
+
+class WorkerPool:
+    """Which engines the scheduler may use now, and the thread that keeps them alive."""
+
+    def __init__(
+        self, primary: WorkerSet, fallback: WorkerSet | None, labels: Labels, *,
+        timeout: float, on_event: EventSink, retry_s: float = 30.0,
+    ) -> None:
+        self.retry_s = retry_s
+        self.sets = {"primary": primary, "fallback": fallback}
+        self.members = {name: [self._member(c, s.device, labels, timeout) for c in s.configs]
+                        for name, s in self.sets.items() if s is not None}
+        self.active = "primary"
+        self.on_event = on_event
+        self.counts = PoolCounts()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._probe_at = 0.0
+        self._thread = threading.Thread(target=self._supervise, name="inference-pool",
+                                         daemon=True)
+
+    @staticmethod
+    def _member(config: WorkerConfig, device: Device, labels: Labels, timeout: float) -> _Member:
+        arena = InputArena.create(config.detector.input_size, config.classifier.input_size)
+        config = replace(config, arena=arena.name)
+        return _Member(InferenceEngine(WorkerClient(config, arena, timeout), arena, device,
+                                       labels))
+
+    # --- what the scheduler sees ----------------------------------------------------------
+
+    @property
+    def slots(self) -> int:
+        """Scheduler workers to run: enough for the largest set."""
+        return max(len(m) for m in self.members.values())
+
+    @property
+    def device(self) -> Device:
+        active = self.sets[self.active]
+        assert active is not None
+        return active.device
+
+    @property
+    def fallen_back(self) -> bool:
+        return self.active == "fallback"
+
+    def engine(self, slot: int) -> InferenceEngine | None:
+        """The engine a scheduler worker may use now, or None (not in this set, or down)."""
+        members = self.members[self.active]
+        if slot >= len(members):
+            return None
+        member = members[slot]
+        return member.engine if member.client.state is WorkerState.UP else None
+
+    def engines(self) -> list[InferenceEngine]:
+        return [m.engine for m in self.members[self.active]]
+
+    def status(self) -> str | None:
+        """Why no inference runs now, for the screen; None while any worker is up."""
+        members = self.members[self.active]
+        if any(m.client.state is WorkerState.UP for m in members):
+            return None
+        reason = next((m.client.reason for m in members if m.client.reason), "restarting")
+        return f"{self.device.value.upper()} DOWN: {reason}; restarting"
+
+    def hop_ms(self) -> tuple[float, float]:
+        """Median and 99th percentile of the process hop per call, in milliseconds."""
+        hops = sorted(h for m in self.members[self.active] for h in m.client.hop_s)
+        if not hops:
+            return (0.0, 0.0)
+        p99 = hops[min(len(hops) - 1, int(len(hops) * 0.99))]
+        return (statistics.median(hops) * 1000.0, p99 * 1000.0)
+
+    # --- life -----------------------------------------------------------------------------
+
+    def start(self) -> list[str]:
+        """Start the primary set (all at once) and the supervisor; raises the first failure."""
+        details = self._start_set("primary")
+        self._thread.start()
+        return details
+
+    def _start_set(self, name: str) -> list[str]:
+        """Spawn every worker of a set from this (long-lived) thread, then wait for all."""
+        members = self.members[name]
+        for m in members:
+            m.client.spawn()
+        details: list[str] = []
+        try:
+            for m in members:
+                details.append(m.client.wait_ready())
+        except WorkerStartError:
+            for m in members:
+                m.client.stop()
+            raise
+        return details
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        for members in self.members.values():
+            for m in members:
+                m.client.stop()
+        if self._thread.ident is not None:
+            self._thread.join(2.0)
+        for members in self.members.values():
+            for m in members:
+                m.engine.arena.close()
+
+    def lost(self, engine: InferenceEngine, reason: str) -> None:
+        """A scheduler worker found its worker dead or hung (the frame is already counted)."""
+        self.counts.failed_frames += 1
+        if engine.client.state is not WorkerState.DOWN:
+            return  # it only failed a request; it is still alive
+        member = next((m for m in self.members[self.active] if m.engine is engine), None)
+        if member is None or self._stop.is_set():
+            return  # a worker of a set no longer in use
+        self.counts.lost += 1
+        self._strike()
+        member.retry_at = time.monotonic() + member.backoff
+        log.warning("inference worker %s (%s) lost: %s", engine.client.name,
+                    engine.device.value, reason)
+        self.on_event({"type": "accelerator_lost", "device": engine.device.value,
+                       "worker": engine.client.name, "reason": reason})
+        self._wake.set()
+
+    def _strike(self) -> None:
+        now = time.monotonic()
+        failures = self.counts.failures
+        failures.append(now)
+        while failures and now - failures[0] > FALLBACK_WINDOW_S:
+            failures.popleft()
+
+    # --- the supervisor ---------------------------------------------------------------------
+
+    def _supervise(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(TICK_S)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                self._tend()
+            except Exception:  # the supervisor must outlive any surprise
+                log.exception("inference supervisor")
+
+    def _tend(self) -> None:
+        now = time.monotonic()
+        if self._should_fall_back():
+            self._fall_back()
+            return
+        for member in self.members[self.active]:
+            if member.client.state is WorkerState.DOWN and now >= member.retry_at:
+                self._restart(member)
+        if self.fallen_back and now >= self._probe_at:
+            self._probe_primary()
+
+    def _restart(self, member: _Member) -> None:
+        try:
+            member.client.start()  # from the supervisor thread, which lives as long as the run
+        except WorkerStartError as exc:
+            self._strike()
+            member.retry_at = time.monotonic() + member.backoff
+            member.backoff = min(member.backoff * 2, BACKOFF_MAX_S)
+            log.warning("inference worker %s did not restart (%s); next try in %.0f s",
+                        member.client.name, exc, member.backoff)
+            return
+        member.backoff = BACKOFF_FIRST_S
+        self.counts.restored += 1
+        log.warning("inference worker %s (%s) restored", member.client.name,
+                    member.engine.device.value)
+        self.on_event({"type": "accelerator_restored", "device": member.engine.device.value,
+                       "worker": member.client.name})
+
+    def _should_fall_back(self) -> bool:
+        return (not self.fallen_back and self.sets["fallback"] is not None
+                and len(self.counts.failures) >= FALLBACK_AFTER)
+
+    def _fall_back(self) -> None:
+        reason = next((m.client.reason for m in self.members["primary"] if m.client.reason),
+                      "repeated failures")
+        for m in self.members["primary"]:
+            m.client.stop()
+        try:
+            self._start_set("fallback")
+        except WorkerStartError as exc:
+            log.error("cannot fall back to the CPU either: %s", exc)
+            self.counts.failures.clear()
+            for m in self.members["primary"]:
+                m.client.state = WorkerState.DOWN
+            return
+        self.active = "fallback"
+        self.counts.fallback += 1
+        self.counts.failures.clear()
+        self._probe_at = time.monotonic() + self.retry_s
+        log.warning("the Edge TPU keeps failing (%s): running on the CPU, trying the Edge TPU "
+                    "again every %g s", reason, self.retry_s)
+        self.on_event({"type": "accelerator_fallback", "device": "cpu", "from": "edgetpu",
+                       "reason": reason})
+
+    def _probe_primary(self) -> None:
+        try:
+            self._start_set("primary")
+        except WorkerStartError as exc:
+            log.debug("the Edge TPU is still unavailable: %s", exc)
+            self._probe_at = time.monotonic() + self.retry_s
+            return
+        self.active = "primary"
+        for m in self.members["fallback"]:
+            m.client.stop()
+        self.counts.restored += 1
+        log.warning("the Edge TPU answers again: inference is back on it")
+        self.on_event({"type": "accelerator_restored", "device": self.device.value,
+                       "from": "cpu"})
+
+    def summary(self) -> dict[str, Any]:
+        return {"device": self.device.value, "lost": self.counts.lost,
+                "restored": self.counts.restored, "fallback": self.counts.fallback,
+                "failed_frames": self.counts.failed_frames}
+
+    def measure_bound(self, share: float, seconds: float) -> float:
+        """Frames/s when every active worker only invokes its models (no app work at all)."""
+        clients = [m.client for m in self.members[self.active]]
+        with ThreadPoolExecutor(len(clients)) as ex:
+            bounds = list(ex.map(lambda c: c.measure_bound(seconds, share), clients))
+        return float(sum(b.frames / b.seconds for b in bounds if b.seconds > 0))

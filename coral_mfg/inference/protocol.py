@@ -1,0 +1,179 @@
+"""What the application and an inference worker process say to each other.
+
+Messages are small frozen dataclasses, pickled over a socket. Frames never
+travel in them: the application writes model inputs into shared memory (an
+:class:`InputArena`) and sends only which slots to read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from multiprocessing import resource_tracker, shared_memory
+
+import numpy as np
+import numpy.typing as npt
+
+#: Crops graded per request; more are sent in further requests.
+CROP_SLOTS = 16
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model as a worker opens it."""
+
+    path: str
+    edgetpu: bool  # an Edge TPU build: opened with the delegate
+    input_size: tuple[int, int]  # (width, height)
+    input_dtype: str  # "uint8", "int8" or "float32"
+    #: detector outputs by tensor index: boxes, classes, scores, count
+    layout: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """Everything a worker process needs to open its models, sent as its first message."""
+
+    name: str
+    runtime: str  # the interpreter module: ai_edge_litert.interpreter (or tflite_runtime's)
+    device: str  # "edgetpu" or "cpu": the device the worker drives
+    edgetpu_device: str | None
+    edgetpu_library: str
+    cpu_threads: int
+    detector: ModelSpec
+    classifier: ModelSpec
+    arena: str  # shared-memory name
+
+
+@dataclass(frozen=True)
+class Detect:
+    """Run the detector on the image in the arena's detector slot."""
+
+
+@dataclass(frozen=True)
+class Classify:
+    """Run the classifier on the first ``count`` crop slots."""
+
+    count: int
+
+
+@dataclass(frozen=True)
+class MeasureBound:
+    """Invoke the models in a tight loop for ``seconds``: the pure-inference bound."""
+
+    seconds: float
+    classify_share: float
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Close the models and exit."""
+
+
+Request = Detect | Classify | MeasureBound | Stop
+
+
+@dataclass(frozen=True)
+class Stage:
+    """The worker is about to do something that may crash: said first, so a crash has a cause."""
+
+    what: str
+
+
+@dataclass(frozen=True)
+class Ready:
+    """The models are open and answered one invoke each."""
+
+    detail: str
+
+
+@dataclass(frozen=True, eq=False)
+class Detected:
+    """The detector's raw outputs (normalized y1, x1, y2, x2 boxes) and the time it took."""
+
+    boxes: npt.NDArray[np.float32]
+    classes: npt.NDArray[np.float32]
+    scores: npt.NDArray[np.float32]
+    busy_s: float
+
+
+@dataclass(frozen=True, eq=False)
+class Classified:
+    """Dequantized class scores, one row per crop."""
+
+    scores: npt.NDArray[np.float32]
+    busy_s: float
+
+
+@dataclass(frozen=True)
+class Bound:
+    frames: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Failed:
+    """A request or the start-up failed without killing the worker.
+
+    ``kind`` says whose it is: ``model`` (the file is unusable), ``no_runtime``
+    (libedgetpu is not installed), ``no_device`` (it found no Edge TPU it could
+    open), or ``error`` (anything else the runtime said).
+    """
+
+    message: str
+    kind: str = "error"
+
+
+Reply = Stage | Ready | Detected | Classified | Bound | Failed
+
+
+@dataclass
+class InputArena:
+    """The model inputs of one worker in shared memory: the detector's image and the crops.
+
+    The application writes RGB uint8 pixels at each model's input size; the
+    worker converts them to the model's input type while copying them in.
+    """
+
+    detector_size: tuple[int, int]
+    classifier_size: tuple[int, int]
+    shm: shared_memory.SharedMemory
+    owner: bool
+    detector: npt.NDArray[np.uint8] = field(init=False)
+    crops: npt.NDArray[np.uint8] = field(init=False)
+
+    def __post_init__(self) -> None:
+        (dw, dh), (cw, ch) = self.detector_size, self.classifier_size
+        det_bytes = dw * dh * 3
+        self.detector = np.ndarray((dh, dw, 3), np.uint8, self.shm.buf, 0)
+        self.crops = np.ndarray((CROP_SLOTS, ch, cw, 3), np.uint8, self.shm.buf, det_bytes)
+
+    @staticmethod
+    def nbytes(detector_size: tuple[int, int], classifier_size: tuple[int, int]) -> int:
+        (dw, dh), (cw, ch) = detector_size, classifier_size
+        return dw * dh * 3 + CROP_SLOTS * cw * ch * 3
+
+    @classmethod
+    def create(cls, detector_size: tuple[int, int], classifier_size: tuple[int, int]) -> InputArena:
+        shm = shared_memory.SharedMemory(
+            create=True, size=cls.nbytes(detector_size, classifier_size))
+        return cls(detector_size, classifier_size, shm, owner=True)
+
+    @classmethod
+    def attach(
+        cls, name: str, detector_size: tuple[int, int], classifier_size: tuple[int, int]
+    ) -> InputArena:
+        shm = shared_memory.SharedMemory(name=name)
+        # The application owns and unlinks it; this process must not (Python < 3.13
+        # registers every attach with the resource tracker).
+        resource_tracker.unregister(shm._name, "shared_memory")  # type: ignore[attr-defined]
+        return cls(detector_size, classifier_size, shm, owner=False)
+
+    @property
+    def name(self) -> str:
+        return self.shm.name
+
+    def close(self) -> None:
+        del self.detector, self.crops  # views must go before the buffer closes
+        self.shm.close()
+        if self.owner:
+            self.shm.unlink()
