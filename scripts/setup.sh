@@ -33,10 +33,11 @@ if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
   exit 1
 fi
 [ -x .venv/bin/python ] || "$python" -m venv .venv
-# Install only when pyproject.toml or the extras asked for changed since the last
-# install (a [dev] install covers the plain one), so a re-run needs no package index.
+# Install only when the package's metadata ([project] in pyproject.toml) or the
+# extras asked for changed since the last install (a [dev] install covers the
+# plain one), so a re-run needs no package index.
 stamp=.venv/.coral-mfg-installed
-hash=$(sha256sum pyproject.toml | cut -d' ' -f1)
+hash=$(sed -n '/^\[build-system\]/,/^\[tool\./p' pyproject.toml | sha256sum | cut -d' ' -f1)
 have=$(cat "$stamp" 2>/dev/null || true)
 if [ "$have" = "$hash [dev]" ] || [ "$have" = "$hash ${extra:-[]}" ]; then
   echo "setup: coral-mfg and its dependencies are installed and up to date"

@@ -180,8 +180,8 @@ def test_log_file_states_versions_models_inputs_and_stats(tmp_path: Path) -> Non
     assert result.returncode == 0, result.stderr
     text = log_file.read_text()
     for needle in ("versions: python", "numpy", "opencv", "ai_edge_litert", "detector:",
-                   "classifier:", "inputs: worker safety", "keep-out zones: keepout",
-                   "summary:"):
+                   "inference: 2 cpu worker(s): detector ", ", classifier ",
+                   "inputs: worker safety", "keep-out zones: keepout", "summary:"):
         assert needle in text, needle
 
 

@@ -40,6 +40,7 @@ from coral_mfg.inference.protocol import (
 )
 
 log = logging.getLogger(__name__)
+native = logging.getLogger("coral_mfg.native")
 
 #: Opening both models: at least this long (an Edge TPU's first open uploads its
 #: firmware), and at least this many times the inference timeout.
@@ -148,6 +149,7 @@ class WorkerClient:
             child.close()
             self._conn = Connection(parent.detach())
             self._conn.send(self.config)
+            self.hop_s.clear()
 
     def wait_ready(self) -> str:
         with self._lock:
@@ -159,7 +161,20 @@ class WorkerClient:
                 raise
             self.state, self.reason = WorkerState.UP, ""
             self.errors_in_a_row = 0
+            self._forward_stderr()
             return detail
+
+    def _forward_stderr(self) -> None:
+        """What native code printed while opening the models, to the debug log."""
+        if not native.isEnabledFor(logging.DEBUG):
+            return
+        try:
+            text = self._stderr.read_text(errors="replace")
+        except OSError:
+            return
+        for line in text.splitlines():
+            if line.strip():
+                native.debug("%s: %s", self.name, line.strip())
 
     def _await_ready(self, timeout: float) -> str:
         assert self._conn is not None

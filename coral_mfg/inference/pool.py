@@ -128,10 +128,11 @@ class WorkerPool:
     def status(self) -> str | None:
         """Why no inference runs now, for the screen; None while any worker is up."""
         members = self.members[self.active]
-        if any(m.client.state is WorkerState.UP for m in members):
+        if self._stop.is_set() or any(m.client.state is WorkerState.UP for m in members):
             return None
-        reason = next((m.client.reason for m in members if m.client.reason), "restarting")
-        return f"{self.device.value.upper()} DOWN: {reason}; restarting"
+        device = "EDGE TPU" if self.device is Device.EDGETPU else "CPU INFERENCE"
+        reason = next((m.client.reason for m in members if m.client.reason), "")
+        return f"{device} DOWN: {reason + '; ' if reason else ''}restarting"
 
     def hop_ms(self) -> tuple[float, float]:
         """Median and 99th percentile of the process hop per call, in milliseconds."""
