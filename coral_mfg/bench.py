@@ -52,7 +52,7 @@ def run_bench(settings: Settings, seconds: float) -> dict[str, Any]:
             pass
     finally:
         elapsed = time.monotonic() - began
-        summary = pipeline.close()
+        summary = pipeline.close(keep_inference=True)
     total = sum(summary["frames"].values())
     stages = {
         stream: {
@@ -64,8 +64,10 @@ def run_bench(settings: Settings, seconds: float) -> dict[str, Any]:
     share = collector.apples / max(collector.frames, 1)
     pool = pipeline.inference.pool
     hop_median, hop_p99 = pool.hop_ms()
-    bound = pool.measure_bound(share, min(seconds, BOUND_MAX_S))
-    pool.close()
+    try:
+        bound = pool.measure_bound(share, min(seconds, BOUND_MAX_S))
+    finally:
+        pool.close()
     achieved = total / elapsed
     return {
         "device": pipeline.device,

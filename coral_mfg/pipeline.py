@@ -220,8 +220,12 @@ class Pipeline:
             "accelerator": self.inference.pool.summary(),
         }
 
-    def close(self) -> dict[str, Any]:
-        """Stop everything, drain outputs, write the summary; safe to call twice."""
+    def close(self, keep_inference: bool = False) -> dict[str, Any]:
+        """Stop everything, drain outputs, write the summary; safe to call twice.
+
+        ``keep_inference`` leaves the worker processes running for the caller to use
+        (the benchmark measures them alone) and to close.
+        """
         if self._closed:
             return self.summary()
         self._closed = True
@@ -229,7 +233,8 @@ class Pipeline:
         for ev in self.ctx.capture_stops.values():
             ev.set()
         self.scheduler.join(JOIN_S)
-        self.inference.pool.close()
+        if not keep_inference:
+            self.inference.pool.close()
         for t in (*(u.source for u in self.units.values()), self.zone_watcher):
             if t is not None and t.ident is not None:  # started
                 t.join(JOIN_S)
