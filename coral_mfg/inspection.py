@@ -10,12 +10,13 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+import numpy.typing as npt
 
 from coral_mfg.capture import Frame
 from coral_mfg.detections import as_box, pixel_boxes
 from coral_mfg.geometry import letterbox
 from coral_mfg.inference.engine import APPLE_ID, InferenceEngine
-from coral_mfg.results import VISUAL_INSPECTION, AppleObject, FrameResult, StageTimes
+from coral_mfg.results import VISUAL_INSPECTION, AppleObject, FrameResult, Inferred, StageTimes
 from coral_mfg.tracking import IouTracker
 
 MIN_CROP_PX = 8
@@ -32,33 +33,41 @@ class VisualInspection:
     processed: int = 0
     grades: dict[int, str] = field(default_factory=dict)
 
-    def process(self, frame: Frame, engine: InferenceEngine) -> FrameResult:
+    def infer(self, frame: Frame, engine: InferenceEngine) -> Inferred:
+        """Objects on the frame and the grades of their crops (full resolution)."""
         times = StageTimes(decode=frame.decode_ms)
         if not self.grades:
             self.grades = dict(engine.labels.classifier)
-        dets = engine.detect(frame.image, times)
-        apples = dets.of_class(APPLE_ID, self.threshold)
+        apples = engine.detect(frame.image, times).of_class(APPLE_ID, self.threshold)
         crops = pixel_boxes(apples.xyxy, frame.size)
+        graded = [i for i, (x1, y1, x2, y2) in enumerate(crops.tolist())
+                  if x2 - x1 >= MIN_CROP_PX and y2 - y1 >= MIN_CROP_PX]
+        grades: list[npt.NDArray[np.float32] | None] = [None] * len(apples)
+        if graded:
+            scores = engine.class_scores(frame.image, [as_box(crops[i]) for i in graded], times)
+            for row, i in enumerate(graded):
+                grades[i] = scores[row]
+        return Inferred(apples, engine.device.value, times, tuple(grades))
+
+    def finish(self, frame: Frame, inferred: Inferred) -> FrameResult:
+        """Tracks and their votes, one frame after the other, in order."""
+        times, apples = inferred.times, inferred.detections
         picture = letterbox(self.out_size, frame.size)
         out_boxes = pixel_boxes(apples.placed(picture, self.out_size).xyxy, self.out_size)
         t0 = time.perf_counter()
         tracks = self.tracker.update(out_boxes.astype(np.float32))
-        checks = time.perf_counter() - t0
-        graded = [i for i, (x1, y1, x2, y2) in enumerate(crops.tolist())
-                  if x2 - x1 >= MIN_CROP_PX and y2 - y1 >= MIN_CROP_PX]
-        if graded:
-            scores = engine.class_scores(frame.image, [as_box(crops[i]) for i in graded], times)
-            for row, i in enumerate(graded):
-                tracks[i].vote(scores[row])
+        for track, scores in zip(tracks, inferred.grades, strict=True):
+            if scores is not None:
+                track.vote(scores)
         objects = []
         for box, score, track in zip(out_boxes, apples.scores, tracks, strict=True):
             verdict = track.verdict
             grade = None if verdict is None else self.grades.get(verdict, str(verdict))
             grade_score = None if verdict is None else track.verdict_score
             objects.append(AppleObject(float(score), as_box(box), grade, grade_score, track.id))
-        times.checks = checks * 1000.0
+        times.checks = (time.perf_counter() - t0) * 1000.0
         self.processed += 1
-        return FrameResult(frame, self.out_size, engine.device.value, tuple(objects), times)
+        return FrameResult(frame, self.out_size, inferred.device, tuple(objects), times)
 
     def counts(self) -> dict[str, int]:
         """Apples seen on enough frames to count, by their verdict."""

@@ -5,7 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from coral_mfg.capture import Frame
+from coral_mfg.detections import Detections
 from coral_mfg.geometry import Rect, letterbox
 
 Box = tuple[int, int, int, int]  # x1, y1, x2, y2 in output-frame pixels
@@ -56,6 +60,21 @@ class StageTimes:
     classify: float = 0.0
     checks: float = 0.0
     output: float = 0.0
+
+
+@dataclass(frozen=True, eq=False)
+class Inferred:
+    """What the models said about one frame, before the stream's in-order bookkeeping.
+
+    Inference of a stream's frames may overlap; tracking, zones and votes then
+    take the frames strictly in order (see the scheduler).
+    """
+
+    detections: Detections  # the stream's own objects, above its threshold, frame pixels
+    device: str
+    times: StageTimes
+    #: per detection, the classifier's scores (inspection), or None when not graded
+    grades: tuple[npt.NDArray[np.float32] | None, ...] = ()
 
 
 @dataclass(frozen=True, eq=False)

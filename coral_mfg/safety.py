@@ -17,7 +17,7 @@ from coral_mfg.capture import Frame
 from coral_mfg.detections import as_box, pixel_boxes
 from coral_mfg.geometry import letterbox
 from coral_mfg.inference.engine import PERSON_ID, InferenceEngine
-from coral_mfg.results import WORKER_SAFETY, FrameResult, PersonObject, StageTimes
+from coral_mfg.results import WORKER_SAFETY, FrameResult, Inferred, PersonObject, StageTimes
 from coral_mfg.tracking import IouTracker
 from coral_mfg.zones import KeepoutZone
 
@@ -154,14 +154,19 @@ class WorkerSafety:
     processed: int = 0
     started: float = field(default_factory=time.monotonic)
 
-    def process(self, frame: Frame, engine: InferenceEngine) -> FrameResult:
+    def infer(self, frame: Frame, engine: InferenceEngine) -> Inferred:
+        """People on the frame; safe to run for several frames of the stream at once."""
         times = StageTimes(decode=frame.decode_ms)
-        dets = engine.detect(frame.image, times)
+        people = engine.detect(frame.image, times).of_class(PERSON_ID, self.threshold)
+        return Inferred(people, engine.device.value, times)
+
+    def finish(self, frame: Frame, inferred: Inferred) -> FrameResult:
+        """Tracks, zones and events, one frame after the other, in order."""
+        times, people = inferred.times, inferred.detections
         t0 = time.perf_counter()
         zones = self.store.zones
         for old, new in self.store.take_renames():
             self.debounce.rename(old, new)
-        people = dets.of_class(PERSON_ID, self.threshold)
         picture = letterbox(self.out_size, frame.size)
         boxes = pixel_boxes(people.placed(picture, self.out_size).xyxy, self.out_size)
         tracks = self.tracker.update(boxes.astype(np.float32))
@@ -183,8 +188,7 @@ class WorkerSafety:
         )
         times.checks = (time.perf_counter() - t0) * 1000.0
         self.processed += 1
-        return FrameResult(frame, self.out_size, engine.device.value, tuple(objects), times,
-                           events)
+        return FrameResult(frame, self.out_size, inferred.device, tuple(objects), times, events)
 
     @property
     def violations(self) -> int:

@@ -1,9 +1,13 @@
-"""The scheduler: owns the accelerator and shares it fairly between the streams.
+"""The scheduler: shares the inference workers fairly between the streams.
 
-Workers (one per interpreter pair: one for an Edge TPU, as measured best for
-the CPU) take frames round-robin from the streams. A stream is processed by
-at most one worker at a time, so its frames stay in order for its tracker and
-the event log. Every wait is bounded and watches the stop event.
+Scheduler threads (one per engine slot: two per worker process, so the next
+request is ready the moment a worker answers) take frames round-robin from the
+streams. Each frame is done in two steps: inference, which may run for two
+frames of one stream at once, and the stream's own bookkeeping (tracking,
+zones, votes, events), which takes the frames strictly in the order they were
+taken. So a worker never waits while the application finishes the frame
+before, and every stream stays in order for its tracker and the event log.
+Every wait is bounded and watches the stop event.
 """
 
 from __future__ import annotations
@@ -18,21 +22,24 @@ from typing import Protocol
 from coral_mfg.capture import Frame, FrameSlot
 from coral_mfg.inference.client import RequestError, WorkerDownError
 from coral_mfg.inference.engine import InferenceEngine
-from coral_mfg.results import FrameResult
+from coral_mfg.results import FrameResult, Inferred
 
 log = logging.getLogger(__name__)
 
 POLL_S = 0.1
 ERROR_STATE_AFTER = 5
+#: Frames of one stream whose inference may run at once.
+IN_FLIGHT = 2
 
 
 class StreamProcessor(Protocol):
-    """A stream's own work on a frame (keep-out checks, grading); called by one worker at a time."""
+    """A stream's own work on a frame: ``infer`` may overlap, ``finish`` runs in order."""
 
     name: str
     processed: int
 
-    def process(self, frame: Frame, engine: InferenceEngine) -> FrameResult: ...
+    def infer(self, frame: Frame, engine: InferenceEngine) -> Inferred: ...
+    def finish(self, frame: Frame, inferred: Inferred) -> FrameResult: ...
 
 
 @dataclass
@@ -43,7 +50,9 @@ class StreamState:
     slot: FrameSlot
     max_frames: int = 0
     source_ended: bool = False
-    busy: bool = False
+    in_flight: int = 0
+    taken: int = 0  # frames taken so far: the next one's turn number
+    finished: int = 0  # frames finished (or failed) so far: whose turn it is
     done: bool = False
     errors: int = 0
     consecutive_errors: int = 0
@@ -66,9 +75,16 @@ class StreamState:
     def limit_reached(self) -> bool:
         return self.max_frames > 0 and self.processor.processed >= self.max_frames
 
+    @property
+    def can_take(self) -> bool:
+        """Another frame may start: under the in-flight bound, and not past --max_frames."""
+        if self.done or self.in_flight >= IN_FLIGHT:
+            return False
+        return self.max_frames <= 0 or self.processor.processed + self.in_flight < self.max_frames
+
 
 class Engines(Protocol):
-    """Where scheduler workers get their engine: the worker pool, which may swap them."""
+    """Where scheduler threads get their engine: the worker pool, which may swap them."""
 
     @property
     def slots(self) -> int: ...
@@ -77,8 +93,15 @@ class Engines(Protocol):
 
 
 @dataclass
+class _Job:
+    state: StreamState
+    frame: Frame
+    turn: int
+
+
+@dataclass
 class Scheduler:
-    """Worker threads, one per engine slot, taking frames round-robin from the streams.
+    """Threads, one per engine slot, taking frames round-robin from the streams.
 
     A slot whose engine is down (its process restarting) takes no frames: live
     sources drop theirs meanwhile (counted), files wait.
@@ -122,37 +145,38 @@ class Scheduler:
     def _retire(self) -> None:
         """Mark streams finished: limit reached, or source ended with nothing left."""
         for s in self.streams:
-            if s.done or s.busy:
+            if s.done or s.in_flight:
                 continue
             if s.limit_reached or (s.source_ended and not len(s.slot)):
                 s.done = True
                 s.slot.frames.clear()
                 self.on_stream_done(s.processor.name)
 
-    def _pick(self) -> tuple[StreamState, Frame] | None:
-        """Round-robin over streams that are idle and have a frame; caller holds cond."""
+    def _pick(self) -> _Job | None:
+        """Round-robin over streams that may take a frame and have one; caller holds cond."""
         n = len(self.streams)
         if self.paused.is_set():
             return None
         for k in range(n):
             s = self.streams[(self._next + k) % n]
-            if s.done or s.busy:
+            if not s.can_take:
                 continue
             frame = s.slot.take()
             if frame is not None:
                 self._next = (self._next + k + 1) % n
-                s.busy = True
+                s.in_flight += 1
+                s.taken += 1
                 if s.began is None:
                     s.began = time.monotonic()
-                return s, frame
+                return _Job(s, frame, s.taken - 1)
         return None
 
     def _work(self, slot: int) -> None:
         while not self.stop.is_set():
             engine = self.engines.engine(slot)
             with self.cond:
-                picked = self._pick() if engine is not None else None
-                if picked is None:
+                job = self._pick() if engine is not None else None
+                if job is None:
                     self._retire()
                     if all(s.done for s in self.streams):
                         self.cond.notify_all()
@@ -160,36 +184,57 @@ class Scheduler:
                     self.cond.wait(POLL_S)
                     continue
             assert engine is not None
-            state, frame = picked
-            result = self._process(state, frame, engine)
+            inferred = self._infer(job, engine)
+            if not self._await_turn(job):
+                return  # stopping: the frame is abandoned with the run
+            result = self._finish(job, inferred) if inferred is not None else None
             if result is not None:
-                state.consecutive_errors = 0
+                job.state.consecutive_errors = 0
                 self.on_result(result)
             with self.cond:
-                state.busy = False
+                state = job.state
+                state.finished += 1
+                state.in_flight -= 1
                 state.last_done = time.monotonic()
                 self._retire()
                 self.cond.notify_all()
 
-    def _process(
-        self, state: StreamState, frame: Frame, engine: InferenceEngine
-    ) -> FrameResult | None:
-        """The frame's result, or None when it failed (counted, logged, never silent)."""
+    def _await_turn(self, job: _Job) -> bool:
+        """Wait until every frame taken before this one is finished; False when stopping."""
+        with self.cond:
+            while job.state.finished != job.turn:
+                if self.stop.is_set():
+                    return False
+                self.cond.wait(POLL_S)
+        return True
+
+    def _infer(self, job: _Job, engine: InferenceEngine) -> Inferred | None:
+        """The models' answer for the frame, or None when it failed (counted, logged)."""
+        state = job.state
         try:
-            return state.processor.process(frame, engine)
+            return state.processor.infer(job.frame, engine)
         except (WorkerDownError, RequestError) as exc:
             self._failed(state, f"inference: {exc}")
             log.warning("%s: frame %d lost: inference worker %s: %s", state.processor.name,
-                        frame.index, engine.client.name, exc)
+                        job.frame.index, engine.client.name, exc)
             self.engines.lost(engine, str(exc))
         except Exception as exc:
             self._failed(state, f"{type(exc).__name__}: {exc}")
             log.exception("%s: frame %d failed and was skipped", state.processor.name,
-                          frame.index)
+                          job.frame.index)
         return None
 
-    @staticmethod
-    def _failed(state: StreamState, why: str) -> None:
-        state.errors += 1
-        state.consecutive_errors += 1
-        state.last_error = why[:120]
+    def _finish(self, job: _Job, inferred: Inferred) -> FrameResult | None:
+        try:
+            return job.state.processor.finish(job.frame, inferred)
+        except Exception as exc:
+            self._failed(job.state, f"{type(exc).__name__}: {exc}")
+            log.exception("%s: frame %d failed and was skipped", job.state.processor.name,
+                          job.frame.index)
+        return None
+
+    def _failed(self, state: StreamState, why: str) -> None:
+        with self.cond:
+            state.errors += 1
+            state.consecutive_errors += 1
+            state.last_error = why[:120]

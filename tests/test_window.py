@@ -238,7 +238,7 @@ def test_keys_pause_hud_fullscreen_screenshot_and_quit(
 
     def idle() -> bool:
         with pipeline.ctx.cond:
-            return not any(u.state.busy for u in pipeline.units.values())
+            return not any(u.state.in_flight for u in pipeline.units.values())
 
     def script() -> None:
         try:

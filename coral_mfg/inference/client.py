@@ -107,9 +107,14 @@ class WorkerClient:
         self.proc: subprocess.Popen[bytes] | None = None
         self._conn: Connection | None = None
         self._stderr = Path(tempfile.gettempdir()) / f"coral-mfg-{os.getpid()}-{config.name}.log"
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # start and stop
+        self._send_lock = threading.Lock()
+        self._turn = threading.Condition()
+        self._sent = 0  # tickets given out to this process's requests
+        self._received = 0  # replies taken
         self.hop_s: list[float] = []  # round trip minus the worker's own time, recent calls
         self.errors_in_a_row = 0
+        self.generation = 0  # processes started so far: tells one loss from its echoes
 
     @property
     def start_timeout(self) -> float:
@@ -147,9 +152,12 @@ class WorkerClient:
                     stdout=subprocess.DEVNULL, stderr=err, close_fds=True,
                 )
             child.close()
-            self._conn = Connection(parent.detach())
-            self._conn.send(self.config)
-            self.hop_s.clear()
+            with self._send_lock, self._turn:
+                self._conn = Connection(parent.detach())
+                self._conn.send(self.config)
+                self.hop_s.clear()
+                self.generation += 1
+                self._sent = self._received = 0
 
     def wait_ready(self) -> str:
         with self._lock:
@@ -213,26 +221,26 @@ class WorkerClient:
     def stop(self) -> None:
         """Ask the process to exit, then make sure it has; safe to call twice.
 
-        A call in flight is not waited for: the process is killed under it.
+        Requests in flight are not waited for: the process is killed under them.
         """
-        idle = self._lock.acquire(timeout=0.05)
-        try:
-            if idle and self._conn is not None and self.state is WorkerState.UP:
-                try:
-                    self._conn.send(Stop())
-                    if self.proc is not None:
-                        self.proc.wait(STOP_WAIT_S)
-                except (OSError, subprocess.TimeoutExpired):
-                    pass
-            self.state = WorkerState.STOPPED
-            if self.proc is not None and self.proc.poll() is None:
-                self.proc.kill()
-                self.proc.wait(5)
-            if idle:
+        with self._lock:
+            quiet = self._send_lock.acquire(timeout=0.05)
+            try:
+                if quiet and self._conn is not None and self.state is WorkerState.UP \
+                        and self._sent == self._received:
+                    try:
+                        self._conn.send(Stop())
+                        if self.proc is not None:
+                            self.proc.wait(STOP_WAIT_S)
+                    except (OSError, subprocess.TimeoutExpired):
+                        pass
+                self.state = WorkerState.STOPPED
                 self._kill()
-        finally:
-            if idle:
-                self._lock.release()
+            finally:
+                if quiet:
+                    self._send_lock.release()
+            with self._turn:
+                self._turn.notify_all()
         self._stderr.unlink(missing_ok=True)
 
     def _kill(self) -> None:
@@ -246,45 +254,87 @@ class WorkerClient:
     # --- calls -----------------------------------------------------------------------------
 
     def call(self, request: Request, timeout: float | None = None) -> Reply:
-        """One request, one reply, within the deadline; the worker is killed if it misses it."""
-        with self._lock:
-            if self.state is not WorkerState.UP or self._conn is None:
+        """One request, one reply, within the deadline; the worker is killed if it misses it.
+
+        Several threads may call at once: requests queue in the socket, so the
+        worker starts the next the moment it answers one; replies come back in
+        order, each to its caller (a ticket says whose turn it is).
+        """
+        limit = self.timeout if timeout is None else timeout
+        with self._send_lock:
+            conn, generation = self._conn, self.generation
+            if self.state is not WorkerState.UP or conn is None:
                 raise WorkerDownError(self.reason or "not running")
-            limit = self.timeout if timeout is None else timeout
+            ticket = self._sent
+            self._sent += 1
+            queued = ticket != self._received
             sent = time.perf_counter()
             try:
-                self._conn.send(request)
-                if not self._conn.poll(limit):
-                    self._kill()
-                    raise self._down(f"no answer within {limit:g} s (hung); killed")
-                reply: Reply = self._conn.recv()
-            except (EOFError, OSError):
-                raise self._down(self._death(f"running {type(request).__name__}")) from None
-            if isinstance(reply, Failed):
-                self.errors_in_a_row += 1
-                message = reply.message[:MESSAGE_MAX]
-                if self.errors_in_a_row >= ERRORS_BEFORE_RESTART:
-                    raise self._down(f"{self.errors_in_a_row} errors in a row: {message}")
-                raise RequestError(message)
-            self.errors_in_a_row = 0
-            busy = getattr(reply, "busy_s", None)
-            if busy is not None:
-                self.hop_s.append(time.perf_counter() - sent - busy)
-                del self.hop_s[:-2000]
-            return reply
+                conn.send(request)
+            except OSError:
+                raise self._down_if(generation, self._death("sending a request")) from None
+        reply = self._receive(conn, generation, ticket, limit, request)
+        if isinstance(reply, Failed):
+            self.errors_in_a_row += 1
+            message = reply.message[:MESSAGE_MAX]
+            if self.errors_in_a_row >= ERRORS_BEFORE_RESTART:
+                raise self._down_if(generation, f"{self.errors_in_a_row} errors in a row: "
+                                    f"{message}")
+            raise RequestError(message)
+        self.errors_in_a_row = 0
+        busy = getattr(reply, "busy_s", None)
+        if busy is not None and not queued:
+            self.hop_s.append(time.perf_counter() - sent - busy)
+            del self.hop_s[:-2000]
+        return reply
+
+    def _receive(
+        self, conn: Connection, generation: int, ticket: int, limit: float, request: Request
+    ) -> Reply:
+        """Wait for this ticket's turn, then for its reply; each wait within ``limit``."""
+        with self._turn:
+            deadline = time.monotonic() + limit * (ticket - self._received + 1)
+            while self._received != ticket:
+                if self.generation != generation or self.state is not WorkerState.UP:
+                    raise WorkerDownError(self.reason or "restarted")
+                if time.monotonic() > deadline:
+                    raise self._down_if(generation, f"no answer within {limit:g} s (hung); "
+                                        "killed")
+                self._turn.wait(0.05)
+            try:
+                if self.generation != generation:
+                    raise WorkerDownError(self.reason or "restarted")
+                try:
+                    if not conn.poll(limit):
+                        raise self._down_if(generation, f"no answer within {limit:g} s (hung); "
+                                            "killed")
+                    reply: Reply = conn.recv()
+                except (EOFError, OSError):
+                    raise self._down_if(generation, self._death(
+                        f"running {type(request).__name__}")) from None
+                return reply
+            finally:
+                self._received += 1
+                self._turn.notify_all()
+
+    def _down_if(self, generation: int, reason: str) -> WorkerDownError:
+        """The worker of ``generation`` is gone: mark it down, unless a newer one runs."""
+        if self.generation == generation and self.state is WorkerState.UP:
+            return self._down(reason)
+        return WorkerDownError(self.reason or reason)
 
     def _down(self, reason: str) -> WorkerDownError:
         self._kill()
         self.state, self.reason = WorkerState.DOWN, reason
         return WorkerDownError(reason)
 
-    def detect(self) -> Detected:
-        reply = self.call(Detect())
+    def detect(self, lane: int) -> Detected:
+        reply = self.call(Detect(lane))
         assert isinstance(reply, Detected)
         return reply
 
-    def classify(self, count: int) -> Classified:
-        reply = self.call(Classify(count))
+    def classify(self, lane: int, count: int) -> Classified:
+        reply = self.call(Classify(lane, count))
         assert isinstance(reply, Classified)
         return reply
 

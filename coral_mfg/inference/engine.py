@@ -162,19 +162,20 @@ class InferenceEngine:
     it reports an error; the scheduler counts the frame as failed.
     """
 
-    def __init__(self, client: WorkerClient, arena: InputArena, device: Device,
+    def __init__(self, client: WorkerClient, arena: InputArena, lane: int, device: Device,
                  labels: Labels) -> None:
         self.client = client
         self.arena = arena
+        self.lane = lane
         self.device = device
         self.labels = labels
 
     def detect(self, frame: npt.NDArray[np.uint8], times: StageTimes | None = None) -> Detections:
         """Detections on a BGR frame, in its own pixels."""
         t0 = time.perf_counter()
-        _fill(self.arena.detector, frame)
+        _fill(self.arena.detector[self.lane], frame)
         t1 = time.perf_counter()
-        out = self.client.detect()
+        out = self.client.detect(self.lane)
         if times is not None:
             times.preprocess += (t1 - t0) * 1000.0
             times.detect += (time.perf_counter() - t1) * 1000.0
@@ -192,8 +193,8 @@ class InferenceEngine:
         for start in range(0, len(rois), CROP_SLOTS):
             batch = rois[start:start + CROP_SLOTS]
             for slot, (x1, y1, x2, y2) in enumerate(batch):
-                _fill(self.arena.crops[slot], frame[y1:y2, x1:x2])
-            rows.append(self.client.classify(len(batch)).scores)
+                _fill(self.arena.crops[self.lane, slot], frame[y1:y2, x1:x2])
+            rows.append(self.client.classify(self.lane, len(batch)).scores)
         if times is not None:
             times.classify += (time.perf_counter() - t0) * 1000.0
         classes = len(self.labels.classifier)

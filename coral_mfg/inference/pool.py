@@ -22,7 +22,7 @@ from typing import Any
 
 from coral_mfg.inference.client import WorkerClient, WorkerStartError, WorkerState
 from coral_mfg.inference.engine import InferenceEngine, Labels
-from coral_mfg.inference.protocol import InputArena, WorkerConfig
+from coral_mfg.inference.protocol import LANES, InputArena, WorkerConfig
 from coral_mfg.inference.runtime import Device
 
 log = logging.getLogger(__name__)
@@ -48,11 +48,16 @@ class WorkerSet:
 
 @dataclass
 class _Member:
-    """One worker of a set, with its shared memory and its restart schedule."""
+    """One worker of a set: its engines (one per lane), its restart schedule."""
 
-    engine: InferenceEngine
+    engines: tuple[InferenceEngine, ...]
     retry_at: float = 0.0
     backoff: float = BACKOFF_FIRST_S
+    lost_generation: int = 0  # the process already reported lost
+
+    @property
+    def engine(self) -> InferenceEngine:
+        return self.engines[0]
 
     @property
     def client(self) -> WorkerClient:
@@ -93,16 +98,16 @@ class WorkerPool:
     @staticmethod
     def _member(config: WorkerConfig, device: Device, labels: Labels, timeout: float) -> _Member:
         arena = InputArena.create(config.detector.input_size, config.classifier.input_size)
-        config = replace(config, arena=arena.name)
-        return _Member(InferenceEngine(WorkerClient(config, arena, timeout), arena, device,
-                                       labels))
+        client = WorkerClient(replace(config, arena=arena.name), arena, timeout)
+        return _Member(tuple(InferenceEngine(client, arena, lane, device, labels)
+                             for lane in range(LANES)))
 
     # --- what the scheduler sees ----------------------------------------------------------
 
     @property
     def slots(self) -> int:
-        """Scheduler workers to run: enough for the largest set."""
-        return max(len(m) for m in self.members.values())
+        """Scheduler threads to run: a lane of every worker of the largest set."""
+        return LANES * max(len(m) for m in self.members.values())
 
     @property
     def device(self) -> Device:
@@ -117,10 +122,11 @@ class WorkerPool:
     def engine(self, slot: int) -> InferenceEngine | None:
         """The engine a scheduler worker may use now, or None (not in this set, or down)."""
         members = self.members[self.active]
-        if slot >= len(members):
+        worker, lane = slot % len(members), slot // len(members)
+        if lane >= LANES:
             return None
-        member = members[slot]
-        return member.engine if member.client.state is WorkerState.UP else None
+        member = members[worker]
+        return member.engines[lane] if member.client.state is WorkerState.UP else None
 
     def engines(self) -> list[InferenceEngine]:
         return [m.engine for m in self.members[self.active]]
@@ -182,9 +188,12 @@ class WorkerPool:
         self.counts.failed_frames += 1
         if engine.client.state is not WorkerState.DOWN:
             return  # it only failed a request; it is still alive
-        member = next((m for m in self.members[self.active] if m.engine is engine), None)
+        member = next((m for m in self.members[self.active] if m.client is engine.client), None)
         if member is None or self._stop.is_set():
             return  # a worker of a set no longer in use
+        if member.lost_generation == engine.client.generation:
+            return  # the same loss, seen by the request of the other lane
+        member.lost_generation = engine.client.generation
         self.counts.lost += 1
         self._strike()
         member.retry_at = time.monotonic() + member.backoff

@@ -15,6 +15,8 @@ import numpy.typing as npt
 
 #: Crops graded per request; more are sent in further requests.
 CROP_SLOTS = 16
+#: Input slots per worker: one request runs while the next is being written.
+LANES = 2
 
 
 @dataclass(frozen=True)
@@ -46,13 +48,16 @@ class WorkerConfig:
 
 @dataclass(frozen=True)
 class Detect:
-    """Run the detector on the image in the arena's detector slot."""
+    """Run the detector on the image in ``lane``'s detector slot."""
+
+    lane: int
 
 
 @dataclass(frozen=True)
 class Classify:
-    """Run the classifier on the first ``count`` crop slots."""
+    """Run the classifier on the first ``count`` crop slots of ``lane``."""
 
+    lane: int
     count: int
 
 
@@ -132,6 +137,8 @@ class InputArena:
 
     The application writes RGB uint8 pixels at each model's input size; the
     worker converts them to the model's input type while copying them in.
+    There are :data:`LANES` of each, so the next request can be written while
+    one runs.
     """
 
     detector_size: tuple[int, int]
@@ -143,14 +150,15 @@ class InputArena:
 
     def __post_init__(self) -> None:
         (dw, dh), (cw, ch) = self.detector_size, self.classifier_size
-        det_bytes = dw * dh * 3
-        self.detector = np.ndarray((dh, dw, 3), np.uint8, self.shm.buf, 0)
-        self.crops = np.ndarray((CROP_SLOTS, ch, cw, 3), np.uint8, self.shm.buf, det_bytes)
+        det_bytes = LANES * dw * dh * 3
+        self.detector = np.ndarray((LANES, dh, dw, 3), np.uint8, self.shm.buf, 0)
+        self.crops = np.ndarray((LANES, CROP_SLOTS, ch, cw, 3), np.uint8, self.shm.buf,
+                                det_bytes)
 
     @staticmethod
     def nbytes(detector_size: tuple[int, int], classifier_size: tuple[int, int]) -> int:
         (dw, dh), (cw, ch) = detector_size, classifier_size
-        return dw * dh * 3 + CROP_SLOTS * cw * ch * 3
+        return LANES * (dw * dh * 3 + CROP_SLOTS * cw * ch * 3)
 
     @classmethod
     def create(cls, detector_size: tuple[int, int], classifier_size: tuple[int, int]) -> InputArena:

@@ -142,11 +142,11 @@ def _message(exc: BaseException) -> str:
     return "; ".join(lines) if lines else type(exc).__name__
 
 
-def _detect(det: _Model, arena: InputArena) -> Detected:
+def _detect(det: _Model, arena: InputArena, lane: int) -> Detected:
     assert det.spec.layout is not None
     boxes_i, classes_i, scores_i, count_i = det.spec.layout
     start = time.perf_counter()
-    det.set_input(arena.detector)
+    det.set_input(arena.detector[lane])
     det.interpreter.invoke()
     get = det.interpreter.get_tensor
     scores = get(scores_i)[0]
@@ -156,11 +156,11 @@ def _detect(det: _Model, arena: InputArena) -> Detected:
                     scores[:count].astype(np.float32), time.perf_counter() - start)
 
 
-def _classify(clf: _Model, arena: InputArena, count: int) -> Classified:
+def _classify(clf: _Model, arena: InputArena, lane: int, count: int) -> Classified:
     start = time.perf_counter()
     rows = []
     for i in range(count):
-        clf.set_input(arena.crops[i])
+        clf.set_input(arena.crops[lane, i])
         clf.interpreter.invoke()
         rows.append(clf.scores())
     scores = np.stack(rows) if rows else np.zeros((0, 0), np.float32)
@@ -202,9 +202,9 @@ def serve(conn: Connection) -> int:
             return 0
         try:
             if isinstance(request, Detect):
-                conn.send(_detect(det, arena))
+                conn.send(_detect(det, arena, request.lane))
             elif isinstance(request, Classify):
-                conn.send(_classify(clf, arena, request.count))
+                conn.send(_classify(clf, arena, request.lane, request.count))
             elif isinstance(request, MeasureBound):
                 conn.send(_bound(det, clf, request))
         except Exception as exc:  # e.g. an Edge TPU that errors on every invoke
