@@ -232,9 +232,11 @@ class Pipeline:
         self.ctx.stop.set()
         for ev in self.ctx.capture_stops.values():
             ev.set()
+        if not keep_inference:
+            self.inference.pool.stop_workers()  # first: a call waiting on a hung worker returns
         self.scheduler.join(JOIN_S)
         if not keep_inference:
-            self.inference.pool.close()
+            self.inference.pool.release()
         for t in (*(u.source for u in self.units.values()), self.zone_watcher):
             if t is not None and t.ident is not None:  # started
                 t.join(JOIN_S)

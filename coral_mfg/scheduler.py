@@ -214,6 +214,8 @@ class Scheduler:
         try:
             return state.processor.infer(job.frame, engine)
         except (WorkerDownError, RequestError) as exc:
+            if self.stop.is_set():
+                return None  # the run is ending: its workers were stopped under this frame
             self._failed(state, f"inference: {exc}")
             log.warning("%s: frame %d lost: inference worker %s: %s", state.processor.name,
                         job.frame.index, engine.client.name, exc)

@@ -301,13 +301,19 @@ def _kinds(events: Path, kind: str) -> list[dict[str, Any]]:
     return [e for e in _events(events) if e["type"] == kind]
 
 
+def _running(app: subprocess.Popen[str], events: Path) -> list[int]:
+    """Once both CPU workers are up and both streams produce frames: the worker pids."""
+    _wait(lambda: len(_workers(app.pid)) == 2, what="two CPU workers")
+    _both_streams_move(events)
+    return _workers(app.pid)
+
+
 @pytest.mark.slow
 def test_crashed_killed_and_hung_workers_are_replaced(
     looping_app: tuple[subprocess.Popen[str], Path]
 ) -> None:
     app, events = looping_app
-    _wait(lambda: len(_workers(app.pid)) == 2, what="two CPU workers")
-    _both_streams_move(events)
+    _running(app, events)
     for n, (sig, reason) in enumerate(
         [(signal.SIGSEGV, "killed by SIGSEGV"), (signal.SIGKILL, "killed by SIGKILL"),
          (signal.SIGSTOP, "(hung)")], start=1):
@@ -346,9 +352,7 @@ def test_stop_is_quick_and_leaves_no_worker_even_when_one_hangs(
     looping_app: tuple[subprocess.Popen[str], Path]
 ) -> None:
     app, events = looping_app
-    _wait(lambda: len(_workers(app.pid)) == 2, what="two CPU workers")
-    _both_streams_move(events)
-    workers = _workers(app.pid)
+    workers = _running(app, events)
     os.kill(workers[0], signal.SIGSTOP)
     sent = time.monotonic()
     app.send_signal(signal.SIGTERM)

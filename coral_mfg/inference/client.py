@@ -8,6 +8,7 @@ request in flight is reported as lost, never silently dropped.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -218,27 +219,31 @@ class WorkerClient:
         lines = [line.strip() for line in lines if line.strip()]
         return " | ".join(lines[-STDERR_TAIL:])[:300]
 
-    def stop(self) -> None:
-        """Ask the process to exit, then make sure it has; safe to call twice.
+    def ask_to_stop(self) -> None:
+        """Ask an idle process to exit by itself; a busy one is left to :meth:`stop`."""
+        if not self._send_lock.acquire(timeout=0.05):
+            return
+        try:
+            if self._conn is not None and self.state is WorkerState.UP \
+                    and self._sent == self._received:
+                with contextlib.suppress(OSError):
+                    self._conn.send(Stop())
+        finally:
+            self._send_lock.release()
+
+    def stop(self, grace: float = STOP_WAIT_S) -> None:
+        """Make sure the process has ended, waiting ``grace`` for it to exit by itself.
 
         Requests in flight are not waited for: the process is killed under them.
+        Safe to call twice.
         """
+        self.ask_to_stop()
         with self._lock:
-            quiet = self._send_lock.acquire(timeout=0.05)
-            try:
-                if quiet and self._conn is not None and self.state is WorkerState.UP \
-                        and self._sent == self._received:
-                    try:
-                        self._conn.send(Stop())
-                        if self.proc is not None:
-                            self.proc.wait(STOP_WAIT_S)
-                    except (OSError, subprocess.TimeoutExpired):
-                        pass
-                self.state = WorkerState.STOPPED
-                self._kill()
-            finally:
-                if quiet:
-                    self._send_lock.release()
+            self.state = WorkerState.STOPPED
+            if self.proc is not None and grace > 0:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.proc.wait(grace)
+            self._kill()
             with self._turn:
                 self._turn.notify_all()
         self._stderr.unlink(missing_ok=True)

@@ -33,6 +33,7 @@ BACKOFF_MAX_S = 30.0
 FALLBACK_AFTER = 3
 FALLBACK_WINDOW_S = 120.0
 TICK_S = 0.2
+STOP_GRACE_S = 0.5
 
 EventSink = Callable[[dict[str, Any]], None]
 
@@ -172,13 +173,28 @@ class WorkerPool:
         return details
 
     def close(self) -> None:
+        """End the workers, then free their shared memory."""
+        self.stop_workers()
+        self.release()
+
+    def stop_workers(self) -> None:
+        """End every worker within about half a second: asked first, killed if need be.
+
+        A call waiting on a worker returns at once (the worker is gone).
+        """
         self._stop.set()
         self._wake.set()
-        for members in self.members.values():
-            for m in members:
-                m.client.stop()
+        clients = [m.client for members in self.members.values() for m in members]
+        for client in clients:
+            client.ask_to_stop()
+        deadline = time.monotonic() + STOP_GRACE_S
+        for client in clients:
+            client.stop(grace=max(0.0, deadline - time.monotonic()))
         if self._thread.ident is not None:
             self._thread.join(2.0)
+
+    def release(self) -> None:
+        """Free the shared memory; call once no thread writes into it any more."""
         for members in self.members.values():
             for m in members:
                 m.engine.arena.close()

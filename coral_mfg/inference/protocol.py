@@ -7,6 +7,7 @@ travel in them: the application writes model inputs into shared memory (an
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from multiprocessing import resource_tracker, shared_memory
 
@@ -181,7 +182,10 @@ class InputArena:
         return self.shm.name
 
     def close(self) -> None:
-        del self.detector, self.crops  # views must go before the buffer closes
-        self.shm.close()
+        """Unmap (and, for the owner, remove) the memory; safe to call twice."""
         if self.owner:
-            self.shm.unlink()
+            with contextlib.suppress(FileNotFoundError):
+                self.shm.unlink()  # the name goes now; the mapping lives while it is used
+        self.detector = self.crops = np.zeros((0,), np.uint8)  # drop this object's views
+        with contextlib.suppress(BufferError):  # a view still held elsewhere: left to the GC
+            self.shm.close()
