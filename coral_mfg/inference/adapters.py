@@ -30,30 +30,44 @@ def input_size(interpreter: Any) -> tuple[int, int]:
     return int(w), int(h)
 
 
-def set_image(interpreter: Any, bgr: Image, roi: Sequence[int] | None = None) -> None:
-    """Resize (a region of) a BGR frame straight into the input tensor as RGB.
+def write_rgb(interpreter: Any, rgb: Image) -> None:
+    """Copy an RGB image of the input's size into the input tensor, in its own type.
 
-    ``roi`` is ``x1, y1, x2, y2`` in pixels of ``bgr``; the crop is a view, so
-    the only copy made is the small resized image.
+    uint8 models take the pixels as they are, int8 models shifted by 128, float
+    models scaled to [-1, 1].
+    """
+    details = input_details(interpreter)
+    tensor = interpreter.tensor(details["index"])()[0]
+    dtype = details["dtype"]
+    if dtype == np.uint8:
+        np.copyto(tensor, rgb)
+    elif dtype == np.int8:
+        np.subtract(rgb, 128, out=tensor, dtype=np.int16, casting="unsafe")
+    else:
+        np.multiply(rgb, 1.0 / 127.5, out=tensor, casting="unsafe")
+        tensor -= 1.0
+    del tensor  # the runtime refuses to invoke while a view is held
+
+
+def resize_rgb(bgr: Image, dst: Image) -> None:
+    """Resize a BGR image into ``dst`` (its size) as RGB: the only copy made."""
+    h, w = dst.shape[:2]
+    small = cv2.resize(bgr, (w, h), interpolation=cv2.INTER_LINEAR)
+    cv2.cvtColor(small, cv2.COLOR_BGR2RGB, dst=dst)
+
+
+def set_image(interpreter: Any, bgr: Image, roi: Sequence[int] | None = None) -> None:
+    """Resize (a region of) a BGR frame into the input tensor as RGB, for an in-process run.
+
+    ``roi`` is ``x1, y1, x2, y2`` in pixels of ``bgr``; the crop is a view.
     """
     if roi is not None:
         x1, y1, x2, y2 = roi
         bgr = bgr[y1:y2, x1:x2]
-    details = input_details(interpreter)
     w, h = input_size(interpreter)
-    small = cv2.resize(bgr, (w, h), interpolation=cv2.INTER_LINEAR)
-    tensor = interpreter.tensor(details["index"])()[0]
-    dtype = details["dtype"]
-    if dtype == np.uint8:
-        cv2.cvtColor(small, cv2.COLOR_BGR2RGB, dst=tensor)
-    elif dtype == np.int8:
-        rgb = cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
-        np.subtract(rgb, 128, out=tensor, dtype=np.int16, casting="unsafe")
-    else:  # float models take [-1, 1]
-        rgb = cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
-        np.multiply(rgb, 1.0 / 127.5, out=tensor, casting="unsafe")
-        tensor -= 1.0
-    del tensor  # the runtime refuses to invoke while a view is held
+    rgb = np.empty((h, w, 3), np.uint8)
+    resize_rgb(bgr, rgb)
+    write_rgb(interpreter, rgb)
 
 
 @dataclass(frozen=True)
@@ -89,16 +103,35 @@ def to_pixels(
     return (clipped[:, [1, 0, 3, 2]] * scale).astype(np.float32)
 
 
+@dataclass(frozen=True, eq=False)
+class RawDetections:
+    """The detector's outputs as it gave them: normalized y1, x1, y2, x2 boxes."""
+
+    boxes: npt.NDArray[np.float32]
+    classes: npt.NDArray[np.int32]
+    scores: npt.NDArray[np.float32]
+
+    def in_pixels(self, frame_size: tuple[int, int]) -> Detections:
+        return Detections(to_pixels(self.boxes, frame_size), self.scores, self.classes,
+                          frame_size)
+
+
+def raw_detections(interpreter: Any, layout: DetectionLayout) -> RawDetections:
+    """The valid detections of the last invoke (``count`` of them)."""
+    scores = interpreter.get_tensor(layout.scores)[0]
+    count = min(int(interpreter.get_tensor(layout.count).reshape(-1)[0]), len(scores))
+    return RawDetections(
+        interpreter.get_tensor(layout.boxes)[0][:count].astype(np.float32),
+        interpreter.get_tensor(layout.classes)[0][:count].astype(np.int32),
+        scores[:count].astype(np.float32),
+    )
+
+
 def get_detections(
     interpreter: Any, layout: DetectionLayout, frame_size: tuple[int, int]
 ) -> Detections:
     """Detections of the last invoke, in pixels of ``frame_size``."""
-    scores = interpreter.get_tensor(layout.scores)[0]
-    count = min(int(interpreter.get_tensor(layout.count).reshape(-1)[0]), len(scores))
-    scores = scores[:count].astype(np.float32)
-    classes = interpreter.get_tensor(layout.classes)[0][:count].astype(np.int32)
-    boxes = interpreter.get_tensor(layout.boxes)[0][:count].astype(np.float32)
-    return Detections(to_pixels(boxes, frame_size), scores, classes, frame_size)
+    return raw_detections(interpreter, layout).in_pixels(frame_size)
 
 
 def class_scores(interpreter: Any) -> npt.NDArray[np.float32]:

@@ -14,7 +14,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import numpy.typing as npt
 
@@ -147,13 +146,6 @@ class Labels:
         return cls(detector, grades)
 
 
-def _fill(arena_view: npt.NDArray[np.uint8], bgr: npt.NDArray[np.uint8]) -> None:
-    """Resize a BGR image straight into an arena slot as RGB: the only copy made."""
-    h, w = arena_view.shape[:2]
-    small = cv2.resize(bgr, (w, h), interpolation=cv2.INTER_LINEAR)
-    cv2.cvtColor(small, cv2.COLOR_BGR2RGB, dst=arena_view)
-
-
 class InferenceEngine:
     """A stream's calls into one worker process: detect a frame, grade crops of it.
 
@@ -173,15 +165,13 @@ class InferenceEngine:
     def detect(self, frame: npt.NDArray[np.uint8], times: StageTimes | None = None) -> Detections:
         """Detections on a BGR frame, in its own pixels."""
         t0 = time.perf_counter()
-        _fill(self.arena.detector[self.lane], frame)
+        adapters.resize_rgb(frame, self.arena.detector[self.lane])
         t1 = time.perf_counter()
         out = self.client.detect(self.lane)
         if times is not None:
             times.preprocess += (t1 - t0) * 1000.0
             times.detect += (time.perf_counter() - t1) * 1000.0
-        size = (frame.shape[1], frame.shape[0])
-        return Detections(adapters.to_pixels(out.boxes, size), out.scores,
-                          out.classes.astype(np.int32), size)
+        return out.raw.in_pixels((frame.shape[1], frame.shape[0]))
 
     def class_scores(
         self, frame: npt.NDArray[np.uint8], rois: list[tuple[int, int, int, int]],
@@ -193,7 +183,7 @@ class InferenceEngine:
         for start in range(0, len(rois), CROP_SLOTS):
             batch = rois[start:start + CROP_SLOTS]
             for slot, (x1, y1, x2, y2) in enumerate(batch):
-                _fill(self.arena.crops[self.lane, slot], frame[y1:y2, x1:x2])
+                adapters.resize_rgb(frame[y1:y2, x1:x2], self.arena.crops[self.lane, slot])
             rows.append(self.client.classify(self.lane, len(batch)).scores)
         if times is not None:
             times.classify += (time.perf_counter() - t0) * 1000.0

@@ -14,6 +14,8 @@ from multiprocessing import resource_tracker, shared_memory
 import numpy as np
 import numpy.typing as npt
 
+from coral_mfg.inference.adapters import RawDetections
+
 #: Crops graded per request; more are sent in further requests.
 CROP_SLOTS = 16
 #: Input slots per worker: one request runs while the next is being written.
@@ -27,7 +29,7 @@ class ModelSpec:
     path: str
     edgetpu: bool  # an Edge TPU build: opened with the delegate
     input_size: tuple[int, int]  # (width, height)
-    input_dtype: str  # "uint8", "int8" or "float32"
+    input_dtype: str  # "uint8", "int8" or "float32", for the record: the tensor says it too
     #: detector outputs by tensor index: boxes, classes, scores, count
     layout: tuple[int, ...] | None = None
 
@@ -94,11 +96,9 @@ class Ready:
 
 @dataclass(frozen=True, eq=False)
 class Detected:
-    """The detector's raw outputs (normalized y1, x1, y2, x2 boxes) and the time it took."""
+    """The detector's raw outputs and the time the worker spent on the request."""
 
-    boxes: npt.NDArray[np.float32]
-    classes: npt.NDArray[np.float32]
-    scores: npt.NDArray[np.float32]
+    raw: RawDetections
     busy_s: float
 
 

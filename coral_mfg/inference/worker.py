@@ -24,8 +24,8 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
+from coral_mfg.inference import adapters
 from coral_mfg.inference.protocol import (
     Bound,
     Classified,
@@ -71,33 +71,12 @@ def _die_with_parent() -> None:
 
 
 class _Model:
-    """One interpreter, fed from the arena in its own input type."""
+    """One interpreter and what the adapters need to feed and read it."""
 
     def __init__(self, spec: ModelSpec, interpreter: Any) -> None:
         self.spec = spec
         self.interpreter = interpreter
-        self.input = interpreter.get_input_details()[0]["index"]
-        out = interpreter.get_output_details()[0]
-        self.output = out["index"]
-        scale, zero_point = out["quantization"]
-        self.dequantize = (float(scale), float(zero_point)) if scale else None
-
-    def set_input(self, rgb: npt.NDArray[np.uint8]) -> None:
-        batch = rgb[None]
-        if self.spec.input_dtype == "int8":
-            self.interpreter.set_tensor(self.input, (batch.astype(np.int16) - 128).astype(np.int8))
-        elif self.spec.input_dtype == "float32":
-            self.interpreter.set_tensor(self.input, batch.astype(np.float32) / 127.5 - 1.0)
-        else:
-            self.interpreter.set_tensor(self.input, batch)
-
-    def scores(self) -> npt.NDArray[np.float32]:
-        raw: npt.NDArray[Any] = self.interpreter.get_tensor(self.output).reshape(-1)
-        out = raw.astype(np.float32)
-        if self.dequantize is not None:
-            scale, zero_point = self.dequantize
-            out = ((out - zero_point) * scale).astype(np.float32)
-        return out
+        self.layout = adapters.DetectionLayout(*spec.layout) if spec.layout else None
 
 
 def _open(config: WorkerConfig, conn: Connection) -> tuple[_Model, _Model, str]:
@@ -143,26 +122,21 @@ def _message(exc: BaseException) -> str:
 
 
 def _detect(det: _Model, arena: InputArena, lane: int) -> Detected:
-    assert det.spec.layout is not None
-    boxes_i, classes_i, scores_i, count_i = det.spec.layout
+    assert det.layout is not None
     start = time.perf_counter()
-    det.set_input(arena.detector[lane])
+    adapters.write_rgb(det.interpreter, arena.detector[lane])
     det.interpreter.invoke()
-    get = det.interpreter.get_tensor
-    scores = get(scores_i)[0]
-    count = min(int(get(count_i).reshape(-1)[0]), len(scores))
-    return Detected(get(boxes_i)[0][:count].astype(np.float32),
-                    get(classes_i)[0][:count].astype(np.float32),
-                    scores[:count].astype(np.float32), time.perf_counter() - start)
+    raw = adapters.raw_detections(det.interpreter, det.layout)
+    return Detected(raw, time.perf_counter() - start)
 
 
 def _classify(clf: _Model, arena: InputArena, lane: int, count: int) -> Classified:
     start = time.perf_counter()
     rows = []
     for i in range(count):
-        clf.set_input(arena.crops[lane, i])
+        adapters.write_rgb(clf.interpreter, arena.crops[lane, i])
         clf.interpreter.invoke()
-        rows.append(clf.scores())
+        rows.append(adapters.class_scores(clf.interpreter))
     scores = np.stack(rows) if rows else np.zeros((0, 0), np.float32)
     return Classified(scores, time.perf_counter() - start)
 
