@@ -131,7 +131,7 @@ def run_render_bench(settings: Settings, seconds: float) -> dict[str, Any]:
             window.set_pane(0, ws.frame.image)
             window.set_pane(1, vi.frame.image)
             layer = scene_for(display.snapshot(), window.atlas, window.pane_size,
-                                 pipeline.zone_store.zones, anonymize=False,
+                                 pipeline.zone_store.zones, mask=None,
                                  hud=lambda _s: hud)
             window.draw(layer)
             window.swap()

@@ -91,7 +91,9 @@ def run_parser(prog: str = "coral-mfg") -> argparse.ArgumentParser:
          help=f"output width (default {default_of('width')})")
     flag(g, "height", type=typed("height", int), metavar="H",
          help=f"output height (default {default_of('height')})")
-    flag(g, "anonymize", action="store_const", const=True, help="fill person boxes opaque")
+    flag(g, "anonymize", action="store_const", const=True,
+         help="hide people under opaque boxes (with a margin; also where a person was just "
+         "seen but missed on this frame)")
     flag(g, "headless", action="store_const", const=True, help="no window")
     flag(g, "fullscreen", action="store_const", const=True, help="start full screen (f toggles)")
     flag(g, "screenshot", metavar="FILE.png",

@@ -40,6 +40,16 @@ class Detections:
         """Boxes of one class scoring strictly above ``min_score``, as the original demo does."""
         return self.select((self.class_ids == class_id) & (self.scores > min_score))
 
+    def deduplicated(self, iou: float, inside: float) -> Detections:
+        """One box per object: overlapping or nested boxes of one class keep the best score."""
+        from coral_mfg.tracking import duplicates
+
+        keep = np.zeros(len(self), dtype=bool)
+        for class_id in np.unique(self.class_ids):
+            mine = np.flatnonzero(self.class_ids == class_id)
+            keep[mine] = duplicates(self.xyxy[mine], self.scores[mine], iou, inside)
+        return self.select(keep)
+
     def placed(self, picture: Rect, out_size: tuple[int, int]) -> Detections:
         """The same boxes in pixels of an output frame whose ``picture`` rect shows this one."""
         w, h = self.frame_size

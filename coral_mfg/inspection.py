@@ -13,11 +13,12 @@ import numpy as np
 import numpy.typing as npt
 
 from coral_mfg.capture import Frame
-from coral_mfg.detections import as_box, pixel_boxes
+from coral_mfg.detections import Detections, as_box, pixel_boxes
 from coral_mfg.geometry import letterbox
 from coral_mfg.inference.engine import APPLE_ID, InferenceEngine
 from coral_mfg.results import VISUAL_INSPECTION, AppleObject, FrameResult, Inferred, StageTimes
-from coral_mfg.tracking import IouTracker
+from coral_mfg.settings import TrackingConfig
+from coral_mfg.tracking import Tracker, iou_matrix
 
 MIN_CROP_PX = 8
 
@@ -26,22 +27,29 @@ MIN_CROP_PX = 8
 class VisualInspection:
     """The inspection stream's processor: detect, crop, grade, and vote per tracked object."""
 
-    threshold: float
+    tracker: Tracker
     out_size: tuple[int, int]
+    tracking: TrackingConfig
     name: str = VISUAL_INSPECTION
-    tracker: IouTracker = field(default_factory=IouTracker)
     processed: int = 0
     grades: dict[int, str] = field(default_factory=dict)
 
     def infer(self, frame: Frame, engine: InferenceEngine) -> Inferred:
-        """Objects on the frame and the grades of their crops (full resolution)."""
+        """Objects on the frame and the grades of their crops (full resolution).
+
+        Weak detections are graded only where a track expects an object: they
+        can only continue a track, and grading costs a classifier call each.
+        """
         times = StageTimes(decode=frame.decode_ms)
         if not self.grades:
             self.grades = dict(engine.labels.classifier)
-        apples = engine.detect(frame.image, times).of_class(APPLE_ID, self.threshold)
+        t = self.tracking
+        apples = engine.detect(frame.image, times).of_class(APPLE_ID, self.tracker.low)
+        apples = apples.deduplicated(t.duplicate_iou, t.duplicate_inside)
         crops = pixel_boxes(apples.xyxy, frame.size)
+        wanted = self._worth_grading(apples, frame)
         graded = [i for i, (x1, y1, x2, y2) in enumerate(crops.tolist())
-                  if x2 - x1 >= MIN_CROP_PX and y2 - y1 >= MIN_CROP_PX]
+                  if wanted[i] and x2 - x1 >= MIN_CROP_PX and y2 - y1 >= MIN_CROP_PX]
         grades: list[npt.NDArray[np.float32] | None] = [None] * len(apples)
         if graded:
             scores = engine.class_scores(frame.image, [as_box(crops[i]) for i in graded], times)
@@ -49,22 +57,32 @@ class VisualInspection:
                 grades[i] = scores[row]
         return Inferred(apples, engine.device.value, times, tuple(grades))
 
+    def _worth_grading(self, apples: Detections, frame: Frame) -> npt.NDArray[np.bool_]:
+        confident = apples.scores > self.tracker.high
+        expected = self.tracker.predictions()
+        if not len(expected) or confident.all():
+            return confident
+        out = apples.placed(letterbox(self.out_size, frame.size), self.out_size).xyxy
+        near = (iou_matrix(out, expected) >= self.tracker.min_iou).any(axis=1)
+        return np.asarray(confident | near, dtype=bool)
+
     def finish(self, frame: Frame, inferred: Inferred) -> FrameResult:
         """Tracks and their votes, one frame after the other, in order."""
         times, apples = inferred.times, inferred.detections
         picture = letterbox(self.out_size, frame.size)
-        out_boxes = pixel_boxes(apples.placed(picture, self.out_size).xyxy, self.out_size)
         t0 = time.perf_counter()
-        tracks = self.tracker.update(out_boxes.astype(np.float32))
-        for track, scores in zip(tracks, inferred.grades, strict=True):
-            if scores is not None:
-                track.vote(scores)
+        seen = self.tracker.update(apples.placed(picture, self.out_size).xyxy, apples.scores)
+        boxes = pixel_boxes(np.array([o.box for o in seen]).reshape(-1, 4), self.out_size)
         objects = []
-        for box, score, track in zip(out_boxes, apples.scores, tracks, strict=True):
-            verdict = track.verdict
+        for box, obs in zip(boxes, seen, strict=True):
+            scores = inferred.grades[obs.detection] if obs.detection is not None else None
+            if scores is not None:
+                obs.track.vote(scores)
+            verdict = obs.track.verdict
             grade = None if verdict is None else self.grades.get(verdict, str(verdict))
-            grade_score = None if verdict is None else track.verdict_score
-            objects.append(AppleObject(float(score), as_box(box), grade, grade_score, track.id))
+            grade_score = None if verdict is None else obs.track.verdict_score
+            objects.append(AppleObject(obs.score, as_box(box), grade, grade_score, obs.track.id,
+                                       obs.predicted))
         times.checks = (time.perf_counter() - t0) * 1000.0
         self.processed += 1
         return FrameResult(frame, self.out_size, inferred.device, tuple(objects), times)

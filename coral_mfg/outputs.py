@@ -126,7 +126,7 @@ class SideBySideRecorder(SinkBase):
 
     def __init__(
         self, path: Path, size: tuple[int, int], fps: float,
-        zones: Callable[[], tuple[KeepoutZone, ...]], anonymize: bool,
+        zones: Callable[[], tuple[KeepoutZone, ...]], mask: float | None,
     ) -> None:
         w, h = size
         try:
@@ -137,7 +137,7 @@ class SideBySideRecorder(SinkBase):
         self.path = path
         self.size = size
         self.zones = zones
-        self.anonymize = anonymize
+        self.mask = mask
         fourcc = cv2.VideoWriter.fourcc(*"mp4v")
         self.writer: cv2.VideoWriter | None = cv2.VideoWriter(str(path), fourcc, fps, (2 * w, h))
         if not self.writer.isOpened():
@@ -151,7 +151,7 @@ class SideBySideRecorder(SinkBase):
 
     def write(self, result: FrameResult) -> None:
         zones = self.zones() if result.stream == STREAMS[0] else ()
-        pane = render_pane(result, build_overlay(result, zones, self.anonymize))
+        pane = render_pane(result, build_overlay(result, zones, self.mask))
         self.pending[result.stream].append(pane)
         self.last_seen[result.stream] = time.monotonic()
         self._drain()

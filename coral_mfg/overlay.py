@@ -54,8 +54,10 @@ class Overlay:
 
 
 def build_overlay(
-    result: FrameResult, zones: tuple[KeepoutZone, ...] = (), anonymize: bool = False
+    result: FrameResult, zones: tuple[KeepoutZone, ...] = (), mask: float | None = None
 ) -> Overlay:
+    """What to draw over a result's frame; ``mask`` (a margin, 0.1 = 10 % of the box's
+    size on each side) hides every person, seen or predicted, under an opaque box."""
     polygons = tuple(
         PolygonMark(tuple((float(x), float(y)) for x, y in z.points), z.color)
         for z in zones
@@ -63,15 +65,27 @@ def build_overlay(
     )
     boxes = []
     for obj in result.objects:
+        seen = "predicted" if obj.predicted else f"{obj.score:.2f}"
         if isinstance(obj, PersonObject):
             color = RED if obj.keepout else GREEN
-            boxes.append(BoxMark(obj.box, color, f"person: {obj.score:.2f}", filled=anonymize))
+            if mask is not None:
+                boxes.append(BoxMark(_grown(obj.box, mask, result.out_size), BLACK, "",
+                                     filled=True))
+            boxes.append(BoxMark(obj.box, color, f"person: {seen}"))
         elif isinstance(obj, AppleObject):
             color = RED if obj.grade == "rotten_apple" else GREEN
             grade = obj.grade or "apple"
             score = obj.grade_score if obj.grade_score is not None else obj.score
-            boxes.append(BoxMark(obj.box, color, f"{grade}: {score:.2f}"))
+            label = f"{grade}: {score:.2f}" + (" (predicted)" if obj.predicted else "")
+            boxes.append(BoxMark(obj.box, color, label))
     return Overlay(result.out_size, polygons, tuple(boxes))
+
+
+def _grown(box: Box, margin: float, size: tuple[int, int]) -> Box:
+    x1, y1, x2, y2 = box
+    dx, dy = round((x2 - x1) * margin), round((y2 - y1) * margin)
+    w, h = size
+    return (max(0, x1 - dx), max(0, y1 - dy), min(w, x2 + dx), min(h, y2 + dy))
 
 
 def _bgr(color: Color) -> tuple[int, int, int]:
@@ -87,6 +101,8 @@ def draw_cv2(image: npt.NDArray[np.uint8], overlay: Overlay) -> None:
         x1, y1, x2, y2 = mark.box
         if mark.filled:
             cv2.rectangle(image, (x1, y1), (x2, y2), _bgr(BLACK), cv2.FILLED)
+        if not mark.label:
+            continue  # a privacy mask: nothing to say about it
         cv2.rectangle(image, (x1, y1), (x2, y2), _bgr(mark.color), BOX_THICKNESS)
         font, scale = cv2.FONT_HERSHEY_SIMPLEX, 0.6
         (tw, th), base = cv2.getTextSize(mark.label, font, scale, 1)

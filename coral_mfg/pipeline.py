@@ -50,6 +50,7 @@ from coral_mfg.results import STREAMS, VISUAL_INSPECTION, WORKER_SAFETY
 from coral_mfg.safety import WorkerSafety, ZoneStore
 from coral_mfg.scheduler import Scheduler, StreamProcessor, StreamState
 from coral_mfg.settings import Settings, StreamConfig
+from coral_mfg.tracking import Tracker
 from coral_mfg.zone_watch import ZonePlacement, ZoneWatcher, zones_of
 from coral_mfg.zones import KeepoutZone, ZoneSource
 
@@ -311,7 +312,7 @@ def _sinks(
     try:
         if settings.output.output:
             recorder = SideBySideRecorder(settings.output.output, settings.out_size, fps, zones,
-                                          settings.output.anonymize)
+                                          settings.mask)
     except BaseException:
         if events is not None:
             events.close()
@@ -393,9 +394,14 @@ def _wire(
     _log_start(settings, inference, zones)
     plan, out_size = inference.plan, settings.out_size
     store = ZoneStore(zones)
+    t = settings.tracking
+
+    def tracker(high: float) -> Tracker:
+        return Tracker(high, low=min(t.track_low_score, high), coast_frames=t.track_coast_frames)
+
     processors: dict[str, StreamProcessor] = {
-        WORKER_SAFETY: WorkerSafety(store, plan.worker_threshold, out_size),
-        VISUAL_INSPECTION: VisualInspection(plan.inspection_threshold, out_size),
+        WORKER_SAFETY: WorkerSafety(store, tracker(plan.worker_threshold), out_size, t),
+        VISUAL_INSPECTION: VisualInspection(tracker(plan.inspection_threshold), out_size, t),
     }
     events, recorder = _sinks(settings, max(p.fps for p in probes.values()),
                               lambda: store.zones)

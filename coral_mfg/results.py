@@ -28,10 +28,12 @@ class PersonObject:
     keepout: bool  # in any zone (debounced)
     track: int
     zones: tuple[str, ...] = ()
+    predicted: bool = False  # not detected on this frame: where its track expects it
 
     def to_event(self) -> dict[str, Any]:
         return {"label": "person", "score": round(self.score, 4), "box": list(self.box),
-                "keepout": self.keepout, "zones": list(self.zones), "track": self.track}
+                "keepout": self.keepout, "zones": list(self.zones), "track": self.track,
+                "predicted": self.predicted}
 
 
 @dataclass(frozen=True)
@@ -43,11 +45,13 @@ class AppleObject:
     grade: str | None  # the apple's running verdict
     grade_score: float | None
     track: int
+    predicted: bool = False  # not detected on this frame: where its track expects it
 
     def to_event(self) -> dict[str, Any]:
         score = None if self.grade_score is None else round(self.grade_score, 4)
         return {"label": "apple", "score": round(self.score, 4), "box": list(self.box),
-                "grade": self.grade, "grade_score": score, "track": self.track}
+                "grade": self.grade, "grade_score": score, "track": self.track,
+                "predicted": self.predicted}
 
 
 @dataclass

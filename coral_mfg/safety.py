@@ -18,7 +18,8 @@ from coral_mfg.detections import as_box, pixel_boxes
 from coral_mfg.geometry import letterbox
 from coral_mfg.inference.engine import PERSON_ID, InferenceEngine
 from coral_mfg.results import WORKER_SAFETY, FrameResult, Inferred, PersonObject, StageTimes
-from coral_mfg.tracking import IouTracker
+from coral_mfg.settings import TrackingConfig
+from coral_mfg.tracking import Tracker
 from coral_mfg.zones import KeepoutZone
 
 
@@ -146,19 +147,21 @@ class WorkerSafety:
     """The safety stream's processor: people, tracked and tested against the zones in force."""
 
     store: ZoneStore
-    threshold: float
+    tracker: Tracker
     out_size: tuple[int, int]
+    tracking: TrackingConfig
     name: str = WORKER_SAFETY
-    tracker: IouTracker = field(default_factory=IouTracker)
     debounce: ZoneDebounce = field(default_factory=ZoneDebounce)
     processed: int = 0
     started: float = field(default_factory=time.monotonic)
 
     def infer(self, frame: Frame, engine: InferenceEngine) -> Inferred:
-        """People on the frame; safe to run for several frames of the stream at once."""
+        """People on the frame, one box each; safe to run for several frames at once."""
         times = StageTimes(decode=frame.decode_ms)
-        people = engine.detect(frame.image, times).of_class(PERSON_ID, self.threshold)
-        return Inferred(people, engine.device.value, times)
+        t = self.tracking
+        people = engine.detect(frame.image, times).of_class(PERSON_ID, self.tracker.low)
+        return Inferred(people.deduplicated(t.duplicate_iou, t.duplicate_inside),
+                        engine.device.value, times)
 
     def finish(self, frame: Frame, inferred: Inferred) -> FrameResult:
         """Tracks, zones and events, one frame after the other, in order."""
@@ -168,19 +171,19 @@ class WorkerSafety:
         for old, new in self.store.take_renames():
             self.debounce.rename(old, new)
         picture = letterbox(self.out_size, frame.size)
-        boxes = pixel_boxes(people.placed(picture, self.out_size).xyxy, self.out_size)
-        tracks = self.tracker.update(boxes.astype(np.float32))
+        seen = self.tracker.update(people.placed(picture, self.out_size).xyxy, people.scores)
+        boxes = pixel_boxes(np.array([o.box for o in seen]).reshape(-1, 4), self.out_size)
         hits: dict[str, dict[int, bool]] = {}
         for zone in zones:
             if zone.enabled:
                 inside = zone.contains_boxes(boxes)
-                hits[zone.name] = {t.id: bool(h) for t, h in zip(tracks, inside, strict=True)}
+                hits[zone.name] = {o.track.id: bool(h) for o, h in zip(seen, inside, strict=True)}
         edges = self.debounce.update(hits, zones)
         objects = []
-        for box, score, track in zip(boxes, people.scores, tracks, strict=True):
-            inside_zones = self.debounce.active(track.id)
-            objects.append(PersonObject(float(score), as_box(box), bool(inside_zones), track.id,
-                                        tuple(inside_zones)))
+        for box, obs in zip(boxes, seen, strict=True):
+            inside_zones = self.debounce.active(obs.track.id)
+            objects.append(PersonObject(obs.score, as_box(box), bool(inside_zones), obs.track.id,
+                                        tuple(inside_zones), obs.predicted))
         events = tuple(
             {"type": kind, "zone": zone, "track": track, "frame": frame.index,
              "time": round(frame.captured - self.started, 4)}

@@ -115,6 +115,16 @@ class ModelsConfig(_Section):
     edgetpu_retry_seconds: PositiveFloat = 30.0  # after a fallback, try the Edge TPU this often
 
 
+class TrackingConfig(_Section):
+    """How detections become objects: duplicates merged, tracks kept through misses."""
+
+    track_low_score: UnitFloat = 0.15  # weaker detections may continue a track, not start one
+    track_coast_frames: PositiveInt = 5  # an unseen track is kept (predicted) this many frames
+    duplicate_iou: UnitFloat = 0.5  # same class, overlapping this much: one object
+    duplicate_inside: UnitFloat = 0.8  # same class, mostly inside another: one object
+    anonymize_margin: UnitFloat = 0.1  # the mask covers the box plus this share of its size
+
+
 class InputsConfig(_Section):
     """The two sources and how they are read."""
 
@@ -161,6 +171,7 @@ class LogConfig(_Section):
 
 SECTIONS: dict[str, type[_Section]] = {
     "models": ModelsConfig,
+    "tracking": TrackingConfig,
     "inputs": InputsConfig,
     "output": OutputConfig,
     "window": WindowConfig,
@@ -235,6 +246,7 @@ class Settings(_Section):
     """Every setting of a run, built once; stages take their own section."""
 
     models: ModelsConfig = ModelsConfig()
+    tracking: TrackingConfig = TrackingConfig()
     inputs: InputsConfig = InputsConfig()
     output: OutputConfig = OutputConfig()
     window: WindowConfig = WindowConfig()
@@ -261,6 +273,11 @@ class Settings(_Section):
     @property
     def out_size(self) -> tuple[int, int]:
         return (self.output.width, self.output.height)
+
+    @property
+    def mask(self) -> float | None:
+        """The privacy mask's margin when people are anonymized, else None."""
+        return self.tracking.anonymize_margin if self.output.anonymize else None
 
     @property
     def loop(self) -> bool:
@@ -416,7 +433,9 @@ def _assemble(
             sections[FLAG_HOME[key]][key] = value
     try:
         return Settings(
-            models=ModelsConfig(**sections["models"]), inputs=InputsConfig(**sections["inputs"]),
+            models=ModelsConfig(**sections["models"]),
+            tracking=TrackingConfig(**sections["tracking"]),
+            inputs=InputsConfig(**sections["inputs"]),
             output=OutputConfig(**sections["output"]), window=WindowConfig(**sections["window"]),
             safety=SafetyConfig(**sections["safety"]), log=LogConfig(**sections["log"]),
             config=config, zones_from_csv=from_csv,

@@ -1,9 +1,12 @@
-"""A small IoU tracker: the same object keeps one id across frames.
+"""Tracking: one object keeps one id, through missed frames and low-score frames.
 
-Objects on a conveyor or a shop floor move a fraction of their size between
-frames, so greedy matching on box overlap is enough and needs no extra
-dependency. Each track carries a vote over per-frame grades, which gives an
-apple one verdict instead of a grade that flickers.
+In the spirit of ByteTrack: confident detections start and continue tracks;
+weaker ones (down to a floor) may only continue a track that is already there.
+Each track predicts where its object will be (constant velocity), and is
+matched there by an optimal assignment on box overlap (scipy's Hungarian
+solver). A track the detector misses coasts on its prediction for a few frames
+(still drawn, masked and counted in its zone) before it ends. Each track
+carries a vote over per-frame grades, so an inspected object gets one verdict.
 """
 
 from __future__ import annotations
@@ -12,31 +15,89 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
+from scipy.optimize import linear_sum_assignment
+
+Boxes = npt.NDArray[np.floating]
+
+#: Weight of the newest frame's motion in the velocity estimate.
+VELOCITY_GAIN = 0.5
 
 
-def iou_matrix(a: npt.NDArray[np.floating], b: npt.NDArray[np.floating]) -> npt.NDArray[np.float64]:
+def iou_matrix(a: Boxes, b: Boxes) -> npt.NDArray[np.float64]:
     """Pairwise IoU of boxes ``a`` (N, 4) and ``b`` (M, 4), as x1, y1, x2, y2."""
-    a = np.asarray(a, dtype=np.float64)[:, None, :]
-    b = np.asarray(b, dtype=np.float64)[None, :, :]
-    iw = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
-    ih = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
-    inter = iw * ih
-    area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
-    area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
-    union = area_a + area_b - inter
+    inter, area_a, area_b = _overlaps(a, b)
+    union = area_a[:, None] + area_b[None, :] - inter
     return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+
+
+def _overlaps(
+    a: Boxes, b: Boxes
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Pairwise intersection areas, and each box's own area."""
+    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
+    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
+    iw = np.clip(np.minimum(a[:, None, 2], b[None, :, 2])
+                 - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
+    ih = np.clip(np.minimum(a[:, None, 3], b[None, :, 3])
+                 - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
+    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
+    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
+    return iw * ih, area_a, area_b
+
+
+def duplicates(
+    boxes: Boxes, scores: npt.NDArray[np.floating], iou: float, inside: float
+) -> npt.NDArray[np.bool_]:
+    """Which boxes to keep: one per object, the highest score.
+
+    A box is the same object as a higher-scoring one when they overlap by more
+    than ``iou``, or when it lies mostly (``inside``) within it or around it.
+    """
+    n = len(scores)
+    keep = np.ones(n, dtype=bool)
+    if n < 2:
+        return keep
+    inter, area, _ = _overlaps(boxes, boxes)
+    union = area[:, None] + area[None, :] - inter
+    overlap = np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+    smaller = np.minimum(area[:, None], area[None, :])
+    contained = np.where(smaller > 0, inter / np.where(smaller > 0, smaller, 1), 0.0)
+    same = (overlap > iou) | (contained > inside)
+    keep[:] = False
+    suppressed = np.zeros(n, dtype=bool)
+    for i in np.argsort(-np.asarray(scores), kind="stable"):
+        if not suppressed[i]:
+            keep[i] = True
+            suppressed |= same[i]
+    return keep
 
 
 @dataclass
 class Track:
-    """One object followed across frames, with its summed grade scores."""
+    """One object followed across frames: where it is, how it moves, how it was graded."""
 
     id: int
-    box: npt.NDArray[np.float32]
+    box: npt.NDArray[np.float64]  # x1, y1, x2, y2: last seen, or predicted while coasting
+    score: float
+    velocity: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(4))
     hits: int = 1
-    misses: int = 0
+    misses: int = 0  # frames since last seen
     votes: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
     n_votes: int = 0
+
+    def predicted(self) -> npt.NDArray[np.float64]:
+        return self.box + self.velocity
+
+    def see(self, box: npt.NDArray[np.float64], score: float) -> None:
+        motion = (box - self.box) / (self.misses + 1)
+        self.velocity = VELOCITY_GAIN * motion + (1 - VELOCITY_GAIN) * self.velocity
+        self.box, self.score = box, score
+        self.hits += 1
+        self.misses = 0
+
+    def coast(self) -> None:
+        self.box = self.predicted()
+        self.misses += 1
 
     def vote(self, scores: npt.NDArray[np.floating]) -> None:
         if self.votes.shape != scores.shape:
@@ -57,57 +118,96 @@ class Track:
         return float(self.votes.max() / self.n_votes) if self.n_votes else 0.0
 
 
-@dataclass
-class IouTracker:
-    """Greedy IoU matching; a track ends after ``max_misses`` frames unseen."""
+@dataclass(frozen=True, eq=False)
+class Observation:
+    """A track on this frame: its box, and the detection that matched it (None: coasting)."""
 
+    track: Track
+    box: npt.NDArray[np.float64]
+    score: float
+    detection: int | None
+
+    @property
+    def predicted(self) -> bool:
+        return self.detection is None
+
+
+@dataclass
+class Tracker:
+    """ByteTrack-style tracks: ``high`` scores start and continue, ``low`` ones only continue."""
+
+    high: float
+    low: float = 0.15
     min_iou: float = 0.3
-    max_misses: int = 5
+    coast_frames: int = 5  # a track unseen for longer ends
     min_hits: int = 3  # frames before a track counts as a real object
+    coast_after_hits: int = 2  # a track seen once is not drawn on after a miss
     tracks: list[Track] = field(default_factory=list)
     #: ended tracks seen on enough frames, counted by verdict (None: never graded). Only
     #: counts are kept, so memory stays flat however long the run.
     ended_verdicts: dict[int | None, int] = field(default_factory=dict)
     _next_id: int = 1
 
-    def update(self, boxes: npt.NDArray[np.float32]) -> list[Track]:
-        """Match this frame's boxes; returns the track of each box, in box order."""
-        assigned: list[Track | None] = [None] * len(boxes)
-        matched: set[int] = set()
-        if self.tracks and len(boxes):
-            ious = iou_matrix(boxes, np.stack([t.box for t in self.tracks]))
-            for flat in np.argsort(-ious, axis=None):
-                i, j = np.unravel_index(flat, ious.shape)
-                if ious[i, j] < self.min_iou:
-                    break
-                if assigned[i] is not None or j in matched:
-                    continue
-                track = self.tracks[j]
-                track.box = boxes[i].copy()
-                track.hits += 1
-                track.misses = 0
-                assigned[i] = track
-                matched.add(int(j))
-        for j, track in enumerate(self.tracks):
-            if j not in matched:
-                track.misses += 1
+    def update(self, boxes: Boxes, scores: npt.NDArray[np.floating]) -> list[Observation]:
+        """Match this frame's detections; the live tracks, in track order."""
+        boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+        scores = np.asarray(scores, np.float64)
+        high = np.flatnonzero(scores > self.high)
+        low = np.flatnonzero((scores > self.low) & (scores <= self.high))
+        matched: dict[int, int] = {}  # track index -> detection index
+        free = list(range(len(self.tracks)))
+        for candidates in (high, low):  # confident detections first
+            pairs = self._assign(free, candidates, boxes)
+            matched.update(pairs)
+            free = [t for t in free if t not in pairs]
+        seen: list[Observation] = []
+        for t, track in enumerate(self.tracks):
+            if t in matched:
+                d = matched[t]
+                track.see(boxes[d], float(scores[d]))
+                seen.append(Observation(track, track.box, track.score, d))
+            else:
+                track.coast()
+                if track.misses <= self.coast_frames and track.hits >= self.coast_after_hits:
+                    seen.append(Observation(track, track.box, track.score, None))
+        self._end_lost()
+        used = set(matched.values())
+        for new in (int(i) for i in high if int(i) not in used):
+            track = Track(self._next_id, boxes[new].copy(), float(scores[new]))
+            self._next_id += 1
+            self.tracks.append(track)
+            seen.append(Observation(track, track.box, track.score, new))
+        return sorted(seen, key=lambda o: o.track.id)
+
+    def predictions(self) -> npt.NDArray[np.float64]:
+        """Where the live tracks expect their objects next (a copy, safe to read anywhere)."""
+        tracks = list(self.tracks)
+        if not tracks:
+            return np.zeros((0, 4))
+        return np.stack([t.predicted() for t in tracks])
+
+    def _assign(
+        self, tracks: list[int], candidates: npt.NDArray[np.intp], boxes: npt.NDArray[np.float64]
+    ) -> dict[int, int]:
+        """Optimal one-to-one matching of tracks (at their predictions) to detections."""
+        if not tracks or not len(candidates):
+            return {}
+        predicted = np.stack([self.tracks[t].predicted() for t in tracks])
+        overlap = iou_matrix(predicted, boxes[candidates])
+        rows, cols = linear_sum_assignment(-overlap)
+        return {tracks[r]: int(candidates[c]) for r, c in zip(rows, cols, strict=True)
+                if overlap[r, c] >= self.min_iou}
+
+    def _end_lost(self) -> None:
         alive = []
         for track in self.tracks:
-            if track.misses > self.max_misses:
+            if track.misses > self.coast_frames:
                 if track.hits >= self.min_hits:
                     key = track.verdict
                     self.ended_verdicts[key] = self.ended_verdicts.get(key, 0) + 1
             else:
                 alive.append(track)
         self.tracks = alive
-        result: list[Track] = []
-        for i, existing in enumerate(assigned):
-            if existing is None:
-                existing = Track(self._next_id, boxes[i].copy())  # noqa: PLW2901
-                self._next_id += 1
-                self.tracks.append(existing)
-            result.append(existing)
-        return result
 
     def verdict_counts(self) -> dict[int | None, int]:
         """Objects seen on at least ``min_hits`` frames, ended or live, by verdict."""

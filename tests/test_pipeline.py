@@ -22,9 +22,11 @@ from coral_mfg.inference.protocol import LANES
 from coral_mfg.inference.startup import start_inference
 from coral_mfg.results import FrameResult, Inferred, StageTimes
 from coral_mfg.scheduler import IN_FLIGHT, Scheduler, StreamState
+from coral_mfg.settings import TrackingConfig
 from tests.conftest import ROOT, frames, video
 
 WORKER = "worker-zone-detection.mp4"
+TRACK_LOW_SCORE = TrackingConfig().track_low_score
 APPLES = "apple-conveyor.mp4"
 ZONE = [(585, 390), (720, 335), (420, 205), (305, 235)]
 
@@ -75,13 +77,15 @@ def test_event_schema(bottom_run: tuple[list[dict[str, Any]], Path]) -> None:
         for o in e["objects"]:
             x1, y1, x2, y2 = o["box"]
             assert 0 <= x1 <= x2 <= 960 and 0 <= y1 <= y2 <= 540
+            # weaker detections (above the tracking floor) may continue a track
+            assert o["score"] > TRACK_LOW_SCORE
             if e["stream"] == "worker_safety":
-                assert set(o) == {"label", "score", "box", "keepout", "zones", "track"}
+                assert set(o) == {"label", "score", "box", "keepout", "zones", "track",
+                                  "predicted"}
                 assert o["keepout"] == bool(o["zones"])
-                assert o["score"] > 0.3
             else:
-                assert set(o) == {"label", "score", "box", "grade", "grade_score", "track"}
-                assert o["score"] > 0.5
+                assert set(o) == {"label", "score", "box", "grade", "grade_score", "track",
+                                  "predicted"}
     pts = [e["pts"] for e in _frames_of(events, "worker_safety")]
     assert pts[15] == pytest.approx(1.0, abs=0.01)  # 15 fps source
 
@@ -142,7 +146,8 @@ def test_keepout_matches_independent_geometry(
             assert o["keepout"] == _independent_keepout(o["box"], mode == "whole"), (e["frame"], o)
             flags.append(o["keepout"])
     if mode == "whole":
-        assert any(flags) and not all(flags)  # the worker's body crosses the zone later on
+        # his body overlaps the zone on every frame, as the independent check agrees
+        assert flags and all(flags)
     violations = events[-1]["keepout_violations"]
     assert violations == 0 if mode == "bottom" else violations >= 1
 
@@ -163,6 +168,63 @@ def test_apple_verdicts(
             assert 0.5 < o["grade_score"] <= 1.0
     tracks = {o["track"] for i in range(first, last + 1) for o in by_frame[i]["objects"]}
     assert len(tracks) <= 2  # one apple keeps one id (a spurious wide box may add one)
+
+
+def test_one_box_per_worker_on_every_frame(
+    bottom_run: tuple[list[dict[str, Any]], Path]
+) -> None:
+    """One worker walks through: one box on every frame, with one id, none duplicated."""
+    events, _ = bottom_run
+    ws = _frames_of(events, "worker_safety")
+    assert [len(e["objects"]) for e in ws] == [1] * len(frames(WORKER))
+    assert {o["track"] for e in ws for o in e["objects"]} == {1}
+
+
+def test_each_apple_is_one_run_with_one_verdict(
+    bottom_run: tuple[list[dict[str, Any]], Path]
+) -> None:
+    events, _ = bottom_run
+    runs: dict[int, list[tuple[int, str | None]]] = {}
+    for e in _frames_of(events, "visual_inspection"):
+        for o in e["objects"]:
+            runs.setdefault(o["track"], []).append((e["frame"], o["grade"]))
+    assert len(runs) == 2
+    fresh, rotten = (runs[k] for k in sorted(runs))
+    for run in (fresh, rotten):
+        indices = [i for i, _ in run]
+        assert indices == list(range(indices[0], indices[-1] + 1))  # no gap
+        grades = {g for _, g in run if g is not None}
+        assert len(grades) == 1  # the verdict never flips
+    assert {g for _, g in fresh} - {None} == {"fresh_apple"}
+    assert {g for _, g in rotten} - {None} == {"rotten_apple"}
+    # boxed from the first frames the apple is visibly entering (frame 5, checked by eye)
+    assert fresh[0][0] <= 6
+
+
+def test_a_zone_entered_once_gives_one_entry(tmp_path: Path) -> None:
+    """Duplicate boxes and missed frames must not turn one entry into several."""
+    zone = tmp_path / "zone.csv"
+    zone.write_text("x,y\n150,400\n400,400\n400,480\n150,480\n")  # where his feet end up
+    events, _ = _run(tmp_path, "--keepout_points_path", str(zone))
+    enters = [e for e in events if e["type"] == "keepout_enter"]
+    assert len(enters) == 1 and enters[0]["track"] == 1
+    assert events[-1]["keepout_violations"] == 1
+
+
+def test_anonymizing_fails_closed(tmp_path: Path) -> None:
+    """With --anonymize, no recorded frame shows the worker: not even where he was missed."""
+    events, output = _run(tmp_path, "--anonymize")
+    ws = _frames_of(events, "worker_safety")
+    cap = cv2.VideoCapture(str(output))
+    for e in ws:
+        ok, image = cap.read()
+        assert ok
+        (person,) = e["objects"]
+        x1, y1, x2, y2 = person["box"]
+        inner = image[y1 + 8:y2 - 8, x1 + 8:x2 - 8]
+        original = cv2.resize(frames(WORKER)[e["frame"]], (960, 540))[y1 + 8:y2 - 8,
+                                                                       x1 + 8:x2 - 8]
+        assert inner.mean() < 20 < original.mean(), e["frame"]  # masked, and not by chance
 
 
 def test_apple_counts(bottom_run: tuple[list[dict[str, Any]], Path]) -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from coral_mfg.tracking import IouTracker, iou_matrix
+from coral_mfg.tracking import Tracker, duplicates, iou_matrix
 
 
 @pytest.mark.parametrize(
@@ -23,28 +23,108 @@ def test_iou(a: list[float], b: list[float], expected: float) -> None:
     assert got[0, 0] == pytest.approx(expected)
 
 
+def _box(x: float, y: float = 100, w: float = 60, h: float = 120) -> list[float]:
+    return [x, y, x + w, y + h]
+
+
+# Scripts: per frame, the detections as (box, score); ids are checked against "expected",
+# one list per frame of the track ids reported (in id order), predicted ones marked "~".
+Script = tuple[list[list[tuple[list[float], float]]], list[list[str]]]
+SCRIPTS: dict[str, Script] = {
+    "steady-walk": (
+        [[(_box(10 + 8 * i), 0.8)] for i in range(6)],
+        [["1"]] * 6,
+    ),
+    "one-missed-frame": (
+        [[(_box(10), 0.8)], [(_box(18), 0.8)], [], [(_box(34), 0.8)], [(_box(42), 0.8)]],
+        [["1"], ["1"], ["1~"], ["1"], ["1"]],
+    ),
+    "occlusion-then-back": (  # three frames behind a pillar; comes back where it was heading
+        [[(_box(10 + 10 * i), 0.8)] for i in range(3)] + [[], [], []]
+        + [[(_box(70 + 10 * i), 0.8)] for i in range(2)],
+        [["1"]] * 3 + [["1~"]] * 3 + [["1"]] * 2,
+    ),
+    "low-score-continues": (  # a weak frame keeps the track, it does not end it
+        [[(_box(10), 0.8)], [(_box(16), 0.8)], [(_box(22), 0.2)], [(_box(28), 0.8)]],
+        [["1"], ["1"], ["1"], ["1"]],
+    ),
+    "low-score-never-starts": (
+        [[(_box(10), 0.2)], [(_box(16), 0.2)], [(_box(22), 0.2)]],
+        [[], [], []],
+    ),
+    "two-crossing": (  # walking towards each other and past: the ids stay with their walker
+        [[(_box(0 + 20 * i, 100), 0.8), (_box(200 - 20 * i, 110), 0.8)] for i in range(10)],
+        [["1", "2"]] * 10,
+    ),
+    "track-ends": (  # unseen for longer than the coast: gone, and a new object is new
+        [[(_box(10), 0.8)], [(_box(14), 0.8)]] + [[]] * 3 + [[(_box(300), 0.8)]],
+        [["1"], ["1"], ["1~"], ["1~"], [], ["2"]],
+    ),
+    "seen-once-does-not-coast": (
+        [[(_box(10), 0.8)], [], []],
+        [["1"], [], []],
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(SCRIPTS))
+def test_tracker_scripts(name: str) -> None:
+    frames, expected = SCRIPTS[name]
+    tracker = Tracker(high=0.5, low=0.15, coast_frames=3 if name != "track-ends" else 2)
+    crossing: list[list[float]] = []
+    for dets, want in zip(frames, expected, strict=True):
+        boxes = np.array([b for b, _ in dets], np.float64).reshape(-1, 4)
+        scores = np.array([s for _, s in dets], np.float64)
+        seen = tracker.update(boxes, scores)
+        got = [f"{o.track.id}{'~' if o.predicted else ''}" for o in seen]
+        assert got == want
+        if name == "two-crossing":
+            crossing.append([float(o.box[0]) for o in seen])
+    if name == "two-crossing":  # track 1 moved right all along, track 2 left
+        assert crossing[-1][0] > crossing[0][0] and crossing[-1][1] < crossing[0][1]
+
+
+def test_a_coasting_track_follows_its_motion() -> None:
+    tracker = Tracker(high=0.5)
+    for i in range(4):
+        tracker.update(np.array([_box(10 + 10 * i)]), np.array([0.9]))
+    (coasting,) = tracker.update(np.zeros((0, 4)), np.zeros(0))
+    assert coasting.predicted
+    assert 45 < coasting.box[0] < 55  # about 50: one more step of 10 px
+
+
+@pytest.mark.parametrize(
+    ("boxes", "scores", "kept"),
+    [
+        ([[0, 0, 100, 200], [5, 5, 105, 205]], [0.8, 0.5], [True, False]),  # overlapping
+        ([[0, 0, 100, 200], [20, 20, 60, 120]], [0.74, 0.31], [True, False]),  # one inside
+        ([[20, 20, 60, 120], [0, 0, 100, 200]], [0.31, 0.74], [False, True]),  # kept: best
+        ([[0, 0, 100, 200], [300, 0, 400, 200]], [0.8, 0.5], [True, True]),  # two people
+        ([[0, 0, 100, 200], [60, 0, 160, 200]], [0.8, 0.7], [True, True]),  # side by side
+    ],
+    ids=["overlap", "nested", "nested-best-second", "apart", "neighbours"],
+)
+def test_duplicates_are_one_object(boxes: list[list[float]], scores: list[float],
+                                   kept: list[bool]) -> None:
+    got = duplicates(np.array(boxes, np.float64), np.array(scores), iou=0.5, inside=0.8)
+    assert got.tolist() == kept
+
+
 def test_tracks_keep_ids_and_vote() -> None:
-    tracker = IouTracker(max_misses=2)
+    tracker = Tracker(high=0.5, coast_frames=2)
     ids = []
     for step in range(5):
-        boxes = np.array([[10 + step * 5, 10, 60 + step * 5, 60], [200, 200, 250, 250]], np.float32)
-        tracks = tracker.update(boxes)
-        ids.append([t.id for t in tracks])
-        tracks[0].vote(np.array([0.9, 0.1]) if step != 2 else np.array([0.2, 0.8]))
+        boxes = np.array([[10 + step * 5, 10, 60 + step * 5, 60], [200, 200, 250, 250]])
+        seen = tracker.update(boxes, np.array([0.9, 0.9]))
+        ids.append([o.track.id for o in seen])
+        seen[0].track.vote(np.array([0.9, 0.1]) if step != 2 else np.array([0.2, 0.8]))
     assert ids == [[1, 2]] * 5
     first = tracker.tracks[0]
     assert first.verdict == 0  # one bad frame out of five does not flip the verdict
     assert first.verdict_score == pytest.approx((0.9 * 4 + 0.2) / 5)
     for _ in range(3):
-        tracker.update(np.zeros((0, 4), np.float32))
-    assert not tracker.tracks
-    # only counts of ended tracks are kept: one graded 0, one never graded
+        tracker.update(np.zeros((0, 4)), np.zeros(0))
+    assert not tracker.tracks  # state stays bounded: ended tracks are dropped ...
+    # ... and only counts of ended tracks are kept: one graded 0, one never graded
     assert tracker.ended_verdicts == {0: 1, None: 1}
     assert tracker.verdict_counts() == {0: 1, None: 1}
-
-
-def test_new_object_gets_new_id() -> None:
-    tracker = IouTracker()
-    a = tracker.update(np.array([[0, 0, 10, 10]], np.float32))
-    b = tracker.update(np.array([[100, 100, 110, 110]], np.float32))
-    assert a[0].id != b[0].id

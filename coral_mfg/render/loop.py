@@ -132,7 +132,7 @@ class WindowApp:
                 self._shown[stream] = snap[stream][0]
         layer = scene_for(
             snap, self.window.atlas, self.window.pane_size, self.pipeline.zone_store.zones,
-            anonymize=self.settings.output.anonymize, hud=self.hud if self.show_hud else None,
+            mask=self.settings.mask, hud=self.hud if self.show_hud else None,
             status=self.pipeline.status,
         )
         self.editor.draw(self.window.atlas, layer)

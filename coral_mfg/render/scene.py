@@ -82,6 +82,8 @@ def overlay_layer(overlay: Overlay, atlas: GlyphAtlas, dx: float, layer: Layer) 
         x1, x2 = x1 + dx, x2 + dx
         if mark.filled:
             layer.solid.append(rect(x1, y1, x2, y2, rgba(BLACK)))
+        if not mark.label:
+            continue  # a privacy mask: nothing to say about it
         corners = np.array([(x1, y1), (x2, y1), (x2, y2), (x1, y2)])
         layer.solid.append(thick_polyline(corners, BOX_THICKNESS, rgba(mark.color), closed=True))
         tw = atlas.width(mark.label, LABEL_HEIGHT)

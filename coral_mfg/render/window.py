@@ -272,7 +272,7 @@ def scene_for(
     pane_size: tuple[int, int],
     zones: tuple[KeepoutZone, ...],
     *,
-    anonymize: bool,
+    mask: float | None,
     hud: Callable[[str], list[str]] | None,
     status: Callable[[str], str | None] | None = None,
 ) -> Layer:
@@ -282,7 +282,7 @@ def scene_for(
         dx = float(i * pane_size[0])
         if stream in snapshot:
             result = snapshot[stream][1]
-            overlay_layer(build_overlay(result, zones if i == 0 else (), anonymize), atlas, dx,
+            overlay_layer(build_overlay(result, zones if i == 0 else (), mask), atlas, dx,
                           layer)
         message = status(stream) if status is not None else None
         if message:
