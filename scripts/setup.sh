@@ -12,9 +12,9 @@ extra=""
 [ "${1:-}" = "--dev" ] && extra="[dev]"
 
 # Runtime: venv for Debian's python3, GL and X client libraries for the window;
-# tests: Xvfb, Mesa, ffprobe.
+# tests: Xvfb, Mesa, ffprobe, and a C compiler for the stand-in Edge TPU runtime.
 packages=(python3-venv libgl1 libegl1 libx11-6 libxrandr2 libxinerama1 libxcursor1 libxi6)
-[ -n "$extra" ] && packages+=(xvfb libgl1-mesa-dri xauth ffmpeg)
+[ -n "$extra" ] && packages+=(xvfb libgl1-mesa-dri xauth ffmpeg gcc libc6-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
