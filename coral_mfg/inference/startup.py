@@ -81,9 +81,34 @@ def _prefer_tpu(builds: Builds) -> ModelChoice:
     return builds.on(Device.CPU)
 
 
-def _sets(
-    models: ModelsConfig, det: Builds, clf: Builds, backend: Backend
-) -> tuple[WorkerSet, WorkerSet | None]:
+@dataclass(frozen=True)
+class _Models:
+    """The run's model files, read and checked: the start of every inference start-up."""
+
+    plan: ModelPlan
+    det: Builds
+    clf: Builds
+    labels: Labels
+    backend: Backend
+
+    @classmethod
+    def read(cls, models: ModelsConfig) -> _Models:
+        parse_device_string(models.edgetpu_device)
+        plan = plan_models(models)
+        det = find_builds("detector", plan.detector)
+        clf = find_builds("classifier", plan.classifier)
+        grader = clf.cpu or clf.tpu
+        assert grader is not None, "find_builds always finds the named file"
+        return cls(plan, det, clf, Labels.read(plan, grader), runtime_backend())
+
+    def tpu_set(self, models: ModelsConfig) -> WorkerSet:
+        """One Edge TPU worker; a model without an Edge TPU build runs on its CPU."""
+        return _set(Device.EDGETPU, _prefer_tpu(self.det), _prefer_tpu(self.clf), 1,
+                    models=models, backend=self.backend)
+
+
+def _sets(models: ModelsConfig, m: _Models) -> tuple[WorkerSet, WorkerSet | None]:
+    det, clf, backend = m.det, m.clf, m.backend
     requested = Device(models.device)
     if requested is Device.CPU:
         det.refuse_cpu()
@@ -92,27 +117,21 @@ def _sets(
         if det.tpu is None and clf.tpu is None:
             det.on(Device.EDGETPU)  # nothing to run on it: say which build is missing
         # The device is checked first (the more basic problem); a missing build after.
-        return _set(Device.EDGETPU, _prefer_tpu(det), _prefer_tpu(clf), 1, models=models,
-                    backend=backend), None
+        return m.tpu_set(models), None
     has_cpu = det.cpu is not None and clf.cpu is not None
     cpu = (_set(Device.CPU, det.on(Device.CPU), clf.on(Device.CPU), models.cpu_workers,
                 models=models, backend=backend) if has_cpu or requested is Device.CPU else None)
     if requested is Device.CPU or (det.tpu is None and clf.tpu is None):
         assert cpu is not None
         return cpu, None
-    return _set(Device.EDGETPU, _prefer_tpu(det), _prefer_tpu(clf), 1, models=models,
-                backend=backend), cpu
+    return m.tpu_set(models), cpu
 
 
 def start_inference(models: ModelsConfig, on_event: EventSink) -> Inference:
     """Plan the models, choose the device, start the workers; one-line errors otherwise."""
-    parse_device_string(models.edgetpu_device)
-    plan = plan_models(models)
-    det = find_builds("detector", plan.detector)
-    clf = find_builds("classifier", plan.classifier)
-    labels = Labels.read(plan, clf.cpu or clf.tpu)  # type: ignore[arg-type]
-    backend = runtime_backend()
-    primary, fallback = _sets(models, det, clf, backend)
+    m = _Models.read(models)
+    det, clf, labels, backend = m.det, m.clf, m.labels, m.backend
+    primary, fallback = _sets(models, m)
     notes = [primary.describe]
     pool = WorkerPool(primary, fallback, labels, timeout=models.inference_timeout,
                       on_event=on_event, retry_s=models.edgetpu_retry_seconds)
@@ -144,7 +163,7 @@ def start_inference(models: ModelsConfig, on_event: EventSink) -> Inference:
         except ModelError:
             pool.close()
             raise
-    return Inference(plan, labels, pool, tuple(notes))
+    return Inference(m.plan, labels, pool, tuple(notes))
 
 
 def probe_edgetpu(models: ModelsConfig) -> tuple[bool, str]:
@@ -152,21 +171,16 @@ def probe_edgetpu(models: ModelsConfig) -> tuple[bool, str]:
 
     Returns (answers, what happened): the one-line failure, or what ran where.
     """
-    plan = plan_models(models)
-    det = find_builds("detector", plan.detector)
-    clf = find_builds("classifier", plan.classifier)
-    if det.tpu is None and clf.tpu is None:
+    m = _Models.read(models)
+    if m.det.tpu is None and m.clf.tpu is None:
         return False, "no Edge TPU build of the detector or the classifier is present"
-    labels = Labels.read(plan, clf.cpu or clf.tpu)  # type: ignore[arg-type]
-    backend = runtime_backend()
-    tpu = _set(Device.EDGETPU, _prefer_tpu(det), _prefer_tpu(clf), 1, models=models,
-               backend=backend)
-    pool = WorkerPool(tpu, None, labels, timeout=models.inference_timeout,
+    tpu = m.tpu_set(models)
+    pool = WorkerPool(tpu, None, m.labels, timeout=models.inference_timeout,
                       on_event=lambda event: None)
     try:
         pool.start()
     except WorkerStartError as exc:
-        return False, edgetpu_failure(exc, models.edgetpu_device, backend)
+        return False, edgetpu_failure(exc, models.edgetpu_device, m.backend)
     finally:
         pool.close()
     return True, f"{tpu.describe}: both models built and answered"
