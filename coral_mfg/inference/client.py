@@ -125,10 +125,6 @@ class WorkerClient:
     def name(self) -> str:
         return self.config.name
 
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc is not None else None
-
     # --- life ------------------------------------------------------------------------------
 
     def start(self) -> str:
