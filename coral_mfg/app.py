@@ -1,7 +1,8 @@
 """The run command: build the pipeline, run it until done or told to stop, close it.
 
-Ctrl-C and SIGTERM stop the run cleanly (the event log gets its summary, the
-recording is finalized); a second Ctrl-C exits at once.
+Ctrl-C, SIGTERM and SIGHUP (a closed terminal) stop the run cleanly (the event
+log gets its summary, the recording is finalized); a second Ctrl-C exits at
+once, and the recording up to then stays playable (fragmented MP4).
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ def _install_signals(stop: threading.Event) -> None:
         stop.set()
 
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, handle)
-        signal.signal(signal.SIGTERM, handle)
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, handle)
 
 
 def run(settings: Settings) -> int:

@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
@@ -30,6 +30,9 @@ READ_TIMEOUT_MS = 5000
 CAMERA_FPS = 30.0
 BACKOFF_FIRST_S = 1.0
 BACKOFF_MAX_S = 30.0
+#: A camera or stream that comes back must be watched again within seconds
+#: (safety monitoring), so its reopen attempts never space out further than this.
+BACKOFF_LIVE_MAX_S = 2.0
 WATCH_S = 0.2
 BAD_FRAMES_LIMIT = 30
 #: A looping file whose decoded frames fit in this much memory is decoded once
@@ -67,6 +70,7 @@ class Frame:
     captured: float  # time.monotonic() when decoded
     image: npt.NDArray[np.uint8]
     decode_ms: float
+    wall: float = field(default_factory=time.time)  # wall-clock time, for people and plants
 
     @property
     def size(self) -> tuple[int, int]:
@@ -435,8 +439,9 @@ class SourceSupervisor(threading.Thread):
     A reader thread does the decoding; this thread watches it. A source that
     stops delivering, raises, or sends no frame for ``stall_s`` seconds is
     logged as lost, and reopened after 1, 2, 4 ... (at most 30) seconds, so
-    the other stream never notices. A reader stuck inside a driver call is
-    abandoned, not waited for.
+    the other stream never notices; a camera or stream is retried at least
+    every 2 seconds, so it is watched again soon after it returns. A reader
+    stuck inside a driver call is abandoned, not waited for.
     """
 
     def __init__(
@@ -450,7 +455,7 @@ class SourceSupervisor(threading.Thread):
         on_event: EventSink,
         paused: threading.Event | None = None,
         first: tuple[VideoSource, Frame | None] | None = None,
-        backoff: tuple[float, float] = (BACKOFF_FIRST_S, BACKOFF_MAX_S),
+        backoff: tuple[float, float] | None = None,
     ) -> None:
         super().__init__(name=f"source-{config.name}", daemon=True)
         self.config = config
@@ -462,7 +467,8 @@ class SourceSupervisor(threading.Thread):
         self.on_end = on_end
         self.on_event = on_event
         self.paused = paused or threading.Event()
-        self.backoff = backoff
+        live = source_kind(config.spec) is not SourceKind.FILE
+        self.backoff = backoff or (BACKOFF_FIRST_S, BACKOFF_LIVE_MAX_S if live else BACKOFF_MAX_S)
         self._first = first
         self.lost_reason: str | None = None
         self.lost_count = 0

@@ -98,8 +98,31 @@ def run_parser(prog: str = "coral-mfg") -> argparse.ArgumentParser:
     flag(g, "fullscreen", action="store_const", const=True, help="start full screen (f toggles)")
     flag(g, "screenshot", metavar="FILE.png",
           help="save the final window contents before quitting (window only)")
-    flag(g, "output", metavar="FILE.mp4", help="record both annotated streams side by side")
+    flag(g, "output", metavar="FILE.mp4",
+         help="record both annotated streams side by side (H.264; playable even if the run "
+         "is killed)")
     flag(g, "events", metavar="FILE.jsonl", help="write the JSON Lines event log")
+    flag(g, "events_rotate_mb", type=typed("events_rotate_mb", int), metavar="MB",
+         help="start a new event log past MB megabytes (default: never)")
+    flag(g, "events_rotate_daily", action="store_const", const=True,
+         help="start a new event log every day")
+    flag(g, "events_keep", type=typed("events_keep", int), metavar="N",
+         help=f"rotated event logs kept (default {default_of('events_keep')})")
+    g = p.add_argument_group("all-shift recording (also a [recording] table in the config)")
+    flag(g, "record_dir", metavar="DIR",
+         help="record in segment files in DIR, the oldest deleted by retention")
+    flag(g, "segment_minutes", type=typed("segment_minutes", float), metavar="M",
+         help=f"length of a segment (default {default_of('segment_minutes'):g})")
+    flag(g, "keep_gb", type=typed("keep_gb", float), metavar="GB",
+         help=f"total size of the segments kept (default {default_of('keep_gb'):g})")
+    flag(g, "keep_days", type=typed("keep_days", float), metavar="D",
+         help=f"age of the oldest segment kept (default {default_of('keep_days'):g})")
+    flag(g, "min_free_gb", type=typed("min_free_gb", float), metavar="GB",
+         help="below this free space, delete the oldest segments and warn "
+         f"(default {default_of('min_free_gb'):g})")
+    flag(g, "encoder_preset", type=typed("encoder_preset", str), metavar="PRESET",
+         help=f"x264 preset, ultrafast to medium (default {default_of('encoder_preset')})")
+    g = p.add_argument_group("run")
     flag(g, "max_frames", type=typed("max_frames", int), metavar="N",
           help="stop each stream after N processed frames (0: no limit)")
     g = p.add_argument_group("general")

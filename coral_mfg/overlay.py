@@ -111,6 +111,15 @@ def draw_cv2(image: npt.NDArray[np.uint8], overlay: Overlay) -> None:
         cv2.putText(image, mark.label, (x1 + 2, ty - 2), font, scale, _bgr(WHITE), 1, cv2.LINE_AA)
 
 
+def draw_stamp(image: npt.NDArray[np.uint8], text: str, at: tuple[int, int] = (0, 0)) -> None:
+    """A caption on a dark band at the picture's top left, legible on any picture."""
+    font, scale = cv2.FONT_HERSHEY_SIMPLEX, 0.5
+    (tw, th), base = cv2.getTextSize(text, font, scale, 1)
+    x, y = at
+    cv2.rectangle(image, (x, y), (x + tw + 8, y + th + base + 8), _bgr(BLACK), cv2.FILLED)
+    cv2.putText(image, text, (x + 4, y + th + 4), font, scale, _bgr(WHITE), 1, cv2.LINE_AA)
+
+
 def render_pane(result: FrameResult, overlay: Overlay) -> npt.NDArray[np.uint8]:
     """The frame fitted to the output size (black bars, never stretched) with its overlay."""
     w, h = result.out_size

@@ -40,12 +40,16 @@ from coral_mfg.inference.startup import Inference, start_inference
 from coral_mfg.inspection import VisualInspection
 from coral_mfg.outputs import (
     EventLog,
+    OutputHealth,
     OutputThread,
+    RecordTarget,
+    Rotation,
     RunEvent,
     SideBySideRecorder,
     Sink,
     StreamEnded,
 )
+from coral_mfg.outputs.retention import GB, Retention
 from coral_mfg.results import STREAMS, VISUAL_INSPECTION, WORKER_SAFETY
 from coral_mfg.safety import WorkerSafety, ZoneStore
 from coral_mfg.scheduler import Scheduler, StreamProcessor, StreamState
@@ -116,7 +120,7 @@ class Pipeline:
         self, settings: Settings, inference: Inference, units: dict[str, StreamUnit],
         *, ctx: RunContext, scheduler: Scheduler, zone_store: ZoneStore,
         zone_watcher: ZoneWatcher | None, events: EventLog | None,
-        recorder: SideBySideRecorder | None,
+        recorders: tuple[SideBySideRecorder, ...],
     ) -> None:
         self.settings = settings
         self.inference = inference
@@ -126,7 +130,7 @@ class Pipeline:
         self.zone_store = zone_store
         self.zone_watcher = zone_watcher
         self.events = events
-        self.recorder = recorder
+        self.recorders = recorders
         self.safety: WorkerSafety = units[WORKER_SAFETY].state.processor  # type: ignore[assignment]
         self.inspection: VisualInspection = (
             units[VISUAL_INSPECTION].state.processor)  # type: ignore[assignment]
@@ -153,6 +157,26 @@ class Pipeline:
         if unit.state.failing:
             return f"ERROR: {unit.state.consecutive_errors} frames failed ({unit.state.last_error})"
         return None
+
+    def _healths(self) -> list[OutputHealth]:
+        files = [r.health for r in self.recorders]
+        return [self.events.health, *files] if self.events is not None else files
+
+    def output_warning(self) -> str | None:
+        """A failing output or a nearly full disk, for the screen; None when all is well."""
+        for health in self._healths():
+            if health.error is not None:
+                return f"{health.name.upper()} NOT WRITTEN: {health.error} ({health.lost} lost)"
+        for r in self.recorders:
+            if r.writer.disk_warning is not None:
+                return r.writer.disk_warning
+        return None
+
+    def _report_outputs(self) -> None:
+        """Output faults and recoveries go to the event log (when it can write) in order."""
+        for health in self._healths():
+            for t in health.transitions():
+                self.ctx.event(t.to_event())
 
     def zone_warning(self) -> str | None:
         """A refused zone edit, shown on the safety pane until a good one replaces it."""
@@ -185,6 +209,10 @@ class Pipeline:
             log.info("%s: %.1f fps, %d dropped, %d errors, %d source losses%s", name,
                      done / span, unit.source.dropped, unit.state.errors, unit.source.lost_count,
                      f" ({status})" if status else "")
+        for health in self._healths():
+            c = health.counts()
+            log.info("%s: %d written, %d dropped, %d lost%s", health.name, c["written"],
+                     c["dropped"], c["lost"], f" ({c['error']})" if c["error"] else "")
 
     def start(self) -> None:
         self.ctx.started = time.monotonic()
@@ -202,6 +230,7 @@ class Pipeline:
         """Wait up to ``timeout``; True once every stream is finished."""
         done = self.scheduler.wait_done(timeout)
         self.log_stats()
+        self._report_outputs()
         self.ctx.flush_ended()
         return done
 
@@ -219,7 +248,18 @@ class Pipeline:
             "source_lost": {name: u.source.lost_count for name, u in self.units.items()},
             "device": self.device,
             "accelerator": self.inference.pool.summary(),
+            "outputs": self._output_counts(),
         }
+
+    def _output_counts(self) -> dict[str, Any]:
+        counts: dict[str, Any] = {}
+        if self.events is not None:
+            counts["events"] = self.events.counts()
+        for r in self.recorders:
+            counts["recording" if r.writer.target.folder is None else "segments"] = r.counts()
+        if self.ctx.outputs.failures:
+            counts["sink_failures"] = dict(self.ctx.outputs.failures)
+        return counts
 
     def close(self, keep_inference: bool = False) -> dict[str, Any]:
         """Stop everything, drain outputs, write the summary; safe to call twice.
@@ -243,10 +283,13 @@ class Pipeline:
                 t.join(JOIN_S)
         self.ctx.flush_ended()
         self.ctx.outputs.finish(JOIN_S * 2)
+        for recorder in self.recorders:
+            recorder.close()
         summary = self.summary()
-        if self.recorder is not None:
-            self.recorder.close()
         if self.events is not None:
+            for health in self._healths():
+                for change in health.transitions():
+                    self.events.event(change.to_event())
             self.events.event(summary)
             self.events.close()
         threads = (*(u.source for u in self.units.values()), self.ctx.outputs)
@@ -271,8 +314,10 @@ def _probe(config: StreamConfig, out_size: tuple[int, int], opener: Opener | Non
 
 def _check_outputs(settings: Settings) -> None:
     """Output folders that cannot be written fail before anything slow is opened."""
-    for flag in ("output", "events"):
-        path = getattr(settings.output, flag)
+    for flag in ("output", "events", "record_dir"):
+        path = settings.value(flag)
+        if flag == "record_dir" and path is not None:
+            path = path / "file"  # the folder itself takes the files
         problem = writable_folder(path) if path is not None else None
         if problem:
             raise UserError(f"--{flag} {path}: {problem}; pass a writable path")
@@ -306,18 +351,38 @@ def _zones(settings: Settings, picture_size: tuple[int, int]) -> tuple[
 
 def _sinks(
     settings: Settings, fps: float, zones: Callable[[], tuple[KeepoutZone, ...]]
-) -> tuple[EventLog | None, SideBySideRecorder | None]:
-    events = EventLog(settings.output.events, time.monotonic()) if settings.output.events else None
-    recorder = None
+) -> tuple[EventLog | None, tuple[SideBySideRecorder, ...]]:
+    out = settings.output
+    events = EventLog(out.events, time.monotonic(), Rotation(
+        out.events_rotate_mb * 2**20, out.events_rotate_daily, out.events_keep),
+    ) if out.events else None
+    recorders: list[SideBySideRecorder] = []
     try:
-        if settings.output.output:
-            recorder = SideBySideRecorder(settings.output.output, settings.out_size, fps, zones,
-                                          settings.mask)
+        for target in _record_targets(settings):
+            recorders.append(SideBySideRecorder(target, settings.out_size, fps, zones,
+                                                settings.mask,
+                                                lossless=not settings.inputs.realtime))
     except BaseException:
+        for r in recorders:
+            r.close()
         if events is not None:
             events.close()
         raise
-    return events, recorder
+    return events, tuple(recorders)
+
+
+def _record_targets(settings: Settings) -> list[RecordTarget]:
+    rec = settings.recording
+    retention = Retention(round(rec.keep_gb * GB), rec.keep_days * 86400.0,
+                          round(rec.min_free_gb * GB))
+    targets = []
+    if settings.output.output is not None:
+        targets.append(RecordTarget(file=settings.output.output, retention=retention,
+                                    preset=rec.encoder_preset))
+    if rec.record_dir is not None:
+        targets.append(RecordTarget(folder=rec.record_dir, segment_s=rec.segment_minutes * 60,
+                                    retention=retention, preset=rec.encoder_preset))
+    return targets
 
 
 def _log_start(settings: Settings, inference: Inference,
@@ -403,9 +468,9 @@ def _wire(
         WORKER_SAFETY: WorkerSafety(store, tracker(plan.worker_threshold), out_size, t),
         VISUAL_INSPECTION: VisualInspection(tracker(plan.inspection_threshold), out_size, t),
     }
-    events, recorder = _sinks(settings, max(p.fps for p in probes.values()),
-                              lambda: store.zones)
-    sinks: list[Sink] = [s for s in (events, recorder) if s is not None]
+    events, recorders = _sinks(settings, max(p.fps for p in probes.values()),
+                               lambda: store.zones)
+    sinks: list[Sink] = [*([events] if events is not None else []), *recorders]
     ctx.outputs.sinks.extend([*sinks, *extra])
     scheduler = Scheduler([], inference.pool, ctx.cond, ctx.stop, on_result=ctx.outputs.put,
                           on_stream_done=ctx.stream_done, paused=ctx.paused)
@@ -413,7 +478,7 @@ def _wire(
              for name in STREAMS}
     watcher = ZoneWatcher(source, placement, store, ctx.stop, ctx.event)
     return Pipeline(settings, inference, units, ctx=ctx, scheduler=scheduler, zone_store=store,
-                    zone_watcher=watcher, events=events, recorder=recorder)
+                    zone_watcher=watcher, events=events, recorders=recorders)
 
 
 def summary_line(summary: dict[str, Any]) -> str:

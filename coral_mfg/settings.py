@@ -92,6 +92,9 @@ Flag = Annotated[bool, PlainValidator(_boolean)]
 FilePath = Annotated[Path, PlainValidator(_path)]
 
 
+ENCODER_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium")
+
+
 class _Section(BaseModel):
     """A frozen table of settings; unknown keys are refused, never ignored."""
 
@@ -142,8 +145,22 @@ class OutputConfig(_Section):
     width: PositiveInt = 960
     height: PositiveInt = 540
     anonymize: Flag = False
-    output: FilePath | None = None
+    output: FilePath | None = None  # one recording of this run (H.264, fragmented MP4)
     events: FilePath | None = None
+    events_rotate_mb: NonNegativeInt = 0  # start a new event log past this size (0: never)
+    events_rotate_daily: Flag = False  # start a new event log each day
+    events_keep: PositiveInt = 14  # rotated event logs kept, the oldest deleted first
+
+
+class RecordingConfig(_Section):
+    """All-shift recording: segment files in a folder, the oldest deleted by retention."""
+
+    record_dir: FilePath | None = None  # None: no segment recording
+    segment_minutes: PositiveFloat = 5.0
+    keep_gb: PositiveFloat = 50.0  # segments over this total are deleted, oldest first
+    keep_days: PositiveFloat = 30.0  # segments older than this are deleted
+    min_free_gb: PositiveFloat = 2.0  # below this free space: delete the oldest, and warn
+    encoder_preset: Annotated[str, _choice(*ENCODER_PRESETS)] = "veryfast"
 
 
 class WindowConfig(_Section):
@@ -174,12 +191,17 @@ SECTIONS: dict[str, type[_Section]] = {
     "tracking": TrackingConfig,
     "inputs": InputsConfig,
     "output": OutputConfig,
+    "recording": RecordingConfig,
     "window": WindowConfig,
     "safety": SafetyConfig,
     "log": LogConfig,
 }
-#: Tables the config file may hold, with the keys they take.
-TABLES: dict[str, frozenset[str]] = {"safety": frozenset({"zones"})}
+#: Tables the config file may hold, with the keys they take. A section's own table
+#: (``[recording]``) groups keys that may also be written at the top level.
+TABLES: dict[str, frozenset[str]] = {
+    "safety": frozenset({"zones"}),
+    "recording": frozenset(RecordingConfig.model_fields),
+}
 def _is_path(field: FieldInfo) -> bool:
     return "Path" in str(field.annotation)
 
@@ -249,6 +271,7 @@ class Settings(_Section):
     tracking: TrackingConfig = TrackingConfig()
     inputs: InputsConfig = InputsConfig()
     output: OutputConfig = OutputConfig()
+    recording: RecordingConfig = RecordingConfig()
     window: WindowConfig = WindowConfig()
     safety: SafetyConfig = SafetyConfig()
     log: LogConfig = LogConfig()
@@ -263,8 +286,8 @@ class Settings(_Section):
         inputs = {Path(p).resolve() for p in (self.inputs.worker_safety_input,
                                              self.inputs.visual_inspection_input)
                   if p is not None and not _is_device_or_url(p)}
-        for key in ("output", "events"):
-            path = getattr(self.output, key)
+        for key in ("output", "events", "record_dir"):
+            path = self.value(key)
             if path is not None and path.resolve() in inputs:
                 raise ValueError(f"--{key} {path} is an input video and would be overwritten; "
                                  f"pass another path to --{key}")
@@ -313,7 +336,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in data.items():
         if key in TABLES:
-            out.update(_table(key, value, where))
+            out.update(_table(key, value, where, path.parent))
             continue
         if key not in FLAG_HOME:
             raise ConfigError(f"{where}: {_unknown_top_level(key)}")
@@ -322,7 +345,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
     return out
 
 
-def _table(name: str, value: Any, where: str) -> dict[str, Any]:
+def _table(name: str, value: Any, where: str, base: Path) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ConfigError(f"{where}: '{name}' must be a table ([{name}] or [[{name}.zones]])")
     unknown = sorted(set(value) - TABLES[name])
@@ -330,6 +353,9 @@ def _table(name: str, value: Any, where: str) -> dict[str, Any]:
         known = ", ".join(f"{name}.{k}" for k in sorted(TABLES[name]))
         raise ConfigError(f"{where}: unknown key '{name}.{unknown[0]}' (known: {known})"
                           f"{_belongs(unknown[0])}")
+    if name != "safety":
+        return {k: _resolve(k, check_value(k, v, f"{where}: [{name}]"), base)
+                for k, v in value.items()}
     zones = value.get("zones", [])
     if not isinstance(zones, list) or not all(isinstance(z, dict) for z in zones):
         raise ConfigError(f"{where}: safety.zones must be [[safety.zones]] tables")
@@ -436,7 +462,9 @@ def _assemble(
             models=ModelsConfig(**sections["models"]),
             tracking=TrackingConfig(**sections["tracking"]),
             inputs=InputsConfig(**sections["inputs"]),
-            output=OutputConfig(**sections["output"]), window=WindowConfig(**sections["window"]),
+            output=OutputConfig(**sections["output"]),
+            recording=RecordingConfig(**sections["recording"]),
+            window=WindowConfig(**sections["window"]),
             safety=SafetyConfig(**sections["safety"]), log=LogConfig(**sections["log"]),
             config=config, zones_from_csv=from_csv,
         )

@@ -66,6 +66,9 @@ class WindowApp:
                          f"rotten {counts.get('rotten_apple', 0)}")
         if p.paused.is_set():
             lines.append("PAUSED (space to resume)")
+        warning = p.output_warning()
+        if warning:
+            lines.append(warning[:110])
         return lines
 
     # --- keys ------------------------------------------------------------------------------

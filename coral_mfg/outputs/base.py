@@ -1,0 +1,129 @@
+"""What flows to the outputs, and the one thread that hands it to each of them.
+
+Sinks (the event log, the recording, the window, ...) are fed in order from a
+bounded queue, so drawing and writing never hold up inference, and every sink
+is closed on every exit path.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from coral_mfg.results import FrameResult
+
+log = logging.getLogger(__name__)
+
+QUEUE_SIZE = 64
+POLL_S = 0.1
+
+
+@dataclass(frozen=True)
+class StreamEnded:
+    """A stream will send no more frames: the recorder stops waiting for its pane."""
+
+    stream: str
+
+
+@dataclass(frozen=True)
+class RunEvent:
+    """Something that happened to the run (a source lost, zones reloaded), as its log record.
+
+    It travels through the output queue so the event log keeps it in order with the frames.
+    """
+
+    record: dict[str, Any]
+
+
+OutputItem = FrameResult | StreamEnded | RunEvent
+
+
+class Sink(Protocol):
+    """An output fed by the output thread: it must never block for long."""
+
+    def write(self, result: FrameResult) -> None: ...
+    def event(self, record: dict[str, Any]) -> None: ...
+    def end_stream(self, stream: str) -> None: ...
+    def close(self) -> None: ...
+
+
+class SinkBase:
+    """A sink that ignores what it does not need."""
+
+    def write(self, result: FrameResult) -> None:
+        pass
+
+    def event(self, record: dict[str, Any]) -> None:
+        pass
+
+    def end_stream(self, stream: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class OutputThread(threading.Thread):
+    """Feeds results to the sinks; ``put`` waits for room only while not stopping."""
+
+    def __init__(self, sinks: list[Sink], stop: threading.Event) -> None:
+        super().__init__(name="outputs", daemon=True)
+        self.sinks = sinks
+        self.stop_event = stop
+        self.queue: queue.Queue[OutputItem] = queue.Queue(QUEUE_SIZE)
+        self._done = threading.Event()
+        self.failures: dict[str, int] = {}
+
+    def put(self, item: OutputItem) -> None:
+        """Queue an item for every sink; waits for room only while the run is not ending."""
+        while True:
+            try:
+                self.queue.put(item, timeout=POLL_S)
+                return
+            except queue.Full:
+                if self._done.is_set():
+                    return
+
+    def finish(self, timeout: float) -> None:
+        self._done.set()
+        if self.ident is not None:
+            self.join(timeout)
+
+    def run(self) -> None:
+        while True:
+            try:
+                item = self.queue.get(timeout=POLL_S)
+            except queue.Empty:
+                if self._done.is_set():
+                    return
+                continue
+            start = time.perf_counter()
+            for sink in self.sinks:
+                try:
+                    _deliver(sink, item)
+                except Exception:
+                    self._sink_failed(sink)
+            if isinstance(item, FrameResult):
+                item.times.output = (time.perf_counter() - start) * 1000.0
+
+
+    def _sink_failed(self, sink: Sink) -> None:
+        """A bug in a sink: its first traceback is logged, later ones only counted."""
+        name = type(sink).__name__
+        self.failures[name] = self.failures.get(name, 0) + 1
+        if self.failures[name] == 1:
+            log.exception("output %s failed (later failures are counted in the summary)", name)
+
+
+def _deliver(sink: Sink, item: OutputItem) -> None:
+    match item:
+        case StreamEnded(stream):
+            sink.end_stream(stream)
+        case RunEvent(record):
+            sink.event(record)
+        case _:
+            sink.write(item)

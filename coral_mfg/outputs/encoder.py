@@ -1,0 +1,255 @@
+"""H.264 recording in fragmented MP4 files, encoded on a thread of its own.
+
+Why fragmented MP4: a plain MP4 keeps its index at the end, written only by a
+clean exit, so a SIGKILL or a power cut loses the whole file. Here the header
+goes first and a self-contained fragment follows every keyframe (one a
+second), so a killed run keeps all but its last second or two, and browsers
+play the files as they are. Why a thread: encoding must never hold up
+inference; frames wait in a bounded queue and a full queue drops (counted)
+unless the run asked for every frame (``--no-realtime``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+import numpy.typing as npt
+
+from coral_mfg.outputs.health import OutputHealth, os_reason
+from coral_mfg.outputs.retention import GB, Retention, free_bytes, prune
+
+log = logging.getLogger(__name__)
+
+QUEUE_FRAMES = 16
+RETRY_S = 5.0  # after a failed write, the next attempt (a new file)
+CHECK_EVERY_S = 10.0  # free space and retention
+POLL_S = 0.1
+#: Fragmenting at each keyframe, with the header first, is what makes a cut file playable.
+MOVFLAGS = "frag_keyframe+empty_moov+default_base_moof"
+ENCODER_THREADS = 1  # one core stays with inference on a small machine
+PREFIX = "coral_mfg-"
+RECENT_FILES = 8  # named in the summary; a shift's segments are counted, not listed
+
+
+@dataclass(frozen=True)
+class RecordTarget:
+    """Where a recording goes: one file (``--output``) or timestamped segments in a folder."""
+
+    file: Path | None = None
+    folder: Path | None = None
+    segment_s: float = float("inf")
+    retention: Retention | None = None
+    preset: str = "veryfast"
+
+    @property
+    def where(self) -> Path:
+        where = self.folder if self.folder is not None else self.file
+        assert where is not None, "a target names a file or a folder"
+        return where
+
+    def path(self, part: int) -> Path:
+        """The ``part``-th file (0: the first; more after a fault or a new segment)."""
+        if self.folder is None:
+            assert self.file is not None
+            return self.file if part == 0 else self.file.with_name(
+                f"{self.file.stem}.{part}{self.file.suffix}")
+        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        path = self.folder / f"{PREFIX}{stamp}.mp4"
+        n = 1
+        while path.exists():
+            n += 1
+            path = self.folder / f"{PREFIX}{stamp}-{n}.mp4"
+        return path
+
+
+class _File:
+    """One open fragmented MP4 with its H.264 stream."""
+
+    def __init__(self, path: Path, size: tuple[int, int], fps: float, preset: str) -> None:
+        self.path = path
+        self.frames = 0
+        rate = Fraction(fps).limit_denominator(1001)
+        self.container: Any = av.open(str(path), "w", format="mp4",
+                                      options={"movflags": MOVFLAGS, "flush_packets": "1"})
+        try:
+            stream: Any = self.container.add_stream(
+                "libx264", rate=rate, options={"preset": preset, "tune": "zerolatency"})
+            stream.width, stream.height = size
+            stream.pix_fmt = "yuv420p"
+            stream.codec_context.gop_size = max(1, round(fps))
+            stream.codec_context.thread_count = ENCODER_THREADS
+        except BaseException:
+            self.container.close()
+            raise
+        self.stream = stream
+
+    def write(self, image: npt.NDArray[np.uint8]) -> None:
+        frame = av.VideoFrame.from_ndarray(image, format="bgr24")
+        frame.pts = self.frames
+        for packet in self.stream.encode(frame):
+            self.container.mux(packet)
+        self.frames += 1
+
+    def close(self) -> None:
+        """Flush the encoder and end the file; on a broken disk, keep what is there."""
+        try:
+            for packet in self.stream.encode(None):
+                self.container.mux(packet)
+        finally:
+            self.container.close()
+
+
+class H264Writer(threading.Thread):
+    """Encodes submitted frames into the target; survives a full or failing disk."""
+
+    def __init__(self, target: RecordTarget, size: tuple[int, int], fps: float, *,
+                 lossless: bool) -> None:
+        super().__init__(name="recording", daemon=True)
+        self.target = target
+        self.size = size
+        self.fps = fps
+        self.lossless = lossless
+        self.health = OutputHealth("recording")
+        self.queue: queue.Queue[npt.NDArray[np.uint8] | None] = queue.Queue(QUEUE_FRAMES)
+        self.segments = 0
+        self.recent: deque[Path] = deque(maxlen=RECENT_FILES)
+        self.deleted = 0
+        self.disk_warning: str | None = None
+        self._file: _File | None = None
+        self._part = 0
+        self._retry_at = 0.0
+        self._checked_at = 0.0
+        self._closing = threading.Event()
+
+    # --- the caller's side ------------------------------------------------------------------
+
+    def submit(self, image: npt.NDArray[np.uint8]) -> None:
+        """Queue a frame; a full queue drops it (counted) unless every frame is wanted."""
+        while not self._closing.is_set():
+            try:
+                self.queue.put(image, timeout=POLL_S if self.lossless else 0)
+                return
+            except queue.Full:
+                if not self.lossless:
+                    self.health.drop()
+                    return
+
+    def finish(self, timeout: float) -> None:
+        """Encode what is queued, end the file, and stop."""
+        self._closing.set()
+        if self.ident is None:
+            return
+        with contextlib.suppress(queue.Full):
+            self.queue.put(None, timeout=timeout)
+        self.join(timeout)
+        if self.is_alive():
+            log.warning("recording: the encoder did not finish in %.0f s; the file keeps "
+                        "what was written", timeout)
+
+    # --- the encoder thread -----------------------------------------------------------------
+
+    def run(self) -> None:
+        try:
+            while True:
+                image = self.queue.get()
+                if image is None:
+                    return
+                self._check_disk()
+                self._encode(image)
+        finally:
+            self._end_file()
+
+    def _encode(self, image: npt.NDArray[np.uint8]) -> None:
+        if self._file is None and not self._open():
+            self.health.failed(self.health.error or "no file open")
+            return
+        assert self._file is not None
+        try:
+            self._file.write(image)
+        except (OSError, av.FFmpegError) as exc:
+            self._fail(exc)
+            return
+        self.health.wrote()
+        if self._file.frames >= self.target.segment_s * self.fps:
+            self._end_file()
+            self._part += 1
+
+    def _open(self) -> bool:
+        now = time.monotonic()
+        if now < self._retry_at:
+            return False
+        path = self.target.path(self._part)
+        try:
+            self._file = _File(path, self.size, self.fps, self.target.preset)
+        except (OSError, av.FFmpegError) as exc:
+            self._retry_at = now + RETRY_S
+            self.health.failed(os_reason(exc), lost=0)
+            return False
+        self.segments += 1
+        self.recent.append(path)
+        log.info("recording to %s (H.264)", path)
+        return True
+
+    def _fail(self, exc: BaseException) -> None:
+        self.health.failed(os_reason(exc))
+        self._end_file()
+        self._part += 1  # the next attempt starts a new file beside the cut one
+        self._retry_at = time.monotonic() + RETRY_S
+        self._checked_at = 0.0  # free space at the next frame: retention may make room
+
+    def _end_file(self) -> None:
+        file, self._file = self._file, None
+        if file is None:
+            return
+        try:
+            file.close()
+        except (OSError, av.FFmpegError) as exc:
+            log.debug("recording %s ended on a write error: %s", file.path, exc)
+
+    def _check_disk(self) -> None:
+        now = time.monotonic()
+        if now - self._checked_at < CHECK_EVERY_S:
+            return
+        self._checked_at = now
+        r = self.target.retention
+        try:
+            if r is not None and self.target.folder is not None:
+                current = self._file.path if self._file is not None else None
+                pruned = prune(self.target.folder, r, current)
+                self.deleted += len(pruned.deleted)
+                low, free = pruned.low, pruned.free_bytes
+            else:
+                free = free_bytes(self.target.where.parent)
+                low = r is not None and free < r.min_free_bytes
+        except OSError as exc:
+            log.debug("free space of %s unknown: %s", self.target.where, exc)
+            return
+        self._warn_disk(low, free)
+
+    def _warn_disk(self, low: bool, free: int) -> None:
+        if low and self.disk_warning is None:
+            self.disk_warning = (f"DISK LOW: {free / GB:.1f} GB free under "
+                                 f"{self.target.where}")
+            log.warning("%s; no older recording is left to delete: free some space",
+                        self.disk_warning)
+        elif not low and self.disk_warning is not None:
+            self.disk_warning = None
+            log.info("disk space under %s is back above the floor (%.1f GB free)",
+                     self.target.where, free / GB)
+
+    def counts(self) -> dict[str, Any]:
+        return {**self.health.counts(), "files": self.segments,
+                "recent": [str(p) for p in self.recent],
+                "deleted": self.deleted, "disk_low": self.disk_warning is not None}

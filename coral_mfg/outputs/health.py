@@ -1,0 +1,98 @@
+"""Whether an output is writing, and what it could not write.
+
+An output fault (a full disk, a device error) must never stop inspection nor
+pass unnoticed: the thread that writes records the fault here, and the run
+reports it (log line, HUD, event log, summary) from its own threads, so a
+failing writer never waits on the outputs that report it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Transition:
+    """An output failed or came back; becomes an ``output_fault`` / ``output_restored`` event."""
+
+    output: str
+    failed: bool
+    reason: str
+    lost: int  # items lost so far (for a recovery: while it was failing)
+
+    def to_event(self) -> dict[str, Any]:
+        if self.failed:
+            return {"type": "output_fault", "output": self.output, "reason": self.reason}
+        return {"type": "output_restored", "output": self.output, "lost": self.lost}
+
+
+class OutputHealth:
+    """One output's state: its current fault, if any, and counts of what it lost.
+
+    Only transitions are logged (one line when it fails, one when it is back), so
+    a disk that stays full costs one log line, not one a frame.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._lock = threading.Lock()
+        self.error: str | None = None
+        self.written = 0
+        self.lost = 0
+        self.dropped = 0
+        self._lost_in_fault = 0
+        self._pending: list[Transition] = []
+        self.since = 0.0
+
+    def wrote(self, count: int = 1) -> None:
+        """``count`` items reached the disk; ends a fault."""
+        with self._lock:
+            self.written += count
+            if self.error is None:
+                return
+            lost, self.error = self._lost_in_fault, None
+            self._pending.append(Transition(self.name, False, "", lost))
+        log.warning("%s: writing again after %.0f s; %d item(s) lost meanwhile",
+                    self.name, time.monotonic() - self.since, lost)
+
+    def failed(self, reason: str, lost: int = 1) -> None:
+        """``lost`` items could not be written because of ``reason``."""
+        with self._lock:
+            self.lost += lost
+            self._lost_in_fault += lost
+            if self.error is not None:
+                return
+            self.error, self.since, self._lost_in_fault = reason, time.monotonic(), lost
+            self._pending.append(Transition(self.name, True, reason, lost))
+        log.error("%s: cannot write (%s); inspection goes on, and writing resumes by itself "
+                  "when it can", self.name, reason)
+
+    def drop(self, count: int = 1) -> None:
+        """Items deliberately not written (a full queue): counted, not a fault."""
+        with self._lock:
+            self.dropped += count
+
+    def transitions(self) -> list[Transition]:
+        """What changed since the last call, oldest first."""
+        with self._lock:
+            pending, self._pending = self._pending, []
+        return pending
+
+    def counts(self) -> dict[str, Any]:
+        with self._lock:
+            return {"written": self.written, "dropped": self.dropped, "lost": self.lost,
+                    "error": self.error}
+
+
+def os_reason(exc: BaseException) -> str:
+    """An OS or library error as a few words a person can act on."""
+    strerror = getattr(exc, "strerror", None)
+    filename = getattr(exc, "filename", None)
+    text = strerror or str(exc) or type(exc).__name__
+    return f"{text} ({filename})" if filename else text
