@@ -173,8 +173,11 @@ class Pipeline:
         return None
 
     def _report_outputs(self) -> None:
-        """Output faults and recoveries go to the event log (when it can write) in order."""
+        """Output faults and recoveries go to the event log in order; the event log's own
+        wait until it writes again, or they would be lost with the records they tell of."""
         for health in self._healths():
+            if self.events is not None and health is self.events.health and health.error:
+                continue
             for t in health.transitions():
                 self.ctx.event(t.to_event())
 
@@ -285,11 +288,12 @@ class Pipeline:
         self.ctx.outputs.finish(JOIN_S * 2)
         for recorder in self.recorders:
             recorder.close()
-        summary = self.summary()
         if self.events is not None:
             for health in self._healths():
                 for change in health.transitions():
                     self.events.event(change.to_event())
+        summary = self.summary()
+        if self.events is not None:
             self.events.event(summary)
             self.events.close()
         threads = (*(u.source for u in self.units.values()), self.ctx.outputs)

@@ -33,7 +33,6 @@ from coral_mfg.outputs.retention import GB, Retention, free_bytes, prune
 log = logging.getLogger(__name__)
 
 QUEUE_FRAMES = 16
-RETRY_S = 5.0  # after a failed write, the next attempt (a new file)
 CHECK_EVERY_S = 10.0  # free space and retention
 POLL_S = 0.1
 #: Fragmenting at each keyframe, with the header first, is what makes a cut file playable.
@@ -63,8 +62,9 @@ class RecordTarget:
         """The ``part``-th file (0: the first; more after a fault or a new segment)."""
         if self.folder is None:
             assert self.file is not None
-            return self.file if part == 0 else self.file.with_name(
-                f"{self.file.stem}.{part}{self.file.suffix}")
+            if part == 0 or (self.file.exists() and not self.file.is_file()):
+                return self.file  # a device or pipe is written again, never beside
+            return self.file.with_name(f"{self.file.stem}.{part}{self.file.suffix}")
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         path = self.folder / f"{PREFIX}{stamp}.mp4"
         n = 1
@@ -123,13 +123,13 @@ class H264Writer(threading.Thread):
         self.lossless = lossless
         self.health = OutputHealth("recording")
         self.queue: queue.Queue[npt.NDArray[np.uint8] | None] = queue.Queue(QUEUE_FRAMES)
+        self.received = 0  # = written + dropped + lost, once the queue is empty
         self.segments = 0
         self.recent: deque[Path] = deque(maxlen=RECENT_FILES)
         self.deleted = 0
         self.disk_warning: str | None = None
         self._file: _File | None = None
         self._part = 0
-        self._retry_at = 0.0
         self._checked_at = 0.0
         self._closing = threading.Event()
 
@@ -137,14 +137,15 @@ class H264Writer(threading.Thread):
 
     def submit(self, image: npt.NDArray[np.uint8]) -> None:
         """Queue a frame; a full queue drops it (counted) unless every frame is wanted."""
+        self.received += 1
         while not self._closing.is_set():
             try:
                 self.queue.put(image, timeout=POLL_S if self.lossless else 0)
                 return
             except queue.Full:
                 if not self.lossless:
-                    self.health.drop()
-                    return
+                    break
+        self.health.drop()
 
     def finish(self, timeout: float) -> None:
         """Encode what is queued, end the file, and stop."""
@@ -172,8 +173,8 @@ class H264Writer(threading.Thread):
             self._end_file()
 
     def _encode(self, image: npt.NDArray[np.uint8]) -> None:
-        if self._file is None and not self._open():
-            self.health.failed(self.health.error or "no file open")
+        if self._file is None and not (
+                self.health.may_write(self.target.where.parent) and self._open()):
             return
         assert self._file is not None
         try:
@@ -187,15 +188,12 @@ class H264Writer(threading.Thread):
             self._part += 1
 
     def _open(self) -> bool:
-        now = time.monotonic()
-        if now < self._retry_at:
-            return False
+        """A new file; when it cannot be made, the frame that needed it is lost."""
         path = self.target.path(self._part)
         try:
             self._file = _File(path, self.size, self.fps, self.target.preset)
         except (OSError, av.FFmpegError) as exc:
-            self._retry_at = now + RETRY_S
-            self.health.failed(os_reason(exc), lost=0)
+            self.health.failed(os_reason(exc))
             return False
         self.segments += 1
         self.recent.append(path)
@@ -206,7 +204,6 @@ class H264Writer(threading.Thread):
         self.health.failed(os_reason(exc))
         self._end_file()
         self._part += 1  # the next attempt starts a new file beside the cut one
-        self._retry_at = time.monotonic() + RETRY_S
         self._checked_at = 0.0  # free space at the next frame: retention may make room
 
     def _end_file(self) -> None:
@@ -250,6 +247,6 @@ class H264Writer(threading.Thread):
                      self.target.where, free / GB)
 
     def counts(self) -> dict[str, Any]:
-        return {**self.health.counts(), "files": self.segments,
+        return {"received": self.received, **self.health.counts(), "files": self.segments,
                 "recent": [str(p) for p in self.recent],
                 "deleted": self.deleted, "disk_low": self.disk_warning is not None}

@@ -74,7 +74,7 @@ class EventLog(SinkBase):
     def event(self, record: dict[str, Any]) -> None:
         data = (json.dumps(record, separators=(",", ":")) + "\n").encode()
         with self._lock:
-            if self._closed:
+            if self._closed or not self.health.may_write(self.path.parent):
                 return
             try:
                 self._maybe_rotate(len(data))
@@ -144,8 +144,14 @@ class EventLog(SinkBase):
             log.info("event log %s removed (keeping %d)", old, self.rotation.keep)
 
     def rotated_files(self) -> list[Path]:
-        """The rotated files, oldest first (their names sort by the time they began)."""
-        return sorted(self.path.parent.glob(f"{self.path.stem}.*{self.path.suffix}"))
+        """The rotated files, oldest first: by their last write, then by name."""
+        def age(path: Path) -> tuple[int, str]:
+            try:
+                return (path.stat().st_mtime_ns, path.name)
+            except OSError:
+                return (0, path.name)
+
+        return sorted(self.path.parent.glob(f"{self.path.stem}.*{self.path.suffix}"), key=age)
 
     def counts(self) -> dict[str, Any]:
         return {**self.health.counts(), "rotated": self.rotated}

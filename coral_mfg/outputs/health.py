@@ -8,13 +8,23 @@ failing writer never waits on the outputs that report it.
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from coral_mfg.outputs.retention import free_bytes
+
 log = logging.getLogger(__name__)
+
+RETRY_S = 5.0  # while failing, the next attempt to write
+#: Room a failed output waits for before it tries again: a disk on its last
+#: block would otherwise take short records and refuse long ones, flapping.
+RESUME_FREE_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -25,11 +35,14 @@ class Transition:
     failed: bool
     reason: str
     lost: int  # items lost so far (for a recovery: while it was failing)
+    wall: float = field(default_factory=time.time)  # when; it may be logged later
 
     def to_event(self) -> dict[str, Any]:
+        at = dt.datetime.fromtimestamp(self.wall, dt.UTC).isoformat(timespec="milliseconds")
         if self.failed:
-            return {"type": "output_fault", "output": self.output, "reason": self.reason}
-        return {"type": "output_restored", "output": self.output, "lost": self.lost}
+            return {"type": "output_fault", "output": self.output, "reason": self.reason,
+                    "at": at}
+        return {"type": "output_restored", "output": self.output, "lost": self.lost, "at": at}
 
 
 class OutputHealth:
@@ -49,6 +62,7 @@ class OutputHealth:
         self._lost_in_fault = 0
         self._pending: list[Transition] = []
         self.since = 0.0
+        self._next_try = 0.0
 
     def wrote(self, count: int = 1) -> None:
         """``count`` items reached the disk; ends a fault."""
@@ -69,9 +83,32 @@ class OutputHealth:
             if self.error is not None:
                 return
             self.error, self.since, self._lost_in_fault = reason, time.monotonic(), lost
+            self._next_try = self.since + RETRY_S
             self._pending.append(Transition(self.name, True, reason, lost))
         log.error("%s: cannot write (%s); inspection goes on, and writing resumes by itself "
                   "when it can", self.name, reason)
+
+    def may_write(self, folder: Path) -> bool:
+        """Whether to try writing the next item; when not, that item is counted lost.
+
+        Healthy: always. Failing: once every :data:`RETRY_S`, and only when
+        ``folder``'s disk has :data:`RESUME_FREE_BYTES` free.
+        """
+        with self._lock:
+            if self.error is None:
+                return True
+            now = time.monotonic()
+            retry = now >= self._next_try
+            if retry:
+                self._next_try = now + RETRY_S
+        if retry:
+            with contextlib.suppress(OSError):  # unknown free space: try
+                retry = free_bytes(folder) >= RESUME_FREE_BYTES
+        if not retry:
+            with self._lock:
+                self.lost += 1
+                self._lost_in_fault += 1
+        return retry
 
     def drop(self, count: int = 1) -> None:
         """Items deliberately not written (a full queue): counted, not a fault."""
