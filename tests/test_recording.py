@@ -222,15 +222,12 @@ def test_event_log_write_failure_cuts_back_to_whole_lines(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A short write (the disk filled mid-line) leaves no partial line behind."""
-    from coral_mfg.outputs import event_log
-
     log = EventLog(tmp_path / "e.jsonl", 0.0)
     log.event({"type": "a"})
     real_write = os.write
-    monkeypatch.setattr(event_log.os, "write",
-                        lambda fd, data: real_write(fd, data[: len(data) // 2]))
+    monkeypatch.setattr(os, "write", lambda fd, data: real_write(fd, data[: len(data) // 2]))
     log.event({"type": "b", "pad": "x" * 100})
-    monkeypatch.setattr(event_log.os, "write", real_write)
+    monkeypatch.setattr(os, "write", real_write)
     log.event({"type": "c"})  # within the retry interval: counted lost, not tried
     log.health._next_try = 0.0  # as if the retry interval had passed
     log.event({"type": "d"})
