@@ -84,7 +84,18 @@ def run_bench(settings: Settings, seconds: float) -> dict[str, Any]:
         "ratio": round(achieved / bound, 3) if bound else None,
         "dropped": summary["dropped"],
         "errors": summary["errors"],
+        **_recording(summary, elapsed),
     }
+
+
+def _recording(summary: dict[str, Any], elapsed: float) -> dict[str, Any]:
+    """What the recording cost, when there was one: its frames and the encoder's CPU."""
+    rec = summary["outputs"].get("recording")
+    if rec is None:
+        return {}
+    return {"recording": {"frames": rec["written"], "dropped": rec["dropped"],
+                          "encoder_cpu_s": rec["encoder_cpu_s"],
+                          "encoder_cores": round(rec["encoder_cpu_s"] / elapsed, 3)}}
 
 
 class _Keep(SinkBase):
@@ -221,10 +232,15 @@ def main(argv: Sequence[str]) -> int:
                    help="run this long and report memory (RSS) and threads at start and end")
     p.add_argument("--render", action="store_true",
                    help="measure the window instead: frames/s drawing two panes with overlays")
+    p.add_argument("--output", metavar="FILE.mp4",
+                   help="record while measuring, to see what encoding costs")
+    p.add_argument("--encoder_preset", "--encoder-preset", type=typed("encoder_preset"),
+                   help="x264 preset of the recording")
     args = p.parse_args(argv)
     settings = load_settings({
         "headless": True, "realtime": False, "loop": True, "events": os.devnull,
         "cpu_threads": args.cpu_threads, "cpu_workers": args.workers, "device": args.device,
+        "output": args.output, "encoder_preset": args.encoder_preset,
     })
     if args.soak:
         print(json.dumps(run_soak(settings, args.soak)))

@@ -128,6 +128,7 @@ class H264Writer(threading.Thread):
         self.recent: deque[Path] = deque(maxlen=RECENT_FILES)
         self.deleted = 0
         self.disk_warning: str | None = None
+        self.cpu_s = 0.0  # CPU time the encoding took, known once the thread ends
         self._file: _File | None = None
         self._part = 0
         self._checked_at = 0.0
@@ -171,6 +172,7 @@ class H264Writer(threading.Thread):
                 self._encode(image)
         finally:
             self._end_file()
+            self.cpu_s = time.thread_time()
 
     def _encode(self, image: npt.NDArray[np.uint8]) -> None:
         if self._file is None and not (
@@ -249,4 +251,5 @@ class H264Writer(threading.Thread):
     def counts(self) -> dict[str, Any]:
         return {"received": self.received, **self.health.counts(), "files": self.segments,
                 "recent": [str(p) for p in self.recent],
-                "deleted": self.deleted, "disk_low": self.disk_warning is not None}
+                "deleted": self.deleted, "disk_low": self.disk_warning is not None,
+                "encoder_cpu_s": round(self.cpu_s, 2)}
