@@ -398,8 +398,11 @@ class CaptureThread(threading.Thread):
             self._finish(Outcome.FAILED, "cannot rewind the file")
 
     def _restart(self) -> None:
+        """The next pass keeps the file's cadence: its first frame is due one frame
+        interval after the last one (handing it over at once would replace that
+        last frame in a leaky slot before it was taken)."""
+        self._clock += self.index / self.fps
         self.index = 0
-        self._clock = time.monotonic()
 
     def _bad_frame(self) -> None:
         self._replay.drop()  # a gap: the replay would not match the file

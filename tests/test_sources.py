@@ -3,6 +3,7 @@ killed mid-run. The other stream must go on; losses and recoveries are logged.""
 
 from __future__ import annotations
 
+import itertools
 import json
 import signal
 import socket
@@ -225,3 +226,57 @@ def test_network_camera_killed_and_back(tmp_path: Path) -> None:
     assert "disconnected" in lost_event["reason"]
     assert final[-1]["type"] == "summary"
     assert final[-1]["source_lost"] == {"worker_safety": 1, "visual_inspection": 0}
+
+
+class _ShortFile:
+    """A real decoded file of three frames at 10 fps, rewound as OpenCV rewinds."""
+
+    def __init__(self) -> None:
+        self.images = frames("worker-zone-detection.mp4")[:3]
+        self.pos = 0
+
+    def read(self) -> tuple[bool, Any]:
+        if self.pos >= len(self.images):
+            return False, None
+        self.pos += 1
+        return True, self.images[self.pos - 1].copy()
+
+    def get(self, prop: int) -> float:
+        return 10.0 if prop == cv2.CAP_PROP_FPS else 0.0
+
+    def set(self, prop: int, value: float) -> bool:
+        self.pos = int(value)
+        return True
+
+    def release(self) -> None:
+        pass
+
+
+def test_a_paced_loop_keeps_its_cadence_across_the_wrap() -> None:
+    """The first frame of a new pass is due one frame interval after the last one, so a
+    leaky hand-off never replaces the last frame of a pass (a lower bound on time:
+    a slow machine only delays frames further)."""
+    from coral_mfg.capture import CaptureThread, FrameSlot
+
+    cond, stop = threading.Condition(), threading.Event()
+    slot = FrameSlot(cond, leaky=True)
+    reader = CaptureThread("worker_safety", "x.mp4", _ShortFile(), slot, stop,
+                           realtime=True, loop=True)
+    taken: list[Frame] = []
+    reader.start()
+    try:
+        deadline = time.monotonic() + 60
+        while len(taken) < 7 and time.monotonic() < deadline:
+            with cond:
+                frame = slot.take()
+                if frame is None:
+                    cond.wait(0.05)
+            if frame is not None:
+                taken.append(frame)
+    finally:
+        stop.set()
+        reader.join(5)
+    assert [f.index for f in taken[:7]] == [0, 1, 2, 0, 1, 2, 0]
+    gaps = [b.captured - a.captured for a, b in itertools.pairwise(taken[:7])]
+    assert min(gaps) >= 0.1 * 0.9, gaps  # every frame, wrap included, a frame interval apart
+    assert slot.dropped == 0
