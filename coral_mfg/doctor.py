@@ -130,7 +130,9 @@ def _settings_checks(settings: Settings | UserError) -> list[Check]:
     checks = [Check("config", True, f"{where}: valid")]
     for stream in STREAMS:
         checks.append(_input_check(settings, stream))
-    outputs = (settings.output.output, settings.output.events, settings.log.log_file)
+    rec = settings.recording.record_dir
+    outputs = (settings.output.output, settings.output.events, settings.log.log_file,
+               rec / "segment.mp4" if rec is not None else None)
     checks.extend(_folder_check(p) for p in outputs if p is not None)
     return checks
 
