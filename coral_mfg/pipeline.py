@@ -320,9 +320,10 @@ def _check_outputs(settings: Settings) -> None:
     """Output folders that cannot be written fail before anything slow is opened."""
     for flag in ("output", "events", "record_dir"):
         path = settings.value(flag)
-        if flag == "record_dir" and path is not None:
-            path = path / "file"  # the folder itself takes the files
-        problem = writable_folder(path) if path is not None else None
+        if path is None:
+            continue
+        # the recording folder itself takes the files
+        problem = writable_folder(path / "segment" if flag == "record_dir" else path)
         if problem:
             raise UserError(f"--{flag} {path}: {problem}; pass a writable path")
 

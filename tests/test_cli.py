@@ -207,11 +207,16 @@ def _one_error(result: subprocess.CompletedProcess[str]) -> str:
         (["--visual_inspection_input", str(ROOT / "README.md")], "cannot open file"),
         (["--worker_safety_input", "/dev/video9"], "camera /dev/video9 not found"),
         (["--output", str(ROOT / "README.md" / "x.mp4")], "cannot be written"),
+        (["--record_dir", str(ROOT / "README.md" / "rec")],
+         f"--record_dir {ROOT / 'README.md' / 'rec'}: {ROOT / 'README.md' / 'rec'} cannot be "
+         "written (Not a directory)"),
+        (["--output", str(ROOT / "videos" / "apple-conveyor.mp4")],
+         "is an input video and would be overwritten"),
         (["--events", str(ROOT / "videos" / "apple-conveyor.mp4")],
          "is an input video and would be overwritten"),
     ],
     ids=["screenshot-headless", "missing-file", "not-a-video", "no-camera", "output-folder",
-         "events-over-input"],
+         "record-folder", "output-over-input", "events-over-input"],
 )
 def test_bad_input_fails_fast_in_one_line(args: list[str], message: str) -> None:
     result = _cli("--headless", "--device", "cpu", *args)
