@@ -108,6 +108,27 @@ def run_parser(prog: str = "coral-mfg") -> argparse.ArgumentParser:
          help="start a new event log every day")
     flag(g, "events_keep", type=typed("events_keep", int), metavar="N",
          help=f"rotated event logs kept (default {default_of('events_keep')})")
+    flag(g, "station", metavar="NAME",
+         help="this station's name in every event (default: the host name)")
+    flag(g, "snapshot_dir", metavar="DIR",
+         help="JPEG snapshots of events (default: snapshots/ beside the event log)")
+    flag(g, "snapshot_keepout", action=argparse.BooleanOptionalAction,
+         help="a snapshot at each keep-out entry (default on)")
+    flag(g, "snapshot_graded", action=argparse.BooleanOptionalAction,
+         help="a snapshot and the crop of each graded object (default off)")
+    flag(g, "snapshot_keep", type=typed("snapshot_keep", int), metavar="N",
+         help=f"snapshots kept, the oldest deleted (default {default_of('snapshot_keep')})")
+    g = p.add_argument_group("MQTT (also an [mqtt] table in the config)")
+    flag(g, "mqtt", type=typed("mqtt"), metavar="URL",
+         help="publish events and state to mqtt://host:port or mqtts://host:port")
+    flag(g, "mqtt_prefix", metavar="PREFIX",
+         help=f"topic prefix (default {default_of('mqtt_prefix')})")
+    flag(g, "mqtt_client_id", metavar="ID", help="client id (default coral_mfg-STATION)")
+    flag(g, "mqtt_username", metavar="USER", help="user (or $CORAL_MFG_MQTT_USERNAME); "
+         "give the password in the config or $CORAL_MFG_MQTT_PASSWORD")
+    flag(g, "mqtt_ca_file", metavar="PEM", help="mqtts: the CA to trust (default: the system's)")
+    flag(g, "mqtt_cert_file", metavar="PEM", help="mqtts: a client certificate")
+    flag(g, "mqtt_key_file", metavar="PEM", help="mqtts: the client certificate's key")
     g = p.add_argument_group("all-shift recording (also a [recording] table in the config)")
     flag(g, "record_dir", metavar="DIR",
          help="record in segment files in DIR, the oldest deleted by retention")

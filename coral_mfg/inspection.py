@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -16,7 +17,15 @@ from coral_mfg.capture import Frame
 from coral_mfg.detections import Detections, as_box, pixel_boxes
 from coral_mfg.geometry import letterbox
 from coral_mfg.inference.engine import APPLE_ID, InferenceEngine
-from coral_mfg.results import VISUAL_INSPECTION, AppleObject, FrameResult, Inferred, StageTimes
+from coral_mfg.results import (
+    VISUAL_INSPECTION,
+    AppleObject,
+    Box,
+    FrameResult,
+    Inferred,
+    SnapshotRequest,
+    StageTimes,
+)
 from coral_mfg.settings import TrackingConfig
 from coral_mfg.tracking import Tracker, iou_matrix
 
@@ -33,6 +42,9 @@ class VisualInspection:
     name: str = VISUAL_INSPECTION
     processed: int = 0
     grades: dict[int, str] = field(default_factory=dict)
+    #: per live track, the last frame it was graded on and its box there: the picture
+    #: of its ``graded`` event; dropped when the track ends, so memory stays bounded
+    last_graded: dict[int, tuple[FrameResult, Box]] = field(default_factory=dict)
 
     def infer(self, frame: Frame, engine: InferenceEngine) -> Inferred:
         """Objects on the frame and the grades of their crops (full resolution).
@@ -73,19 +85,46 @@ class VisualInspection:
         t0 = time.perf_counter()
         seen = self.tracker.update(apples.placed(picture, self.out_size).xyxy, apples.scores)
         boxes = pixel_boxes(np.array([o.box for o in seen]).reshape(-1, 4), self.out_size)
-        objects = []
+        objects: list[AppleObject] = []
+        graded: list[int] = []
         for box, obs in zip(boxes, seen, strict=True):
             scores = inferred.grades[obs.detection] if obs.detection is not None else None
             if scores is not None:
                 obs.track.vote(scores)
+                graded.append(len(objects))
             verdict = obs.track.verdict
             grade = None if verdict is None else self.grades.get(verdict, str(verdict))
             grade_score = None if verdict is None else obs.track.verdict_score
             objects.append(AppleObject(obs.score, as_box(box), grade, grade_score, obs.track.id,
                                        obs.predicted))
+        events, snapshots = self._ended(frame)
         times.checks = (time.perf_counter() - t0) * 1000.0
         self.processed += 1
-        return FrameResult(frame, self.out_size, inferred.device, tuple(objects), times)
+        result = FrameResult(frame, self.out_size, inferred.device, tuple(objects), times,
+                             events, snapshots)
+        for i in graded:
+            self.last_graded[objects[i].track] = (result, objects[i].box)
+        return result
+
+    def _ended(self, frame: Frame) -> tuple[tuple[dict[str, Any], ...],
+                                            tuple[SnapshotRequest, ...]]:
+        """A ``graded`` event for each object whose track ended with a verdict: its
+        verdict is final then, and agrees with the counts."""
+        events, snapshots = [], []
+        for track in self.tracker.take_ended():
+            last = self.last_graded.pop(track.id, None)
+            verdict = track.verdict
+            if verdict is None or not self.tracker.counts(track):
+                continue
+            event: dict[str, Any] = {
+                "type": "graded", "label": "apple", "track": track.id,
+                "grade": self.grades.get(verdict, str(verdict)),
+                "grade_score": round(track.verdict_score, 4), "frames": track.hits,
+                "graded_frames": track.n_votes, "frame": frame.index}
+            events.append(event)
+            if last is not None:
+                snapshots.append(SnapshotRequest(event, last[0], last[1]))
+        return tuple(events), tuple(snapshots)
 
     def counts(self) -> dict[str, int]:
         """Apples seen on enough frames to count, by their verdict."""

@@ -49,8 +49,11 @@ from coral_mfg.outputs import (
     Sink,
     StreamEnded,
 )
+from coral_mfg.outputs.mqtt import MqttPublisher
+from coral_mfg.outputs.records import iso_utc, stamp
 from coral_mfg.outputs.retention import GB, Retention
-from coral_mfg.results import STREAMS, VISUAL_INSPECTION, WORKER_SAFETY
+from coral_mfg.outputs.snapshots import Snapshots
+from coral_mfg.results import STREAMS, VISUAL_INSPECTION, WORKER_SAFETY, FrameResult
 from coral_mfg.safety import WorkerSafety, ZoneStore
 from coral_mfg.scheduler import Scheduler, StreamProcessor, StreamState
 from coral_mfg.settings import Settings, StreamConfig
@@ -72,6 +75,8 @@ class RunContext:
 
     outputs: OutputThread
     stop: threading.Event
+    station: str = "station"
+    snapshots: Snapshots | None = None
     cond: threading.Condition = field(default_factory=threading.Condition)
     paused: threading.Event = field(default_factory=threading.Event)
     started: float = field(default_factory=time.monotonic)
@@ -81,7 +86,19 @@ class RunContext:
 
     def event(self, record: dict[str, Any]) -> None:
         """A run event (source lost, zones reloaded) for the event log."""
-        self.outputs.put(RunEvent({**record, "time": round(time.monotonic() - self.started, 4)}))
+        record = {**record, "time": round(time.monotonic() - self.started, 4)}
+        self.outputs.put(RunEvent(stamp(record, time.time(), self.station)))
+
+    def result(self, result: FrameResult) -> None:
+        """A processed frame: its events are stamped (and their pictures named), then it
+        goes to the outputs."""
+        for record in result.events:
+            record["stream"] = result.stream
+            stamp(record, result.frame.wall, self.station)
+            path = self.snapshots.name(record) if self.snapshots is not None else None
+            if path is not None:
+                record["snapshot"] = str(path)
+        self.outputs.put(result)
 
     def stream_done(self, name: str) -> None:
         """Called with the scheduler's lock held: only flag, never block."""
@@ -120,7 +137,7 @@ class Pipeline:
         self, settings: Settings, inference: Inference, units: dict[str, StreamUnit],
         *, ctx: RunContext, scheduler: Scheduler, zone_store: ZoneStore,
         zone_watcher: ZoneWatcher | None, events: EventLog | None,
-        recorders: tuple[SideBySideRecorder, ...],
+        recorders: tuple[SideBySideRecorder, ...], mqtt: MqttPublisher | None = None,
     ) -> None:
         self.settings = settings
         self.inference = inference
@@ -131,6 +148,9 @@ class Pipeline:
         self.zone_watcher = zone_watcher
         self.events = events
         self.recorders = recorders
+        self.mqtt = mqtt
+        self._state_at = 0.0
+        self._state_frames: dict[str, tuple[float, int]] = {}
         self.safety: WorkerSafety = units[WORKER_SAFETY].state.processor  # type: ignore[assignment]
         self.inspection: VisualInspection = (
             units[VISUAL_INSPECTION].state.processor)  # type: ignore[assignment]
@@ -159,8 +179,11 @@ class Pipeline:
         return None
 
     def _healths(self) -> list[OutputHealth]:
-        files = [r.health for r in self.recorders]
-        return [self.events.health, *files] if self.events is not None else files
+        found = [self.events.health] if self.events is not None else []
+        found += [r.health for r in self.recorders]
+        if self.ctx.snapshots is not None:
+            found.append(self.ctx.snapshots.health)
+        return found
 
     def output_warning(self) -> str | None:
         """A failing output or a nearly full disk, for the screen; None when all is well."""
@@ -180,6 +203,31 @@ class Pipeline:
                 continue
             for t in health.transitions():
                 self.ctx.event(t.to_event())
+
+    def stream_state(self, stream: str) -> dict[str, Any]:
+        """A stream's state for plant systems and monitoring: status, rates and counts."""
+        unit = self.units[stream]
+        status = self.status(stream)
+        kind = "live" if status is None else (
+            "no_signal" if status.startswith("NO SIGNAL") else "error")
+        now, processed = time.monotonic(), unit.state.processor.processed
+        then, before = self._state_frames.get(stream, (self.ctx.started, 0))
+        self._state_frames[stream] = (now, processed)
+        fps = (processed - before) / (now - then) if now > then else 0.0
+        return {"status": kind, "reason": status, "fps": round(fps, 2), "frames": processed,
+                "dropped": unit.source.dropped, "errors": unit.state.errors,
+                "device": self.device, "timestamp": iso_utc(time.time()),
+                "station": self.ctx.station}
+
+    def _publish_state(self) -> None:
+        if self.mqtt is None:
+            return
+        now = time.monotonic()
+        if now - self._state_at < self.settings.mqtt.mqtt_state_seconds:
+            return
+        self._state_at = now
+        for stream in STREAMS:
+            self.mqtt.state(stream, self.stream_state(stream))
 
     def zone_warning(self) -> str | None:
         """A refused zone edit, shown on the safety pane until a good one replaces it."""
@@ -234,6 +282,7 @@ class Pipeline:
         done = self.scheduler.wait_done(timeout)
         self.log_stats()
         self._report_outputs()
+        self._publish_state()
         self.ctx.flush_ended()
         return done
 
@@ -241,6 +290,8 @@ class Pipeline:
         frames = {name: u.state.processor.processed for name, u in self.units.items()}
         return {
             "type": "summary",
+            "timestamp": iso_utc(time.time()),
+            "station": self.ctx.station,
             "frames": frames,
             "dropped": self.dropped(),
             "apples": self.inspection.counts(),
@@ -260,6 +311,10 @@ class Pipeline:
             counts["events"] = self.events.counts()
         for r in self.recorders:
             counts["recording" if r.writer.target.folder is None else "segments"] = r.counts()
+        if self.ctx.snapshots is not None:
+            counts["snapshots"] = self.ctx.snapshots.counts()
+        if self.mqtt is not None:
+            counts["mqtt"] = self.mqtt.summary()
         if self.ctx.outputs.failures:
             counts["sink_failures"] = dict(self.ctx.outputs.failures)
         return counts
@@ -293,6 +348,10 @@ class Pipeline:
                 for change in health.transitions():
                     self.events.event(change.to_event())
         summary = self.summary()
+        if self.mqtt is not None:
+            for stream in STREAMS:
+                self.mqtt.state(stream, {**self.stream_state(stream), "status": "stopped"})
+            self.mqtt.close()
         if self.events is not None:
             self.events.event(summary)
             self.events.close()
@@ -326,6 +385,14 @@ def _check_outputs(settings: Settings) -> None:
         problem = writable_folder(path / "segment" if flag == "record_dir" else path)
         if problem:
             raise UserError(f"--{flag} {path}: {problem}; pass a writable path")
+
+
+def _check_files(settings: Settings) -> None:
+    """Files a run reads besides its inputs and models: the broker's TLS files."""
+    for key in ("mqtt_ca_file", "mqtt_cert_file", "mqtt_key_file"):
+        path = settings.value(key)
+        if path is not None and not path.is_file():
+            raise UserError(f"--{key} {path} not found: pass an existing PEM file")
 
 
 def _probe_all(
@@ -374,6 +441,17 @@ def _sinks(
             events.close()
         raise
     return events, tuple(recorders)
+
+
+def _snapshots(settings: Settings,
+               zones: Callable[[], tuple[KeepoutZone, ...]]) -> Snapshots | None:
+    out = settings.output
+    kinds = frozenset(k for k, on in (("keepout_enter", out.snapshot_keepout),
+                                      ("graded", out.snapshot_graded)) if on)
+    folder = out.snapshot_dir or (out.events.parent / "snapshots" if out.events else None)
+    if folder is None or not kinds:
+        return None
+    return Snapshots(folder, kinds, out.snapshot_keep, zones, settings.mask)
 
 
 def _record_targets(settings: Settings) -> list[RecordTarget]:
@@ -434,6 +512,7 @@ def build_pipeline(
     # already keeps busy; one thread measured 3 % more frames/s on 2 cores.
     cv2.setNumThreads(1)
     _check_outputs(settings)
+    _check_files(settings)
     probes = _probe_all(settings, openers or {})
     try:
         return _assemble(settings, probes, list(extra_sinks or []))
@@ -476,14 +555,23 @@ def _wire(
     events, recorders = _sinks(settings, max(p.fps for p in probes.values()),
                                lambda: store.zones)
     sinks: list[Sink] = [*([events] if events is not None else []), *recorders]
+    ctx.station = settings.station
+    ctx.snapshots = _snapshots(settings, lambda: store.zones)
+    if ctx.snapshots is not None:
+        sinks.append(ctx.snapshots)
+    inspection: VisualInspection = processors[VISUAL_INSPECTION]  # type: ignore[assignment]
+    mqtt = MqttPublisher(settings.mqtt, ctx.station, inspection.counts,
+                         lambda: store.zones) if settings.mqtt.mqtt else None
+    if mqtt is not None:
+        sinks.append(mqtt)
     ctx.outputs.sinks.extend([*sinks, *extra])
-    scheduler = Scheduler([], inference.pool, ctx.cond, ctx.stop, on_result=ctx.outputs.put,
+    scheduler = Scheduler([], inference.pool, ctx.cond, ctx.stop, on_result=ctx.result,
                           on_stream_done=ctx.stream_done, paused=ctx.paused)
     units = {name: _unit(settings.stream(name), probes[name], processors[name], ctx, scheduler)
              for name in STREAMS}
     watcher = ZoneWatcher(source, placement, store, ctx.stop, ctx.event)
     return Pipeline(settings, inference, units, ctx=ctx, scheduler=scheduler, zone_store=store,
-                    zone_watcher=watcher, events=events, recorders=recorders)
+                    zone_watcher=watcher, events=events, recorders=recorders, mqtt=mqtt)
 
 
 def summary_line(summary: dict[str, Any]) -> str:

@@ -82,6 +82,16 @@ class Inferred:
 
 
 @dataclass(frozen=True, eq=False)
+class SnapshotRequest:
+    """A picture to save for an event: the annotated pane of ``result`` (None: the
+    result that carries the request), and the object's crop when ``crop`` is set."""
+
+    event: dict[str, Any]  # the event the picture belongs to; it names the file
+    result: FrameResult | None = None
+    crop: Box | None = None
+
+
+@dataclass(frozen=True, eq=False)
 class FrameResult:
     """What processing one frame produced; it crosses from the workers to every output."""
 
@@ -91,6 +101,7 @@ class FrameResult:
     objects: tuple[PersonObject, ...] | tuple[AppleObject, ...]
     times: StageTimes = field(default_factory=StageTimes)
     events: tuple[dict[str, Any], ...] = ()  # e.g. keepout_enter / keepout_exit
+    snapshots: tuple[SnapshotRequest, ...] = ()
 
     @property
     def stream(self) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -17,7 +18,14 @@ from coral_mfg.capture import Frame
 from coral_mfg.detections import as_box, pixel_boxes
 from coral_mfg.geometry import letterbox
 from coral_mfg.inference.engine import PERSON_ID, InferenceEngine
-from coral_mfg.results import WORKER_SAFETY, FrameResult, Inferred, PersonObject, StageTimes
+from coral_mfg.results import (
+    WORKER_SAFETY,
+    FrameResult,
+    Inferred,
+    PersonObject,
+    SnapshotRequest,
+    StageTimes,
+)
 from coral_mfg.settings import TrackingConfig
 from coral_mfg.tracking import Tracker
 from coral_mfg.zones import KeepoutZone
@@ -81,6 +89,7 @@ class _Presence:
     inside: int = 0
     outside: int = 0
     active: bool = False
+    since: float = 0.0  # when it became active (the frame's capture time)
 
 
 @dataclass
@@ -89,16 +98,20 @@ class ZoneDebounce:
 
     states: dict[tuple[int, str], _Presence] = field(default_factory=dict)
     violations: dict[str, int] = field(default_factory=dict)
-    #: who is in which zone after the last frame; replaced whole, so other threads can read it
-    current: tuple[tuple[str, int], ...] = ()
+    #: who is in which zone after the last frame, since when (monotonic); replaced whole,
+    #: so other threads can read it
+    current: tuple[tuple[str, int, float], ...] = ()
+    #: how long each (zone, track) that just left was inside, in seconds; taken by the caller
+    stayed: dict[tuple[str, int], float] = field(default_factory=dict)
 
     def update(
-        self, hits: dict[str, dict[int, bool]], zones: tuple[KeepoutZone, ...]
+        self, hits: dict[str, dict[int, bool]], zones: tuple[KeepoutZone, ...],
+        now: float | None = None,
     ) -> list[tuple[str, str, int]]:
-        """``hits[zone][track]`` for this frame; returns (kind, zone, track) events.
-
-        A track missing from ``hits`` this frame counts as outside.
+        """``hits[zone][track]`` for this frame (captured at ``now``); returns (kind, zone,
+        track) events. A track missing from ``hits`` this frame counts as outside.
         """
+        now = time.monotonic() if now is None else now
         events: list[tuple[str, str, int]] = []
         by_name = {z.name: z for z in zones}
         keys = {(t, z) for z, tracks in hits.items() for t in tracks} | set(self.states)
@@ -108,13 +121,14 @@ class ZoneDebounce:
             if zone is None or not zone.enabled:  # zone removed or disabled: leave it now
                 if state.active:
                     events.append(("keepout_exit", zone_name, track))
+                    self.stayed[(zone_name, track)] = now - state.since
                 del self.states[(track, zone_name)]
                 continue
             if hits.get(zone_name, {}).get(track, False):
                 state.inside += 1
                 state.outside = 0
                 if not state.active and state.inside >= zone.enter_frames:
-                    state.active = True
+                    state.active, state.since = True, now
                     self.violations[zone_name] = self.violations.get(zone_name, 0) + 1
                     events.append(("keepout_enter", zone_name, track))
             else:
@@ -123,9 +137,11 @@ class ZoneDebounce:
                 if state.active and state.outside >= zone.exit_frames:
                     state.active = False
                     events.append(("keepout_exit", zone_name, track))
+                    self.stayed[(zone_name, track)] = now - state.since
                 if not state.active and state.outside > zone.exit_frames + zone.enter_frames:
                     del self.states[(track, zone_name)]
-        self.current = tuple(sorted((z, t) for (t, z), s in self.states.items() if s.active))
+        self.current = tuple(sorted((z, t, s.since) for (t, z), s in self.states.items()
+                                    if s.active))
         return events
 
     def rename(self, old: str, new: str) -> None:
@@ -139,6 +155,10 @@ class ZoneDebounce:
         return sorted(z for (t, z), s in self.states.items() if t == track and s.active)
 
     def active_pairs(self) -> tuple[tuple[str, int], ...]:
+        return tuple((z, t) for z, t, _ in self.current)
+
+    def occupancy(self) -> tuple[tuple[str, int, float], ...]:
+        """(zone, track, since) for everyone in a zone now."""
         return self.current
 
 
@@ -178,20 +198,27 @@ class WorkerSafety:
             if zone.enabled:
                 inside = zone.contains_boxes(boxes)
                 hits[zone.name] = {o.track.id: bool(h) for o, h in zip(seen, inside, strict=True)}
-        edges = self.debounce.update(hits, zones)
+        edges = self.debounce.update(hits, zones, frame.captured)
         objects = []
         for box, obs in zip(boxes, seen, strict=True):
             inside_zones = self.debounce.active(obs.track.id)
             objects.append(PersonObject(obs.score, as_box(box), bool(inside_zones), obs.track.id,
                                         tuple(inside_zones), obs.predicted))
-        events = tuple(
-            {"type": kind, "zone": zone, "track": track, "frame": frame.index,
-             "time": round(frame.captured - self.started, 4)}
-            for kind, zone, track in edges
-        )
+        events = tuple(self._event(kind, zone, track, frame) for kind, zone, track in edges)
+        shots = tuple(SnapshotRequest(e) for e in events if e["type"] == "keepout_enter")
         times.checks = (time.perf_counter() - t0) * 1000.0
         self.processed += 1
-        return FrameResult(frame, self.out_size, inferred.device, tuple(objects), times, events)
+        return FrameResult(frame, self.out_size, inferred.device, tuple(objects), times, events,
+                           shots)
+
+    def _event(self, kind: str, zone: str, track: int, frame: Frame) -> dict[str, Any]:
+        event: dict[str, Any] = {"type": kind, "zone": zone, "track": track,
+                                 "frame": frame.index,
+                                 "time": round(frame.captured - self.started, 4)}
+        stayed = self.debounce.stayed.pop((zone, track), None)
+        if stayed is not None:
+            event["seconds_in_zone"] = round(stayed, 2)
+        return event
 
     @property
     def violations(self) -> int:

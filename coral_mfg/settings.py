@@ -74,6 +74,26 @@ def _path(value: Any) -> Path:
     return Path(_text(value))
 
 
+def _mqtt_url(value: Any) -> str:
+    """``mqtt://host[:port]`` or ``mqtts://host[:port]``; a user and password may be in it."""
+    from urllib.parse import urlsplit
+
+    text = _text(value)
+    try:
+        url = urlsplit(text)
+        port = url.port
+    except ValueError:
+        raise ValueError("a URL like mqtt://host:1883 (the port is not a number)") from None
+    if url.scheme not in ("mqtt", "mqtts"):
+        raise ValueError("a URL like mqtt://host:1883 or mqtts://host:8883 (scheme "
+                         f"'{url.scheme or 'none'}' is not mqtt or mqtts)")
+    if not url.hostname:
+        raise ValueError("a URL like mqtt://host:1883 (no host in it)")
+    if port == 0:
+        raise ValueError("a URL like mqtt://host:1883 (port 0)")
+    return text
+
+
 def _choice(*choices: str) -> PlainValidator:
     def check(value: Any) -> str:
         if value not in choices:
@@ -90,6 +110,7 @@ UnitFloat = Annotated[float, PlainValidator(_unit_float)]
 Text = Annotated[str, PlainValidator(_text)]
 Flag = Annotated[bool, PlainValidator(_boolean)]
 FilePath = Annotated[Path, PlainValidator(_path)]
+MqttUrl = Annotated[str, PlainValidator(_mqtt_url)]
 
 
 ENCODER_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium")
@@ -150,6 +171,26 @@ class OutputConfig(_Section):
     events_rotate_mb: NonNegativeInt = 0  # start a new event log past this size (0: never)
     events_rotate_daily: Flag = False  # start a new event log each day
     events_keep: PositiveInt = 14  # rotated event logs kept, the oldest deleted first
+    station: Text | None = None  # names this station in every event; None: the host name
+    snapshot_dir: FilePath | None = None  # None: "snapshots" beside the event log, if any
+    snapshot_keepout: Flag = True  # a JPEG of the pane at each keep-out entry
+    snapshot_graded: Flag = False  # a JPEG of the pane and the crop of each graded object
+    snapshot_keep: PositiveInt = 2000  # snapshots kept, the oldest deleted first
+
+
+class MqttConfig(_Section):
+    """Events and state to an MQTT broker; the password never appears in a log."""
+
+    mqtt: MqttUrl | None = None  # mqtt://host:1883 or mqtts://host:8883; None: off
+    mqtt_prefix: Text = "coral_mfg"  # every topic starts with it
+    mqtt_client_id: Text | None = None  # None: coral_mfg-<station>
+    mqtt_username: Text | None = None  # also $CORAL_MFG_MQTT_USERNAME
+    mqtt_password: Text | None = None  # also $CORAL_MFG_MQTT_PASSWORD
+    mqtt_ca_file: FilePath | None = None  # mqtts: the CA to trust (None: the system's)
+    mqtt_cert_file: FilePath | None = None  # client certificate, for brokers that ask
+    mqtt_key_file: FilePath | None = None
+    mqtt_queue: PositiveInt = 1000  # messages waiting for the broker; more are dropped
+    mqtt_state_seconds: PositiveFloat = 5.0  # stream state is published this often
 
 
 class RecordingConfig(_Section):
@@ -192,6 +233,7 @@ SECTIONS: dict[str, type[_Section]] = {
     "inputs": InputsConfig,
     "output": OutputConfig,
     "recording": RecordingConfig,
+    "mqtt": MqttConfig,
     "window": WindowConfig,
     "safety": SafetyConfig,
     "log": LogConfig,
@@ -201,6 +243,7 @@ SECTIONS: dict[str, type[_Section]] = {
 TABLES: dict[str, frozenset[str]] = {
     "safety": frozenset({"zones"}),
     "recording": frozenset(RecordingConfig.model_fields),
+    "mqtt": frozenset(MqttConfig.model_fields),
 }
 def _is_path(field: FieldInfo) -> bool:
     return "Path" in str(field.annotation)
@@ -238,8 +281,21 @@ def check_value(key: str, value: Any, where: str) -> Any:
     try:
         return _adapter(key).validate_python(value)
     except ValidationError as exc:
+        shown = _redacted(value) if key in SECRET_KEYS else value
         raise ConfigError(f"{where}: '{key}' must be {_reason(exc.errors()[0])}, "
-                          f"got {value!r}") from None
+                          f"got {shown!r}") from None
+
+
+#: Keys whose values may hold a password: never echoed whole.
+SECRET_KEYS = frozenset({"mqtt", "mqtt_password"})
+
+
+def _redacted(value: Any) -> str:
+    """A URL without its password, or stars."""
+    import re
+
+    text = str(value)
+    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", text) if "://" in text else "***"
 
 
 def _reason(error: Mapping[str, Any]) -> str:
@@ -272,6 +328,7 @@ class Settings(_Section):
     inputs: InputsConfig = InputsConfig()
     output: OutputConfig = OutputConfig()
     recording: RecordingConfig = RecordingConfig()
+    mqtt: MqttConfig = MqttConfig()
     window: WindowConfig = WindowConfig()
     safety: SafetyConfig = SafetyConfig()
     log: LogConfig = LogConfig()
@@ -296,6 +353,13 @@ class Settings(_Section):
     @property
     def out_size(self) -> tuple[int, int]:
         return (self.output.width, self.output.height)
+
+    @property
+    def station(self) -> str:
+        """This station's name in every event: the setting, else the host name."""
+        import socket
+
+        return self.output.station or socket.gethostname()
 
     @property
     def mask(self) -> float | None:
@@ -464,6 +528,7 @@ def _assemble(
             inputs=InputsConfig(**sections["inputs"]),
             output=OutputConfig(**sections["output"]),
             recording=RecordingConfig(**sections["recording"]),
+            mqtt=MqttConfig(**sections["mqtt"]),
             window=WindowConfig(**sections["window"]),
             safety=SafetyConfig(**sections["safety"]), log=LogConfig(**sections["log"]),
             config=config, zones_from_csv=from_csv,

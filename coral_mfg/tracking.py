@@ -146,6 +146,8 @@ class Tracker:
     #: ended tracks seen on enough frames, counted by verdict (None: never graded). Only
     #: counts are kept, so memory stays flat however long the run.
     ended_verdicts: dict[int | None, int] = field(default_factory=dict)
+    #: tracks that ended since the caller last took them (see :meth:`take_ended`)
+    ended: list[Track] = field(default_factory=list)
     _next_id: int = 1
 
     def update(self, boxes: Boxes, scores: npt.NDArray[np.floating]) -> list[Observation]:
@@ -205,9 +207,19 @@ class Tracker:
                 if track.hits >= self.min_hits:
                     key = track.verdict
                     self.ended_verdicts[key] = self.ended_verdicts.get(key, 0) + 1
+                self.ended.append(track)
             else:
                 alive.append(track)
         self.tracks = alive
+
+    def take_ended(self) -> list[Track]:
+        """Tracks that ended since the last call; each is handed out once."""
+        ended, self.ended = self.ended, []
+        return ended
+
+    def counts(self, track: Track) -> bool:
+        """Whether a track was seen on enough frames to be a real object."""
+        return track.hits >= self.min_hits
 
     def verdict_counts(self) -> dict[int | None, int]:
         """Objects seen on at least ``min_hits`` frames, ended or live, by verdict."""

@@ -53,8 +53,9 @@ class WindowApp:
             f"dropped {p.dropped()[stream]}",
         ]
         if stream == WORKER_SAFETY:
-            active = p.safety.debounce.active_pairs()
-            now = ", ".join(f"{zone} #{track}" for zone, track in active) or "nobody"
+            now_s = time.monotonic()
+            now = ", ".join(f"{zone} #{track} {now_s - since:.0f} s"
+                            for zone, track, since in p.safety.debounce.occupancy()) or "nobody"
             lines.append(f"in zone now: {now}")
             lines.append(f"violations {p.safety.violations}   zones "
                          + ", ".join(z.name for z in p.zone_store.zones if z.enabled))

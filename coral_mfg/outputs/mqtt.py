@@ -1,0 +1,188 @@
+"""Events and state to an MQTT broker, for the systems a plant already runs.
+
+Topics, under a prefix (default ``coral_mfg``):
+
+- ``available``: ``online`` once connected, ``offline`` at a clean stop and as
+  the broker's last will when the application dies; retained.
+- ``events``: one JSON message per event, QoS 1.
+- ``<stream>/state``: status, fps, dropped, errors; retained.
+- ``zones/<zone>/occupancy``: people in the zone now; retained, on change.
+- ``inspection/counts``: objects by grade; retained, on change.
+
+paho's network thread does the talking. Publishing only queues a message, so
+a slow or absent broker never holds up the output thread; the queue is
+bounded (``mqtt_queue`` QoS 1 messages), and what does not fit is counted
+as dropped. While the broker is away, paho reconnects with backoff.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from coral_mfg.outputs.base import SinkBase
+from coral_mfg.outputs.health import OutputHealth
+from coral_mfg.results import STREAMS, FrameResult, PersonObject
+from coral_mfg.settings import MqttConfig
+from coral_mfg.zones import KeepoutZone
+
+log = logging.getLogger(__name__)
+
+KEEPALIVE_S = 30
+RECONNECT_S = (1, 30)
+GOODBYE_S = 2.0  # a clean stop waits this long for "offline" to reach the broker
+ENV_USER = "CORAL_MFG_MQTT_USERNAME"
+ENV_PASSWORD = "CORAL_MFG_MQTT_PASSWORD"
+
+
+def broker_address(url: str) -> tuple[str, int, bool]:
+    """(host, port, tls) of an ``mqtt://`` or ``mqtts://`` URL (checked by the settings)."""
+    parts = urlsplit(url)
+    tls = parts.scheme == "mqtts"
+    assert parts.hostname is not None
+    return parts.hostname, parts.port or (8883 if tls else 1883), tls
+
+
+class MqttPublisher(SinkBase):
+    """Publishes what the run produces; see the module's docstring for the topics."""
+
+    def __init__(self, config: MqttConfig, station: str,
+                 counts: Callable[[], dict[str, int]],
+                 zones: Callable[[], tuple[KeepoutZone, ...]]) -> None:
+        assert config.mqtt is not None
+        self.host, self.port, tls = broker_address(config.mqtt)
+        self.prefix = config.mqtt_prefix.strip("/")
+        self.counts = counts
+        self.zones = zones
+        self.health = OutputHealth("mqtt")
+        self.published = 0
+        self.connects = 0
+        self._lock = threading.Lock()
+        self._last: dict[str, str] = {}  # retained topic -> payload last published
+        self._stopping = False
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2,
+                                  client_id=config.mqtt_client_id or f"coral_mfg-{station}")
+        self.client.max_queued_messages_set(config.mqtt_queue)
+        self.client.will_set(self.topic("available"), "offline", qos=1, retain=True)
+        self._credentials(config)
+        if tls:
+            self.client.tls_set(ca_certs=_str(config.mqtt_ca_file),
+                                certfile=_str(config.mqtt_cert_file),
+                                keyfile=_str(config.mqtt_key_file))
+        self.client.reconnect_delay_set(*RECONNECT_S)
+        self.client.on_connect = self._connected
+        self.client.on_connect_fail = self._connect_failed
+        self.client.on_disconnect = self._disconnected
+        log.info("mqtt: publishing to %s:%d%s under '%s/'", self.host, self.port,
+                 " (TLS)" if tls else "", self.prefix)
+        self.client.connect_async(self.host, self.port, keepalive=KEEPALIVE_S)
+        self.client.loop_start()
+
+    def _credentials(self, config: MqttConfig) -> None:
+        parts = urlsplit(config.mqtt or "")
+        user = unquote(parts.username or "") or config.mqtt_username or os.environ.get(ENV_USER)
+        password = (unquote(parts.password or "") or config.mqtt_password
+                    or os.environ.get(ENV_PASSWORD))
+        if user:
+            self.client.username_pw_set(user, password or None)
+
+    def topic(self, *parts: str) -> str:
+        return "/".join((self.prefix, *parts))
+
+    # --- connection ------------------------------------------------------------------------
+
+    def _connected(self, client: mqtt.Client, _userdata: Any, _flags: Any,
+                   reason: Any, _properties: Any) -> None:
+        if reason.is_failure:
+            self.health.failed(f"broker {self.host}:{self.port} refused: {reason}", lost=0)
+            return
+        self.connects += 1
+        log.info("mqtt: connected to %s:%d", self.host, self.port)
+        self.health.wrote(0)
+        self._last = {}  # a restarted broker may have lost its retained topics: send again
+        self._send(self.topic("available"), "online", qos=1, retain=True)
+
+    def _connect_failed(self, _client: mqtt.Client, _userdata: Any) -> None:
+        self.health.failed(f"broker {self.host}:{self.port} unreachable; retrying", lost=0)
+
+    def _disconnected(self, _client: mqtt.Client, _userdata: Any, _flags: Any,
+                      reason: Any, _properties: Any) -> None:
+        if not self._stopping:
+            self.health.failed(f"lost the broker {self.host}:{self.port} ({reason}); "
+                               "reconnecting", lost=0)
+
+    # --- publishing ------------------------------------------------------------------------
+
+    def _send(self, topic: str, payload: str, qos: int = 1, retain: bool = False) -> None:
+        info = self.client.publish(topic, payload, qos=qos, retain=retain)
+        kept = info.rc == mqtt.MQTT_ERR_SUCCESS or (
+            info.rc == mqtt.MQTT_ERR_NO_CONN and qos > 0)  # kept, sent after reconnecting
+        with self._lock:
+            if kept:
+                self.published += 1
+        if not kept:
+            self.health.drop()
+
+    def _retained(self, topic: str, payload: dict[str, Any] | int) -> None:
+        """A retained topic, published only when its value changed."""
+        text = json.dumps(payload, separators=(",", ":"))
+        if self._last.get(topic) == text:
+            return
+        self._last[topic] = text
+        self._send(topic, text, qos=1, retain=True)
+
+    def event(self, record: dict[str, Any]) -> None:
+        if record.get("type") != "summary":
+            self._send(self.topic("events"), json.dumps(record, separators=(",", ":")))
+
+    def write(self, result: FrameResult) -> None:
+        for record in result.events:
+            self.event(record)
+        if result.stream == STREAMS[0]:
+            self._occupancy(result)
+        if any(r["type"] == "graded" for r in result.events) or not self._last.get(
+                self.topic("inspection", "counts")):
+            self._retained(self.topic("inspection", "counts"), self.counts())
+
+    def _occupancy(self, result: FrameResult) -> None:
+        people = [o for o in result.objects if isinstance(o, PersonObject)]
+        for zone in self.zones():
+            if zone.enabled:
+                inside = sum(zone.name in p.zones for p in people)
+                self._retained(self.topic("zones", zone.name, "occupancy"), inside)
+
+    def state(self, stream: str, state: dict[str, Any]) -> None:
+        """A stream's state (retained); called by the run every few seconds."""
+        self._send(self.topic(stream, "state"), json.dumps(state, separators=(",", ":")),
+                   qos=0, retain=True)
+
+    def close(self) -> None:
+        """Say ``offline`` (retained) and leave; the last will covers every other exit."""
+        if self._stopping:
+            return
+        info = self.client.publish(self.topic("available"), "offline", qos=1, retain=True)
+        if self.client.is_connected():
+            with contextlib.suppress(RuntimeError, ValueError):
+                info.wait_for_publish(GOODBYE_S)
+        self._stopping = True
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def summary(self) -> dict[str, Any]:
+        c = self.health.counts()
+        return {"published": self.published, "dropped": c["dropped"],
+                "connected": self.client.is_connected(), "connects": self.connects,
+                "error": c["error"]}
+
+
+def _str(path: Any) -> str | None:
+    return None if path is None else str(path)

@@ -1,0 +1,110 @@
+"""A JPEG for each keep-out entry (and, when asked, each graded object), named in its event.
+
+The file name is chosen when the event is stamped, so the event log and the
+MQTT message name the picture before it is written; the picture is drawn on
+the output thread, as the recording is. The folder keeps the newest
+``keep`` pictures.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import cv2
+
+from coral_mfg.errors import UserError
+from coral_mfg.outputs.base import SinkBase
+from coral_mfg.outputs.health import OutputHealth, os_reason
+from coral_mfg.outputs.recording import stamp as caption
+from coral_mfg.overlay import build_overlay, draw_stamp, render_pane
+from coral_mfg.results import STREAMS, Box, FrameResult, SnapshotRequest
+from coral_mfg.zones import KeepoutZone
+
+log = logging.getLogger(__name__)
+
+JPEG_QUALITY = 90
+
+
+class Snapshots(SinkBase):
+    """Writes the pictures that stamped events name; see the module's docstring."""
+
+    def __init__(self, folder: Path, kinds: frozenset[str], keep: int,
+                 zones: Callable[[], tuple[KeepoutZone, ...]], mask: float | None) -> None:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"cannot make the snapshot folder {folder} ({exc.strerror}); pass "
+                            "a writable folder to --snapshot_dir") from None
+        self.folder = folder
+        self.kinds = kinds
+        self.keep = keep
+        self.zones = zones
+        self.mask = mask
+        self.health = OutputHealth("snapshots")
+        self.files: deque[Path] = deque(sorted(
+            p for p in folder.glob("*.jpg") if not p.name.endswith("-crop.jpg")))
+        self.deleted = 0
+
+    def name(self, event: dict[str, Any]) -> Path | None:
+        """The file for an event's picture, or None when its kind is not pictured."""
+        if event["type"] not in self.kinds:
+            return None
+        when = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        return self.folder / f"{when}-{event['type']}-{event['id'][:8]}.jpg"
+
+    def write(self, result: FrameResult) -> None:
+        for request in result.snapshots:
+            path = request.event.get("snapshot")
+            if path is not None and self.health.may_write(self.folder):
+                self._save(Path(path), request, result)
+
+    def _save(self, path: Path, request: SnapshotRequest, carrier: FrameResult) -> None:
+        shown = request.result or carrier
+        zones = self.zones() if shown.stream == STREAMS[0] else ()
+        pane = render_pane(shown, build_overlay(shown, zones, self.mask))
+        draw_stamp(pane, caption(shown.stream, shown.frame.wall), shown.picture[:2])
+        try:
+            self._jpeg(path, pane)
+            if request.crop is not None:
+                self._jpeg(path.with_name(path.stem + "-crop.jpg"), _crop(shown, request.crop))
+        except OSError as exc:
+            self.health.failed(os_reason(exc))
+            return
+        self.health.wrote()
+        self.files.append(path)
+        self._prune()
+
+    def _jpeg(self, path: Path, image: Any) -> None:
+        ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        if not ok:
+            raise OSError(f"JPEG encoding failed for {path.name}")
+        path.write_bytes(data.tobytes())
+
+    def _prune(self) -> None:
+        while len(self.files) > self.keep:
+            old = self.files.popleft()
+            for p in (old, old.with_name(old.stem + "-crop.jpg")):
+                try:
+                    p.unlink(missing_ok=True)
+                except OSError as exc:
+                    log.debug("cannot delete snapshot %s: %s", p, exc)
+            self.deleted += 1
+
+    def counts(self) -> dict[str, Any]:
+        return {**self.health.counts(), "deleted": self.deleted}
+
+
+def _crop(result: FrameResult, box: Box) -> Any:
+    """The object at source resolution: its output-frame box mapped back to the frame."""
+    x, y, pw, ph = result.picture
+    fw, fh = result.frame.size
+    sx, sy = fw / pw, fh / ph
+    x1, y1, x2, y2 = box
+    left, top = max(0, int((x1 - x) * sx)), max(0, int((y1 - y) * sy))
+    right, bottom = min(fw, int((x2 - x) * sx) + 1), min(fh, int((y2 - y) * sy) + 1)
+    return result.frame.image[top:bottom, left:right]
