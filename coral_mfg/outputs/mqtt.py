@@ -109,7 +109,9 @@ class MqttPublisher(SinkBase):
         log.info("mqtt: connected to %s:%d", self.host, self.port)
         self.health.wrote(0)
         self._last = {}  # a restarted broker may have lost its retained topics: send again
-        self._send(self.topic("available"), "online", qos=1, retain=True)
+        # QoS 0: connected now, it goes out at once, and messages held while the broker
+        # was away cannot crowd it out of the bounded queue
+        self._send(self.topic("available"), "online", qos=0, retain=True)
 
     def _connect_failed(self, _client: mqtt.Client, _userdata: Any) -> None:
         self.health.failed(f"broker {self.host}:{self.port} unreachable; retrying", lost=0)
@@ -129,8 +131,10 @@ class MqttPublisher(SinkBase):
         with self._lock:
             if kept:
                 self.published += 1
-        if not kept:
-            self.health.drop()
+        if not kept and self.health.error is not None:
+            self.health.failed(self.health.error)  # lost while the broker is away
+        elif not kept:
+            self.health.drop()  # the queue is full
 
     def _retained(self, topic: str, payload: dict[str, Any] | int) -> None:
         """A retained topic, published only when its value changed."""
@@ -179,7 +183,7 @@ class MqttPublisher(SinkBase):
 
     def summary(self) -> dict[str, Any]:
         c = self.health.counts()
-        return {"published": self.published, "dropped": c["dropped"],
+        return {"published": self.published, "dropped": c["dropped"], "lost": c["lost"],
                 "connected": self.client.is_connected(), "connects": self.connects,
                 "error": c["error"]}
 

@@ -1,0 +1,327 @@
+"""Plant integration against a real broker: Debian's mosquitto on a free loopback port,
+a real subscriber, the application as a real process on the sample videos."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from tests.conftest import ROOT
+
+APP = [sys.executable, "-m", "coral_mfg", "--headless", "--device", "cpu"]
+#: A zone on the floor that the sample's worker walks into once, then out of when the
+#: video loops (pixels of a 960x540 frame).
+ZONE_CSV = "x,y\n150,400\n400,400\n400,480\n150,480\n"
+ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Broker:
+    """mosquitto on 127.0.0.1; stop and start it again on the same port."""
+
+    def __init__(self, folder: Path) -> None:
+        assert shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists(), (
+            "Debian's mosquitto is needed (scripts/setup.sh --dev installs it)")
+        self.port = _free_port()
+        self.conf = folder / "mosquitto.conf"
+        self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+                             "persistence false\n")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        self.proc = subprocess.Popen([exe, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError("mosquitto did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    b = Broker(tmp_path)
+    b.start()
+    try:
+        yield b
+    finally:
+        b.stop()
+
+
+@dataclass(frozen=True)
+class Message:
+    topic: str
+    payload: str
+    retain: bool
+
+
+class Subscriber:
+    """Everything under ``coral_mfg/#``, in arrival order; subscribes again on reconnect."""
+
+    def __init__(self, port: int) -> None:
+        self.messages: list[Message] = []
+        self._lock = threading.Lock()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"test-{port}")
+        self.client.on_connect = lambda c, *_: c.subscribe("coral_mfg/#", qos=1)
+        self.client.on_message = self._message
+        self.client.reconnect_delay_set(1, 2)
+        self.client.connect_async("127.0.0.1", port)
+        self.client.loop_start()
+
+    def _message(self, _c: Any, _u: Any, msg: Any) -> None:
+        with self._lock:
+            self.messages.append(Message(msg.topic, msg.payload.decode(), bool(msg.retain)))
+
+    def all(self) -> list[Message]:
+        with self._lock:
+            return list(self.messages)
+
+    def events(self) -> list[dict[str, Any]]:
+        return [json.loads(m.payload) for m in self.all() if m.topic == "coral_mfg/events"]
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def subscriber(broker: Broker) -> Iterator[Subscriber]:
+    sub = Subscriber(broker.port)
+    _wait(sub.client.is_connected, "the subscriber")
+    try:
+        yield sub
+    finally:
+        sub.close()
+
+
+def _wait(check: Callable[[], Any], what: str, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _log(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _app(tmp: Path, port: int, *extra: str) -> tuple[subprocess.Popen[str], Path]:
+    zone = tmp / "zone.csv"
+    zone.write_text(ZONE_CSV)
+    events = tmp / "events.jsonl"
+    proc = subprocess.Popen(
+        [*APP, "--loop", "--keepout_points_path", str(zone), "--events", str(events),
+         "--mqtt", f"mqtt://127.0.0.1:{port}", "--station", "line-7", *extra],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return proc, events
+
+
+def _finish(proc: subprocess.Popen[str], sig: int = signal.SIGTERM) -> str:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=60)
+    return stderr
+
+
+def _kinds(sub: Subscriber) -> list[str]:
+    return [e["type"] for e in sub.events()]
+
+
+def _payloads(sub: Subscriber, topic: str) -> list[str]:
+    return [m.payload for m in sub.all() if m.topic == topic]
+
+
+def test_events_state_and_availability_reach_the_broker(
+    tmp_path: Path, broker: Broker, subscriber: Subscriber
+) -> None:
+    proc, events = _app(tmp_path, broker.port, "--snapshot_graded")
+    try:
+        _wait(lambda: "keepout_exit" in _kinds(subscriber)
+              and _kinds(subscriber).count("graded") >= 2, "an entry, an exit, two grades")
+        _wait(lambda: len(_payloads(subscriber, "coral_mfg/worker_safety/state")) >= 2,
+              "stream state")
+    finally:
+        stderr = _finish(proc)
+    assert proc.returncode == 0, stderr
+    assert _payloads(subscriber, "coral_mfg/available")[0] == "online"
+    _wait(lambda: _payloads(subscriber, "coral_mfg/available")[-1] == "offline", "offline")
+
+    published = subscriber.events()
+    enter = next(e for e in published if e["type"] == "keepout_enter")
+    leave = next(e for e in published if e["type"] == "keepout_exit")
+    assert (enter["zone"], enter["stream"], enter["station"]) == ("zone", "worker_safety",
+                                                                  "line-7")
+    assert leave["track"] == enter["track"] and leave["seconds_in_zone"] > 0
+    graded = [e for e in published if e["type"] == "graded"]
+    assert [g["grade"] for g in graded[:2]] == ["fresh_apple", "rotten_apple"]
+    assert all(g["frames"] >= 3 and 0 < g["grade_score"] <= 1 for g in graded)
+
+    # the same events, with the same ids, in the event log
+    logged = {e["id"]: e for e in _log(events) if "id" in e}
+    for e in published:
+        assert logged[e["id"]] == e
+        assert ISO.match(e["timestamp"]) and e["station"] == "line-7"
+    assert len({e["id"] for e in published}) == len(published)
+
+    occupancy = _payloads(subscriber, "coral_mfg/zones/zone/occupancy")
+    assert occupancy[:3] == ["0", "1", "0"]
+    counts = json.loads(_payloads(subscriber, "coral_mfg/inspection/counts")[-1])
+    assert counts["fresh_apple"] >= 1 and counts["rotten_apple"] >= 1
+    state = json.loads(_payloads(subscriber, "coral_mfg/visual_inspection/state")[0])
+    assert state["status"] == "live" and {"fps", "dropped", "errors"} <= set(state)
+    assert json.loads(_payloads(subscriber, "coral_mfg/worker_safety/state")[-1])[
+        "status"] == "stopped"
+
+    # retained: a late subscriber is told the state at once
+    late = Subscriber(broker.port)
+    try:
+        _wait(lambda: {"coral_mfg/available", "coral_mfg/worker_safety/state",
+                       "coral_mfg/zones/zone/occupancy", "coral_mfg/inspection/counts"}
+              <= {m.topic for m in late.all() if m.retain}, "retained topics")
+    finally:
+        late.close()
+
+    _check_snapshots(enter, graded[0])
+
+
+def _check_snapshots(enter: dict[str, Any], graded: dict[str, Any]) -> None:
+    """The entry's picture shows the person's box in red; the grade's has its crop."""
+    picture = cv2.imread(enter["snapshot"])
+    assert picture is not None and picture.shape == (540, 960, 3)
+    b, g, r = (picture[..., i].astype(int) for i in range(3))
+    assert ((r > 180) & (g < 60) & (b < 60)).sum() > 500  # a red box was drawn
+    assert cv2.imread(graded["snapshot"]) is not None
+    crop = cv2.imread(graded["snapshot"].replace(".jpg", "-crop.jpg"))
+    assert crop is not None and min(crop.shape[:2]) > 30
+    assert np.mean(crop[..., 2]) > np.mean(crop[..., 0])  # an apple: more red than blue
+
+
+def test_the_last_will_says_offline_when_the_app_is_killed(
+    tmp_path: Path, broker: Broker, subscriber: Subscriber
+) -> None:
+    proc, _ = _app(tmp_path, broker.port)
+    try:
+        _wait(lambda: "online" in _payloads(subscriber, "coral_mfg/available"), "online")
+        proc.kill()  # no cleanup runs: only the broker can tell
+        proc.wait(30)
+        _wait(lambda: _payloads(subscriber, "coral_mfg/available")[-1] == "offline",
+              "the last will")
+    finally:
+        _finish(proc)
+
+
+def test_a_broker_that_goes_away_and_comes_back(
+    tmp_path: Path, broker: Broker, subscriber: Subscriber
+) -> None:
+    config = tmp_path / "site.toml"
+    config.write_text("[mqtt]\nmqtt_queue = 3\nmqtt_state_seconds = 0.5\n")
+    proc, events = _app(tmp_path, broker.port, "--config", str(config))
+    try:
+        _wait(lambda: len(_payloads(subscriber, "coral_mfg/worker_safety/state")) >= 1,
+              "state")
+        broker.stop()
+        frames = len(_log(events))
+        _wait(lambda: len(_log(events)) > frames + 100, "inspection going on without it")
+        before = len(subscriber.all())
+        broker.start()
+        _wait(lambda: any(m.topic == "coral_mfg/available" and m.payload == "online"
+                          for m in subscriber.all()[before:]), "online again")
+        _wait(lambda: any(m.topic.endswith("/state") for m in subscriber.all()[before:]),
+              "publishing again")
+    finally:
+        stderr = _finish(proc)
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr
+    assert "mqtt: cannot write (lost the broker" in stderr
+    counts = _log(events)[-1]["outputs"]["mqtt"]
+    assert counts["connects"] >= 2 and counts["lost"] > 0  # state it could not send
+
+
+def test_an_unreachable_broker_does_not_stop_the_run(tmp_path: Path) -> None:
+    events = tmp_path / "events.jsonl"
+    proc = subprocess.run(
+        [*APP, "--no-realtime", "--max_frames", "20", "--events", str(events),
+         "--mqtt", f"mqtt://127.0.0.1:{_free_port()}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("mqtt: cannot write (broker 127.0.0.1") == 1, proc.stderr
+    summary = _log(events)[-1]
+    assert summary["frames"] == {"worker_safety": 20, "visual_inspection": 20}
+    assert summary["outputs"]["mqtt"]["connected"] is False
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--mqtt", "amqp://host"], "scheme 'amqp' is not mqtt or mqtts"),
+        (["--mqtt", "mqtt://host:port"], "the port is not a number"),
+        (["--mqtt", "mqtt://"], "no host in it"),
+        (["--mqtt", "mqtts://host", "--mqtt_ca_file", "/nonexistent/ca.pem"],
+         "--mqtt_ca_file /nonexistent/ca.pem not found"),
+        (["--mqtt", "ftp://me:hunter2@host"], "got 'ftp://me:***@host'"),
+    ],
+    ids=["scheme", "port", "host", "tls-file", "password-hidden"],
+)
+def test_bad_broker_settings_stop_the_start_in_one_line(args: list[str], message: str) -> None:
+    proc = subprocess.run([*APP, *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert proc.returncode == 2
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("coral-mfg: error:") and message in last, proc.stderr
+    assert "hunter2" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_every_event_in_the_log_is_stamped(tmp_path: Path) -> None:
+    zone = tmp_path / "zone.csv"
+    zone.write_text(ZONE_CSV)
+    events = tmp_path / "events.jsonl"
+    proc = subprocess.run(
+        [*APP, "--no-realtime", "--keepout_points_path", str(zone), "--events", str(events),
+         "--station", "press-2"], cwd=ROOT, capture_output=True, text=True, timeout=300,
+        check=False)
+    assert proc.returncode == 0, proc.stderr
+    logged = _log(events)
+    stamped = [e for e in logged if e["type"] not in ("frame", "summary")]
+    assert {"keepout_enter", "graded"} <= {e["type"] for e in stamped}
+    for e in stamped:
+        assert ISO.match(e["timestamp"]) and e["station"] == "press-2" and e["stream"]
+        assert len(e["id"]) == 32
+    assert len({e["id"] for e in stamped}) == len(stamped)
+    snapshot = next(e for e in stamped if e["type"] == "keepout_enter")["snapshot"]
+    assert Path(snapshot).parent == tmp_path / "snapshots" and Path(snapshot).is_file()
+    assert ISO.match(logged[-1]["timestamp"]) and logged[-1]["station"] == "press-2"
