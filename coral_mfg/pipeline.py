@@ -50,9 +50,9 @@ from coral_mfg.outputs import (
     StreamEnded,
 )
 from coral_mfg.outputs.mqtt import MqttPublisher
-from coral_mfg.outputs.records import iso_utc, stamp
 from coral_mfg.outputs.retention import GB, Retention
 from coral_mfg.outputs.snapshots import Snapshots
+from coral_mfg.records import iso_utc, stamp
 from coral_mfg.results import STREAMS, VISUAL_INSPECTION, WORKER_SAFETY, FrameResult
 from coral_mfg.safety import WorkerSafety, ZoneStore
 from coral_mfg.scheduler import Scheduler, StreamProcessor, StreamState

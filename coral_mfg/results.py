@@ -11,6 +11,7 @@ import numpy.typing as npt
 from coral_mfg.capture import Frame
 from coral_mfg.detections import Detections
 from coral_mfg.geometry import Rect, letterbox
+from coral_mfg.records import iso_utc
 
 Box = tuple[int, int, int, int]  # x1, y1, x2, y2 in output-frame pixels
 
@@ -119,6 +120,7 @@ class FrameResult:
             "frame": self.frame.index,
             "pts": round(self.frame.pts, 4),
             "time": round(self.frame.captured - since, 4),
+            "timestamp": iso_utc(self.frame.wall),
             "device": self.device,
             "objects": [o.to_event() for o in self.objects],
         }

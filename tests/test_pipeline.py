@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -72,7 +73,9 @@ def test_every_frame_appears_once(bottom_run: tuple[list[dict[str, Any]], Path])
 def test_event_schema(bottom_run: tuple[list[dict[str, Any]], Path]) -> None:
     events, _ = bottom_run
     for e in [e for e in events if e["type"] == "frame"]:
-        assert set(e) == {"type", "stream", "frame", "pts", "time", "device", "objects"}
+        assert set(e) == {"type", "stream", "frame", "pts", "time", "timestamp", "device",
+                          "objects"}
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", e["timestamp"])
         assert e["device"] == "cpu"
         for o in e["objects"]:
             x1, y1, x2, y2 = o["box"]
