@@ -183,6 +183,8 @@ class Pipeline:
         found += [r.health for r in self.recorders]
         if self.ctx.snapshots is not None:
             found.append(self.ctx.snapshots.health)
+        if self.mqtt is not None:
+            found.append(self.mqtt.health)
         return found
 
     def output_warning(self) -> str | None:
