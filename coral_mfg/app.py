@@ -15,8 +15,13 @@ from types import FrameType
 from typing import Any
 
 from coral_mfg import __version__
-from coral_mfg.pipeline import build_pipeline, summary_line
+from coral_mfg.outputs import Sink
+from coral_mfg.pipeline import Pipeline, build_pipeline, summary_line
+from coral_mfg.service import Watchdog, notify
 from coral_mfg.settings import Settings
+from coral_mfg.web.hub import WebHub
+from coral_mfg.web.metrics import Metrics
+from coral_mfg.web.server import WebServer
 
 log = logging.getLogger(__name__)
 
@@ -39,18 +44,29 @@ def run(settings: Settings) -> int:
     log.info("coral-mfg %s", __version__)
     stop = threading.Event()
     if settings.window.headless:
-        pipeline = build_pipeline(settings)
-        _install_signals(stop)
-        pipeline.start()
-        try:
-            while not stop.is_set() and not pipeline.poll(POLL_S):
-                pass
-        finally:
-            summary = pipeline.close()
+        summary = _run_headless(settings, stop)
     else:
         summary = _run_window(settings, stop)
     log.info("summary: %s", summary_line(summary))
     return 0
+
+
+def _run_headless(settings: Settings, stop: threading.Event) -> dict[str, Any]:
+    web = WebView(settings)
+    pipeline = build_pipeline(settings, extra_sinks=web.sinks)
+    watchdog = Watchdog()
+    try:
+        web.start(pipeline)
+        _install_signals(stop)
+        pipeline.start()
+        notify("READY=1")
+        while not stop.is_set() and not pipeline.poll(POLL_S):
+            watchdog.alive()
+    finally:
+        notify("STOPPING=1")
+        web.stop()
+        summary = pipeline.close()
+    return summary
 
 
 def _run_window(settings: Settings, stop: threading.Event) -> dict[str, Any]:
@@ -59,17 +75,53 @@ def _run_window(settings: Settings, stop: threading.Event) -> dict[str, Any]:
     from coral_mfg.render.window import DisplaySink
 
     display = DisplaySink()
-    pipeline = build_pipeline(settings, extra_sinks=[display])
+    web = WebView(settings)
+    pipeline = build_pipeline(settings, extra_sinks=[display, *web.sinks])
     try:
         app = WindowApp(settings, pipeline, display)
+        web.start(pipeline)
     except BaseException:
+        web.stop()
         pipeline.close()
         raise
     _install_signals(stop)
     pipeline.start()
+    notify("READY=1")
     try:
         app.run(stop)
     finally:
+        notify("STOPPING=1")
+        web.stop()
         summary = pipeline.close()
         app.finish()
     return summary
+
+
+class WebView:
+    """The web server and its hub, when ``--http`` asks for them; else nothing."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.hub: WebHub | None = None
+        self.server: WebServer | None = None
+        if settings.http.http is not None:
+            self.hub = WebHub(lambda: (), settings.mask, Metrics())
+
+    @property
+    def sinks(self) -> list[Sink]:
+        return [self.hub] if self.hub is not None else []
+
+    def start(self, pipeline: Pipeline) -> None:
+        if self.hub is None:
+            return
+        assert self.settings.http.http is not None
+        self.hub.zones = lambda: pipeline.zone_store.zones
+        self.hub.metrics.watch(pipeline, self.hub.fps)
+        snapshots = pipeline.ctx.snapshots.folder if pipeline.ctx.snapshots else None
+        self.server = WebServer(self.settings.http.http, self.settings.http.http_token,
+                                self.hub, pipeline, snapshots)
+        self.server.start()
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()

@@ -129,6 +129,12 @@ def run_parser(prog: str = "coral-mfg") -> argparse.ArgumentParser:
     flag(g, "mqtt_ca_file", metavar="PEM", help="mqtts: the CA to trust (default: the system's)")
     flag(g, "mqtt_cert_file", metavar="PEM", help="mqtts: a client certificate")
     flag(g, "mqtt_key_file", metavar="PEM", help="mqtts: the client certificate's key")
+    g = p.add_argument_group("web view (also an [http] table in the config)")
+    flag(g, "http", type=typed("http"), metavar="HOST:PORT",
+         help="serve the live page, /metrics, /healthz and /api/* (127.0.0.1:8080 for this "
+         "machine only; any other address needs a token)")
+    flag(g, "http_token", metavar="TOKEN",
+         help="the token viewers must give (better: $CORAL_MFG_HTTP_TOKEN or the config)")
     g = p.add_argument_group("all-shift recording (also a [recording] table in the config)")
     flag(g, "record_dir", metavar="DIR",
          help="record in segment files in DIR, the oldest deleted by retention")

@@ -206,16 +206,13 @@ class Pipeline:
             for t in health.transitions():
                 self.ctx.event(t.to_event())
 
-    def stream_state(self, stream: str) -> dict[str, Any]:
+    def stream_state(self, stream: str, fps: float) -> dict[str, Any]:
         """A stream's state for plant systems and monitoring: status, rates and counts."""
         unit = self.units[stream]
         status = self.status(stream)
         kind = "live" if status is None else (
             "no_signal" if status.startswith("NO SIGNAL") else "error")
-        now, processed = time.monotonic(), unit.state.processor.processed
-        then, before = self._state_frames.get(stream, (self.ctx.started, 0))
-        self._state_frames[stream] = (now, processed)
-        fps = (processed - before) / (now - then) if now > then else 0.0
+        processed = unit.state.processor.processed
         return {"status": kind, "reason": status, "fps": round(fps, 2), "frames": processed,
                 "dropped": unit.source.dropped, "errors": unit.state.errors,
                 "device": self.device, "timestamp": iso_utc(time.time()),
@@ -229,7 +226,14 @@ class Pipeline:
             return
         self._state_at = now
         for stream in STREAMS:
-            self.mqtt.state(stream, self.stream_state(stream))
+            self.mqtt.state(stream, self.stream_state(stream, self._recent_fps(stream, now)))
+
+    def _recent_fps(self, stream: str, now: float) -> float:
+        """Frames per second since the last call for this stream."""
+        processed = self.units[stream].state.processor.processed
+        then, before = self._state_frames.get(stream, (self.ctx.started, 0))
+        self._state_frames[stream] = (now, processed)
+        return (processed - before) / (now - then) if now > then else 0.0
 
     def zone_warning(self) -> str | None:
         """A refused zone edit, shown on the safety pane until a good one replaces it."""
@@ -304,10 +308,10 @@ class Pipeline:
             "source_lost": {name: u.source.lost_count for name, u in self.units.items()},
             "device": self.device,
             "accelerator": self.inference.pool.summary(),
-            "outputs": self._output_counts(),
+            "outputs": self.output_counts(),
         }
 
-    def _output_counts(self) -> dict[str, Any]:
+    def output_counts(self) -> dict[str, Any]:
         counts: dict[str, Any] = {}
         if self.events is not None:
             counts["events"] = self.events.counts()
@@ -352,7 +356,7 @@ class Pipeline:
         summary = self.summary()
         if self.mqtt is not None:
             for stream in STREAMS:
-                self.mqtt.state(stream, {**self.stream_state(stream), "status": "stopped"})
+                self.mqtt.state(stream, {**self.stream_state(stream, 0.0), "status": "stopped"})
             self.mqtt.close()
         if self.events is not None:
             self.events.event(summary)

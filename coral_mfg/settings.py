@@ -178,6 +178,21 @@ class OutputConfig(_Section):
     snapshot_keep: PositiveInt = 2000  # snapshots kept, the oldest deleted first
 
 
+def _bind(value: Any) -> str:
+    from coral_mfg.web.server import parse_bind
+
+    text = _text(value)
+    parse_bind(text)
+    return text
+
+
+class HttpConfig(_Section):
+    """The web view; off unless asked for, and on loopback unless told otherwise."""
+
+    http: Annotated[str, PlainValidator(_bind)] | None = None  # HOST:PORT; None: off
+    http_token: Text | None = None  # needed off loopback; also $CORAL_MFG_HTTP_TOKEN
+
+
 class MqttConfig(_Section):
     """Events and state to an MQTT broker; the password never appears in a log."""
 
@@ -234,6 +249,7 @@ SECTIONS: dict[str, type[_Section]] = {
     "output": OutputConfig,
     "recording": RecordingConfig,
     "mqtt": MqttConfig,
+    "http": HttpConfig,
     "window": WindowConfig,
     "safety": SafetyConfig,
     "log": LogConfig,
@@ -244,6 +260,7 @@ TABLES: dict[str, frozenset[str]] = {
     "safety": frozenset({"zones"}),
     "recording": frozenset(RecordingConfig.model_fields),
     "mqtt": frozenset(MqttConfig.model_fields),
+    "http": frozenset(HttpConfig.model_fields),
 }
 def _is_path(field: FieldInfo) -> bool:
     return "Path" in str(field.annotation)
@@ -287,7 +304,7 @@ def check_value(key: str, value: Any, where: str) -> Any:
 
 
 #: Keys whose values may hold a password: never echoed whole.
-SECRET_KEYS = frozenset({"mqtt", "mqtt_password"})
+SECRET_KEYS = frozenset({"mqtt", "mqtt_password", "http_token"})
 
 
 def _redacted(value: Any) -> str:
@@ -329,6 +346,7 @@ class Settings(_Section):
     output: OutputConfig = OutputConfig()
     recording: RecordingConfig = RecordingConfig()
     mqtt: MqttConfig = MqttConfig()
+    http: HttpConfig = HttpConfig()
     window: WindowConfig = WindowConfig()
     safety: SafetyConfig = SafetyConfig()
     log: LogConfig = LogConfig()
@@ -528,7 +546,7 @@ def _assemble(
             inputs=InputsConfig(**sections["inputs"]),
             output=OutputConfig(**sections["output"]),
             recording=RecordingConfig(**sections["recording"]),
-            mqtt=MqttConfig(**sections["mqtt"]),
+            mqtt=MqttConfig(**sections["mqtt"]), http=HttpConfig(**sections["http"]),
             window=WindowConfig(**sections["window"]),
             safety=SafetyConfig(**sections["safety"]), log=LogConfig(**sections["log"]),
             config=config, zones_from_csv=from_csv,

@@ -1,0 +1,1 @@
+"""The web view: live panes, events, metrics and health over HTTP."""

@@ -1,0 +1,123 @@
+"""What the web view shows, gathered on the output thread at no cost until someone looks.
+
+The hub keeps a reference to each stream's newest result and the recent
+events. Pictures are drawn and JPEG-encoded only when a viewer asks, at most
+once per frame whatever the number of viewers, on one encoding thread, so
+watching never takes more than one core's share from inspection and not
+watching costs nothing.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+
+from coral_mfg.outputs.base import SinkBase
+from coral_mfg.outputs.recording import stamp
+from coral_mfg.overlay import build_overlay, draw_stamp, render_pane
+from coral_mfg.results import STREAMS, FrameResult
+from coral_mfg.web.metrics import Metrics
+from coral_mfg.zones import KeepoutZone
+
+RECENT_EVENTS = 200
+JPEG_QUALITY = 75
+FPS_WINDOW_S = 2.0
+
+
+@dataclass(frozen=True)
+class Picture:
+    """A stream's frame as JPEG, with the sequence number of the result it shows."""
+
+    seq: int
+    jpeg: bytes
+
+
+class WebHub(SinkBase):
+    """The web view's side of the outputs; read from the server's thread."""
+
+    def __init__(self, zones: Callable[[], tuple[KeepoutZone, ...]], mask: float | None,
+                 metrics: Metrics) -> None:
+        self.zones = zones
+        self.mask = mask
+        self.metrics = metrics
+        self._lock = threading.Lock()
+        self._latest: dict[str, tuple[int, FrameResult]] = {}
+        self._pictures: dict[str, Picture] = {}
+        self._times: dict[str, deque[float]] = {s: deque() for s in STREAMS}
+        self.events: deque[tuple[int, dict[str, Any]]] = deque(maxlen=RECENT_EVENTS)
+        self._event_seq = 0
+        self._seq = 0
+        self.encoder = ThreadPoolExecutor(1, thread_name_prefix="web-jpeg")
+        self.encoded = 0
+
+    # --- the output thread ---------------------------------------------------------------
+
+    def write(self, result: FrameResult) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self._seq += 1
+            self._latest[result.stream] = (self._seq, result)
+            times = self._times[result.stream]
+            times.append(now)
+            while times and now - times[0] > FPS_WINDOW_S:
+                times.popleft()
+        self.metrics.observe(result, now)
+        for record in result.events:
+            self.event(record)
+
+    def event(self, record: dict[str, Any]) -> None:
+        if record.get("type") == "summary":
+            return
+        with self._lock:
+            self._event_seq += 1
+            self.events.append((self._event_seq, record))
+
+    def close(self) -> None:
+        self.encoder.shutdown(wait=False, cancel_futures=True)
+
+    # --- the server's thread ---------------------------------------------------------------
+
+    def fps(self, stream: str) -> float:
+        with self._lock:
+            times = list(self._times[stream])
+        if len(times) < 2 or time.monotonic() - times[-1] > FPS_WINDOW_S:
+            return 0.0
+        return (len(times) - 1) / (times[-1] - times[0])
+
+    def latest_seq(self, stream: str) -> int:
+        with self._lock:
+            found = self._latest.get(stream)
+        return found[0] if found else 0
+
+    def picture(self, stream: str) -> Picture | None:
+        """The newest frame as JPEG, encoded once per frame (call off the event loop)."""
+        with self._lock:
+            found = self._latest.get(stream)
+            cached = self._pictures.get(stream)
+        if found is None:
+            return None
+        seq, result = found
+        if cached is not None and cached.seq == seq:
+            return cached
+        zones = self.zones() if stream == STREAMS[0] else ()
+        pane = render_pane(result, build_overlay(result, zones, self.mask))
+        draw_stamp(pane, stamp(stream, result.frame.wall), result.picture[:2])
+        ok, data = cv2.imencode(".jpg", pane, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        if not ok:
+            return None
+        picture = Picture(seq, data.tobytes())
+        with self._lock:
+            self._pictures[stream] = picture
+            self.encoded += 1
+        return picture
+
+    def events_after(self, seq: int) -> list[tuple[int, dict[str, Any]]]:
+        with self._lock:
+            return [(n, e) for n, e in self.events if n > seq]

@@ -1,0 +1,86 @@
+"""The live page: both panes, their status, counts, zones and events, from this server only.
+
+One self-contained HTML document (no CDN, no build step): it reads well on a
+phone (the panes stack) and on a wall screen (side by side).
+"""
+
+from __future__ import annotations
+
+STYLE = """
+body{margin:0;background:#111;color:#eee;font:15px system-ui,sans-serif}
+header{padding:8px 12px;background:#222;display:flex;gap:16px;align-items:baseline;flex-wrap:wrap}
+h1{font-size:18px;margin:0}#warning{color:#f66}
+main{display:grid;grid-template-columns:repeat(auto-fit,minmax(320px,1fr));gap:8px;padding:8px}
+.pane img{width:100%;background:#000;aspect-ratio:16/9;object-fit:contain;display:block}
+.status{padding:4px 0}.live{color:#6d6}.no_signal,.error{color:#f66}
+#events{padding:0 8px 16px}#events li{list-style:none;padding:4px 0;border-bottom:1px solid #333}
+#events img{height:48px;vertical-align:middle;margin-left:8px}
+"""
+
+PAGE = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>coral_mfg</title><style>{STYLE}</style></head>
+<body>
+<header><h1>coral_mfg</h1><span id="accelerator"></span><span id="counts"></span>
+<span id="zones"></span><span id="warning"></span></header>
+<main>
+ <section class="pane"><img id="video-worker_safety" src="/video/worker_safety.mjpg"
+   alt="worker safety"><div class="status" id="status-worker_safety"></div></section>
+ <section class="pane"><img id="video-visual_inspection" src="/video/visual_inspection.mjpg"
+   alt="visual inspection"><div class="status" id="status-visual_inspection"></div></section>
+</main>
+<ul id="events"></ul>
+<script>
+const text = (id, t) => {{ document.getElementById(id).textContent = t; }};
+async function status() {{
+  try {{
+    const s = await (await fetch("/api/status")).json();
+    for (const [name, st] of Object.entries(s.streams)) {{
+      const el = document.getElementById("status-" + name);
+      el.className = "status " + st.status;
+      el.textContent = name + ": " + (st.reason || st.status) + " · " + st.fps.toFixed(1)
+        + " fps · dropped " + st.dropped + " · errors " + st.errors;
+    }}
+    const accel = s.accelerator;
+    text("accelerator", accel.device + (accel.status ? ": " + accel.status : ""));
+    text("counts", Object.entries(s.counts).map(([k, v]) => k + " " + v).join(" · ")
+      + " · keep-out entries " + s.violations);
+    text("zones", "zones: " + s.zones.filter(z => z.enabled).map(z => z.name).join(", ")
+      + (s.in_zone.length
+         ? " · in zone: " + s.in_zone.map(p => p.zone + " #" + p.track).join(", ") : ""));
+    text("warning", s.warning || "");
+  }} catch (e) {{ text("warning", "no answer from the station"); }}
+}}
+function show(e) {{
+  const li = document.createElement("li");
+  li.className = "event " + e.type;
+  const what = e.type + (e.zone ? " " + e.zone : "") + (e.track ? " #" + e.track : "")
+    + (e.grade ? " " + e.grade : "") + (e.reason ? ": " + e.reason : "")
+    + (e.seconds_in_zone !== undefined ? " (" + e.seconds_in_zone + " s)" : "");
+  li.textContent = (e.timestamp || "").replace("T", " ").replace("Z", " UTC") + "  " + what;
+  if (e.snapshot) {{
+    const img = document.createElement("img");
+    img.src = "/snapshots/" + e.snapshot.split("/").pop();
+    img.alt = "snapshot";
+    li.appendChild(img);
+  }}
+  const list = document.getElementById("events");
+  list.insertBefore(li, list.firstChild);
+  while (list.children.length > 100) list.removeChild(list.lastChild);
+}}
+new EventSource("/api/events/stream").onmessage = m => show(JSON.parse(m.data));
+status(); setInterval(status, 1000);
+</script>
+</body></html>
+"""
+
+LOGIN_PAGE = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>coral_mfg: sign in</title><style>{STYLE}</style></head>
+<body><header><h1>coral_mfg</h1></header>
+<form method="post" action="/login" style="padding:16px">
+<label>Token <input type="password" name="token" autofocus></label>
+<button type="submit">Sign in</button></form></body></html>
+"""
