@@ -43,8 +43,12 @@ class _Collector(SinkBase):
 
 
 def run_bench(settings: Settings, seconds: float) -> dict[str, Any]:
+    from coral_mfg.app import WebView
+
     collector = _Collector()
-    pipeline = build_pipeline(settings, extra_sinks=[collector])
+    web = WebView(settings)
+    pipeline = build_pipeline(settings, extra_sinks=[collector, *web.sinks])
+    web.start(pipeline)
     pipeline.start()
     began = time.monotonic()
     try:
@@ -52,6 +56,7 @@ def run_bench(settings: Settings, seconds: float) -> dict[str, Any]:
             pass
     finally:
         elapsed = time.monotonic() - began
+        web.stop()
         summary = pipeline.close(keep_inference=True)
     total = sum(summary["frames"].values())
     stages = {
@@ -234,13 +239,15 @@ def main(argv: Sequence[str]) -> int:
                    help="measure the window instead: frames/s drawing two panes with overlays")
     p.add_argument("--output", metavar="FILE.mp4",
                    help="record while measuring, to see what encoding costs")
+    p.add_argument("--http", type=typed("http"), metavar="HOST:PORT",
+                   help="serve the web view while measuring, to see what viewers cost")
     p.add_argument("--encoder_preset", "--encoder-preset", type=typed("encoder_preset"),
                    help="x264 preset of the recording")
     args = p.parse_args(argv)
     settings = load_settings({
         "headless": True, "realtime": False, "loop": True, "events": os.devnull,
         "cpu_threads": args.cpu_threads, "cpu_workers": args.workers, "device": args.device,
-        "output": args.output, "encoder_preset": args.encoder_preset,
+        "output": args.output, "encoder_preset": args.encoder_preset, "http": args.http,
     })
     if args.soak:
         print(json.dumps(run_soak(settings, args.soak)))

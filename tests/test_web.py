@@ -1,0 +1,296 @@
+"""The web view against the running application on the sample videos: HTTP status codes,
+metrics, health, the token, and a real browser (Debian's Chromium, headless)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import ROOT, video
+
+APP = [sys.executable, "-m", "coral_mfg", "--headless", "--device", "cpu", "--loop"]
+ZONE_CSV = "x,y\n150,400\n400,400\n400,480\n150,480\n"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait(check: Callable[[], Any], what: str, timeout: float = 90.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def get(url: str, headers: dict[str, str] | None = None, method: str = "GET",
+        data: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
+    """(status, headers, body); never raises on an HTTP status."""
+    request = urllib.request.Request(url, headers=headers or {}, method=method, data=data)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+    except OSError:
+        return 0, {}, b""
+
+
+class App:
+    """The application on the samples with ``--http`` on a free loopback port."""
+
+    def __init__(self, tmp: Path, *extra: str, bind: str = "127.0.0.1",
+                 env: dict[str, str] | None = None) -> None:
+        self.port = _free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        zone = tmp / "zone.csv"
+        zone.write_text(ZONE_CSV)
+        self.events = tmp / "events.jsonl"
+        self.proc = subprocess.Popen(
+            [*APP, "--http", f"{bind}:{self.port}", "--events", str(self.events),
+             "--keepout_points_path", str(zone), *extra],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, **(env or {})})
+
+    def ready(self, headers: dict[str, str] | None = None) -> None:
+        _wait(lambda: self.proc.poll() is not None or get(
+            self.base + "/api/status", headers)[0] == 200, "the web view")
+        assert self.proc.poll() is None, self.proc.communicate()[1]
+
+    def stop(self) -> str:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        _, stderr = self.proc.communicate(timeout=60)
+        return stderr
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Iterator[App]:
+    running = App(tmp_path)
+    try:
+        running.ready()
+        yield running
+    finally:
+        running.stop()
+
+
+def test_endpoints_answer_with_the_run_state(app: App) -> None:
+    status, headers, body = get(app.base + "/")
+    assert status == 200 and headers["Content-Type"].startswith("text/html")
+    assert b"/video/worker_safety.mjpg" in body and b"http" not in body.replace(
+        b"http-equiv", b"")  # everything from this server: no CDN
+    state = json.loads(get(app.base + "/api/status")[2])
+    assert set(state["streams"]) == {"worker_safety", "visual_inspection"}
+    assert state["streams"]["worker_safety"]["status"] == "live"
+    assert state["zones"][0]["name"] == "zone"
+    health = get(app.base + "/healthz")
+    assert health[0] == 200 and json.loads(health[2])["status"] == "ok"
+    _wait(lambda: any(e["type"] == "keepout_enter"
+                      for e in json.loads(get(app.base + "/api/events")[2])), "an entry")
+    for method in ("POST", "PUT", "DELETE"):  # nothing writes
+        assert get(app.base + "/api/status", method=method, data=b"")[0] == 405
+
+
+def test_metrics_have_conventional_names_and_labels(app: App) -> None:
+    _wait(lambda: b'coral_mfg_keepout_entries_total{zone="zone"} 1.0'
+          in get(app.base + "/metrics")[2], "an entry counted")
+    status, headers, body = get(app.base + "/metrics")
+    assert status == 200 and headers["Content-Type"].startswith("text/plain")
+    text = body.decode()
+    for needle in (
+        'coral_mfg_frames_total{stream="worker_safety"}',
+        'coral_mfg_dropped_frames_total{stream="visual_inspection"}',
+        'coral_mfg_errors_total{stream="worker_safety"}',
+        'coral_mfg_source_up{stream="worker_safety"} 1.0',
+        'coral_mfg_fps{stream="visual_inspection"}',
+        'coral_mfg_latency_seconds_bucket{le="0.1",stream="worker_safety"}',
+        'coral_mfg_inference_seconds_bucket{le="0.05",model="detector"}',
+        'coral_mfg_inference_seconds_count{model="classifier"}',
+        'coral_mfg_zone_people{zone="zone"}',
+        'coral_mfg_inspected_total{grade="fresh_apple"}',
+        'coral_mfg_accelerator_up{device="cpu"} 1.0',
+        "coral_mfg_accelerator_fallback 0.0",
+        "coral_mfg_uptime_seconds",
+        'coral_mfg_output_lost_total{output="events"} 0.0',
+    ):
+        assert needle in text, needle
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/snapshots/..%2Fevents.jsonl", "/snapshots/%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+     "/snapshots/.hidden.jpg", "/snapshots/missing.jpg", "/video/other.mjpg"],
+)
+def test_nothing_outside_the_snapshot_folder_is_served(app: App, path: str) -> None:
+    assert get(app.base + path)[0] == 404
+
+
+def test_a_snapshot_is_served_from_its_folder(app: App) -> None:
+    entry = _wait(lambda: next((e for e in json.loads(get(app.base + "/api/events")[2])
+                                if e["type"] == "keepout_enter"), None), "an entry")
+    status, headers, body = get(app.base + "/snapshots/" + Path(entry["snapshot"]).name)
+    assert status == 200 and headers["Content-Type"] == "image/jpeg" and body[:2] == b"\xff\xd8"
+
+
+def test_health_is_503_while_a_source_is_lost(tmp_path: Path) -> None:
+    cam_port = _free_port()
+
+    def camera() -> subprocess.Popen[str]:
+        proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "mjpeg_server.py"),
+                                 str(video("worker-zone-detection.mp4")), str(cam_port)],
+                                stdout=subprocess.PIPE, text=True)
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        return proc
+
+    cam = camera()
+    app = App(tmp_path, "--worker_safety_input", f"http://127.0.0.1:{cam_port}/stream.mjpg")
+    try:
+        app.ready()
+        _wait(lambda: get(app.base + "/healthz")[0] == 200, "healthy")
+        cam.kill()
+        cam.wait(10)
+        _status, _, body = _wait(lambda: (r := get(app.base + "/healthz"))[0] == 503 and r,
+                                "503")
+        report = json.loads(body)
+        assert report["status"] == "unhealthy"
+        assert report["streams"]["worker_safety"].startswith("NO SIGNAL")
+        assert report["streams"]["visual_inspection"] == "live"
+        metrics = get(app.base + "/metrics")[2].decode()
+        assert 'coral_mfg_source_up{stream="worker_safety"} 0.0' in metrics
+        cam = camera()
+        _wait(lambda: get(app.base + "/healthz")[0] == 200, "healthy again")
+    finally:
+        app.stop()
+        cam.kill()
+        cam.wait(10)
+
+
+def test_off_loopback_a_token_is_required(tmp_path: Path) -> None:
+    refused = subprocess.run([*APP, "--http", f"0.0.0.0:{_free_port()}"], cwd=ROOT,
+                             capture_output=True, text=True, timeout=120, check=False,
+                             env={k: v for k, v in os.environ.items()
+                                  if k != "CORAL_MFG_HTTP_TOKEN"})
+    assert refused.returncode == 2
+    assert "is reachable from other machines: set a token" in refused.stderr.splitlines()[-1]
+
+    app = App(tmp_path, bind="0.0.0.0", env={"CORAL_MFG_HTTP_TOKEN": "s3cret-token"})
+    bearer = {"Authorization": "Bearer s3cret-token"}
+    try:
+        app.ready(bearer)
+        for path in ("/api/status", "/api/events", "/metrics", "/healthz",
+                     "/video/worker_safety.mjpg", "/snapshots/x.jpg"):
+            status, _, body = get(app.base + path)
+            assert status == 401 and b"coral_mfg_" not in body and b"streams" not in body
+            assert get(app.base + path, {"Authorization": "Bearer wrong"})[0] == 401
+        assert get(app.base + "/api/status", bearer)[0] == 200
+        status, _, page = get(app.base + "/")
+        assert status == 401 and b'name="token"' in page and b"mjpg" not in page
+        # the login form sets a cookie that opens the page
+        assert get(app.base + "/login", method="POST", data=b"token=wrong")[0] == 401
+        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
+        with opener.open(urllib.request.Request(app.base + "/login", data=b"token=s3cret-token",
+                                                method="POST"), timeout=10) as r:
+            assert r.status == 200 and b"/video/worker_safety.mjpg" in r.read()
+    finally:
+        stderr = app.stop()
+    assert "s3cret-token" not in stderr
+
+
+def test_a_port_in_use_is_one_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run([*APP, "--http", f"127.0.0.1:{port}"], cwd=ROOT,
+                                capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 2, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert f"cannot listen on 127.0.0.1:{port}" in last and "another --http" in last
+
+
+def test_systemd_is_told_ready_alive_and_stopping(tmp_path: Path) -> None:
+    path = str(tmp_path / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(path)
+        sock.settimeout(1.0)
+        proc = subprocess.Popen([*APP], cwd=ROOT, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "NOTIFY_SOCKET": path,
+                                     "WATCHDOG_USEC": "1000000"})
+        got: list[str] = []
+
+        def receive(until: str) -> bool:
+            with contextlib.suppress(TimeoutError):
+                got.append(sock.recv(256).decode())
+            return until in got
+
+        try:
+            _wait(lambda: receive("READY=1"), "READY=1")
+            _wait(lambda: receive("WATCHDOG=1"), "a watchdog ping")
+            proc.send_signal(signal.SIGTERM)
+            _wait(lambda: receive("STOPPING=1"), "STOPPING=1")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate(timeout=60)
+    assert got.index("READY=1") < got.index("WATCHDOG=1") < got.index("STOPPING=1")
+
+
+def test_a_browser_sees_both_panes_move_and_an_event(app: App) -> None:
+    """Debian's Chromium, headless, driven by Debian's chromedriver."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+
+    browser, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    assert browser and driver, "Debian's chromium and chromium-driver are needed"
+    profile = app.events.parent / "chromium-profile"
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--disable-dev-shm-usage", f"--user-data-dir={profile}",
+                "--window-size=1280,900"):
+        options.add_argument(arg)
+    chrome = webdriver.Chrome(service=Service(driver), options=options)
+    try:
+        chrome.get(app.base + "/")
+
+        def pane(name: str) -> bytes:
+            return chrome.find_element(By.ID, f"video-{name}").screenshot_as_png
+
+        for name in ("worker_safety", "visual_inspection"):
+            _wait(lambda n=name: chrome.execute_script(  # type: ignore[misc]
+                f"return document.getElementById('video-{n}').naturalWidth") > 0,
+                f"the {name} pane")
+        first = {n: pane(n) for n in ("worker_safety", "visual_inspection")}
+        for name in first:
+            _wait(lambda n=name: pane(n) != first[n], f"the {name} pane to change")  # type: ignore[misc]
+        _wait(lambda: chrome.find_elements(By.CSS_SELECTOR, "li.event.keepout_enter"),
+              "an event on the page")
+        _wait(lambda: "live" in chrome.find_element(By.ID, "status-worker_safety").text,
+              "the status line")
+        shot = ROOT / "out" / "web-dashboard.png"
+        shot.parent.mkdir(exist_ok=True)
+        assert chrome.save_screenshot(str(shot))
+    finally:
+        chrome.quit()
