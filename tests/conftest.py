@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+import socket
+import time
+from collections.abc import Callable, Iterator, Sequence
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -92,3 +95,23 @@ def fake_libedgetpu(tmp_path_factory: pytest.TempPathFactory) -> Path:
     subprocess.run([cc, "-shared", "-fPIC", "-Wall", "-Werror", "-o",
                     str(out / "libedgetpu.so.1"), str(src)], check=True)
     return out
+
+
+def wait_for(check: Callable[[], Any], what: str = "a condition", timeout: float = 90.0,
+             poll: float = 0.1) -> Any:
+    """Poll ``check`` until it returns something true, which is returned; fail at the
+    deadline. Tests wait for conditions, never for a fixed time."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(poll)
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now, for a server a test starts."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

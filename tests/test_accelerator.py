@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from coral_mfg.inference.runtime import (
     runtime_backend,
 )
 from coral_mfg.inference.worker import _message
-from tests.conftest import ROOT
+from tests.conftest import ROOT, wait_for
 
 WORKER_MODULE = "coral_mfg.inference.worker"
 
@@ -60,14 +60,6 @@ def _fake_log(tmp: Path) -> list[tuple[int, str]]:
             for line in path.read_text().splitlines()]
 
 
-def _wait(check: Callable[[], Any], timeout: float = 90.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def _workers(app_pid: int) -> list[int]:
@@ -293,7 +285,7 @@ def _frames(events: Path, stream: str) -> int:
 
 def _both_streams_move(events: Path) -> None:
     before = {s: _frames(events, s) for s in ("worker_safety", "visual_inspection")}
-    _wait(lambda: all(_frames(events, s) >= before[s] + 5 for s in before),
+    wait_for(lambda: all(_frames(events, s) >= before[s] + 5 for s in before),
           what="both streams to produce frames")
 
 
@@ -303,7 +295,7 @@ def _kinds(events: Path, kind: str) -> list[dict[str, Any]]:
 
 def _running(app: subprocess.Popen[str], events: Path) -> list[int]:
     """Once both CPU workers are up and both streams produce frames: the worker pids."""
-    _wait(lambda: len(_workers(app.pid)) == 2, what="two CPU workers")
+    wait_for(lambda: len(_workers(app.pid)) == 2, what="two CPU workers")
     _both_streams_move(events)
     return _workers(app.pid)
 
@@ -330,11 +322,11 @@ def test_crashed_killed_and_hung_workers_are_replaced(
         def gone(pid: int = victim) -> bool:
             return not _alive(pid)
 
-        lost = _wait(lost_n, what=f"loss {n}")
+        lost = wait_for(lost_n, what=f"loss {n}")
         assert reason in lost[n - 1]["reason"] and lost[n - 1]["device"] == "cpu"
-        _wait(restored_n, what=f"restore {n}")
-        _wait(gone, what="the old worker to be gone")
-        _wait(lambda: len(_workers(app.pid)) == 2, what="two workers again")
+        wait_for(restored_n, what=f"restore {n}")
+        wait_for(gone, what="the old worker to be gone")
+        wait_for(lambda: len(_workers(app.pid)) == 2, what="two workers again")
         _both_streams_move(events)
     workers = _workers(app.pid)
     app.send_signal(signal.SIGTERM)
@@ -345,7 +337,7 @@ def test_crashed_killed_and_hung_workers_are_replaced(
     assert summary["accelerator"]["lost"] == 3 and summary["accelerator"]["restored"] == 3
     lost_frames = sum(summary["errors"].values())
     assert lost_frames == summary["accelerator"]["failed_frames"] >= 1  # counted, not silent
-    _wait(lambda: not any(_alive(p) for p in workers), timeout=10, what="no orphan worker")
+    wait_for(lambda: not any(_alive(p) for p in workers), timeout=10, what="no orphan worker")
 
 
 def test_stop_is_quick_and_leaves_no_worker_even_when_one_hangs(
@@ -360,18 +352,18 @@ def test_stop_is_quick_and_leaves_no_worker_even_when_one_hangs(
     assert app.returncode == 0, stderr
     assert time.monotonic() - sent < 2.0
     assert _events(events)[-1]["type"] == "summary"
-    _wait(lambda: not any(_alive(p) for p in workers), timeout=10, what="no orphan worker")
+    wait_for(lambda: not any(_alive(p) for p in workers), timeout=10, what="no orphan worker")
 
 
 def test_workers_die_with_a_killed_application(
     looping_app: tuple[subprocess.Popen[str], Path]
 ) -> None:
     app, _ = looping_app
-    workers = _wait(lambda: len(_workers(app.pid)) == 2 and _workers(app.pid),
+    workers = wait_for(lambda: len(_workers(app.pid)) == 2 and _workers(app.pid),
                     what="two CPU workers")
     app.kill()  # SIGKILL: no cleanup code runs in the application
     app.communicate(timeout=30)
-    _wait(lambda: not any(_alive(p) for p in workers), timeout=10,
+    wait_for(lambda: not any(_alive(p) for p in workers), timeout=10,
           what="the workers to notice their parent is gone")
 
 
@@ -388,23 +380,23 @@ def test_failing_edgetpu_falls_back_to_the_cpu_and_comes_back(
         cwd=ROOT, env=_env(fake_libedgetpu, tmp_path, FAKE_EDGETPU_MODE_FILE=str(mode)),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        _wait(lambda: any(e.get("device") == "edgetpu" for e in _kinds(events, "frame")),
+        wait_for(lambda: any(e.get("device") == "edgetpu" for e in _kinds(events, "frame")),
               what="frames on the Edge TPU")
         mode.write_text("abort:1")  # the device now aborts the worker at every invoke
-        lost = _wait(lambda: _kinds(events, "accelerator_lost"), what="the Edge TPU lost")
+        lost = wait_for(lambda: _kinds(events, "accelerator_lost"), what="the Edge TPU lost")
         assert lost[0]["device"] == "edgetpu" and "SIGABRT" in lost[0]["reason"]
-        fallback = _wait(lambda: _kinds(events, "accelerator_fallback"), what="the fallback")
+        fallback = wait_for(lambda: _kinds(events, "accelerator_fallback"), what="the fallback")
         assert fallback[0]["device"] == "cpu"
         at_fallback = len(_events(events))
-        _wait(lambda: sum(1 for e in _events(events)[at_fallback:]
+        wait_for(lambda: sum(1 for e in _events(events)[at_fallback:]
                           if e["type"] == "frame" and e["device"] == "cpu") >= 10,
               what="frames on the CPU")
         mode.write_text("ok")  # repaired: the next try finds it working
-        back = _wait(lambda: [e for e in _kinds(events, "accelerator_restored")
+        back = wait_for(lambda: [e for e in _kinds(events, "accelerator_restored")
                               if e.get("from") == "cpu"], what="the return to the Edge TPU")
         assert back[0]["device"] == "edgetpu"
         at_return = len(_events(events))
-        _wait(lambda: sum(1 for e in _events(events)[at_return:]
+        wait_for(lambda: sum(1 for e in _events(events)[at_return:]
                           if e["type"] == "frame" and e["device"] == "edgetpu") >= 10,
               what="frames on the Edge TPU again")
     finally:

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, free_port, wait_for
 
 APP = [sys.executable, "-m", "coral_mfg", "--headless", "--device", "cpu"]
 #: A zone on the floor that the sample's worker walks into once, then out of when the
@@ -32,10 +32,6 @@ ZONE_CSV = "x,y\n150,400\n400,400\n400,480\n150,480\n"
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Broker:
@@ -44,7 +40,7 @@ class Broker:
     def __init__(self, folder: Path) -> None:
         assert shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists(), (
             "Debian's mosquitto is needed (scripts/setup.sh --dev installs it)")
-        self.port = _free_port()
+        self.port = free_port()
         self.conf = folder / "mosquitto.conf"
         self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
                              "persistence false\n")
@@ -118,20 +114,13 @@ class Subscriber:
 @pytest.fixture
 def subscriber(broker: Broker) -> Iterator[Subscriber]:
     sub = Subscriber(broker.port)
-    _wait(sub.client.is_connected, "the subscriber")
+    wait_for(sub.client.is_connected, "the subscriber")
     try:
         yield sub
     finally:
         sub.close()
 
 
-def _wait(check: Callable[[], Any], what: str, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _log(path: Path) -> list[dict[str, Any]]:
@@ -171,15 +160,15 @@ def test_events_state_and_availability_reach_the_broker(
 ) -> None:
     proc, events = _app(tmp_path, broker.port, "--snapshot_graded")
     try:
-        _wait(lambda: "keepout_exit" in _kinds(subscriber)
+        wait_for(lambda: "keepout_exit" in _kinds(subscriber)
               and _kinds(subscriber).count("graded") >= 2, "an entry, an exit, two grades")
-        _wait(lambda: len(_payloads(subscriber, "coral_mfg/worker_safety/state")) >= 2,
+        wait_for(lambda: len(_payloads(subscriber, "coral_mfg/worker_safety/state")) >= 2,
               "stream state")
     finally:
         stderr = _finish(proc)
     assert proc.returncode == 0, stderr
     assert _payloads(subscriber, "coral_mfg/available")[0] == "online"
-    _wait(lambda: _payloads(subscriber, "coral_mfg/available")[-1] == "offline", "offline")
+    wait_for(lambda: _payloads(subscriber, "coral_mfg/available")[-1] == "offline", "offline")
 
     published = subscriber.events()
     enter = next(e for e in published if e["type"] == "keepout_enter")
@@ -210,7 +199,7 @@ def test_events_state_and_availability_reach_the_broker(
     # retained: a late subscriber is told the state at once
     late = Subscriber(broker.port)
     try:
-        _wait(lambda: {"coral_mfg/available", "coral_mfg/worker_safety/state",
+        wait_for(lambda: {"coral_mfg/available", "coral_mfg/worker_safety/state",
                        "coral_mfg/zones/zone/occupancy", "coral_mfg/inspection/counts"}
               <= {m.topic for m in late.all() if m.retain}, "retained topics")
     finally:
@@ -236,10 +225,10 @@ def test_the_last_will_says_offline_when_the_app_is_killed(
 ) -> None:
     proc, _ = _app(tmp_path, broker.port)
     try:
-        _wait(lambda: "online" in _payloads(subscriber, "coral_mfg/available"), "online")
+        wait_for(lambda: "online" in _payloads(subscriber, "coral_mfg/available"), "online")
         proc.kill()  # no cleanup runs: only the broker can tell
         proc.wait(30)
-        _wait(lambda: _payloads(subscriber, "coral_mfg/available")[-1] == "offline",
+        wait_for(lambda: _payloads(subscriber, "coral_mfg/available")[-1] == "offline",
               "the last will")
     finally:
         _finish(proc)
@@ -252,16 +241,16 @@ def test_a_broker_that_goes_away_and_comes_back(
     config.write_text("[mqtt]\nmqtt_queue = 3\nmqtt_state_seconds = 0.5\n")
     proc, events = _app(tmp_path, broker.port, "--config", str(config))
     try:
-        _wait(lambda: len(_payloads(subscriber, "coral_mfg/worker_safety/state")) >= 1,
+        wait_for(lambda: len(_payloads(subscriber, "coral_mfg/worker_safety/state")) >= 1,
               "state")
         broker.stop()
         frames = len(_log(events))
-        _wait(lambda: len(_log(events)) > frames + 100, "inspection going on without it")
+        wait_for(lambda: len(_log(events)) > frames + 100, "inspection going on without it")
         before = len(subscriber.all())
         broker.start()
-        _wait(lambda: any(m.topic == "coral_mfg/available" and m.payload == "online"
+        wait_for(lambda: any(m.topic == "coral_mfg/available" and m.payload == "online"
                           for m in subscriber.all()[before:]), "online again")
-        _wait(lambda: any(m.topic.endswith("/state") for m in subscriber.all()[before:]),
+        wait_for(lambda: any(m.topic.endswith("/state") for m in subscriber.all()[before:]),
               "publishing again")
     finally:
         stderr = _finish(proc)
@@ -276,7 +265,7 @@ def test_an_unreachable_broker_does_not_stop_the_run(tmp_path: Path) -> None:
     events = tmp_path / "events.jsonl"
     proc = subprocess.run(
         [*APP, "--no-realtime", "--max_frames", "20", "--events", str(events),
-         "--mqtt", f"mqtt://127.0.0.1:{_free_port()}"],
+         "--mqtt", f"mqtt://127.0.0.1:{free_port()}"],
         cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.count("mqtt: cannot write (broker 127.0.0.1") == 1, proc.stderr

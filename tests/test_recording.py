@@ -22,7 +22,7 @@ import pytest
 
 from coral_mfg.outputs.event_log import EventLog, Rotation
 from coral_mfg.outputs.retention import Retention, prune
-from tests.conftest import ROOT, video
+from tests.conftest import ROOT, video, wait_for
 
 APP = [sys.executable, "-m", "coral_mfg", "--headless", "--device", "cpu"]
 
@@ -34,13 +34,6 @@ def _events(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def _wait(check: Callable[[], bool], what: str, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _frames(events: list[dict[str, Any]], stream: str | None = None) -> int:
@@ -86,7 +79,7 @@ def test_sigkill_leaves_a_playable_h264_recording(tmp_path: Path) -> None:
     events, output = tmp_path / "events.jsonl", tmp_path / "out.mp4"
     proc = _start("--loop", "--events", str(events), "--output", str(output))
     try:
-        _wait(lambda: _frames(_events(events)) >= 150, "150 frames")
+        wait_for(lambda: _frames(_events(events)) >= 150, "150 frames")
         proc.kill()
         proc.wait(30)
     finally:
@@ -104,7 +97,7 @@ def test_sighup_stops_cleanly_with_complete_outputs(tmp_path: Path) -> None:
     events, output = tmp_path / "events.jsonl", tmp_path / "out.mp4"
     proc = _start("--loop", "--events", str(events), "--output", str(output))
     try:
-        _wait(lambda: _frames(_events(events)) >= 40, "40 frames")
+        wait_for(lambda: _frames(_events(events)) >= 40, "40 frames")
     finally:
         stderr = _stop(proc, signal.SIGHUP)
     assert proc.returncode == 0, stderr
@@ -150,12 +143,12 @@ def test_recording_survives_a_full_disk_and_resumes(tmp_path: Path, small_disk: 
     filler = _fill(small_disk, 1_500_000)
     proc = _start("--loop", "--events", str(events), "--output", str(output))
     try:
-        _wait(lambda: any(e["type"] == "output_fault" for e in _events(events)), "the fault")
+        wait_for(lambda: any(e["type"] == "output_fault" for e in _events(events)), "the fault")
         at_fault = _frames(_events(events))
-        _wait(lambda: _frames(_events(events)) > at_fault + 30, "inspection going on")
+        wait_for(lambda: _frames(_events(events)) > at_fault + 30, "inspection going on")
         filler.unlink()  # the operator frees space
-        _wait(lambda: any(e["type"] == "output_restored" for e in _events(events)), "resume")
-        _wait(lambda: (small_disk / "out.1.mp4").exists()
+        wait_for(lambda: any(e["type"] == "output_restored" for e in _events(events)), "resume")
+        wait_for(lambda: (small_disk / "out.1.mp4").exists()
               and (small_disk / "out.1.mp4").stat().st_size > 100_000, "the new file")
     finally:
         stderr = _stop(proc)
@@ -180,12 +173,12 @@ def test_event_log_survives_a_full_disk_in_whole_lines(tmp_path: Path, small_dis
     filler = _fill(small_disk, 60_000)
     proc = _start("--loop", "--events", str(events), "--log_file", str(log))
     try:
-        _wait(lambda: log.exists() and "event log: cannot write" in log.read_text(),
+        wait_for(lambda: log.exists() and "event log: cannot write" in log.read_text(),
               "the disk to fill")
         size = events.stat().st_size
         assert shutil.disk_usage(small_disk).free <= 4096  # the last block of the disk
         filler.unlink()
-        _wait(lambda: events.stat().st_size > size + 20_000, "logging to resume")
+        wait_for(lambda: events.stat().st_size > size + 20_000, "logging to resume")
         assert proc.poll() is None  # inspection never stopped
     finally:
         stderr = _stop(proc)
@@ -329,7 +322,7 @@ def test_segments_roll_and_retention_runs_during_the_run(tmp_path: Path) -> None
     proc = _start("--loop", "--events", str(events), "--record_dir", str(rec),
                   "--segment_minutes", "0.02", "--keep_gb", "0.0006")
     try:
-        _wait(lambda: len(list(rec.glob("*.mp4"))) >= 2
+        wait_for(lambda: len(list(rec.glob("*.mp4"))) >= 2
               and _frames(_events(events)) >= 300, "several segments")
     finally:
         stderr = _stop(proc)
@@ -390,7 +383,7 @@ def test_a_live_source_is_retried_at_least_every_two_seconds() -> None:
                            opener=opener, on_end=lambda _s: None, on_event=lambda _e: None)
     sup.start()
     try:
-        _wait(lambda: len(calls) >= 5, "five attempts", timeout=120)
+        wait_for(lambda: len(calls) >= 5, "five attempts", timeout=120)
     finally:
         stop.set()
         sup.join(10)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import itertools
 import json
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -22,7 +21,7 @@ from coral_mfg.capture import Frame, VideoSource
 from coral_mfg.cli import resolve_settings, run_parser
 from coral_mfg.outputs import SinkBase
 from coral_mfg.pipeline import build_pipeline
-from tests.conftest import ROOT, frames, video
+from tests.conftest import ROOT, frames, free_port, video
 
 APPLES = "apple-conveyor.mp4"
 
@@ -149,10 +148,6 @@ def test_odd_sized_frames_are_processed() -> None:
     assert not [r for r in sink.records if r["type"] == "source_lost"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _camera(port: int) -> subprocess.Popen[str]:
@@ -185,7 +180,7 @@ def _wait_for(path: Path, check: Any, timeout: float) -> list[dict[str, Any]]:
 
 def test_network_camera_killed_and_back(tmp_path: Path) -> None:
     """No mocks: a local MJPEG camera dies mid-run and comes back on the same port."""
-    port = _free_port()
+    port = free_port()
     camera = _camera(port)
     events = tmp_path / "events.jsonl"
     app = subprocess.Popen(

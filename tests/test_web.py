@@ -11,35 +11,21 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, video
+from tests.conftest import ROOT, free_port, video, wait_for
 
 APP = [sys.executable, "-m", "coral_mfg", "--headless", "--device", "cpu", "--loop"]
 ZONE_CSV = "x,y\n150,400\n400,400\n400,480\n150,480\n"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
-def _wait(check: Callable[[], Any], what: str, timeout: float = 90.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def get(url: str, headers: dict[str, str] | None = None, method: str = "GET",
@@ -60,7 +46,7 @@ class App:
 
     def __init__(self, tmp: Path, *extra: str, bind: str = "127.0.0.1",
                  env: dict[str, str] | None = None) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         zone = tmp / "zone.csv"
         zone.write_text(ZONE_CSV)
@@ -72,7 +58,7 @@ class App:
             env={**os.environ, **(env or {})})
 
     def ready(self, headers: dict[str, str] | None = None) -> None:
-        _wait(lambda: self.proc.poll() is not None or get(
+        wait_for(lambda: self.proc.poll() is not None or get(
             self.base + "/api/status", headers)[0] == 200, "the web view")
         assert self.proc.poll() is None, self.proc.communicate()[1]
 
@@ -104,14 +90,14 @@ def test_endpoints_answer_with_the_run_state(app: App) -> None:
     assert state["zones"][0]["name"] == "zone"
     health = get(app.base + "/healthz")
     assert health[0] == 200 and json.loads(health[2])["status"] == "ok"
-    _wait(lambda: any(e["type"] == "keepout_enter"
+    wait_for(lambda: any(e["type"] == "keepout_enter"
                       for e in json.loads(get(app.base + "/api/events")[2])), "an entry")
     for method in ("POST", "PUT", "DELETE"):  # nothing writes
         assert get(app.base + "/api/status", method=method, data=b"")[0] == 405
 
 
 def test_metrics_have_conventional_names_and_labels(app: App) -> None:
-    _wait(lambda: b'coral_mfg_keepout_entries_total{zone="zone"} 1.0'
+    wait_for(lambda: b'coral_mfg_keepout_entries_total{zone="zone"} 1.0'
           in get(app.base + "/metrics")[2], "an entry counted")
     status, headers, body = get(app.base + "/metrics")
     assert status == 200 and headers["Content-Type"].startswith("text/plain")
@@ -145,14 +131,14 @@ def test_nothing_outside_the_snapshot_folder_is_served(app: App, path: str) -> N
 
 
 def test_a_snapshot_is_served_from_its_folder(app: App) -> None:
-    entry = _wait(lambda: next((e for e in json.loads(get(app.base + "/api/events")[2])
+    entry = wait_for(lambda: next((e for e in json.loads(get(app.base + "/api/events")[2])
                                 if e["type"] == "keepout_enter"), None), "an entry")
     status, headers, body = get(app.base + "/snapshots/" + Path(entry["snapshot"]).name)
     assert status == 200 and headers["Content-Type"] == "image/jpeg" and body[:2] == b"\xff\xd8"
 
 
 def test_health_is_503_while_a_source_is_lost(tmp_path: Path) -> None:
-    cam_port = _free_port()
+    cam_port = free_port()
 
     def camera() -> subprocess.Popen[str]:
         proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "mjpeg_server.py"),
@@ -165,10 +151,10 @@ def test_health_is_503_while_a_source_is_lost(tmp_path: Path) -> None:
     app = App(tmp_path, "--worker_safety_input", f"http://127.0.0.1:{cam_port}/stream.mjpg")
     try:
         app.ready()
-        _wait(lambda: get(app.base + "/healthz")[0] == 200, "healthy")
+        wait_for(lambda: get(app.base + "/healthz")[0] == 200, "healthy")
         cam.kill()
         cam.wait(10)
-        _status, _, body = _wait(lambda: (r := get(app.base + "/healthz"))[0] == 503 and r,
+        _status, _, body = wait_for(lambda: (r := get(app.base + "/healthz"))[0] == 503 and r,
                                 "503")
         report = json.loads(body)
         assert report["status"] == "unhealthy"
@@ -177,7 +163,7 @@ def test_health_is_503_while_a_source_is_lost(tmp_path: Path) -> None:
         metrics = get(app.base + "/metrics")[2].decode()
         assert 'coral_mfg_source_up{stream="worker_safety"} 0.0' in metrics
         cam = camera()
-        _wait(lambda: get(app.base + "/healthz")[0] == 200, "healthy again")
+        wait_for(lambda: get(app.base + "/healthz")[0] == 200, "healthy again")
     finally:
         app.stop()
         cam.kill()
@@ -185,7 +171,7 @@ def test_health_is_503_while_a_source_is_lost(tmp_path: Path) -> None:
 
 
 def test_off_loopback_a_token_is_required(tmp_path: Path) -> None:
-    refused = subprocess.run([*APP, "--http", f"0.0.0.0:{_free_port()}"], cwd=ROOT,
+    refused = subprocess.run([*APP, "--http", f"0.0.0.0:{free_port()}"], cwd=ROOT,
                              capture_output=True, text=True, timeout=120, check=False,
                              env={k: v for k, v in os.environ.items()
                                   if k != "CORAL_MFG_HTTP_TOKEN"})
@@ -244,10 +230,10 @@ def test_systemd_is_told_ready_alive_and_stopping(tmp_path: Path) -> None:
             return until in got
 
         try:
-            _wait(lambda: receive("READY=1"), "READY=1")
-            _wait(lambda: receive("WATCHDOG=1"), "a watchdog ping")
+            wait_for(lambda: receive("READY=1"), "READY=1")
+            wait_for(lambda: receive("WATCHDOG=1"), "a watchdog ping")
             proc.send_signal(signal.SIGTERM)
-            _wait(lambda: receive("STOPPING=1"), "STOPPING=1")
+            wait_for(lambda: receive("STOPPING=1"), "STOPPING=1")
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -279,15 +265,15 @@ def test_a_browser_sees_both_panes_move_and_an_event(app: App) -> None:
             return chrome.find_element(By.ID, f"video-{name}").screenshot_as_png
 
         for name in ("worker_safety", "visual_inspection"):
-            _wait(lambda n=name: chrome.execute_script(  # type: ignore[misc]
+            wait_for(lambda n=name: chrome.execute_script(  # type: ignore[misc]
                 f"return document.getElementById('video-{n}').naturalWidth") > 0,
                 f"the {name} pane")
         first = {n: pane(n) for n in ("worker_safety", "visual_inspection")}
         for name in first:
-            _wait(lambda n=name: pane(n) != first[n], f"the {name} pane to change")  # type: ignore[misc]
-        _wait(lambda: chrome.find_elements(By.CSS_SELECTOR, "li.event.keepout_enter"),
+            wait_for(lambda n=name: pane(n) != first[n], f"the {name} pane to change")  # type: ignore[misc]
+        wait_for(lambda: chrome.find_elements(By.CSS_SELECTOR, "li.event.keepout_enter"),
               "an event on the page")
-        _wait(lambda: "live" in chrome.find_element(By.ID, "status-worker_safety").text,
+        wait_for(lambda: "live" in chrome.find_element(By.ID, "status-worker_safety").text,
               "the status line")
         shot = ROOT / "out" / "web-dashboard.png"
         shot.parent.mkdir(exist_ok=True)
