@@ -12,11 +12,12 @@ extra=""
 [ "${1:-}" = "--dev" ] && extra="[dev]"
 
 # Runtime: venv for Debian's python3, GL and X client libraries for the window;
-# tests: Xvfb, Mesa, ffprobe, a C compiler for the stand-in Edge TPU runtime, and an
-# MQTT broker (the tests start their own on a free loopback port).
+# tests: Xvfb, Mesa, ffprobe, a C compiler for the stand-in Edge TPU runtime, an MQTT
+# broker (the tests start their own on a free loopback port), and Chromium with its
+# driver for the web view's browser test.
 packages=(python3-venv libgl1 libegl1 libx11-6 libxrandr2 libxinerama1 libxcursor1 libxi6)
 [ -n "$extra" ] && packages+=(xvfb libgl1-mesa-dri xauth ffmpeg gcc libc6-dev mosquitto
-                               mosquitto-clients)
+                               mosquitto-clients chromium chromium-driver)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
