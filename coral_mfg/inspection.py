@@ -114,7 +114,7 @@ class VisualInspection:
         for track in self.tracker.take_ended():
             last = self.last_graded.pop(track.id, None)
             verdict = track.verdict
-            if verdict is None or not self.tracker.counts(track):
+            if verdict is None or not self.tracker.is_counted(track):
                 continue
             event: dict[str, Any] = {
                 "type": "graded", "label": "apple", "track": track.id,

@@ -551,12 +551,14 @@ def _wire(
     store = ZoneStore(zones)
     t = settings.tracking
 
-    def tracker(high: float) -> Tracker:
-        return Tracker(high, low=min(t.track_low_score, high), coast_frames=t.track_coast_frames)
+    def tracker(high: float, report_ended: bool = False) -> Tracker:
+        return Tracker(high, low=min(t.track_low_score, high), coast_frames=t.track_coast_frames,
+                       report_ended=report_ended)
 
     processors: dict[str, StreamProcessor] = {
         WORKER_SAFETY: WorkerSafety(store, tracker(plan.worker_threshold), out_size, t),
-        VISUAL_INSPECTION: VisualInspection(tracker(plan.inspection_threshold), out_size, t),
+        VISUAL_INSPECTION: VisualInspection(tracker(plan.inspection_threshold, True), out_size,
+                                            t),
     }
     events, recorders = _sinks(settings, max(p.fps for p in probes.values()),
                                lambda: store.zones)

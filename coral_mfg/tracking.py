@@ -146,7 +146,9 @@ class Tracker:
     #: ended tracks seen on enough frames, counted by verdict (None: never graded). Only
     #: counts are kept, so memory stays flat however long the run.
     ended_verdicts: dict[int | None, int] = field(default_factory=dict)
-    #: tracks that ended since the caller last took them (see :meth:`take_ended`)
+    #: keep ended tracks for :meth:`take_ended`; off, nothing is kept (a caller that never
+    #: takes them must not collect a shift's worth)
+    report_ended: bool = False
     ended: list[Track] = field(default_factory=list)
     _next_id: int = 1
 
@@ -204,10 +206,11 @@ class Tracker:
         alive = []
         for track in self.tracks:
             if track.misses > self.coast_frames:
-                if track.hits >= self.min_hits:
+                if self.is_counted(track):
                     key = track.verdict
                     self.ended_verdicts[key] = self.ended_verdicts.get(key, 0) + 1
-                self.ended.append(track)
+                if self.report_ended:
+                    self.ended.append(track)
             else:
                 alive.append(track)
         self.tracks = alive
@@ -217,7 +220,7 @@ class Tracker:
         ended, self.ended = self.ended, []
         return ended
 
-    def counts(self, track: Track) -> bool:
+    def is_counted(self, track: Track) -> bool:
         """Whether a track was seen on enough frames to be a real object."""
         return track.hits >= self.min_hits
 
@@ -225,6 +228,6 @@ class Tracker:
         """Objects seen on at least ``min_hits`` frames, ended or live, by verdict."""
         counts = dict(self.ended_verdicts)
         for track in list(self.tracks):
-            if track.hits >= self.min_hits:
+            if self.is_counted(track):
                 counts[track.verdict] = counts.get(track.verdict, 0) + 1
         return counts

@@ -128,3 +128,21 @@ def test_tracks_keep_ids_and_vote() -> None:
     # ... and only counts of ended tracks are kept: one graded 0, one never graded
     assert tracker.ended_verdicts == {0: 1, None: 1}
     assert tracker.verdict_counts() == {0: 1, None: 1}
+
+
+@pytest.mark.parametrize("report", [False, True], ids=["not-asked", "reported"])
+def test_ended_tracks_are_kept_only_when_asked_for_and_handed_out_once(report: bool) -> None:
+    """A caller that never takes ended tracks (worker safety) must not collect them all
+    shift; one that asks (inspection) gets each once."""
+    tracker = Tracker(high=0.5, coast_frames=1, report_ended=report)
+    for round_ in range(50):
+        for step in range(3):
+            x = 10 + step * 5
+            tracker.update(np.array([[x, 10, x + 50, 60]]), np.array([0.9]))
+        for _ in range(3):
+            tracker.update(np.zeros((0, 4)), np.zeros(0))
+        if report and round_ == 0:
+            first = tracker.take_ended()
+            assert [t.id for t in first] == [1] and tracker.take_ended() == []
+    assert len(tracker.ended) == (49 if report else 0)
+    assert tracker.ended_verdicts == {None: 50}
