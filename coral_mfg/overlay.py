@@ -7,13 +7,14 @@ and never trails its object.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 import numpy.typing as npt
 
-from coral_mfg.results import AppleObject, Box, FrameResult, PersonObject
+from coral_mfg.results import STREAMS, AppleObject, Box, FrameResult, PersonObject
 from coral_mfg.zones import KeepoutZone
 
 Color = tuple[int, int, int]  # RGB, 0-255
@@ -131,4 +132,23 @@ def render_pane(result: FrameResult, overlay: Overlay) -> npt.NDArray[np.uint8]:
         pane = np.zeros((h, w, 3), np.uint8)
         pane[y:y + ph, x:x + pw] = small
     draw_cv2(pane, overlay)
+    return pane
+
+
+def caption(stream: str, wall: float) -> str:
+    """``worker_safety  2026-11-24 11:30:05.250 +01:00``: local time with its offset."""
+    when = dt.datetime.fromtimestamp(wall).astimezone()
+    offset = when.strftime("%z")
+    return (f"{stream}  {when:%Y-%m-%d %H:%M:%S}.{when.microsecond // 1000:03d} "
+            f"{offset[:3]}:{offset[3:]}")
+
+
+def annotated_pane(result: FrameResult, zones: tuple[KeepoutZone, ...],
+                   mask: float | None) -> npt.NDArray[np.uint8]:
+    """A pane as it is seen away from the window (recording, snapshots, web view): the
+    frame, its overlay (zones on the safety pane only), and a caption with the stream's
+    name and the wall-clock time of capture, so a picture can be matched to an incident."""
+    shown = zones if result.stream == STREAMS[0] else ()
+    pane = render_pane(result, build_overlay(result, shown, mask))
+    draw_stamp(pane, caption(result.stream, result.frame.wall), result.picture[:2])
     return pane

@@ -1,13 +1,12 @@
 """The side-by-side recording: both annotated panes, as the window shows them.
 
-Each pane carries its stream's name and the wall-clock time it was captured,
-so footage can be matched to an incident. Panes are composed on the output
+Each pane carries its stream's name and the wall-clock time it was captured
+(:func:`~coral_mfg.overlay.annotated_pane`). Panes are composed on the output
 thread; encoding happens on the :class:`H264Writer`'s own thread.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from collections import deque
 from collections.abc import Callable
@@ -21,7 +20,7 @@ from coral_mfg.errors import UserError
 from coral_mfg.outputs.base import SinkBase
 from coral_mfg.outputs.encoder import H264Writer, RecordTarget
 from coral_mfg.outputs.health import OutputHealth
-from coral_mfg.overlay import build_overlay, draw_stamp, render_pane
+from coral_mfg.overlay import annotated_pane
 from coral_mfg.results import STREAMS, FrameResult
 from coral_mfg.zones import KeepoutZone
 
@@ -32,13 +31,6 @@ PANE_WAIT_S = 2.0
 MAX_PANE_BACKLOG = 120
 FINISH_S = 10.0
 
-
-def stamp(stream: str, wall: float) -> str:
-    """``worker_safety  2026-11-24 11:30:05.250 +01:00``: local time with its offset."""
-    when = dt.datetime.fromtimestamp(wall).astimezone()
-    offset = when.strftime("%z")
-    return (f"{stream}  {when:%Y-%m-%d %H:%M:%S}.{when.microsecond // 1000:03d} "
-            f"{offset[:3]}:{offset[3:]}")
 
 
 class SideBySideRecorder(SinkBase):
@@ -71,9 +63,7 @@ class SideBySideRecorder(SinkBase):
         return self.writer.health
 
     def write(self, result: FrameResult) -> None:
-        zones = self.zones() if result.stream == STREAMS[0] else ()
-        pane = render_pane(result, build_overlay(result, zones, self.mask))
-        draw_stamp(pane, stamp(result.stream, result.frame.wall), result.picture[:2])
+        pane = annotated_pane(result, self.zones(), self.mask)
         self.pending[result.stream].append(pane)
         self.last_seen[result.stream] = time.monotonic()
         self._drain()

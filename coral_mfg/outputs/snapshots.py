@@ -20,9 +20,8 @@ import cv2
 from coral_mfg.errors import UserError
 from coral_mfg.outputs.base import SinkBase
 from coral_mfg.outputs.health import OutputHealth, os_reason
-from coral_mfg.outputs.recording import stamp as caption
-from coral_mfg.overlay import build_overlay, draw_stamp, render_pane
-from coral_mfg.results import STREAMS, Box, FrameResult, SnapshotRequest
+from coral_mfg.overlay import annotated_pane
+from coral_mfg.results import Box, FrameResult, SnapshotRequest
 from coral_mfg.zones import KeepoutZone
 
 log = logging.getLogger(__name__)
@@ -65,9 +64,7 @@ class Snapshots(SinkBase):
 
     def _save(self, path: Path, request: SnapshotRequest, carrier: FrameResult) -> None:
         shown = request.result or carrier
-        zones = self.zones() if shown.stream == STREAMS[0] else ()
-        pane = render_pane(shown, build_overlay(shown, zones, self.mask))
-        draw_stamp(pane, caption(shown.stream, shown.frame.wall), shown.picture[:2])
+        pane = annotated_pane(shown, self.zones(), self.mask)
         try:
             self._jpeg(path, pane)
             if request.crop is not None:

@@ -20,8 +20,7 @@ from typing import Any
 import cv2
 
 from coral_mfg.outputs.base import SinkBase
-from coral_mfg.outputs.recording import stamp
-from coral_mfg.overlay import build_overlay, draw_stamp, render_pane
+from coral_mfg.overlay import annotated_pane
 from coral_mfg.results import STREAMS, FrameResult
 from coral_mfg.web.metrics import Metrics
 from coral_mfg.zones import KeepoutZone
@@ -106,9 +105,7 @@ class WebHub(SinkBase):
         seq, result = found
         if cached is not None and cached.seq == seq:
             return cached
-        zones = self.zones() if stream == STREAMS[0] else ()
-        pane = render_pane(result, build_overlay(result, zones, self.mask))
-        draw_stamp(pane, stamp(stream, result.frame.wall), result.picture[:2])
+        pane = annotated_pane(result, self.zones(), self.mask)
         ok, data = cv2.imencode(".jpg", pane, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
         if not ok:
             return None
