@@ -84,10 +84,14 @@ class RunContext:
         default_factory=lambda: {name: threading.Event() for name in STREAMS})
     ended: list[str] = field(default_factory=list)
 
+    def stamped(self, record: dict[str, Any]) -> dict[str, Any]:
+        """A run event with the run time and the stamp every event carries."""
+        record = {**record, "time": round(time.monotonic() - self.started, 4)}
+        return stamp(record, time.time(), self.station)
+
     def event(self, record: dict[str, Any]) -> None:
         """A run event (source lost, zones reloaded) for the event log."""
-        record = {**record, "time": round(time.monotonic() - self.started, 4)}
-        self.outputs.put(RunEvent(stamp(record, time.time(), self.station)))
+        self.outputs.put(RunEvent(self.stamped(record)))
 
     def result(self, result: FrameResult) -> None:
         """A processed frame: its events are stamped (and their pictures named), then it
@@ -352,7 +356,7 @@ class Pipeline:
         if self.events is not None:
             for health in self._healths():
                 for change in health.transitions():
-                    self.events.event(change.to_event())
+                    self.events.event(self.ctx.stamped(change.to_event()))
         summary = self.summary()
         if self.mqtt is not None:
             for stream in STREAMS:

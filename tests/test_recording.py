@@ -205,7 +205,10 @@ def test_dev_full_is_reported_not_fatal(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     assert proc.stderr.count("recording: cannot write (No space left on device") == 1
-    summary = _events(events)[-1]
+    logged = _events(events)
+    faults = [e for e in logged if e["type"] == "output_fault"]
+    assert faults and all({"id", "timestamp", "station", "time"} <= set(e) for e in faults)
+    summary = logged[-1]
     rec = summary["outputs"]["recording"]
     assert rec["written"] == 0 and rec["lost"] == rec["received"] > 0
     assert summary["frames"] == {"worker_safety": 20, "visual_inspection": 20}
