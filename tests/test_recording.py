@@ -393,3 +393,12 @@ def test_a_live_source_is_retried_at_least_every_two_seconds() -> None:
     gaps = [b - a for a, b in itertools.pairwise(calls)]
     assert gaps[0] >= 1.0 and gaps[1] >= 2.0  # backoff still spaces failures out
     assert all(g < 2.0 + 1.0 for g in gaps), gaps  # but never past the live cap
+
+
+def test_the_disk_watched_is_the_one_the_files_go_to(tmp_path: Path) -> None:
+    """A segment folder may be a disk of its own mounted there: its parent's free space
+    says nothing about it."""
+    from coral_mfg.outputs.encoder import RecordTarget
+
+    assert RecordTarget(folder=tmp_path / "rec").directory == tmp_path / "rec"
+    assert RecordTarget(file=tmp_path / "out.mp4").directory == tmp_path

@@ -58,6 +58,12 @@ class RecordTarget:
         assert where is not None, "a target names a file or a folder"
         return where
 
+    @property
+    def directory(self) -> Path:
+        """The folder the files go to: its disk is the one that fills (a segment folder may
+        be a disk of its own, mounted there)."""
+        return self.folder if self.folder is not None else self.where.parent
+
     def path(self, part: int) -> Path:
         """The ``part``-th file (0: the first; more after a fault or a new segment)."""
         if self.folder is None:
@@ -176,7 +182,7 @@ class H264Writer(threading.Thread):
 
     def _encode(self, image: npt.NDArray[np.uint8]) -> None:
         if self._file is None and not (
-                self.health.may_write(self.target.where.parent) and self._open()):
+                self.health.may_write(self.target.directory) and self._open()):
             return
         assert self._file is not None
         try:
@@ -230,7 +236,7 @@ class H264Writer(threading.Thread):
                 self.deleted += len(pruned.deleted)
                 low, free = pruned.low, pruned.free_bytes
             else:
-                free = free_bytes(self.target.where.parent)
+                free = free_bytes(self.target.directory)
                 low = r is not None and free < r.min_free_bytes
         except OSError as exc:
             log.debug("free space of %s unknown: %s", self.target.where, exc)

@@ -22,6 +22,7 @@ from typing import Any
 from coral_mfg.errors import UserError
 from coral_mfg.outputs.base import SinkBase
 from coral_mfg.outputs.health import OutputHealth, os_reason
+from coral_mfg.outputs.retention import oldest_first
 from coral_mfg.results import FrameResult
 
 log = logging.getLogger(__name__)
@@ -144,14 +145,8 @@ class EventLog(SinkBase):
             log.info("event log %s removed (keeping %d)", old, self.rotation.keep)
 
     def rotated_files(self) -> list[Path]:
-        """The rotated files, oldest first: by their last write, then by name."""
-        def age(path: Path) -> tuple[int, str]:
-            try:
-                return (path.stat().st_mtime_ns, path.name)
-            except OSError:
-                return (0, path.name)
-
-        return sorted(self.path.parent.glob(f"{self.path.stem}.*{self.path.suffix}"), key=age)
+        """The rotated files, oldest first."""
+        return oldest_first(self.path.parent.glob(f"{self.path.stem}.*{self.path.suffix}"))
 
     def counts(self) -> dict[str, Any]:
         return {**self.health.counts(), "rotated": self.rotated}

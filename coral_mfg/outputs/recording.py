@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -100,7 +99,7 @@ class SideBySideRecorder(SinkBase):
 
 
 def _make_folder(target: RecordTarget) -> None:
-    folder: Path = target.folder if target.folder is not None else target.where.parent
+    folder = target.directory
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

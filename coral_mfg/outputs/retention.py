@@ -11,6 +11,7 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,8 +45,7 @@ def free_bytes(folder: Path) -> int:
 
 def prune(folder: Path, policy: Retention, current: Path | None) -> Pruned:
     """Delete the oldest files until every limit holds; ``current`` is never deleted."""
-    files = sorted((p for p in folder.glob(policy.pattern) if p != current and p.is_file()),
-                   key=_age_key)
+    files = oldest_first(p for p in folder.glob(policy.pattern) if p != current and p.is_file())
     sizes = {p: _size(p) for p in files}
     total = sum(sizes.values()) + (_size(current) if current is not None else 0)
     free = free_bytes(folder)
@@ -70,8 +70,15 @@ def prune(folder: Path, policy: Retention, current: Path | None) -> Pruned:
     return Pruned(tuple(deleted), free, free < policy.min_free_bytes)
 
 
-def _age_key(path: Path) -> tuple[float, str]:
-    return (_mtime(path), path.name)
+def oldest_first(paths: Iterable[Path]) -> list[Path]:
+    """By last write (to the nanosecond: several files may end within a second), then name."""
+    def age(path: Path) -> tuple[int, str]:
+        try:
+            return (os.stat(path).st_mtime_ns, path.name)
+        except OSError:
+            return (0, path.name)
+
+    return sorted(paths, key=age)
 
 
 def _mtime(path: Path) -> float:
