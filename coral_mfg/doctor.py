@@ -130,10 +130,7 @@ def _settings_checks(settings: Settings | UserError) -> list[Check]:
     checks = [Check("config", True, f"{where}: valid")]
     for stream in STREAMS:
         checks.append(_input_check(settings, stream))
-    rec = settings.recording.record_dir
-    outputs = (settings.output.output, settings.output.events, settings.log.log_file,
-               rec / "segment.mp4" if rec is not None else None)
-    checks.extend(_folder_check(p) for p in outputs if p is not None)
+    checks.extend(_folder_check(path, probe) for _, path, probe in settings.written())
     return checks
 
 
@@ -148,9 +145,9 @@ def _input_check(settings: Settings, stream: str) -> Check:
     return Check(f"input {stream}", True, f"{config.spec} ({size})")
 
 
-def _folder_check(path: Path) -> Check:
-    problem = writable_folder(path)
-    return Check(f"output {path.name}", problem is None, problem or f"{path.parent} writable")
+def _folder_check(path: Path, probe: Path) -> Check:
+    problem = writable_folder(probe)
+    return Check(f"output {path.name}", problem is None, problem or f"{probe.parent} writable")
 
 
 def _settings(args: argparse.Namespace) -> Settings | UserError:

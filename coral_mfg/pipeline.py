@@ -387,12 +387,8 @@ def _probe(config: StreamConfig, out_size: tuple[int, int], opener: Opener | Non
 
 def _check_outputs(settings: Settings) -> None:
     """Output folders that cannot be written fail before anything slow is opened."""
-    for flag in ("output", "events", "record_dir"):
-        path = settings.value(flag)
-        if path is None:
-            continue
-        # the recording folder itself takes the files
-        problem = writable_folder(path / "segment" if flag == "record_dir" else path)
+    for flag, path, probe in settings.written():
+        problem = writable_folder(probe)
         if problem:
             raise UserError(f"--{flag} {path}: {problem}; pass a writable path")
 

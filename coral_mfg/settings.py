@@ -303,6 +303,9 @@ def check_value(key: str, value: Any, where: str) -> Any:
                           f"got {shown!r}") from None
 
 
+#: Settings naming what a run writes; True: a folder that takes the files itself.
+WRITTEN_KEYS = (("output", False), ("events", False), ("log_file", False),
+                ("record_dir", True), ("snapshot_dir", True))
 #: Keys whose values may hold a password: never echoed whole.
 SECRET_KEYS = frozenset({"mqtt", "mqtt_password", "http_token"})
 
@@ -371,6 +374,16 @@ class Settings(_Section):
     @property
     def out_size(self) -> tuple[int, int]:
         return (self.output.width, self.output.height)
+
+    def written(self) -> list[tuple[str, Path, Path]]:
+        """(flag, path as set, a file the run would create there) for each output it
+        writes, so its folder can be tried before anything slow is opened."""
+        found = []
+        for key, is_folder in WRITTEN_KEYS:
+            path = self.value(key)
+            if path is not None:
+                found.append((key, path, path / "probe" if is_folder else path))
+        return found
 
     @property
     def station(self) -> str:
