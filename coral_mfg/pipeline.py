@@ -214,8 +214,8 @@ class Pipeline:
         """A stream's state for plant systems and monitoring: status, rates and counts."""
         unit = self.units[stream]
         status = self.status(stream)
-        kind = "live" if status is None else (
-            "no_signal" if status.startswith("NO SIGNAL") else "error")
+        kind = ("no_signal" if unit.source.lost_reason is not None
+                else "live" if status is None else "error")
         processed = unit.state.processor.processed
         return {"status": kind, "reason": status, "fps": round(fps, 2), "frames": processed,
                 "dropped": unit.source.dropped, "errors": unit.state.errors,
