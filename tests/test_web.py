@@ -160,6 +160,10 @@ def test_health_is_503_while_a_source_is_lost(tmp_path: Path) -> None:
         assert report["status"] == "unhealthy"
         assert report["streams"]["worker_safety"].startswith("NO SIGNAL")
         assert report["streams"]["visual_inspection"] == "live"
+        state = json.loads(get(app.base + "/api/status")[2])["streams"]
+        assert state["worker_safety"]["status"] == "no_signal"
+        assert state["worker_safety"]["reason"].startswith("NO SIGNAL")
+        assert state["visual_inspection"]["status"] == "live"
         metrics = get(app.base + "/metrics")[2].decode()
         assert 'coral_mfg_source_up{stream="worker_safety"} 0.0' in metrics
         cam = camera()
