@@ -20,7 +20,7 @@ from typing import Any
 from coral_mfg.flags import Parser, typed
 from coral_mfg.outputs import SinkBase
 from coral_mfg.pipeline import build_pipeline
-from coral_mfg.results import AppleObject, FrameResult, StageTimes
+from coral_mfg.results import FrameResult, InspectedObject, StageTimes
 from coral_mfg.settings import Settings, load_settings
 
 BOUND_MAX_S = 10.0
@@ -39,7 +39,7 @@ class _Collector(SinkBase):
         with self._lock:
             self.times.setdefault(result.stream, []).append(result.times)
             self.frames += 1
-            self.apples += sum(isinstance(o, AppleObject) for o in result.objects)
+            self.apples += sum(isinstance(o, InspectedObject) for o in result.objects)
 
 
 def run_bench(settings: Settings, seconds: float) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,6 +40,11 @@ class Detections:
     def of_class(self, class_id: int, min_score: float) -> Detections:
         """Boxes of one class scoring strictly above ``min_score``, as the original demo does."""
         return self.select((self.class_ids == class_id) & (self.scores > min_score))
+
+    def of_classes(self, class_ids: Iterable[int], min_score: float) -> Detections:
+        """Boxes of any of these classes scoring strictly above ``min_score``."""
+        wanted = np.fromiter(class_ids, dtype=np.int32)
+        return self.select(np.isin(self.class_ids, wanted) & (self.scores > min_score))
 
     def deduplicated(self, iou: float, inside: float) -> Detections:
         """One box per object: overlapping or nested boxes of one class keep the best score."""

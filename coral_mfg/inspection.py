@@ -1,7 +1,8 @@
-"""Visual inspection: apples cropped from the full-resolution frame and graded.
+"""Visual inspection: objects of the inspected detector classes (apples by default)
+cropped from the full-resolution frame and graded.
 
-Each apple is tracked, and its grade is a vote over all the frames it was seen
-on, so the verdict reported on every frame is the apple's, not the frame's.
+Each object is tracked, and its grade is a vote over all the frames it was seen
+on, so the verdict reported on every frame is the object's, not the frame's.
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ import numpy.typing as npt
 from coral_mfg.capture import Frame
 from coral_mfg.detections import Detections, as_box, pixel_boxes
 from coral_mfg.geometry import letterbox
-from coral_mfg.inference.engine import APPLE_ID, InferenceEngine
+from coral_mfg.inference.engine import InferenceEngine, Labels
 from coral_mfg.results import (
     VISUAL_INSPECTION,
-    AppleObject,
     Box,
     FrameResult,
     Inferred,
+    InspectedObject,
     SnapshotRequest,
     StageTimes,
 )
@@ -41,7 +42,9 @@ class VisualInspection:
     tracking: TrackingConfig
     name: str = VISUAL_INSPECTION
     processed: int = 0
-    grades: dict[int, str] = field(default_factory=dict)
+    labels: Labels | None = None  # the engine's, taken on the first frame
+    #: per live track, the detector's name for its object
+    track_labels: dict[int, str] = field(default_factory=dict)
     #: per live track, the last frame it was graded on and its box there: the picture
     #: of its ``graded`` event; dropped when the track ends, so memory stays bounded
     last_graded: dict[int, tuple[FrameResult, Box]] = field(default_factory=dict)
@@ -53,50 +56,56 @@ class VisualInspection:
         can only continue a track, and grading costs a classifier call each.
         """
         times = StageTimes(decode=frame.decode_ms)
-        if not self.grades:
-            self.grades = dict(engine.labels.classifier)
+        if self.labels is None:
+            self.labels = engine.labels
         t = self.tracking
-        apples = engine.detect(frame.image, times).of_class(APPLE_ID, self.tracker.low)
-        apples = apples.deduplicated(t.duplicate_iou, t.duplicate_inside)
-        crops = pixel_boxes(apples.xyxy, frame.size)
-        wanted = self._worth_grading(apples, frame)
-        graded = [i for i, (x1, y1, x2, y2) in enumerate(crops.tolist())
+        found = engine.detect(frame.image, times).of_classes(self.labels.inspected,
+                                                             self.tracker.low)
+        found = found.deduplicated(t.duplicate_iou, t.duplicate_inside)
+        crops = [as_box(c) for c in pixel_boxes(found.xyxy, frame.size)]
+        wanted = self._worth_grading(found, frame)
+        graded = [i for i, (x1, y1, x2, y2) in enumerate(crops)
                   if wanted[i] and x2 - x1 >= MIN_CROP_PX and y2 - y1 >= MIN_CROP_PX]
-        grades: list[npt.NDArray[np.float32] | None] = [None] * len(apples)
+        grades: list[npt.NDArray[np.float32] | None] = [None] * len(found)
         if graded:
-            scores = engine.class_scores(frame.image, [as_box(crops[i]) for i in graded], times)
+            scores = engine.class_scores(frame.image, [crops[i] for i in graded], times)
             for row, i in enumerate(graded):
                 grades[i] = scores[row]
-        return Inferred(apples, engine.device.value, times, tuple(grades))
+        return Inferred(found, engine.device.value, times, tuple(grades), tuple(crops))
 
-    def _worth_grading(self, apples: Detections, frame: Frame) -> npt.NDArray[np.bool_]:
-        confident = apples.scores > self.tracker.high
+    def _worth_grading(self, found: Detections, frame: Frame) -> npt.NDArray[np.bool_]:
+        confident = found.scores > self.tracker.high
         expected = self.tracker.predictions()
         if not len(expected) or confident.all():
             return confident
-        out = apples.placed(letterbox(self.out_size, frame.size), self.out_size).xyxy
+        out = found.placed(letterbox(self.out_size, frame.size), self.out_size).xyxy
         near = (iou_matrix(out, expected) >= self.tracker.min_iou).any(axis=1)
         return np.asarray(confident | near, dtype=bool)
 
     def finish(self, frame: Frame, inferred: Inferred) -> FrameResult:
         """Tracks and their votes, one frame after the other, in order."""
-        times, apples = inferred.times, inferred.detections
+        times, found = inferred.times, inferred.detections
         picture = letterbox(self.out_size, frame.size)
         t0 = time.perf_counter()
-        seen = self.tracker.update(apples.placed(picture, self.out_size).xyxy, apples.scores)
+        seen = self.tracker.update(found.placed(picture, self.out_size).xyxy, found.scores)
         boxes = pixel_boxes(np.array([o.box for o in seen]).reshape(-1, 4), self.out_size)
-        objects: list[AppleObject] = []
+        objects: list[InspectedObject] = []
         graded: list[int] = []
         for box, obs in zip(boxes, seen, strict=True):
-            scores = inferred.grades[obs.detection] if obs.detection is not None else None
+            i = obs.detection
+            scores = inferred.grades[i] if i is not None else None
+            if i is not None:
+                self.track_labels[obs.track.id] = self._label(int(found.class_ids[i]))
             if scores is not None:
                 obs.track.vote(scores)
                 graded.append(len(objects))
             verdict = obs.track.verdict
-            grade = None if verdict is None else self.grades.get(verdict, str(verdict))
-            grade_score = None if verdict is None else obs.track.verdict_score
-            objects.append(AppleObject(obs.score, as_box(box), grade, grade_score, obs.track.id,
-                                       obs.predicted))
+            objects.append(InspectedObject(
+                self.track_labels.get(obs.track.id, ""), obs.score, as_box(box),
+                self._grade(verdict), None if verdict is None else obs.track.verdict_score,
+                obs.track.id, obs.predicted, self._passed(verdict),
+                None if scores is None else self._grade(int(np.argmax(scores))),
+                None if scores is None or i is None else inferred.crops[i]))
         events, snapshots = self._ended(frame)
         times.checks = (time.perf_counter() - t0) * 1000.0
         self.processed += 1
@@ -106,6 +115,20 @@ class VisualInspection:
             self.last_graded[objects[i].track] = (result, objects[i].box)
         return result
 
+    def _label(self, class_id: int) -> str:
+        assert self.labels is not None, "set by infer"
+        return self.labels.inspected.get(class_id, str(class_id))
+
+    def _grade(self, verdict: int | None) -> str | None:
+        if verdict is None or self.labels is None:
+            return None
+        return self.labels.classifier.get(verdict, str(verdict))
+
+    def _passed(self, verdict: int | None) -> bool | None:
+        if verdict is None or self.labels is None:
+            return None
+        return verdict in self.labels.passing
+
     def _ended(self, frame: Frame) -> tuple[tuple[dict[str, Any], ...],
                                             tuple[SnapshotRequest, ...]]:
         """A ``graded`` event for each object whose track ended with a verdict: its
@@ -113,12 +136,13 @@ class VisualInspection:
         events, snapshots = [], []
         for track in self.tracker.take_ended():
             last = self.last_graded.pop(track.id, None)
+            label = self.track_labels.pop(track.id, "")
             verdict = track.verdict
             if verdict is None or not self.tracker.is_counted(track):
                 continue
             event: dict[str, Any] = {
-                "type": "graded", "label": "apple", "track": track.id,
-                "grade": self.grades.get(verdict, str(verdict)),
+                "type": "graded", "label": label, "track": track.id,
+                "grade": self._grade(verdict), "passed": self._passed(verdict),
                 "grade_score": round(track.verdict_score, 4), "frames": track.hits,
                 "graded_frames": track.n_votes, "frame": frame.index}
             events.append(event)
@@ -127,10 +151,13 @@ class VisualInspection:
         return tuple(events), tuple(snapshots)
 
     def counts(self) -> dict[str, int]:
-        """Apples seen on enough frames to count, by their verdict."""
-        counts = dict.fromkeys(self.grades.values(), 0)
+        """Objects seen on enough frames to count, by their verdict's grade name; every
+        grade is listed once the models are known, so a zero is a zero, not a gap."""
+        if self.labels is None:
+            return {}
+        counts = dict.fromkeys(self.labels.classifier.values(), 0)
         for verdict, n in self.tracker.verdict_counts().items():
-            if verdict is not None:
-                name = self.grades.get(verdict, str(verdict))
+            name = self._grade(verdict)
+            if name is not None:
                 counts[name] = counts.get(name, 0) + n
         return counts

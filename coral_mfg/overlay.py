@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from coral_mfg.results import STREAMS, AppleObject, Box, FrameResult, PersonObject
+from coral_mfg.results import STREAMS, Box, FrameResult, InspectedObject, PersonObject
 from coral_mfg.zones import KeepoutZone
 
 Color = tuple[int, int, int]  # RGB, 0-255
@@ -73,9 +73,9 @@ def build_overlay(
                 boxes.append(BoxMark(_grown(obj.box, mask, result.out_size), BLACK, "",
                                      filled=True))
             boxes.append(BoxMark(obj.box, color, f"person: {seen}"))
-        elif isinstance(obj, AppleObject):
-            color = RED if obj.grade == "rotten_apple" else GREEN
-            grade = obj.grade or "apple"
+        elif isinstance(obj, InspectedObject):
+            color = RED if obj.passed is False else GREEN
+            grade = obj.grade or obj.label
             score = obj.grade_score if obj.grade_score is not None else obj.score
             label = f"{grade}: {score:.2f}" + (" (predicted)" if obj.predicted else "")
             boxes.append(BoxMark(obj.box, color, label))

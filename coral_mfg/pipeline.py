@@ -49,6 +49,7 @@ from coral_mfg.outputs import (
     Sink,
     StreamEnded,
 )
+from coral_mfg.outputs.harvest import Harvester
 from coral_mfg.outputs.mqtt import MqttPublisher
 from coral_mfg.outputs.retention import GB, Retention
 from coral_mfg.outputs.snapshots import Snapshots
@@ -142,6 +143,7 @@ class Pipeline:
         *, ctx: RunContext, scheduler: Scheduler, zone_store: ZoneStore,
         zone_watcher: ZoneWatcher | None, events: EventLog | None,
         recorders: tuple[SideBySideRecorder, ...], mqtt: MqttPublisher | None = None,
+        harvester: Harvester | None = None,
     ) -> None:
         self.settings = settings
         self.inference = inference
@@ -153,6 +155,7 @@ class Pipeline:
         self.events = events
         self.recorders = recorders
         self.mqtt = mqtt
+        self.harvester = harvester
         self._state_at = 0.0
         self._state_frames: dict[str, tuple[float, int]] = {}
         self.safety: WorkerSafety = units[WORKER_SAFETY].state.processor  # type: ignore[assignment]
@@ -189,6 +192,8 @@ class Pipeline:
             found.append(self.ctx.snapshots.health)
         if self.mqtt is not None:
             found.append(self.mqtt.health)
+        if self.harvester is not None:
+            found.append(self.harvester.health)
         return found
 
     def output_warning(self) -> str | None:
@@ -304,7 +309,7 @@ class Pipeline:
             "station": self.ctx.station,
             "frames": frames,
             "dropped": self.dropped(),
-            "apples": self.inspection.counts(),
+            "inspected": self.inspection.counts(),
             "keepout_violations": self.safety.violations,
             "violations_by_zone": dict(self.safety.debounce.violations),
             "fps": {name: round(u.state.fps(), 2) for name, u in self.units.items()},
@@ -325,6 +330,8 @@ class Pipeline:
             counts["snapshots"] = self.ctx.snapshots.counts()
         if self.mqtt is not None:
             counts["mqtt"] = self.mqtt.summary()
+        if self.harvester is not None:
+            counts["harvest"] = self.harvester.counts()
         if self.ctx.outputs.failures:
             counts["sink_failures"] = dict(self.ctx.outputs.failures)
         return counts
@@ -353,6 +360,8 @@ class Pipeline:
         self.ctx.outputs.finish(JOIN_S * 2)
         for recorder in self.recorders:
             recorder.close()
+        if self.harvester is not None:
+            self.harvester.close()
         if self.events is not None:
             for health in self._healths():
                 for change in health.transitions():
@@ -572,6 +581,11 @@ def _wire(
                          lambda: store.zones) if settings.mqtt.mqtt else None
     if mqtt is not None:
         sinks.append(mqtt)
+    out = settings.output
+    harvester = (Harvester(out.harvest_dir, round(out.harvest_max_mb * 2**20))
+                 if out.harvest_dir is not None else None)
+    if harvester is not None:
+        sinks.append(harvester)
     ctx.outputs.sinks.extend([*sinks, *extra])
     scheduler = Scheduler([], inference.pool, ctx.cond, ctx.stop, on_result=ctx.result,
                           on_stream_done=ctx.stream_done, paused=ctx.paused)
@@ -579,7 +593,8 @@ def _wire(
              for name in STREAMS}
     watcher = ZoneWatcher(source, placement, store, ctx.stop, ctx.event)
     return Pipeline(settings, inference, units, ctx=ctx, scheduler=scheduler, zone_store=store,
-                    zone_watcher=watcher, events=events, recorders=recorders, mqtt=mqtt)
+                    zone_watcher=watcher, events=events, recorders=recorders, mqtt=mqtt,
+                    harvester=harvester)
 
 
 def summary_line(summary: dict[str, Any]) -> str:

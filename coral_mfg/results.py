@@ -38,19 +38,24 @@ class PersonObject:
 
 
 @dataclass(frozen=True)
-class AppleObject:
+class InspectedObject:
     """A tracked inspected object on one frame, with its running verdict."""
 
+    label: str  # the detector's name for it
     score: float
     box: Box
-    grade: str | None  # the apple's running verdict
+    grade: str | None  # the object's running verdict, a vote over its frames
     grade_score: float | None
     track: int
     predicted: bool = False  # not detected on this frame: where its track expects it
+    passed: bool | None = None  # whether the verdict is a passing grade
+    #: this frame's own grade of the crop and the crop in frame pixels, when graded on it
+    frame_grade: str | None = None
+    crop: Box | None = None
 
     def to_event(self) -> dict[str, Any]:
         score = None if self.grade_score is None else round(self.grade_score, 4)
-        return {"label": "apple", "score": round(self.score, 4), "box": list(self.box),
+        return {"label": self.label, "score": round(self.score, 4), "box": list(self.box),
                 "grade": self.grade, "grade_score": score, "track": self.track,
                 "predicted": self.predicted}
 
@@ -80,6 +85,8 @@ class Inferred:
     times: StageTimes
     #: per detection, the classifier's scores (inspection), or None when not graded
     grades: tuple[npt.NDArray[np.float32] | None, ...] = ()
+    #: per detection, the crop that was graded, in frame pixels (inspection)
+    crops: tuple[Box, ...] = ()
 
 
 @dataclass(frozen=True, eq=False)
@@ -99,7 +106,7 @@ class FrameResult:
     frame: Frame
     out_size: tuple[int, int]
     device: str
-    objects: tuple[PersonObject, ...] | tuple[AppleObject, ...]
+    objects: tuple[PersonObject, ...] | tuple[InspectedObject, ...]
     times: StageTimes = field(default_factory=StageTimes)
     events: tuple[dict[str, Any], ...] = ()  # e.g. keepout_enter / keepout_exit
     snapshots: tuple[SnapshotRequest, ...] = ()

@@ -94,6 +94,21 @@ def _mqtt_url(value: Any) -> str:
     return text
 
 
+def _names(value: Any) -> tuple[str, ...]:
+    """A list of names, or one string of comma-separated names (as a flag gives them)."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
+        raise ValueError("a list of names, or names separated by commas")
+    return tuple(dict.fromkeys(i.strip() for i in items if i.strip()))
+
+
+def _some_names(value: Any) -> tuple[str, ...]:
+    names = _names(value)
+    if not names:
+        raise ValueError("at least one name")
+    return names
+
+
 def _choice(*choices: str) -> PlainValidator:
     def check(value: Any) -> str:
         if value not in choices:
@@ -111,6 +126,8 @@ Text = Annotated[str, PlainValidator(_text)]
 Flag = Annotated[bool, PlainValidator(_boolean)]
 FilePath = Annotated[Path, PlainValidator(_path)]
 MqttUrl = Annotated[str, PlainValidator(_mqtt_url)]
+Names = Annotated[tuple[str, ...], PlainValidator(_names)]
+SomeNames = Annotated[tuple[str, ...], PlainValidator(_some_names)]
 
 
 ENCODER_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium")
@@ -135,6 +152,10 @@ class ModelsConfig(_Section):
     cpu_threads: PositiveInt | None = None  # None: cores / cpu_workers
     worker_threshold: UnitFloat | None = None  # None: the detector's own
     inspection_threshold: UnitFloat | None = None
+    #: detector labels whose objects are cropped and graded, checked against its labels file
+    inspect_labels: SomeNames = ("apple",)
+    #: grades drawn green (others red); empty: the classifier's first grade
+    pass_grades: Names = ()
     inference_timeout: PositiveFloat = 5.0  # an invoke taking longer: the worker is restarted
     edgetpu_retry_seconds: PositiveFloat = 30.0  # after a fallback, try the Edge TPU this often
 
@@ -176,6 +197,8 @@ class OutputConfig(_Section):
     snapshot_keepout: Flag = True  # a JPEG of the pane at each keep-out entry
     snapshot_graded: Flag = False  # a JPEG of the pane and the crop of each graded object
     snapshot_keep: PositiveInt = 2000  # snapshots kept, the oldest deleted first
+    harvest_dir: FilePath | None = None  # every graded crop as DIR/<grade>/*.jpg; None: off
+    harvest_max_mb: PositiveFloat = 2000.0  # harvesting stops when DIR holds this much
 
 
 def _bind(value: Any) -> str:
@@ -305,7 +328,7 @@ def check_value(key: str, value: Any, where: str) -> Any:
 
 #: Settings naming what a run writes; True: a folder that takes the files itself.
 WRITTEN_KEYS = (("output", False), ("events", False), ("log_file", False),
-                ("record_dir", True), ("snapshot_dir", True))
+                ("record_dir", True), ("snapshot_dir", True), ("harvest_dir", True))
 #: Keys whose values may hold a password: never echoed whole.
 SECRET_KEYS = frozenset({"mqtt", "mqtt_password", "http_token"})
 
@@ -364,7 +387,7 @@ class Settings(_Section):
         inputs = {Path(p).resolve() for p in (self.inputs.worker_safety_input,
                                              self.inputs.visual_inspection_input)
                   if p is not None and not _is_device_or_url(p)}
-        for key in ("output", "events", "record_dir"):
+        for key in ("output", "events", "record_dir", "harvest_dir"):
             path = self.value(key)
             if path is not None and path.resolve() in inputs:
                 raise ValueError(f"--{key} {path} is an input video and would be overwritten; "

@@ -232,7 +232,7 @@ def test_anonymizing_fails_closed(tmp_path: Path) -> None:
 
 def test_apple_counts(bottom_run: tuple[list[dict[str, Any]], Path]) -> None:
     events, _ = bottom_run
-    assert events[-1]["apples"] == {"fresh_apple": 1, "rotten_apple": 1}
+    assert events[-1]["inspected"] == {"fresh_apple": 1, "rotten_apple": 1}
 
 
 def test_recording_size_and_count(bottom_run: tuple[list[dict[str, Any]], Path]) -> None:

@@ -9,6 +9,7 @@ calling thread, so the worker only runs the models.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import time
 from dataclasses import dataclass
@@ -32,7 +33,6 @@ from coral_mfg.settings import ModelsConfig
 log = logging.getLogger(__name__)
 
 PERSON_ID = 0
-APPLE_ID = 52
 #: The original demo's thresholds, tuned for MobileDet.
 DEFAULT_WORKER_THRESHOLD = 0.3
 DEFAULT_INSPECTION_THRESHOLD = 0.7
@@ -50,6 +50,8 @@ class ModelPlan:
     worker_threshold: float
     inspection_threshold: float
     note: str
+    inspect_labels: tuple[str, ...]
+    pass_grades: tuple[str, ...]
 
 
 def _present(manifest: Manifest, home: Path, name: str | None) -> Path | None:
@@ -109,17 +111,33 @@ def plan_models(models: ModelsConfig, manifest: Manifest | None = None) -> Model
         worker_threshold=threshold("worker_threshold", DEFAULT_WORKER_THRESHOLD),
         inspection_threshold=threshold("inspection_threshold", DEFAULT_INSPECTION_THRESHOLD),
         note=note,
+        inspect_labels=models.inspect_labels,
+        pass_grades=models.pass_grades,
     )
 
 
 def _check_detector_labels(labels: dict[int, str], path: Path) -> None:
-    for class_id, name in ((PERSON_ID, "person"), (APPLE_ID, "apple")):
-        if labels.get(class_id) != name:
-            raise ModelError(
-                f"labels file {path} does not match a COCO detector: id {class_id} should be "
-                f"'{name}', found {labels.get(class_id)!r}; pass the COCO labels "
-                "(models/coco_labels.txt)"
-            )
+    if labels.get(PERSON_ID) != "person":
+        raise ModelError(
+            f"labels file {path} does not match a COCO detector: id {PERSON_ID} should be "
+            f"'person', found {labels.get(PERSON_ID)!r}; pass the COCO labels "
+            "(models/coco_labels.txt)"
+        )
+
+
+def _ids_of(names: tuple[str, ...], labels: dict[int, str], path: Path, flag: str,
+            what: str) -> dict[int, str]:
+    """The ids of ``names`` in ``labels``; a one-line error for a name that is not there."""
+    found: dict[int, str] = {}
+    for name in names:
+        ids = [i for i, label in labels.items() if label == name]
+        if not ids:
+            near = difflib.get_close_matches(name, labels.values(), n=1)
+            hint = f" (did you mean '{near[0]}'?)" if near else ""
+            raise ModelError(f"--{flag}: '{name}' is not a {what} in {path}{hint}; pass "
+                             f"names from that file")
+        found.update(dict.fromkeys(ids, name))
+    return found
 
 
 def _check_classifier_labels(labels: dict[int, str], path: Path, classes: int) -> None:
@@ -132,10 +150,15 @@ def _check_classifier_labels(labels: dict[int, str], path: Path, classes: int) -
 
 @dataclass(frozen=True)
 class Labels:
-    """The detector's class names and the classifier's grade names, checked against the models."""
+    """The detector's class names and the classifier's grade names, checked against the
+    models, and which of them the inspection uses."""
 
     detector: dict[int, str]
     classifier: dict[int, str]
+    #: detector class ids whose objects are graded, and their names
+    inspected: dict[int, str]
+    #: grade ids drawn as passing
+    passing: frozenset[int]
 
     @classmethod
     def read(cls, plan: ModelPlan, classifier: ModelInfo) -> Labels:
@@ -143,7 +166,11 @@ class Labels:
         _check_detector_labels(detector, plan.detector_labels)
         grades = read_labels(plan.classifier_labels)
         _check_classifier_labels(grades, plan.classifier_labels, classifier.outputs[0].shape[-1])
-        return cls(detector, grades)
+        inspected = _ids_of(plan.inspect_labels, detector, plan.detector_labels,
+                            "inspect_labels", "label of the detector")
+        passing = (_ids_of(plan.pass_grades, grades, plan.classifier_labels, "pass_grades",
+                           "grade of the classifier") if plan.pass_grades else {min(grades): ""})
+        return cls(detector, grades, inspected, frozenset(passing))
 
 
 class InferenceEngine:

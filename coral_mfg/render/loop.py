@@ -63,8 +63,7 @@ class WindowApp:
                 lines.append(f"ZONE FILE REFUSED: {p.zone_warning()}"[:110])
         else:
             counts = p.inspection.counts()
-            lines.append(f"fresh {counts.get('fresh_apple', 0)}   "
-                         f"rotten {counts.get('rotten_apple', 0)}")
+            lines.append("   ".join(f"{grade} {n}" for grade, n in counts.items())[:110])
         if p.paused.is_set():
             lines.append("PAUSED (space to resume)")
         warning = p.output_warning()

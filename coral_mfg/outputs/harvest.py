@@ -1,0 +1,157 @@
+"""Crops from the line, filed by the grade the classifier gave them: a training set.
+
+Every crop graded on a frame is saved as ``DIR/<grade>/<name>.jpg``, the exact
+pixels the classifier saw (full resolution), so an engineer can run the line,
+move the wrongly graded crops to the right folder and train on the result
+(``coral-mfg train-classifier DIR``). The folder is bounded: once it holds
+``max_bytes`` of JPEGs (those already there count too), saving stops with one
+log line. JPEGs are encoded and written on a thread of their own behind a
+bounded queue, so a slow disk drops crops (counted), never frames.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import queue
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from coral_mfg.errors import UserError
+from coral_mfg.outputs.base import SinkBase
+from coral_mfg.outputs.health import OutputHealth, os_reason
+from coral_mfg.results import FrameResult, InspectedObject
+
+log = logging.getLogger(__name__)
+
+JPEG_QUALITY = 95  # training material: little loss
+QUEUE_SIZE = 256
+POLL_S = 0.1
+_UNSAFE = re.compile(r"[^\w.-]+")
+
+
+@dataclass(frozen=True, eq=False)
+class Crop:
+    """One graded crop on its way to the disk."""
+
+    grade: str
+    name: str
+    pixels: npt.NDArray[np.uint8]
+
+
+def folder_name(grade: str) -> str:
+    """A grade as a folder name: the grade itself unless it holds a path separator."""
+    return _UNSAFE.sub("_", grade).strip("._") or "grade"
+
+
+def crop_name(result: FrameResult, obj: InspectedObject) -> str:
+    """``visual_inspection_20261128-101500.250_f000123_t7_apple``: stream, time, frame,
+    track and label, so a crop can be found again on the recording."""
+    when = dt.datetime.fromtimestamp(result.frame.wall)
+    stamp = f"{when:%Y%m%d-%H%M%S}.{when.microsecond // 1000:03d}"
+    return (f"{result.stream}_{stamp}_f{result.frame.index:06d}_t{obj.track}_"
+            f"{folder_name(obj.label)}")
+
+
+def jpeg_bytes(folder: Path) -> int:
+    """What the JPEGs under ``folder`` take, so a resumed harvest keeps to its bound."""
+    total = 0
+    for path in folder.rglob("*.jpg"):
+        try:
+            total += path.stat().st_size
+        except OSError:
+            continue
+    return total
+
+
+class Harvester(SinkBase):
+    """Saves graded crops; see the module's docstring."""
+
+    def __init__(self, folder: Path, max_bytes: int) -> None:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"cannot make the harvest folder {folder} ({exc.strerror}); pass "
+                            "a writable folder to --harvest_dir") from None
+        self.folder = folder
+        self.max_bytes = max_bytes
+        self.used = jpeg_bytes(folder)
+        self.health = OutputHealth("harvest")
+        self.full_skipped = 0
+        self._full_logged = False
+        self._queue: queue.Queue[Crop] = queue.Queue(QUEUE_SIZE)
+        self._done = threading.Event()
+        self._abandon = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="harvest", daemon=True)
+        self._thread.start()
+        log.info("harvesting graded crops into %s (%.0f of %.0f MB used)", folder,
+                 self.used / 2**20, max_bytes / 2**20)
+
+    def write(self, result: FrameResult) -> None:
+        for obj in result.objects:
+            if not isinstance(obj, InspectedObject) or obj.frame_grade is None or not obj.crop:
+                continue
+            x1, y1, x2, y2 = obj.crop
+            crop = Crop(obj.frame_grade, crop_name(result, obj),
+                        result.frame.image[y1:y2, x1:x2].copy())
+            try:
+                self._queue.put_nowait(crop)
+            except queue.Full:
+                self.health.drop()
+
+    def _run(self) -> None:
+        while not self._abandon.is_set():
+            try:
+                crop = self._queue.get(timeout=POLL_S)
+            except queue.Empty:
+                if self._done.is_set():
+                    return
+                continue
+            self._save(crop)
+
+    def _save(self, crop: Crop) -> None:
+        if self.used >= self.max_bytes:
+            self._full()
+            return
+        folder = self.folder / folder_name(crop.grade)
+        if not self.health.may_write(self.folder):
+            return
+        ok, data = cv2.imencode(".jpg", crop.pixels, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        try:
+            if not ok:
+                raise OSError(f"JPEG encoding failed for {crop.name}")
+            folder.mkdir(exist_ok=True)
+            (folder / f"{crop.name}.jpg").write_bytes(data.tobytes())
+        except OSError as exc:
+            self.health.failed(os_reason(exc))
+            return
+        self.used += len(data)
+        self.health.wrote()
+
+    def _full(self) -> None:
+        self.full_skipped += 1
+        if not self._full_logged:
+            self._full_logged = True
+            log.warning("harvest folder %s holds %.0f MB, its limit: no more crops are saved; "
+                        "sort and move them, or raise --harvest_max_mb", self.folder,
+                        self.used / 2**20)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Write what is queued (within ``timeout``), then stop; what is left is counted."""
+        self._done.set()
+        self._thread.join(timeout)
+        self._abandon.set()
+        left = self._queue.qsize()
+        if left:
+            self.health.drop(left)
+
+    def counts(self) -> dict[str, Any]:
+        return {**self.health.counts(), "full_skipped": self.full_skipped,
+                "megabytes": round(self.used / 2**20, 1)}
