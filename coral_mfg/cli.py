@@ -37,9 +37,9 @@ window keys:
 def run_parser(prog: str = "coral-mfg") -> argparse.ArgumentParser:
     p = Parser(
         prog=prog,
-        description="Dual-stream manufacturing inspection: worker keep-out zones and apple "
-        "grading, on a Coral Edge TPU or the CPU.",
-        epilog="sub-commands: run (default), fetch-assets, doctor, bench. "
+        description="Dual-stream manufacturing inspection: worker keep-out zones and grading "
+        "of detected objects (apples by default), on a Coral Edge TPU or the CPU.",
+        epilog="sub-commands: run (default), fetch-assets, doctor, bench, train-classifier. "
         "'coral-mfg SUBCOMMAND --help' for each.\n\n" + KEYS_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -80,7 +80,12 @@ def run_parser(prog: str = "coral-mfg") -> argparse.ArgumentParser:
     flag(g, "worker_threshold", type=typed("worker_threshold", float), metavar="S",
           help="min person score (default: the detector's, 0.3 for MobileDet)")
     flag(g, "inspection_threshold", type=typed("inspection_threshold", float), metavar="S",
-          help="min apple score (default: the detector's, 0.7 for MobileDet)")
+          help="min score of an inspected object (default: the detector's, 0.7 for MobileDet)")
+    flag(g, "inspect_labels", type=typed("inspect_labels"), metavar="LABEL[,LABEL]",
+          help="detector labels whose objects are graded (default "
+          f"{','.join(default_of('inspect_labels'))})")
+    flag(g, "pass_grades", type=typed("pass_grades"), metavar="GRADE[,GRADE]",
+          help="classifier grades drawn green, the others red (default: its first grade)")
     flag(g, "keepout_points_path", metavar="CSV",
           help="keep-out polygon, x,y in pixels of a 960x540 frame (default "
           f"{default_of('keepout_points_path')}), when the config defines no zones")
@@ -118,6 +123,11 @@ def run_parser(prog: str = "coral-mfg") -> argparse.ArgumentParser:
          help="a snapshot and the crop of each graded object (default off)")
     flag(g, "snapshot_keep", type=typed("snapshot_keep", int), metavar="N",
          help=f"snapshots kept, the oldest deleted (default {default_of('snapshot_keep')})")
+    flag(g, "harvest_dir", metavar="DIR",
+         help="save every graded crop as DIR/<grade>/*.jpg, to sort and train a classifier on")
+    flag(g, "harvest_max_mb", type=typed("harvest_max_mb", float), metavar="MB",
+         help=f"stop harvesting when DIR holds MB megabytes "
+         f"(default {default_of('harvest_max_mb'):g})")
     g = p.add_argument_group("MQTT (also an [mqtt] table in the config)")
     flag(g, "mqtt", type=typed("mqtt"), metavar="URL",
          help="publish events and state to mqtt://host:port or mqtts://host:port")
@@ -221,6 +231,13 @@ def cmd_bench(argv: Sequence[str]) -> int:
     return bench_main(argv)
 
 
+def cmd_train_classifier(argv: Sequence[str]) -> int:
+    _setup_logging("info")
+    from coral_mfg.training.command import main as train_main
+
+    return train_main(argv)
+
+
 def cmd_doctor(argv: Sequence[str]) -> int:
     parser = run_parser("coral-mfg doctor")
     parser.description = ("Check the runtime, accelerators, assets and display, and the run "
@@ -236,6 +253,7 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "fetch-assets": cmd_fetch_assets,
     "doctor": cmd_doctor,
     "bench": cmd_bench,
+    "train-classifier": cmd_train_classifier,
 }
 
 

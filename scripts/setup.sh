@@ -2,14 +2,14 @@
 # Set up coral-mfg on a fresh Debian/Ubuntu machine: system packages, a virtual
 # environment in .venv, the package itself, and the verified models and videos.
 #   scripts/setup.sh          the application
-#   scripts/setup.sh --dev    plus the test tools
+#   scripts/setup.sh --dev    plus the test tools and the training extra (TensorFlow)
 # Assets come from $CORAL_MFG_ASSETS (a mirror folder or URL) when it is set,
 # else from their official URLs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 extra=""
-[ "${1:-}" = "--dev" ] && extra="[dev]"
+[ "${1:-}" = "--dev" ] && extra="[dev,train]"
 
 # Runtime: venv for Debian's python3, GL and X client libraries for the window;
 # tests: Xvfb, Mesa, ffprobe, a C compiler for the stand-in Edge TPU runtime, an MQTT
@@ -37,12 +37,12 @@ if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
 fi
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 # Install only when the package's metadata ([project] in pyproject.toml) or the
-# extras asked for changed since the last install (a [dev] install covers the
-# plain one), so a re-run needs no package index.
+# extras asked for changed since the last install (a [dev,train] install covers
+# the plain one), so a re-run needs no package index.
 stamp=.venv/.coral-mfg-installed
 hash=$(sed -n '/^\[build-system\]/,/^\[tool\./p' pyproject.toml | sha256sum | cut -d' ' -f1)
 have=$(cat "$stamp" 2>/dev/null || true)
-if [ "$have" = "$hash [dev]" ] || [ "$have" = "$hash ${extra:-[]}" ]; then
+if [ "$have" = "$hash [dev,train]" ] || [ "$have" = "$hash ${extra:-[]}" ]; then
   echo "setup: coral-mfg and its dependencies are installed and up to date"
 else
   .venv/bin/python -m pip install -q --upgrade pip
