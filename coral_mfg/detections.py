@@ -46,13 +46,15 @@ class Detections:
         wanted = np.fromiter(class_ids, dtype=np.int32)
         return self.select(np.isin(self.class_ids, wanted) & (self.scores > min_score))
 
-    def deduplicated(self, iou: float, inside: float) -> Detections:
-        """One box per object: overlapping or nested boxes of one class keep the best score."""
+    def deduplicated(self, iou: float, inside: float, by_class: bool = True) -> Detections:
+        """One box per object: overlapping or nested boxes of one class (or, ``by_class``
+        False, of any class: one object the detector could not name) keep the best score."""
         from coral_mfg.tracking import duplicates
 
         keep = np.zeros(len(self), dtype=bool)
-        for class_id in np.unique(self.class_ids):
-            mine = np.flatnonzero(self.class_ids == class_id)
+        groups = self.class_ids if by_class else np.zeros_like(self.class_ids)
+        for class_id in np.unique(groups):
+            mine = np.flatnonzero(groups == class_id)
             keep[mine] = duplicates(self.xyxy[mine], self.scores[mine], iou, inside)
         return self.select(keep)
 

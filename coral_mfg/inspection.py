@@ -8,6 +8,7 @@ on, so the verdict reported on every frame is the object's, not the frame's.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,8 +44,9 @@ class VisualInspection:
     name: str = VISUAL_INSPECTION
     processed: int = 0
     labels: Labels | None = None  # the engine's, taken on the first frame
-    #: per live track, the detector's name for its object
-    track_labels: dict[int, str] = field(default_factory=dict)
+    #: per live track, how often the detector gave each name to its object: the most
+    #: frequent is the object's label, so one frame's odd name does not rename it
+    track_labels: dict[int, Counter[str]] = field(default_factory=dict)
     #: per live track, the last frame it was graded on and its box there: the picture
     #: of its ``graded`` event; dropped when the track ends, so memory stays bounded
     last_graded: dict[int, tuple[FrameResult, Box]] = field(default_factory=dict)
@@ -61,7 +63,8 @@ class VisualInspection:
         t = self.tracking
         found = engine.detect(frame.image, times).of_classes(self.labels.inspected,
                                                              self.tracker.low)
-        found = found.deduplicated(t.duplicate_iou, t.duplicate_inside)
+        # an apple also scored as an orange is one object to grade
+        found = found.deduplicated(t.duplicate_iou, t.duplicate_inside, by_class=False)
         crops = [as_box(c) for c in pixel_boxes(found.xyxy, frame.size)]
         wanted = self._worth_grading(found, frame)
         graded = [i for i, (x1, y1, x2, y2) in enumerate(crops)
@@ -94,14 +97,15 @@ class VisualInspection:
         for box, obs in zip(boxes, seen, strict=True):
             i = obs.detection
             scores = inferred.grades[i] if i is not None else None
+            names = self.track_labels.setdefault(obs.track.id, Counter())
             if i is not None:
-                self.track_labels[obs.track.id] = self._label(int(found.class_ids[i]))
+                names[self._label(int(found.class_ids[i]))] += 1
             if scores is not None:
                 obs.track.vote(scores)
                 graded.append(len(objects))
             verdict = obs.track.verdict
             objects.append(InspectedObject(
-                self.track_labels.get(obs.track.id, ""), obs.score, as_box(box),
+                _most_common(names), obs.score, as_box(box),
                 self._grade(verdict), None if verdict is None else obs.track.verdict_score,
                 obs.track.id, obs.predicted, self._passed(verdict),
                 None if scores is None else self._grade(int(np.argmax(scores))),
@@ -136,7 +140,7 @@ class VisualInspection:
         events, snapshots = [], []
         for track in self.tracker.take_ended():
             last = self.last_graded.pop(track.id, None)
-            label = self.track_labels.pop(track.id, "")
+            label = _most_common(self.track_labels.pop(track.id, Counter()))
             verdict = track.verdict
             if verdict is None or not self.tracker.is_counted(track):
                 continue
@@ -161,3 +165,7 @@ class VisualInspection:
             if name is not None:
                 counts[name] = counts.get(name, 0) + n
         return counts
+
+
+def _most_common(names: Counter[str]) -> str:
+    return names.most_common(1)[0][0] if names else ""
