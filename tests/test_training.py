@@ -100,6 +100,14 @@ def test_without_tensorflow_it_says_how_to_install_the_extra(tmp_path: Path) -> 
     assert "pip install 'coral-mfg[train]'" in line and "TensorFlow" in line
 
 
+def test_a_missing_weights_file_exits_2(tmp_path: Path) -> None:
+    for grade in ("good", "bad"):
+        _write_images(tmp_path / "data" / grade, 10)
+    result = _cli("train-classifier", str(tmp_path / "data"), "--no_compile", "--weights",
+                  str(tmp_path / "mobilenet.weights.h5"), "--output", str(tmp_path / "out"))
+    assert "weights file" in _one_error(result) and "does not exist" in result.stderr
+
+
 def test_unreadable_images_are_skipped_and_listed(tmp_path: Path) -> None:
     _write_images(tmp_path / "good", 4)
     _write_images(tmp_path / "bad", 4, seed=1)
