@@ -27,19 +27,19 @@ BOUND_MAX_S = 10.0
 
 
 class _Collector(SinkBase):
-    """A sink that keeps every frame's stage times and apple count."""
+    """A sink that keeps every frame's stage times and how many objects were inspected."""
 
     def __init__(self) -> None:
         self.times: dict[str, list[StageTimes]] = {}
         self.frames = 0
-        self.apples = 0
+        self.inspected = 0
         self._lock = threading.Lock()
 
     def write(self, result: FrameResult) -> None:
         with self._lock:
             self.times.setdefault(result.stream, []).append(result.times)
             self.frames += 1
-            self.apples += sum(isinstance(o, InspectedObject) for o in result.objects)
+            self.inspected += sum(isinstance(o, InspectedObject) for o in result.objects)
 
 
 def run_bench(settings: Settings, seconds: float) -> dict[str, Any]:
@@ -66,7 +66,7 @@ def run_bench(settings: Settings, seconds: float) -> dict[str, Any]:
         }
         for stream, times in collector.times.items()
     }
-    share = collector.apples / max(collector.frames, 1)
+    share = collector.inspected / max(collector.frames, 1)
     pool = pipeline.inference.pool
     hop_median, hop_p99 = pool.hop_ms()
     try:

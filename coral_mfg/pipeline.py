@@ -495,6 +495,11 @@ def _log_start(settings: Settings, inference: Inference,
     plan = inference.plan
     log.info("detector: %s; thresholds worker %.2f, inspection %.2f", plan.note,
              plan.worker_threshold, plan.inspection_threshold)
+    labels = inference.labels
+    log.info("inspecting %s; grades %s (passing: %s)",
+             ", ".join(dict.fromkeys(labels.inspected.values())),
+             ", ".join(labels.classifier.values()),
+             ", ".join(labels.classifier[i] for i in sorted(labels.passing)))
     log.info("keep-out zones: %s", "; ".join(
         f"{z.name} ({z.mode}, enter {z.enter_frames}, exit {z.exit_frames}"
         f"{'' if z.enabled else ', disabled'}) from {z.source.path if z.source else '-'}"
