@@ -1,4 +1,4 @@
-"""Replacing a file atomically: readers see the old file or the new one, never a part."""
+"""Files and folders the application writes: atomic replacement, folders checked up front."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from coral_mfg.errors import UserError
 
 
 @contextmanager
@@ -42,3 +44,12 @@ def writable_folder(path: Path) -> str | None:
     except OSError as exc:
         return f"{folder} cannot be written ({exc.strerror})"
     return None
+
+
+def make_folder(folder: Path, what: str, flag: str) -> None:
+    """Make ``folder`` (and its parents) or stop with one line naming it and the flag."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot make the {what} {folder} ({exc.strerror}); pass a writable "
+                        f"folder to {flag}") from None

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from coral_mfg.errors import UserError
+from coral_mfg.files import make_folder
 from coral_mfg.outputs.base import SinkBase
 from coral_mfg.outputs.health import OutputHealth, os_reason
 from coral_mfg.results import FrameResult, InspectedObject
@@ -75,11 +75,7 @@ class Harvester(SinkBase):
     """Saves graded crops; see the module's docstring."""
 
     def __init__(self, folder: Path, max_bytes: int) -> None:
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise UserError(f"cannot make the harvest folder {folder} ({exc.strerror}); pass "
-                            "a writable folder to --harvest_dir") from None
+        make_folder(folder, "harvest folder", "--harvest_dir")
         self.folder = folder
         self.max_bytes = max_bytes
         self.used = jpeg_bytes(folder)

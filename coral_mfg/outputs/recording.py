@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from coral_mfg.errors import UserError
+from coral_mfg.files import make_folder
 from coral_mfg.outputs.base import SinkBase
 from coral_mfg.outputs.encoder import H264Writer, RecordTarget
 from coral_mfg.outputs.health import OutputHealth
@@ -99,10 +99,5 @@ class SideBySideRecorder(SinkBase):
 
 
 def _make_folder(target: RecordTarget) -> None:
-    folder = target.directory
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        flag = "--record_dir" if target.folder is not None else "--output"
-        raise UserError(f"cannot make the folder {folder} ({exc.strerror}); pass a writable "
-                        f"path to {flag}") from None
+    flag = "--record_dir" if target.folder is not None else "--output"
+    make_folder(target.directory, "folder", flag)

@@ -17,7 +17,7 @@ from typing import Any
 
 import cv2
 
-from coral_mfg.errors import UserError
+from coral_mfg.files import make_folder
 from coral_mfg.outputs.base import SinkBase
 from coral_mfg.outputs.health import OutputHealth, os_reason
 from coral_mfg.overlay import annotated_pane
@@ -34,11 +34,7 @@ class Snapshots(SinkBase):
 
     def __init__(self, folder: Path, kinds: frozenset[str], keep: int,
                  zones: Callable[[], tuple[KeepoutZone, ...]], mask: float | None) -> None:
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise UserError(f"cannot make the snapshot folder {folder} ({exc.strerror}); pass "
-                            "a writable folder to --snapshot_dir") from None
+        make_folder(folder, "snapshot folder", "--snapshot_dir")
         self.folder = folder
         self.kinds = kinds
         self.keep = keep

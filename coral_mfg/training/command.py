@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from coral_mfg.errors import UserError
+from coral_mfg.files import make_folder
 from coral_mfg.flags import Parser
 from coral_mfg.training import edgetpu_compile
 from coral_mfg.training.dataset import GradeFolders, Images, check_counts, load_images, split
@@ -104,11 +105,7 @@ def main(argv: Sequence[str]) -> int:
                     seed=args.seed)
     folders = GradeFolders.scan(dataset, args.min_images)
     detector = None if args.no_compile else _detector(args.detection_model)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot make the output folder {out} ({exc.strerror}); pass a "
-                        "writable folder to --output") from None
+    make_folder(out, "output folder", "--output")
     tf = import_tensorflow()
     return _train(tf, folders, recipe, args, out=out, detector=detector)
 
