@@ -108,6 +108,32 @@ def test_a_missing_weights_file_exits_2(tmp_path: Path) -> None:
     assert "weights file" in _one_error(result) and "does not exist" in result.stderr
 
 
+WEIGHTS_SCRIPT = """\
+import sys
+import keras
+base = keras.applications.MobileNetV2(input_shape=(96, 96, 3), alpha=0.35, include_top=False,
+                                      weights=None)
+base.save_weights(sys.argv[1])
+"""
+
+
+@pytest.mark.training
+def test_it_starts_from_a_local_weights_file(harvest: Path, tmp_path: Path) -> None:
+    weights = tmp_path / "mobilenet_v2_0.35_96_no_top.weights.h5"
+    made = subprocess.run([sys.executable, "-c", WEIGHTS_SCRIPT, str(weights)],
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert made.returncode == 0 and weights.is_file(), made.stderr
+    out = tmp_path / "model"
+    result = _cli("train-classifier", str(harvest), "--output", str(out), "--weights",
+                  str(weights), "--input_size", "96", "--alpha", "0.35", "--epochs", "1",
+                  "--no_compile")
+    assert result.returncode == 0, result.stdout + result.stderr
+    recipe = json.loads((out / "report.json").read_text())["recipe"]
+    assert recipe["weights"] == str(weights)
+    assert recipe["frozen_layers"] == 100 and recipe["learning_rate"] == 1e-4
+    assert not (out / DETECTOR).exists()  # --no_compile: no co-compile set-up either
+
+
 def test_unreadable_images_are_skipped_and_listed(tmp_path: Path) -> None:
     _write_images(tmp_path / "good", 4)
     _write_images(tmp_path / "bad", 4, seed=1)
@@ -320,6 +346,9 @@ def test_the_report_is_complete_and_consistent(
     out, _, result = trained
     report = json.loads((out / "report.json").read_text())
     assert report["grades"] == GRADES
+    assert report["recipe"] == {"input_size": 96, "alpha": 0.35, "weights": "none", "epochs": 2,
+                                "batch_size": 32, "learning_rate": 1e-3, "seed": 0,
+                                "frozen_layers": 0}
     assert report["images"]["unreadable"] == 1
     val = report["images"]["validation"]
     for which in ("float", "quantized"):

@@ -145,6 +145,7 @@ def _train(tf: Any, folders: GradeFolders, recipe: Recipe, args: Any, *, out: Pa
     quant_scores = quantized_scores(tflite, val_set)
     report = _report(folders, loaded.unreadable, (train_set, val_set), history,
                      (float_scores, quant_scores), tflite=tflite, out=out)
+    report["recipe"] = recipe.to_dict()
     plot_curves(history, out / CURVES_PNG)
     status = _compile(report, out, detector)
     report["seconds"] = round(time.monotonic() - started, 1)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,11 @@ class Recipe:
     batch_size: int = 32
     learning_rate: float | None = None  # None: 1e-4 fine-tuning ImageNet, 1e-3 from scratch
     seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """How the model was trained, for the report: enough to train it again."""
+        return {**asdict(self), "learning_rate": self.rate,
+                "frozen_layers": FROZEN_LAYERS if self.pretrained else 0}
 
     @property
     def pretrained(self) -> bool:
