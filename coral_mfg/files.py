@@ -46,10 +46,11 @@ def writable_folder(path: Path) -> str | None:
     return None
 
 
-def make_folder(folder: Path, what: str, flag: str) -> None:
-    """Make ``folder`` (and its parents) or stop with one line naming it and the flag."""
+def make_folder(folder: Path, what: str, flag: str, takes: str = "folder") -> None:
+    """Make ``folder`` (and its parents) or stop with one line naming it and the flag
+    (which ``takes`` a folder, or a path inside one)."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"cannot make the {what} {folder} ({exc.strerror}); pass a writable "
-                        f"folder to {flag}") from None
+                        f"{takes} to {flag}") from None

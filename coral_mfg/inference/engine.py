@@ -168,9 +168,10 @@ class Labels:
         _check_classifier_labels(grades, plan.classifier_labels, classifier.outputs[0].shape[-1])
         inspected = _ids_of(plan.inspect_labels, detector, plan.detector_labels,
                             "inspect_labels", "label of the detector")
-        passing = (_ids_of(plan.pass_grades, grades, plan.classifier_labels, "pass_grades",
-                           "grade of the classifier") if plan.pass_grades else {min(grades): ""})
-        return cls(detector, grades, inspected, frozenset(passing))
+        passing = (frozenset(_ids_of(plan.pass_grades, grades, plan.classifier_labels,
+                                     "pass_grades", "grade of the classifier"))
+                   if plan.pass_grades else frozenset({min(grades)}))
+        return cls(detector, grades, inspected, passing)
 
 
 class InferenceEngine:

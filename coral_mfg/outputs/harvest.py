@@ -27,6 +27,7 @@ import numpy.typing as npt
 from coral_mfg.files import make_folder
 from coral_mfg.outputs.base import SinkBase
 from coral_mfg.outputs.health import OutputHealth, os_reason
+from coral_mfg.outputs.retention import file_size
 from coral_mfg.results import FrameResult, InspectedObject
 
 log = logging.getLogger(__name__)
@@ -62,13 +63,7 @@ def crop_name(result: FrameResult, obj: InspectedObject) -> str:
 
 def jpeg_bytes(folder: Path) -> int:
     """What the JPEGs under ``folder`` take, so a resumed harvest keeps to its bound."""
-    total = 0
-    for path in folder.rglob("*.jpg"):
-        try:
-            total += path.stat().st_size
-        except OSError:
-            continue
-    return total
+    return sum(file_size(p) for p in folder.rglob("*.jpg"))
 
 
 class Harvester(SinkBase):

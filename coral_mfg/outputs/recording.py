@@ -100,4 +100,4 @@ class SideBySideRecorder(SinkBase):
 
 def _make_folder(target: RecordTarget) -> None:
     flag = "--record_dir" if target.folder is not None else "--output"
-    make_folder(target.directory, "folder", flag)
+    make_folder(target.directory, "folder", flag, takes="path")

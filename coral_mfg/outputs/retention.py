@@ -46,8 +46,8 @@ def free_bytes(folder: Path) -> int:
 def prune(folder: Path, policy: Retention, current: Path | None) -> Pruned:
     """Delete the oldest files until every limit holds; ``current`` is never deleted."""
     files = oldest_first(p for p in folder.glob(policy.pattern) if p != current and p.is_file())
-    sizes = {p: _size(p) for p in files}
-    total = sum(sizes.values()) + (_size(current) if current is not None else 0)
+    sizes = {p: file_size(p) for p in files}
+    total = sum(sizes.values()) + (file_size(current) if current is not None else 0)
     free = free_bytes(folder)
     now = time.time()
     deleted: list[Path] = []
@@ -88,7 +88,8 @@ def _mtime(path: Path) -> float:
         return 0.0
 
 
-def _size(path: Path) -> int:
+def file_size(path: Path) -> int:
+    """A file's size; 0 when it is gone (deleted meanwhile by a person or retention)."""
     try:
         return os.stat(path).st_size
     except OSError:

@@ -32,6 +32,7 @@ from coral_mfg.training.keras_model import (
 from coral_mfg.training.progress import Progress
 from coral_mfg.training.quantize import (
     agreement,
+    interpreter,
     io_types,
     quantize,
     quantized_scores,
@@ -142,9 +143,10 @@ def _train(tf: Any, folders: GradeFolders, recipe: Recipe, args: Any, *, out: Pa
     tflite = quantize(tf, model, train_set, recipe.seed, "quantizing to uint8")
     (out / MODEL_FILE).write_bytes(tflite)
     (out / LABELS_FILE).write_text(folders.labels_text(), encoding="utf-8")
-    quant_scores = quantized_scores(tflite, val_set)
+    quantized = interpreter(tflite)
+    quant_scores = quantized_scores(quantized, val_set)
     report = _report(folders, loaded.unreadable, (train_set, val_set), history,
-                     (float_scores, quant_scores), tflite=tflite, out=out)
+                     (float_scores, quant_scores), quantized=quantized, out=out)
     report["recipe"] = recipe.to_dict()
     plot_curves(history, out / CURVES_PNG)
     status = _compile(report, out, detector)
@@ -155,7 +157,7 @@ def _train(tf: Any, folders: GradeFolders, recipe: Recipe, args: Any, *, out: Pa
 
 
 def _report(folders: GradeFolders, unreadable: tuple[Path, ...], sets: tuple[Images, Images],
-            history: History, scores: tuple[Any, Any], *, tflite: bytes,
+            history: History, scores: tuple[Any, Any], *, quantized: Any,
             out: Path) -> dict[str, Any]:
     """Everything the report files say; ``scores``: the float and the quantized model's."""
     grades = folders.grades
@@ -173,7 +175,7 @@ def _report(folders: GradeFolders, unreadable: tuple[Path, ...], sets: tuple[Ima
                        "quantized": Scores.of(grades, val_set.labels, quant_scores)
                        .to_dict(grades)},
         "quantization": {"agreement": round(agree.rate, 4), "agreed": agree.agreed,
-                         "total": agree.total, **io_types(tflite)},
+                         "total": agree.total, **io_types(quantized)},
         "files": {"model": MODEL_FILE, "labels": LABELS_FILE, "curves": CURVES_PNG},
         "run_command": _run_command(out, None),
     }

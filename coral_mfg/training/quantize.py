@@ -78,9 +78,8 @@ def interpreter(model: bytes) -> Any:
     return it
 
 
-def quantized_scores(model: bytes, images: Images) -> npt.NDArray[np.float32]:
+def quantized_scores(it: Any, images: Images) -> npt.NDArray[np.float32]:
     """Grade scores of the quantized model, fed exactly as the application feeds crops."""
-    it = interpreter(model)
     rows = []
     for pixels in images.pixels:
         write_rgb(it, pixels)
@@ -107,13 +106,13 @@ def agreement(float_scores: npt.NDArray[Any], quant_scores: npt.NDArray[Any]) ->
     return Agreement(int(same.sum()), len(same))
 
 
-def io_types(model: bytes) -> dict[str, Any]:
+def io_types(it: Any) -> dict[str, Any]:
     """The input and output tensors' types and quantization, for the report."""
-    it = interpreter(model)
-    i, o = it.get_input_details()[0], it.get_output_details()[0]
-    return {"input": {"dtype": np.dtype(i["dtype"]).name, "shape": [int(v) for v in i["shape"]],
-                      "scale": float(i["quantization"][0]),
-                      "zero_point": int(i["quantization"][1])},
-            "output": {"dtype": np.dtype(o["dtype"]).name, "shape": [int(v) for v in o["shape"]],
-                       "scale": float(o["quantization"][0]),
-                       "zero_point": int(o["quantization"][1])}}
+    return {"input": _described(it.get_input_details()[0]),
+            "output": _described(it.get_output_details()[0])}
+
+
+def _described(tensor: dict[str, Any]) -> dict[str, Any]:
+    scale, zero_point = tensor["quantization"]
+    return {"dtype": np.dtype(tensor["dtype"]).name, "shape": [int(v) for v in tensor["shape"]],
+            "scale": float(scale), "zero_point": int(zero_point)}
