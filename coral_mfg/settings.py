@@ -29,6 +29,7 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 
 from coral_mfg.errors import ConfigError, read_user_text
+from coral_mfg.names import name_problem, prefix_problem
 from coral_mfg.zones import ZONE_KEYS, ZoneSpec, zone_label
 
 
@@ -74,11 +75,30 @@ def _path(value: Any) -> Path:
     return Path(_text(value))
 
 
+def _name(value: Any) -> str:
+    problem = name_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return str(value)
+
+
+def _topic_prefix(value: Any) -> str:
+    problem = prefix_problem(_text(value))
+    if problem is not None:
+        raise ValueError(problem)
+    return str(value).strip("/")
+
+
 def _mqtt_url(value: Any) -> str:
     """``mqtt://host[:port]`` or ``mqtts://host[:port]``; a user and password may be in it."""
     from urllib.parse import urlsplit
 
     text = _text(value)
+    userinfo = _userinfo(text)
+    if userinfo is not None and any(c in userinfo for c in "/?#"):
+        raise ValueError("a URL like mqtt://user:password@host:1883 (the user or password "
+                         "holds '/', '?' or '#': write them as %2F, %3F and %23, or give the "
+                         "password as mqtt_password or $CORAL_MFG_MQTT_PASSWORD)")
     try:
         url = urlsplit(text)
         port = url.port
@@ -128,6 +148,8 @@ FilePath = Annotated[Path, PlainValidator(_path)]
 MqttUrl = Annotated[str, PlainValidator(_mqtt_url)]
 Names = Annotated[tuple[str, ...], PlainValidator(_names)]
 SomeNames = Annotated[tuple[str, ...], PlainValidator(_some_names)]
+Name = Annotated[str, PlainValidator(_name)]
+TopicPrefix = Annotated[str, PlainValidator(_topic_prefix)]
 
 
 ENCODER_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium")
@@ -192,7 +214,7 @@ class OutputConfig(_Section):
     events_rotate_mb: NonNegativeInt = 0  # start a new event log past this size (0: never)
     events_rotate_daily: Flag = False  # start a new event log each day
     events_keep: PositiveInt = 14  # rotated event logs kept, the oldest deleted first
-    station: Text | None = None  # names this station in every event; None: the host name
+    station: Name | None = None  # names this station in every event; None: the host name
     snapshot_dir: FilePath | None = None  # None: "snapshots" beside the event log, if any
     snapshot_keepout: Flag = True  # a JPEG of the pane at each keep-out entry
     snapshot_graded: Flag = False  # a JPEG of the pane and the crop of each graded object
@@ -214,13 +236,15 @@ class HttpConfig(_Section):
 
     http: Annotated[str, PlainValidator(_bind)] | None = None  # HOST:PORT; None: off
     http_token: Text | None = None  # needed off loopback; also $CORAL_MFG_HTTP_TOKEN
+    http_max_connections: PositiveInt = 64  # more at once get 503 and are closed
+    http_max_viewers: PositiveInt = 8  # live video and event streams at once
 
 
 class MqttConfig(_Section):
     """Events and state to an MQTT broker; the password never appears in a log."""
 
     mqtt: MqttUrl | None = None  # mqtt://host:1883 or mqtts://host:8883; None: off
-    mqtt_prefix: Text = "coral_mfg"  # every topic starts with it
+    mqtt_prefix: TopicPrefix = "coral_mfg"  # every topic starts with it (one or more levels)
     mqtt_client_id: Text | None = None  # None: coral_mfg-<station>
     mqtt_username: Text | None = None  # also $CORAL_MFG_MQTT_USERNAME
     mqtt_password: Text | None = None  # also $CORAL_MFG_MQTT_PASSWORD
@@ -333,12 +357,29 @@ WRITTEN_KEYS = (("output", False), ("events", False), ("log_file", False),
 SECRET_KEYS = frozenset({"mqtt", "mqtt_password", "http_token"})
 
 
+def _userinfo(url: str) -> str | None:
+    """The ``user:password`` part of a URL, or None: everything between ``://`` and the
+    last ``@``, so a password holding ``@``, ``/`` or ``:`` is found whole, whether or
+    not the URL is valid."""
+    _, sep, rest = url.partition("://")
+    at = rest.rfind("@")
+    return rest[:at] if sep and at >= 0 else None
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password replaced by stars; the user and the host stay."""
+    userinfo = _userinfo(url)
+    if userinfo is None:
+        return url
+    scheme, _, rest = url.partition("://")
+    user, colon, _ = userinfo.partition(":")
+    return f"{scheme}://{user}{':***' if colon else ''}@{rest[len(userinfo) + 1:]}"
+
+
 def _redacted(value: Any) -> str:
     """A URL without its password, or stars."""
-    import re
-
     text = str(value)
-    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", text) if "://" in text else "***"
+    return redact_url(text) if "://" in text else "***"
 
 
 def _reason(error: Mapping[str, Any]) -> str:
@@ -505,7 +546,7 @@ def _zone_reason(exc: ValidationError) -> str:
     error = exc.errors()[0]
     key = str(error["loc"][0]) if error["loc"] else ""
     reason = _reason(error)
-    if key == "name":
+    if key == "name" and error["type"] != "value_error":
         return "needs a name (a non-empty string)"
     if error["type"] == "value_error":
         return reason

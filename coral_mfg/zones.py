@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, PlainValidator
 
 from coral_mfg.errors import ConfigError, read_user_text
 from coral_mfg.geometry import Rect, from_rect, to_rect
+from coral_mfg.names import name_problem
 
 
 class ZoneMode(StrEnum):
@@ -65,9 +66,10 @@ def _points(value: Any) -> tuple[tuple[float, float], ...]:
 
 
 def _name(value: Any) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError("needs a name (a non-empty string)")
-    return value
+    problem = name_problem(value)
+    if problem is not None:
+        raise ValueError(f"needs {problem}")
+    return str(value)
 
 
 def _frames(key: str) -> PlainValidator:
@@ -162,7 +164,7 @@ ZONE_KEYS = frozenset(ZoneSpec.model_fields)
 
 def zone_label(table: dict[str, Any], index: int) -> str:
     name = table.get("name")
-    return f"zone '{name}'" if isinstance(name, str) and name.strip() else f"zone {index}"
+    return f"zone '{name}'" if name_problem(name) is None else f"zone {index}"
 
 
 def schema_table() -> str:
@@ -281,6 +283,10 @@ def read_points_csv(path: Path) -> npt.NDArray[np.float64]:
 def csv_spec(path: Path) -> ZoneSpec:
     """The original demo's single zone, in pixels of its 960x540 frame, with no debounce."""
     points = read_points_csv(path)
+    problem = name_problem(path.stem)
+    if problem is not None:
+        raise ConfigError(f"{path}: the file's name names its zone, and needs to be {problem}; "
+                          "rename the file")
     return ZoneSpec(name=path.stem, points=tuple(map(tuple, points.tolist())), units="pixels",
                     enter_frames=LEGACY_DEBOUNCE_FRAMES, exit_frames=LEGACY_DEBOUNCE_FRAMES)
 

@@ -129,12 +129,15 @@ def _log(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def _app(tmp: Path, port: int, *extra: str) -> tuple[subprocess.Popen[str], Path]:
+def _app(tmp: Path, port: int, *extra: str, csv: bool = True
+         ) -> tuple[subprocess.Popen[str], Path]:
+    """The app on the samples; its zone the CSV one unless ``csv`` is False (the config's)."""
     zone = tmp / "zone.csv"
     zone.write_text(ZONE_CSV)
     events = tmp / "events.jsonl"
+    zones = ["--keepout_points_path", str(zone)] if csv else []
     proc = subprocess.Popen(
-        [*APP, "--loop", "--keepout_points_path", str(zone), "--events", str(events),
+        [*APP, "--loop", *zones, "--events", str(events),
          "--mqtt", f"mqtt://127.0.0.1:{port}", "--station", "line-7", *extra],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return proc, events
@@ -283,8 +286,14 @@ def test_an_unreachable_broker_does_not_stop_the_run(tmp_path: Path) -> None:
         (["--mqtt", "mqtts://host", "--mqtt_ca_file", "/nonexistent/ca.pem"],
          "--mqtt_ca_file /nonexistent/ca.pem not found"),
         (["--mqtt", "ftp://me:hunter2@host"], "got 'ftp://me:***@host'"),
+        (["--mqtt", "mqtt://me:hun/ter2@127.0.0.1:1883"], "got 'mqtt://me:***@127.0.0.1:1883'"),
+        (["--mqtt", "mqtt://me:hunter2@host:port"], "got 'mqtt://me:***@host:port'"),
+        (["--mqtt", "mqtt://host", "--mqtt_prefix", "plant/#"], "without the wildcards"),
+        (["--mqtt", "mqtt://host", "--mqtt_prefix", "a+b"], "without the wildcards"),
+        (["--mqtt", "mqtt://host", "--mqtt_prefix", "$SYS"], "does not start with $"),
     ],
-    ids=["scheme", "port", "host", "tls-file", "password-hidden"],
+    ids=["scheme", "port", "host", "tls-file", "password-hidden", "password-slash",
+         "password-bad-port", "prefix-hash", "prefix-plus", "prefix-dollar"],
 )
 def test_bad_broker_settings_stop_the_start_in_one_line(args: list[str], message: str) -> None:
     proc = subprocess.run([*APP, *args], cwd=ROOT, capture_output=True, text=True,
@@ -314,3 +323,72 @@ def test_every_event_in_the_log_is_stamped(tmp_path: Path) -> None:
     snapshot = next(e for e in stamped if e["type"] == "keepout_enter")["snapshot"]
     assert Path(snapshot).parent == tmp_path / "snapshots" and Path(snapshot).is_file()
     assert ISO.match(logged[-1]["timestamp"]) and logged[-1]["station"] == "press-2"
+
+
+# --- names from the config in topics ----------------------------------------------------------
+
+#: Zone names a person may well write, each with a character that means something in a topic.
+ODD_NAMES = {"Press #2": "Press %232", "a/b": "a%2Fb", "x+y": "x%2By", "Presse ü": "Presse ü",
+             "100%": "100%25"}
+
+
+def _zones_config(tmp: Path, names: list[str]) -> Path:
+    config = tmp / "site.toml"
+    config.write_text("".join(
+        f'[[safety.zones]]\nname = "{name}"\n'
+        "points = [[150, 400], [400, 400], [400, 480], [150, 480]]\n" for name in names),
+        encoding="utf-8")
+    return config
+
+
+def test_zone_names_become_one_topic_level_each(
+    tmp_path: Path, broker: Broker, subscriber: Subscriber
+) -> None:
+    config = _zones_config(tmp_path, list(ODD_NAMES))
+    proc, events = _app(tmp_path, broker.port, "--config", str(config), csv=False)
+    topics = {f"coral_mfg/zones/{level}/occupancy" for level in ODD_NAMES.values()}
+    try:
+        wait_for(lambda: all("1" in _payloads(subscriber, t) for t in topics),
+                 "every zone's occupancy, entered")
+    finally:
+        stderr = _finish(proc)
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr
+    wait_for(lambda: _payloads(subscriber, "coral_mfg/available")[-1] == "offline", "offline")
+    assert {m.topic for m in subscriber.all() if "/zones/" in m.topic} == topics
+    entered = {e["zone"] for e in subscriber.events() if e["type"] == "keepout_enter"}
+    assert entered == set(ODD_NAMES)  # payloads carry the names as written
+    logged = [e for e in _log(events) if "id" in e]
+    assert {e["id"] for e in logged} <= {e["id"] for e in subscriber.events()}
+    summary = _log(events)[-1]
+    assert "sink_failures" not in summary["outputs"]
+    mqtt_counts = summary["outputs"]["mqtt"]
+    assert mqtt_counts["lost"] == mqtt_counts["dropped"] == 0
+    assert mqtt_counts["published"] >= len(logged) + len(topics)
+
+
+def test_a_name_with_a_control_character_is_refused_at_start(tmp_path: Path) -> None:
+    config = tmp_path / "site.toml"
+    config.write_text('[[safety.zones]]\nname = "press\\u0000two"\n'
+                      "points = [[150, 400], [400, 400], [400, 480]]\n")
+    proc = subprocess.run([*APP, "--config", str(config), "--mqtt", "mqtt://127.0.0.1:9"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 2, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "zone 1: needs a name without control characters (it holds U+0000)" in last
+    assert "\x00" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("password", ["hu@nter2", "hu:nter2", "h@u:nter2@"])
+def test_a_password_never_reaches_the_terminal_or_the_log(
+    tmp_path: Path, broker: Broker, password: str
+) -> None:
+    log = tmp_path / "run.log"
+    url = f"mqtt://user:{password}@127.0.0.1:{broker.port}"
+    proc = subprocess.run(
+        [*APP, "--no-realtime", "--max_frames", "10", "--mqtt", url, "--log_file", str(log),
+         "--log_level", "debug"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    for text in (proc.stderr, log.read_text()):
+        assert password not in text and "nter2" not in text

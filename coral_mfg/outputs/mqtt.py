@@ -9,6 +9,11 @@ Topics, under a prefix (default ``coral_mfg``):
 - ``zones/<zone>/occupancy``: people in the zone now; retained, on change.
 - ``inspection/counts``: objects by grade; retained, on change.
 
+A name in a topic (a zone's) is one level, percent-encoded where it holds
+``/``, ``+``, ``#`` or ``%`` (:func:`~coral_mfg.names.name_part`): ``Press #2``
+is published as ``zones/Press %232/occupancy``; payloads carry the name as
+written.
+
 paho's network thread does the talking. Publishing only queues a message, so
 a slow or absent broker never holds up the output thread; the queue is
 bounded (``mqtt_queue`` QoS 1 messages), and what does not fit is counted
@@ -29,6 +34,7 @@ from urllib.parse import unquote, urlsplit
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from coral_mfg.names import name_part
 from coral_mfg.outputs.base import SinkBase
 from coral_mfg.outputs.health import OutputHealth
 from coral_mfg.results import STREAMS, FrameResult, PersonObject
@@ -82,6 +88,7 @@ class MqttPublisher(SinkBase):
         self.client.on_connect = self._connected
         self.client.on_connect_fail = self._connect_failed
         self.client.on_disconnect = self._disconnected
+        self.client.on_publish = self._published
         log.info("mqtt: publishing to %s:%d%s under '%s/'", self.host, self.port,
                  " (TLS)" if tls else "", self.prefix)
         self.client.connect_async(self.host, self.port, keepalive=KEEPALIVE_S)
@@ -95,8 +102,9 @@ class MqttPublisher(SinkBase):
         if user:
             self.client.username_pw_set(user, password or None)
 
-    def topic(self, *parts: str) -> str:
-        return "/".join((self.prefix, *parts))
+    def topic(self, *levels: str) -> str:
+        """The prefix (checked by the settings), then each level as one encoded level."""
+        return "/".join((self.prefix, *(name_part(level) for level in levels)))
 
     # --- connection ------------------------------------------------------------------------
 
@@ -108,7 +116,8 @@ class MqttPublisher(SinkBase):
         self.connects += 1
         log.info("mqtt: connected to %s:%d", self.host, self.port)
         self.health.wrote(0)
-        self._last = {}  # a restarted broker may have lost its retained topics: send again
+        with self._lock:  # a restarted broker may have lost its retained topics: send again
+            self._last.clear()
         # QoS 0: connected now, it goes out at once, and messages held while the broker
         # was away cannot crowd it out of the bounded queue
         self._send(self.topic("available"), "online", qos=0, retain=True)
@@ -124,13 +133,21 @@ class MqttPublisher(SinkBase):
 
     # --- publishing ------------------------------------------------------------------------
 
+    def _published(self, _client: mqtt.Client, _userdata: Any, _mid: int, _reason: Any,
+                   _properties: Any) -> None:
+        """A message reached the broker (QoS 1: acknowledged; QoS 0: sent)."""
+        with self._lock:
+            self.published += 1
+        self.health.wrote()
+
     def _send(self, topic: str, payload: str, qos: int = 1, retain: bool = False) -> None:
-        info = self.client.publish(topic, payload, qos=qos, retain=retain)
+        try:
+            info = self.client.publish(topic, payload, qos=qos, retain=retain)
+        except ValueError as exc:  # a topic or payload the protocol refuses: a bug here
+            self.health.failed(f"cannot publish to {topic!r}: {exc}")
+            return
         kept = info.rc == mqtt.MQTT_ERR_SUCCESS or (
             info.rc == mqtt.MQTT_ERR_NO_CONN and qos > 0)  # kept, sent after reconnecting
-        with self._lock:
-            if kept:
-                self.published += 1
         if not kept and self.health.error is not None:
             self.health.failed(self.health.error)  # lost while the broker is away
         elif not kept:
@@ -139,23 +156,31 @@ class MqttPublisher(SinkBase):
     def _retained(self, topic: str, payload: dict[str, Any] | int) -> None:
         """A retained topic, published only when its value changed."""
         text = json.dumps(payload, separators=(",", ":"))
-        if self._last.get(topic) == text:
-            return
-        self._last[topic] = text
+        with self._lock:
+            if self._last.get(topic) == text:
+                return
+            self._last[topic] = text
         self._send(topic, text, qos=1, retain=True)
 
     def event(self, record: dict[str, Any]) -> None:
-        if record.get("type") != "summary":
-            self._send(self.topic("events"), json.dumps(record, separators=(",", ":")))
+        if record.get("type") == "summary":
+            return
+        self._send(self.topic("events"), json.dumps(record, separators=(",", ":")))
+        if record.get("type") == "graded":
+            self._counts()
+
+    def _counts(self) -> None:
+        self._retained(self.topic("inspection", "counts"), self.counts())
 
     def write(self, result: FrameResult) -> None:
         for record in result.events:
             self.event(record)
         if result.stream == STREAMS[0]:
             self._occupancy(result)
-        if any(r["type"] == "graded" for r in result.events) or not self._last.get(
-                self.topic("inspection", "counts")):
-            self._retained(self.topic("inspection", "counts"), self.counts())
+        with self._lock:
+            first = self.topic("inspection", "counts") not in self._last
+        if first:
+            self._counts()
 
     def _occupancy(self, result: FrameResult) -> None:
         people = [o for o in result.objects if isinstance(o, PersonObject)]
