@@ -19,6 +19,7 @@ from coral_mfg.outputs import Sink
 from coral_mfg.pipeline import Pipeline, build_pipeline, summary_line
 from coral_mfg.service import Watchdog, notify
 from coral_mfg.settings import Settings
+from coral_mfg.web.guard import raise_open_file_limit
 from coral_mfg.web.hub import WebHub
 from coral_mfg.web.metrics import Metrics
 from coral_mfg.web.server import WebServer
@@ -42,6 +43,7 @@ def _install_signals(stop: threading.Event) -> None:
 
 def run(settings: Settings) -> int:
     log.info("coral-mfg %s", __version__)
+    raise_open_file_limit()
     stop = threading.Event()
     if settings.window.headless:
         summary = _run_headless(settings, stop)
@@ -114,12 +116,14 @@ class WebView:
     def start(self, pipeline: Pipeline) -> None:
         if self.hub is None:
             return
-        assert self.settings.http.http is not None
         self.hub.zones = lambda: pipeline.zone_store.zones
         self.hub.metrics.watch(pipeline, self.hub.fps)
         snapshots = pipeline.ctx.snapshots.folder if pipeline.ctx.snapshots else None
-        self.server = WebServer(self.settings.http.http, self.settings.http.http_token,
-                                self.hub, pipeline, snapshots)
+        http = self.settings.http
+        assert http.http is not None
+        self.server = WebServer(http.http, http.http_token, self.hub, pipeline, snapshots,
+                                max_connections=http.http_max_connections,
+                                max_viewers=http.http_max_viewers)
         self.server.start()
 
     def stop(self) -> None:

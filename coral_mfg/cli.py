@@ -145,6 +145,12 @@ def run_parser(prog: str = "coral-mfg") -> argparse.ArgumentParser:
          "machine only; any other address needs a token)")
     flag(g, "http_token", metavar="TOKEN",
          help="the token viewers must give (better: $CORAL_MFG_HTTP_TOKEN or the config)")
+    flag(g, "http_max_connections", type=typed("http_max_connections", int), metavar="N",
+         help="connections at once; more get 503 "
+         f"(default {default_of('http_max_connections')})")
+    flag(g, "http_max_viewers", type=typed("http_max_viewers", int), metavar="N",
+         help="live video and event streams at once "
+         f"(default {default_of('http_max_viewers')})")
     g = p.add_argument_group("all-shift recording (also a [recording] table in the config)")
     flag(g, "record_dir", metavar="DIR",
          help="record in segment files in DIR, the oldest deleted by retention")

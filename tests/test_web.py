@@ -6,15 +6,18 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,6 +25,9 @@ from tests.conftest import ROOT, free_port, video, wait_for
 
 APP = [sys.executable, "-m", "coral_mfg", "--headless", "--device", "cpu", "--loop"]
 ZONE_CSV = "x,y\n150,400\n400,400\n400,480\n150,480\n"
+#: The application under a lower open-file limit, set in its own process before it starts.
+LIMITED = ("import resource, runpy; resource.setrlimit(resource.RLIMIT_NOFILE, ({0}, {0})); "
+           "runpy.run_module('coral_mfg', run_name='__main__', alter_sys=True)")
 
 
 
@@ -45,14 +51,16 @@ class App:
     """The application on the samples with ``--http`` on a free loopback port."""
 
     def __init__(self, tmp: Path, *extra: str, bind: str = "127.0.0.1",
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, max_files: int | None = None) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         zone = tmp / "zone.csv"
         zone.write_text(ZONE_CSV)
         self.events = tmp / "events.jsonl"
+        app = APP if max_files is None else [
+            sys.executable, "-c", LIMITED.format(max_files), *APP[3:]]
         self.proc = subprocess.Popen(
-            [*APP, "--http", f"{bind}:{self.port}", "--events", str(self.events),
+            [*app, "--http", f"{bind}:{self.port}", "--events", str(self.events),
              "--keepout_points_path", str(zone), *extra],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             env={**os.environ, **(env or {})})
@@ -284,3 +292,148 @@ def test_a_browser_sees_both_panes_move_and_an_event(app: App) -> None:
         assert chrome.save_screenshot(str(shot))
     finally:
         chrome.quit()
+
+
+# --- a hostile network --------------------------------------------------------------------
+
+
+def _closed_by_server(sock: socket.socket) -> bool:
+    """Whether the server has closed ``sock`` (reading any reply it sent first)."""
+    try:
+        while data := sock.recv(65536):
+            del data
+        return True
+    except BlockingIOError:
+        return False
+    except OSError:  # reset
+        return True
+
+
+def test_idle_and_half_open_connections_cannot_starve_the_station(tmp_path: Path) -> None:
+    """Hundreds of connections that never finish a request, under a low open-file limit:
+    the recording, the snapshots and the event log lose nothing, every socket is closed
+    by the server (at once past the cap, at the header deadline below it), and the log
+    holds no traceback."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # this side needs 500 sockets
+    record = tmp_path / "rec.mp4"
+    log = tmp_path / "run.log"
+    token = {"Authorization": "Bearer s3cret-token"}
+    app = App(tmp_path, "--output", str(record), "--log_file", str(log), bind="0.0.0.0",
+              env={"CORAL_MFG_HTTP_TOKEN": "s3cret-token"}, max_files=220)
+    peers: list[socket.socket] = []
+    try:
+        app.ready(token)
+        for i in range(500):
+            peer = socket.create_connection(("127.0.0.1", app.port), timeout=60)
+            if i % 5 == 0:  # half-open: headers begun, never ended
+                peer.sendall(b"GET /api/status HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            peer.setblocking(False)
+            peers.append(peer)
+        assert get(app.base + "/api/status", token)[0] in (200, 503)  # answered, not hung
+        wait_for(lambda: all(_closed_by_server(p) for p in peers),
+                 "the server to close every idle socket", timeout=120)
+        state = json.loads(wait_for(lambda: (r := get(app.base + "/api/status", token))[0]
+                                    == 200 and r, "the status")[2])
+        assert state["connections"]["refused"] > 0  # over the cap: 503 at once
+        assert state["connections"]["header_timeouts"] > 0  # under it: the header deadline
+        wait_for(lambda: sum(e["type"] == "keepout_enter" for e in _events(app.events)) >= 2,
+                 "two entries with their snapshots after the flood")
+    finally:
+        for peer in peers:
+            peer.close()
+        stderr = app.stop()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert app.proc.returncode == 0, stderr
+    text = log.read_text()
+    assert "Traceback" not in text and "Too many open files" not in text, text[-3000:]
+    assert len(text) < 20_000  # no flood
+    assert "leaves room for" in text  # the cap was lowered to fit the limit, and said so
+    summary = _events(app.events)[-1]
+    outputs = summary["outputs"]
+    for name in ("events", "recording", "snapshots"):
+        assert outputs[name]["lost"] == 0 and outputs[name]["error"] is None, outputs
+    assert outputs["snapshots"]["written"] == summary["keepout_violations"] >= 2
+    assert all(Path(e["snapshot"]).is_file() for e in _events(app.events)
+               if e["type"] == "keepout_enter")
+
+
+def _events(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+
+
+def _mjpeg(port: int, stream: str, headers: str = "", rcvbuf: int | None = None
+           ) -> socket.socket:
+    sock = socket.socket()
+    if rcvbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(f"GET /video/{stream}.mjpg HTTP/1.1\r\nHost: x\r\n{headers}\r\n".encode())
+    return sock
+
+
+def _read_all(sock: socket.socket) -> None:
+    """A viewer that keeps up: reads until the connection ends."""
+    with contextlib.suppress(OSError):
+        while sock.recv(65536):
+            pass
+
+
+def test_viewers_are_capped_and_a_stalled_one_is_dropped(tmp_path: Path) -> None:
+    app = App(tmp_path, "--http_max_viewers", "2", "--log_file", str(tmp_path / "run.log"))
+    held: list[socket.socket] = []
+    try:
+        app.ready()
+        reading = _mjpeg(app.port, "visual_inspection")
+        held.append(reading)
+        assert b"200 OK" in reading.recv(4096)
+        drain = threading.Thread(target=_read_all, args=(reading,), daemon=True)
+        drain.start()
+        stalled = _mjpeg(app.port, "worker_safety", rcvbuf=4096)  # never read again
+        held.append(stalled)
+
+        def status() -> dict[str, Any]:
+            return dict(json.loads(get(app.base + "/api/status")[2]))
+
+        wait_for(lambda: status()["viewers"] == 2, "two viewers")
+        status_code, headers, body = get(app.base + "/video/worker_safety.mjpg")
+        assert status_code == 503 and b"2 viewers already" in body
+        assert headers.get("Connection") == "close"
+        wait_for(lambda: status()["connections"]["viewers_dropped"] == 1,
+                 "the stalled viewer to be dropped", timeout=180)
+        wait_for(lambda: status()["viewers"] == 1, "its place to be free")
+        reading.shutdown(socket.SHUT_RDWR)  # a viewer that leaves is not a drop
+        drain.join(30)
+        wait_for(lambda: status()["viewers"] == 0, "the viewer to be gone")
+        assert status()["connections"]["viewers_dropped"] == 1
+    finally:
+        for sock in held:
+            sock.close()
+        stderr = app.stop()
+    assert app.proc.returncode == 0, stderr
+    log = (tmp_path / "run.log").read_text()
+    assert log.count("stopped reading and was dropped") == 1
+    assert "Traceback" not in log
+
+
+def test_hostile_requests_get_short_answers_and_no_traceback(tmp_path: Path) -> None:
+    log = tmp_path / "run.log"
+    app = App(tmp_path, "--log_file", str(log), bind="0.0.0.0",
+              env={"CORAL_MFG_HTTP_TOKEN": "s3cret-token"})
+    try:
+        app.ready({"Authorization": "Bearer s3cret-token"})
+        for scheme in ("bearer", "BEARER", "Bearer"):  # the scheme is case-insensitive
+            assert get(app.base + "/api/status",
+                       {"Authorization": f"{scheme} s3cret-token"})[0] == 200
+        for _ in range(20):  # far past the header limit, no token
+            assert get(app.base + "/api/status", {"Authorization": "x" * 100_000})[0] == 400
+        auth = {"Authorization": "Bearer s3cret-token"}
+        for name in ("%00.jpg", "a%00b.jpg", "%0a.jpg"):
+            assert get(app.base + "/snapshots/" + name, auth)[0] == 404
+    finally:
+        stderr = app.stop()
+    assert app.proc.returncode == 0, stderr
+    text = log.read_text()
+    assert "Traceback" not in text and " ERROR " not in text, text
+    assert text.count("malformed requests refused") == 1
+    assert "x" * 100 not in text

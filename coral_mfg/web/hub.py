@@ -9,6 +9,8 @@ watching costs nothing.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 import time
 from collections import deque
@@ -28,6 +30,17 @@ from coral_mfg.zones import KeepoutZone
 RECENT_EVENTS = 200
 JPEG_QUALITY = 75
 FPS_WINDOW_S = 2.0
+
+
+#: The encoding thread's niceness: on a busy CPU, inference and the recording come first.
+NICE = 10
+
+
+def yield_to_inspection() -> None:
+    """Lower this thread's scheduling priority (Linux schedules threads one by one), so
+    watching can slow the web view, never the inspection or the recording."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICE)
 
 
 @dataclass(frozen=True)
@@ -53,7 +66,8 @@ class WebHub(SinkBase):
         self.events: deque[tuple[int, dict[str, Any]]] = deque(maxlen=RECENT_EVENTS)
         self._event_seq = 0
         self._seq = 0
-        self.encoder = ThreadPoolExecutor(1, thread_name_prefix="web-jpeg")
+        self.encoder = ThreadPoolExecutor(1, thread_name_prefix="web-jpeg",
+                                          initializer=yield_to_inspection)
         self.encoded = 0
 
     # --- the output thread ---------------------------------------------------------------

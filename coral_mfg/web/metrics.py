@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 LATENCY_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 INFERENCE_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
-STARTED = time.time()
+STARTED = time.monotonic()  # the wall clock may be set back or forward
 
 
 class Metrics:
@@ -77,7 +77,7 @@ class _RunCollector:
                                      "1 while running on the CPU after the Edge TPU failed")
         fallback.add_metric([], 1 if p.inference.pool.fallen_back else 0)
         uptime = GaugeMetricFamily("coral_mfg_uptime_seconds", "Seconds since the process began")
-        uptime.add_metric([], time.time() - STARTED)
+        uptime.add_metric([], time.monotonic() - STARTED)
         yield from (people, entries, graded, accel, fallback, uptime, *_outputs(p))
 
     def _streams(self, p: Pipeline) -> Iterator[Metric]:

@@ -3,9 +3,11 @@
 It runs aiohttp on a thread and an event loop of its own, so nothing it does
 can hold up inspection: pictures are encoded by the hub on its own thread,
 at most ``MAX_VIEW_FPS`` per stream, and a viewer that cannot take a frame
-within ``WRITE_TIMEOUT_S`` is dropped (and counted). No endpoint writes
-anything. Away from loopback a token is required, as a bearer header or as
-the cookie the login form sets.
+within ``WRITE_TIMEOUT_S`` is dropped (and counted). Connections are capped
+and held to deadlines (:mod:`coral_mfg.web.guard`); live viewers (video and
+event streams) have a cap of their own. No endpoint writes anything. Away
+from loopback a token is required, as a bearer header or as the cookie the
+login form sets.
 """
 
 from __future__ import annotations
@@ -26,7 +28,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from coral_mfg.errors import UserError
 from coral_mfg.results import STREAMS
-from coral_mfg.web.hub import WebHub
+from coral_mfg.web.guard import (
+    BadRequests,
+    ConnectionGuard,
+    Repeats,
+    connection_cap,
+    loop_exception_handler,
+)
+from coral_mfg.web.hub import WebHub, yield_to_inspection
 from coral_mfg.web.page import LOGIN_PAGE, PAGE
 
 if TYPE_CHECKING:
@@ -39,6 +48,14 @@ WRITE_TIMEOUT_S = 5.0
 POLL_S = 0.05
 EVENTS_POLL_S = 0.25
 START_TIMEOUT_S = 10.0
+#: A request's headers must be complete this long after the connection opened.
+HEADER_TIMEOUT_S = 5.0
+#: A connection idle between requests is closed after this long.
+KEEPALIVE_S = 15.0
+#: The login form's body must arrive within this long.
+BODY_TIMEOUT_S = 10.0
+#: Connections waiting to be accepted; the event loop also accepts this many at once.
+BACKLOG = 32
 COOKIE = "coral_mfg_token"
 ENV_TOKEN = "CORAL_MFG_HTTP_TOKEN"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -65,7 +82,8 @@ class WebServer:
     """Serves one run; started before the run, stopped before it is closed."""
 
     def __init__(self, bind: str, token: str | None, hub: WebHub, pipeline: Pipeline,
-                 snapshots: Path | None) -> None:
+                 snapshots: Path | None, *, max_connections: int = 64,
+                 max_viewers: int = 8) -> None:
         self.host, self.port = parse_bind(bind)
         self.token = token or os.environ.get(ENV_TOKEN) or None
         if self.token is None and not is_loopback(self.host):
@@ -75,15 +93,22 @@ class WebServer:
         self.hub = hub
         self.pipeline = pipeline
         self.snapshots = snapshots
+        self.max_connections = max_connections
+        self.max_viewers = max_viewers
         self.viewers = 0
-        self.dropped_viewers = 0
+        self.dropped_viewers = 0  # slow viewers closed by the server
+        self.refused_viewers = 0  # over the viewer cap
+        self.accept_errors = Repeats("accept() failed")
         self._loop = asyncio.new_event_loop()
+        self._loop.set_exception_handler(loop_exception_handler(self.accept_errors))
         self._thread = threading.Thread(target=self._serve, name="http", daemon=True)
-        self._started: asyncio.Future[None] | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._runner: web.AppRunner | None = None
+        self._listener: asyncio.Server | None = None
+        self.guard: ConnectionGuard | None = None
         self._stopping = False
+        _quiet_bad_requests()
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -100,18 +125,25 @@ class WebServer:
                  " (token required)" if self.token else "")
 
     def _serve(self) -> None:
+        yield_to_inspection()
         asyncio.set_event_loop(self._loop)
         try:
-            self._runner = web.AppRunner(self._app(), access_log=None, handle_signals=False)
+            self._runner = web.AppRunner(self._app(), access_log=None, handle_signals=False,
+                                         keepalive_timeout=KEEPALIVE_S)
             self._loop.run_until_complete(self._runner.setup())
-            site = web.TCPSite(self._runner, self.host, self.port)
-            self._loop.run_until_complete(site.start())
+            server = self._runner.server
+            assert server is not None
+            self.guard = ConnectionGuard(server, connection_cap(self.max_connections, BACKLOG),
+                                         HEADER_TIMEOUT_S, self._loop)
+            self._listener = self._loop.run_until_complete(self._loop.create_server(
+                self.guard, self.host, self.port, backlog=BACKLOG, reuse_address=True))
         except BaseException as exc:
             self._error = exc
             self._ready.set()
             return
         self._ready.set()
         self._loop.run_forever()
+        self._listener.close()
         self._loop.run_until_complete(self._runner.cleanup())
         self._loop.close()
 
@@ -146,12 +178,16 @@ class WebServer:
 
     def _authorized(self, request: web.Request) -> bool:
         assert self.token is not None
-        header = request.headers.get("Authorization", "")
-        given = header[7:] if header.startswith("Bearer ") else request.cookies.get(COOKIE, "")
+        scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+        given = (credentials.strip() if scheme.lower() == "bearer"
+                 else request.cookies.get(COOKIE, ""))
         return hmac.compare_digest(given.encode(), self.token.encode())
 
     async def _login(self, request: web.Request) -> web.StreamResponse:
-        form = await request.post()
+        try:
+            form = await asyncio.wait_for(request.post(), BODY_TIMEOUT_S)
+        except TimeoutError:
+            return _closing(web.Response(status=408, text="408: the form did not arrive\n"))
         given = str(form.get("token", ""))
         if self.token is None or not hmac.compare_digest(given.encode(), self.token.encode()):
             return web.Response(status=401, text=LOGIN_PAGE, content_type="text/html")
@@ -167,24 +203,42 @@ class WebServer:
         stream = request.match_info["stream"]
         if stream not in STREAMS:
             raise web.HTTPNotFound()
-        response = web.StreamResponse(headers={
-            "Content-Type": "multipart/x-mixed-replace; boundary=frame",
-            "Cache-Control": "no-store"})
-        await response.prepare(request)
+        return await self._live(request, "multipart/x-mixed-replace; boundary=frame",
+                                lambda response: self._send_frames(stream, request, response),
+                                f"video of {stream}")
+
+    async def _live(self, request: web.Request, content_type: str,
+                    send: Callable[[web.StreamResponse], Awaitable[None]],
+                    what: str) -> web.StreamResponse:
+        """A response that lasts as long as its viewer: capped, and dropped when the
+        viewer stops reading (its socket is closed, not left to drain for ever)."""
+        if self.viewers >= self.max_viewers:
+            self.refused_viewers += 1
+            return _closing(web.Response(
+                status=503, text=f"503: {self.max_viewers} viewers already; retry later\n",
+                headers={"Retry-After": "10"}))
+        response = web.StreamResponse(headers={"Content-Type": content_type,
+                                               "Cache-Control": "no-store"})
         self.viewers += 1
         try:
-            await self._send_frames(stream, response)
-        except (TimeoutError, ConnectionResetError):
+            await response.prepare(request)
+            await send(response)
+        except TimeoutError:
             self.dropped_viewers += 1
-            log.info("web: a slow or gone viewer of %s was dropped", stream)
+            log.info("web: a viewer of the %s stopped reading and was dropped", what)
+            if request.transport is not None:
+                request.transport.abort()
+        except ConnectionError:
+            log.debug("web: a viewer of the %s left", what)
         finally:
             self.viewers -= 1
         return response
 
-    async def _send_frames(self, stream: str, response: web.StreamResponse) -> None:
+    async def _send_frames(self, stream: str, request: web.Request,
+                           response: web.StreamResponse) -> None:
         shown = -1
         loop = asyncio.get_running_loop()
-        while not self._stopping:
+        while not self._stopping and not _gone(request):
             if self.hub.latest_seq(stream) == shown:
                 await asyncio.sleep(POLL_S)
                 continue
@@ -211,7 +265,16 @@ class WebServer:
             "counts": p.inspection.counts(),
             "warning": p.output_warning() or p.zone_warning(),
             "viewers": self.viewers,
+            "connections": self.connection_counts(),
         }
+
+    def connection_counts(self) -> dict[str, int]:
+        g = self.guard.counts if self.guard is not None else None
+        return {"open": g.open if g else 0, "refused": g.refused if g else 0,
+                "header_timeouts": g.header_timeouts if g else 0,
+                "viewers_dropped": self.dropped_viewers,
+                "viewers_refused": self.refused_viewers,
+                "accept_errors": self.accept_errors.count}
 
     async def _status(self, _request: web.Request) -> web.StreamResponse:
         return web.json_response(self.status())
@@ -220,20 +283,17 @@ class WebServer:
         return web.json_response([e for _, e in self.hub.events_after(0)])
 
     async def _event_stream(self, request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
-                                               "Cache-Control": "no-store"})
-        await response.prepare(request)
+        return await self._live(request, "text/event-stream",
+                                lambda response: self._send_events(request, response), "events")
+
+    async def _send_events(self, request: web.Request, response: web.StreamResponse) -> None:
         seen = 0
-        try:
-            while not self._stopping:
-                for n, event in self.hub.events_after(seen):
-                    data = f"data: {json.dumps(event, separators=(',', ':'))}\n\n"
-                    await asyncio.wait_for(response.write(data.encode()), WRITE_TIMEOUT_S)
-                    seen = n
-                await asyncio.sleep(EVENTS_POLL_S)
-        except (TimeoutError, ConnectionResetError):
-            self.dropped_viewers += 1
-        return response
+        while not self._stopping and not _gone(request):
+            for n, event in self.hub.events_after(seen):
+                data = f"data: {json.dumps(event, separators=(',', ':'))}\n\n"
+                await asyncio.wait_for(response.write(data.encode()), WRITE_TIMEOUT_S)
+                seen = n
+            await asyncio.sleep(EVENTS_POLL_S)
 
     async def _health(self, _request: web.Request) -> web.StreamResponse:
         p = self.pipeline
@@ -252,9 +312,30 @@ class WebServer:
         """Only a plain file name of the snapshot folder: no path reaches anywhere else."""
         name = request.match_info["name"]
         if self.snapshots is None or "/" in name or "\\" in name or name.startswith(".") \
-                or not name.endswith(".jpg"):
+                or not name.endswith(".jpg") or not name.isprintable():
             raise web.HTTPNotFound()
         path = (self.snapshots / name).resolve()
         if path.parent != self.snapshots.resolve() or not path.is_file():
             raise web.HTTPNotFound()
         return web.FileResponse(path, headers={"Cache-Control": "max-age=3600"})
+
+
+def _gone(request: web.Request) -> bool:
+    """The viewer closed its connection (a live response notices only when it writes)."""
+    return request.transport is None or request.transport.is_closing()
+
+
+def _closing(response: web.Response) -> web.Response:
+    """A response after which the connection is closed."""
+    response.force_close()
+    return response
+
+
+_BAD_REQUESTS = BadRequests()
+
+
+def _quiet_bad_requests() -> None:
+    """Malformed requests: counted lines, not a traceback each (idempotent)."""
+    logger = logging.getLogger("aiohttp.server")
+    if _BAD_REQUESTS not in logger.filters:
+        logger.addFilter(_BAD_REQUESTS)
