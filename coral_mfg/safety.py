@@ -84,6 +84,11 @@ def _renames(
     return out
 
 
+#: A zone gone from the file keeps who is in it this long before they leave it: a
+#: file saved in two steps must not turn one stay into an exit and a second entry.
+GONE_GRACE_S = 5.0
+
+
 @dataclass
 class _Presence:
     inside: int = 0
@@ -103,6 +108,8 @@ class ZoneDebounce:
     current: tuple[tuple[str, int, float], ...] = ()
     #: how long each (zone, track) that just left was inside, in seconds; taken by the caller
     stayed: dict[tuple[str, int], float] = field(default_factory=dict)
+    #: zones gone from the file while someone was in them, since when
+    gone_since: dict[str, float] = field(default_factory=dict)
 
     def update(
         self, hits: dict[str, dict[int, bool]], zones: tuple[KeepoutZone, ...],
@@ -115,9 +122,14 @@ class ZoneDebounce:
         events: list[tuple[str, str, int]] = []
         by_name = {z.name: z for z in zones}
         keys = {(t, z) for z, tracks in hits.items() for t in tracks} | set(self.states)
+        for name in [n for n in self.gone_since if n in by_name]:
+            del self.gone_since[name]  # back: who was in it is in it still, no new entry
         for track, zone_name in sorted(keys):
             zone = by_name.get(zone_name)
             state = self.states.setdefault((track, zone_name), _Presence())
+            if zone is None and state.active and (
+                    now - self.gone_since.setdefault(zone_name, now) < GONE_GRACE_S):
+                continue  # perhaps a file read half-written: the zone may come back
             if zone is None or not zone.enabled:  # zone removed or disabled: leave it now
                 if state.active:
                     events.append(("keepout_exit", zone_name, track))
@@ -142,6 +154,8 @@ class ZoneDebounce:
                     del self.states[(track, zone_name)]
         self.current = tuple(sorted((z, t, s.since) for (t, z), s in self.states.items()
                                     if s.active))
+        for name in [n for n in self.gone_since if not any(z == n for z, _, _ in self.current)]:
+            del self.gone_since[name]
         return events
 
     def rename(self, old: str, new: str) -> None:

@@ -1,13 +1,17 @@
-"""Zone files: loading them, and live reload, so an edit takes effect within a second.
+"""Zone files: loading them, and live reload, so an edit takes effect within seconds.
 
-An invalid edit never stops the app: the last good zones stay in force and the
-error is logged, written to the event log and shown on screen.
+A file is read only once it is whole: after it has stayed unchanged for
+:data:`SETTLE_S` (an editor or a script may write it in pieces, with pauses),
+or at once when a new file was renamed over it (an atomic save). An invalid
+edit never stops the app: the last good zones stay in force and the error is
+logged, written to the event log and shown on screen.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +26,8 @@ from coral_mfg.zones import KeepoutZone, ZoneSource, ZoneSpec, csv_spec, place_z
 log = logging.getLogger(__name__)
 
 POLL_S = 0.25
+#: A changed file is read once it has been unchanged this long.
+SETTLE_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -66,12 +72,13 @@ def zones_of(
     return source, placement, load_zones(source, placement, specs)
 
 
-def _stamp(path: Path) -> tuple[int, int] | None:
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    """(inode, mtime, size): a new inode is a file renamed over the old one, whole."""
     try:
         st = path.stat()
     except OSError:
         return None
-    return (st.st_mtime_ns, st.st_size)
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
 class ZoneWatcher(threading.Thread):
@@ -92,17 +99,43 @@ class ZoneWatcher(threading.Thread):
         self.stop_event = stop
         self.on_event = on_event
         self._seen = _stamp(source.path)
+        self._pending = False  # a change seen and not yet read
+        self._changing: tuple[int, int, int] | None = None  # the file as last seen meanwhile
+        self._since = 0.0  # when it last changed
+        self._lock = threading.Lock()  # the editor's save and the watcher's look
 
     def mark_saved(self) -> None:
         """The app itself just wrote the file: do not reload what it already has."""
-        self._seen = _stamp(self.source.path)
+        with self._lock:
+            self._seen = _stamp(self.source.path)
+            self._pending = False
 
     def run(self) -> None:
         while not self.stop_event.wait(POLL_S):
-            stamp = _stamp(self.source.path)
+            self.poll(time.monotonic())
+
+    def poll(self, now: float) -> None:
+        """Look at the file once: read it if it changed and has settled (or was renamed
+        over the old one); ``now`` is the monotonic time of the look."""
+        with self._lock:
+            self._poll(now)
+
+    def _poll(self, now: float) -> None:
+        stamp = _stamp(self.source.path)
+        if not self._pending:
             if stamp == self._seen:
-                continue
-            self._seen = stamp
+                return
+            if stamp is not None and self._seen is not None and stamp[0] != self._seen[0]:
+                self._seen = stamp  # a new file renamed over the old one: written whole
+                self.check_now()
+                return
+            self._pending, self._changing, self._since = True, stamp, now
+            return
+        if stamp != self._changing:
+            self._changing, self._since = stamp, now  # still being written
+            return
+        if now - self._since >= SETTLE_S:
+            self._pending, self._seen = False, stamp
             self.check_now()
 
     def check_now(self) -> None:
