@@ -7,6 +7,7 @@ on, so the verdict reported on every frame is the object's, not the frame's.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -50,6 +51,9 @@ class VisualInspection:
     #: per live track, the last frame it was graded on and its box there: the picture
     #: of its ``graded`` event; dropped when the track ends, so memory stays bounded
     last_graded: dict[int, tuple[FrameResult, Box]] = field(default_factory=dict)
+    last_frame: int = -1  # the index of the last frame finished: the frame of final verdicts
+    #: held by :meth:`finish` and :meth:`flush`: the tracks are ended once, by one of them
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def infer(self, frame: Frame, engine: InferenceEngine) -> Inferred:
         """Objects on the frame and the grades of their crops (full resolution).
@@ -87,6 +91,10 @@ class VisualInspection:
 
     def finish(self, frame: Frame, inferred: Inferred) -> FrameResult:
         """Tracks and their votes, one frame after the other, in order."""
+        with self.lock:
+            return self._finish(frame, inferred)
+
+    def _finish(self, frame: Frame, inferred: Inferred) -> FrameResult:
         times, found = inferred.times, inferred.detections
         picture = letterbox(self.out_size, frame.size)
         t0 = time.perf_counter()
@@ -110,7 +118,8 @@ class VisualInspection:
                 obs.track.id, obs.predicted, self._passed(verdict),
                 None if scores is None else self._grade(int(np.argmax(scores))),
                 None if scores is None or i is None else inferred.crops[i]))
-        events, snapshots = self._ended(frame)
+        self.last_frame = frame.index
+        events, snapshots = self._ended()
         times.checks = (time.perf_counter() - t0) * 1000.0
         self.processed += 1
         result = FrameResult(frame, self.out_size, inferred.device, tuple(objects), times,
@@ -133,8 +142,14 @@ class VisualInspection:
             return None
         return verdict in self.labels.passing
 
-    def _ended(self, frame: Frame) -> tuple[tuple[dict[str, Any], ...],
-                                            tuple[SnapshotRequest, ...]]:
+    def flush(self) -> tuple[tuple[dict[str, Any], ...], tuple[SnapshotRequest, ...]]:
+        """The run is stopping: every object still in view ends now, with its ``graded``
+        event, so the events written agree with the counts on every way a run ends."""
+        with self.lock:
+            self.tracker.end_all()
+            return self._ended()
+
+    def _ended(self) -> tuple[tuple[dict[str, Any], ...], tuple[SnapshotRequest, ...]]:
         """A ``graded`` event for each object whose track ended with a verdict: its
         verdict is final then, and agrees with the counts."""
         events, snapshots = [], []
@@ -148,7 +163,7 @@ class VisualInspection:
                 "type": "graded", "label": label, "track": track.id,
                 "grade": self._grade(verdict), "passed": self._passed(verdict),
                 "grade_score": round(track.verdict_score, 4), "frames": track.hits,
-                "graded_frames": track.n_votes, "frame": frame.index}
+                "graded_frames": track.n_votes, "frame": self.last_frame}
             events.append(event)
             if last is not None:
                 snapshots.append(SnapshotRequest(event, last[0], last[1]))

@@ -54,7 +54,13 @@ from coral_mfg.outputs.mqtt import MqttPublisher
 from coral_mfg.outputs.retention import GB, Retention
 from coral_mfg.outputs.snapshots import Snapshots
 from coral_mfg.records import iso_utc, stamp
-from coral_mfg.results import STREAMS, VISUAL_INSPECTION, WORKER_SAFETY, FrameResult
+from coral_mfg.results import (
+    STREAMS,
+    VISUAL_INSPECTION,
+    WORKER_SAFETY,
+    FrameResult,
+    SnapshotRequest,
+)
 from coral_mfg.safety import WorkerSafety, ZoneStore
 from coral_mfg.scheduler import Scheduler, StreamProcessor, StreamState
 from coral_mfg.settings import Settings, StreamConfig
@@ -94,16 +100,29 @@ class RunContext:
         """A run event (source lost, zones reloaded) for the event log."""
         self.outputs.put(RunEvent(self.stamped(record)))
 
+    def _stamp(self, record: dict[str, Any], stream: str, wall: float) -> None:
+        """A stream's event gets its stream, its stamp and the name of its picture."""
+        record["stream"] = stream
+        stamp(record, wall, self.station)
+        path = self.snapshots.name(record) if self.snapshots is not None else None
+        if path is not None:
+            record["snapshot"] = str(path)
+
     def result(self, result: FrameResult) -> None:
         """A processed frame: its events are stamped (and their pictures named), then it
         goes to the outputs."""
         for record in result.events:
-            record["stream"] = result.stream
-            stamp(record, result.frame.wall, self.station)
-            path = self.snapshots.name(record) if self.snapshots is not None else None
-            if path is not None:
-                record["snapshot"] = str(path)
+            self._stamp(record, result.stream, result.frame.wall)
         self.outputs.put(result)
+
+    def final_events(self, stream: str, events: tuple[dict[str, Any], ...],
+                     pictures: tuple[SnapshotRequest, ...]) -> None:
+        """A stream's last events, made as the run stops (no frame carries them)."""
+        wall = time.time()
+        for record in events:
+            self._stamp(record, stream, wall)
+            mine = tuple(p for p in pictures if p.event is record)
+            self.outputs.put(RunEvent(record, mine))
 
     def stream_done(self, name: str) -> None:
         """Called with the scheduler's lock held: only flag, never block."""
@@ -351,6 +370,8 @@ class Pipeline:
         if not keep_inference:
             self.inference.pool.stop_workers()  # first: a call waiting on a hung worker returns
         self.scheduler.join(JOIN_S)
+        # objects still in view end now: every counted verdict gets its event
+        self.ctx.final_events(VISUAL_INSPECTION, *self.inspection.flush())
         if not keep_inference:
             self.inference.pool.release()
         for t in (*(u.source for u in self.units.values()), self.zone_watcher):
@@ -359,26 +380,41 @@ class Pipeline:
         self.ctx.flush_ended()
         self.ctx.outputs.finish(JOIN_S * 2)
         for recorder in self.recorders:
-            recorder.close()
+            _closing("recording", recorder.close)
         if self.harvester is not None:
-            self.harvester.close()
+            _closing("harvest", self.harvester.close)
         if self.events is not None:
             for health in self._healths():
                 for change in health.transitions():
                     self.events.event(self.ctx.stamped(change.to_event()))
         summary = self.summary()
         if self.mqtt is not None:
-            for stream in STREAMS:
-                self.mqtt.state(stream, {**self.stream_state(stream, 0.0), "status": "stopped"})
-            self.mqtt.close()
+            mqtt = self.mqtt
+            stopped = {s: {**self.stream_state(s, 0.0), "status": "stopped"} for s in STREAMS}
+
+            def goodbye() -> None:
+                for stream, state in stopped.items():
+                    mqtt.state(stream, state)
+                mqtt.close()
+
+            _closing("mqtt", goodbye)
         if self.events is not None:
             self.events.event(summary)
-            self.events.close()
+            _closing("event log", self.events.close)
         threads = (*(u.source for u in self.units.values()), self.ctx.outputs)
         alive = [t.name for t in threads if t.is_alive()]
         if alive:
             log.warning("threads still running at exit: %s", ", ".join(alive))
         return summary
+
+
+def _closing(output: str, close: Callable[[], None]) -> None:
+    """Close one output; its failure is logged, and the others and the summary go on."""
+    try:
+        close()
+    except Exception:
+        log.exception("%s: failed while closing; the other outputs and the summary go on",
+                      output)
 
 
 # --- building -------------------------------------------------------------------------------

@@ -206,14 +206,24 @@ class Tracker:
         alive = []
         for track in self.tracks:
             if track.misses > self.coast_frames:
-                if self.is_counted(track):
-                    key = track.verdict
-                    self.ended_verdicts[key] = self.ended_verdicts.get(key, 0) + 1
-                if self.report_ended:
-                    self.ended.append(track)
+                self._end(track)
             else:
                 alive.append(track)
         self.tracks = alive
+
+    def _end(self, track: Track) -> None:
+        if self.is_counted(track):
+            key = track.verdict
+            self.ended_verdicts[key] = self.ended_verdicts.get(key, 0) + 1
+        if self.report_ended:
+            self.ended.append(track)
+
+    def end_all(self) -> None:
+        """End every live track now (the run is stopping): each is counted and handed out
+        by :meth:`take_ended` as if its object had left the picture."""
+        for track in self.tracks:
+            self._end(track)
+        self.tracks = []
 
     def take_ended(self) -> list[Track]:
         """Tracks that ended since the last call; each is handed out once."""

@@ -282,6 +282,64 @@ def test_keys_pause_hud_fullscreen_screenshot_and_quit(
     assert app.window.gl_errors == 0
 
 
+def test_quitting_with_q_writes_the_verdicts_of_objects_in_view(
+    xvfb: str, tmp_path: Path
+) -> None:
+    """'q' with an apple in view: its verdict is written, and the summary counts what the
+    event log says."""
+    import threading
+
+    import glfw
+
+    from coral_mfg.cli import resolve_settings, run_parser
+    from coral_mfg.pipeline import build_pipeline
+    from coral_mfg.render.loop import WindowApp
+    from coral_mfg.render.window import DisplaySink
+    from coral_mfg.results import InspectedObject
+    from tests.test_exit_paths import assert_counts_are_events
+
+    events = tmp_path / "events.jsonl"
+    settings = resolve_settings(run_parser().parse_args(
+        ["--device", "cpu", "--events", str(events)]))
+    display = DisplaySink()
+    pipeline = build_pipeline(settings, extra_sinks=[display])
+    app = WindowApp(settings, pipeline, display)
+
+    history: list[set[int]] = []  # graded apples on each newly shown frame
+    last = [-1]
+
+    def apple_in_view() -> bool:
+        """The same graded apple on the newest four frames shown: counted, in view."""
+        shown = display.snapshot().get("visual_inspection")
+        if shown is None:
+            return False
+        if shown[0] != last[0]:
+            last[0] = shown[0]
+            history.append({o.track for o in shown[1].objects
+                            if isinstance(o, InspectedObject) and o.grade and not o.predicted})
+        return len(history) >= 4 and bool(set.intersection(*history[-4:]))
+
+    def script() -> None:
+        deadline = time.monotonic() + 120
+        while not apple_in_view() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        app.window._on_key(None, glfw.KEY_Q, 0, glfw.PRESS, 0)
+        glfw.post_empty_event()
+
+    driver = threading.Thread(target=script)
+    pipeline.start()
+    driver.start()
+    try:
+        app.run(threading.Event())
+    finally:
+        pipeline.close()
+        app.finish()
+        driver.join(10)
+    logged = [json.loads(x) for x in events.read_text().splitlines()]
+    assert assert_counts_are_events(logged)
+    assert logged[-2]["type"] == "graded"
+
+
 def test_lost_source_shows_no_signal(xvfb: str) -> None:
     """A camera that dies and cannot be reopened: its pane says NO SIGNAL and why."""
     import threading

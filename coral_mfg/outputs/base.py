@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from coral_mfg.results import FrameResult
+from coral_mfg.results import FrameResult, SnapshotRequest
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +34,11 @@ class RunEvent:
     """Something that happened to the run (a source lost, zones reloaded), as its log record.
 
     It travels through the output queue so the event log keeps it in order with the frames.
+    ``pictures`` are the snapshots it names, each with the result it shows.
     """
 
     record: dict[str, Any]
+    pictures: tuple[SnapshotRequest, ...] = ()
 
 
 OutputItem = FrameResult | StreamEnded | RunEvent
@@ -47,6 +49,7 @@ class Sink(Protocol):
 
     def write(self, result: FrameResult) -> None: ...
     def event(self, record: dict[str, Any]) -> None: ...
+    def pictures(self, requests: tuple[SnapshotRequest, ...]) -> None: ...
     def end_stream(self, stream: str) -> None: ...
     def close(self) -> None: ...
 
@@ -58,6 +61,9 @@ class SinkBase:
         pass
 
     def event(self, record: dict[str, Any]) -> None:
+        pass
+
+    def pictures(self, requests: tuple[SnapshotRequest, ...]) -> None:
         pass
 
     def end_stream(self, stream: str) -> None:
@@ -123,7 +129,9 @@ def _deliver(sink: Sink, item: OutputItem) -> None:
     match item:
         case StreamEnded(stream):
             sink.end_stream(stream)
-        case RunEvent(record):
+        case RunEvent(record, pictures):
             sink.event(record)
+            if pictures:
+                sink.pictures(pictures)
         case _:
             sink.write(item)

@@ -53,13 +53,19 @@ class Snapshots(SinkBase):
         return self.folder / f"{when}-{event['type']}-{event['id'][:8]}.jpg"
 
     def write(self, result: FrameResult) -> None:
-        for request in result.snapshots:
-            path = request.event.get("snapshot")
-            if path is not None and self.health.may_write(self.folder):
-                self._save(Path(path), request, result)
+        self._take(result.snapshots, result)
 
-    def _save(self, path: Path, request: SnapshotRequest, carrier: FrameResult) -> None:
-        shown = request.result or carrier
+    def pictures(self, requests: tuple[SnapshotRequest, ...]) -> None:
+        self._take(requests, None)
+
+    def _take(self, requests: tuple[SnapshotRequest, ...], carrier: FrameResult | None) -> None:
+        for request in requests:
+            path = request.event.get("snapshot")
+            shown = request.result or carrier
+            if path is not None and shown is not None and self.health.may_write(self.folder):
+                self._save(Path(path), request, shown)
+
+    def _save(self, path: Path, request: SnapshotRequest, shown: FrameResult) -> None:
         pane = annotated_pane(shown, self.zones(), self.mask)
         try:
             self._jpeg(path, pane)
