@@ -83,10 +83,7 @@ def open_capture(spec: str, width: int, height: int) -> cv2.VideoCapture:
     if kind is SourceKind.FILE:
         path = Path(spec)
         if not path.is_file():
-            raise UserError(
-                f"video file {spec} not found: pass an existing file, /dev/videoN or a URL "
-                "(run 'coral-mfg fetch-assets' for the samples)"
-            )
+            raise UserError(_not_a_video_file(path))
         cap = cv2.VideoCapture(
             str(path), cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, DECODE_THREADS]
         )
@@ -113,6 +110,20 @@ def open_capture(spec: str, width: int, height: int) -> cv2.VideoCapture:
         cap.release()
         raise UserError(f"cannot open {kind} {spec}: {fix}")
     return cap
+
+
+def _not_a_video_file(path: Path) -> str:
+    """Why ``path`` cannot be read as a video file, in words, with the fix."""
+    fix = "pass a video file, /dev/videoN or a URL"
+    if path.is_dir():
+        return f"{path} is a folder, not a video file: {fix}"
+    if path.is_fifo():
+        return (f"{path} is a named pipe (FIFO), which cannot be read as a video file here "
+                f"(it would wait for a writer for ever): {fix}, e.g. an rtsp:// stream")
+    if path.exists():
+        return f"{path} is not a regular file: {fix}"
+    return (f"video file {path} not found: pass an existing file, /dev/videoN or a URL "
+            "(run 'coral-mfg fetch-assets' for the samples)")
 
 
 def source_fps(cap: VideoSource) -> float:

@@ -4,6 +4,7 @@ signals stop a run cleanly with its files complete."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -70,13 +71,19 @@ def _bad_files(tmp: Path) -> dict[str, Path]:
     text.write_text("not a video\n")
     truncated = tmp / "truncated.mp4"
     truncated.write_bytes(video("apple-conveyor.mp4").read_bytes()[:100_000])
-    return {"text": text, "truncated": truncated}
+    folder = tmp / "clips"
+    folder.mkdir()
+    fifo = tmp / "feed.mp4"
+    os.mkfifo(fifo)
+    return {"text": text, "truncated": truncated, "folder": folder, "fifo": fifo}
 
 
 @pytest.mark.parametrize(
     ("source", "message"),
     [
         ("missing", "video file {path} not found: pass an existing file"),
+        ("folder", "{path} is a folder, not a video file: pass a video file"),
+        ("fifo", "{path} is a named pipe (FIFO), which cannot be read as a video file"),
         ("text", "cannot open file {path}: pass a video file OpenCV/FFmpeg can decode"),
         ("truncated", "video file {path} delivers no frames (empty, truncated or not a video)"),
         ("camera", "camera /dev/video9 not found: plug it in or pass another /dev/videoN"),

@@ -18,11 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import cv2
+import numpy as np
 import pytest
 
 from coral_mfg.outputs.event_log import EventLog, Rotation
 from coral_mfg.outputs.retention import Retention, prune
 from tests.conftest import ROOT, video, wait_for
+from tests.conftest import frames as frames_of
 
 APP = [sys.executable, "-m", "coral_mfg", "--headless", "--device", "cpu"]
 
@@ -335,6 +337,71 @@ def test_segments_roll_and_retention_runs_during_the_run(tmp_path: Path) -> None
     assert "(retention)" in stderr
     for path in sorted(rec.glob("*.mp4")):
         assert _probe(path)[0] == "h264"
+    assert seg["recent"] and all(Path(p).is_file() for p in seg["recent"])  # none deleted
+
+
+def _decode_errors(path: Path) -> str:
+    """What FFmpeg says while decoding every frame of ``path`` (empty: it plays cleanly)."""
+    out = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-f", "null", "-"],
+                         capture_output=True, text=True, check=False)
+    return out.stderr.strip() if out.returncode == 0 else out.stderr.strip() or "failed"
+
+
+def test_a_recording_cut_anywhere_is_cut_back_to_what_plays(tmp_path: Path) -> None:
+    """A real fragmented MP4 from the encoder, cut at many points as a failing write would
+    leave it: the repair keeps exactly the whole fragments, and FFmpeg decodes them
+    without a single error; with no whole fragment the file is deleted."""
+    from coral_mfg.outputs.encoder import H264Writer, RecordTarget, playable_end, repair
+
+    whole = tmp_path / "whole.mp4"
+    writer = H264Writer(RecordTarget(file=whole), (320, 180), 10.0, lossless=True)
+    writer.start()
+    source = frames_of("worker-zone-detection.mp4")
+    for i in range(45):  # 4.5 s: a fragment a second
+        writer.submit(np.asarray(cv2.resize(source[i % len(source)], (320, 180)), np.uint8))
+    writer.finish(60)
+    data = whole.read_bytes()
+    assert playable_end(data) > 0 and not _decode_errors(whole)
+    ends = sorted({playable_end(data[:cut]) for cut in range(0, len(data), 997)})
+    assert len(ends) >= 4  # several fragments were whole at some cut
+    for cut in [*range(0, len(data), len(data) // 23), len(data) - 1]:
+        part = tmp_path / f"cut-{cut}.mp4"
+        part.write_bytes(data[:cut])
+        kept = repair(part)
+        if playable_end(data[:cut]) == 0:
+            assert not kept and not part.exists()
+            continue
+        assert kept and part.stat().st_size == playable_end(data[:cut])
+        assert not _decode_errors(part), cut
+        assert _probe(part)[2] > 0
+
+
+def test_segments_on_a_full_disk_all_play(tmp_path: Path, small_disk: Path) -> None:
+    """Segments cut by a full disk are cut back to what plays, or removed when nothing
+    does; the summary names only files that exist."""
+    events, rec = tmp_path / "events.jsonl", small_disk / "rec"
+    filler = _fill(small_disk, 900_000)
+    proc = _start("--loop", "--events", str(events), "--record_dir", str(rec),
+                  "--segment_minutes", "0.05")
+    try:
+        wait_for(lambda: any(e["type"] == "output_fault" for e in _events(events)), "the fault")
+        at_fault = _frames(_events(events))
+        wait_for(lambda: _frames(_events(events)) > at_fault + 60, "retries on the full disk")
+        filler.unlink()
+        wait_for(lambda: any(e["type"] == "output_restored" for e in _events(events)), "resume")
+        wait_for(lambda: len([p for p in rec.glob("*.mp4") if p.stat().st_size > 0]) >= 2,
+                 "a segment after the fault")
+    finally:
+        stderr = _stop(proc)
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr
+    files = sorted(rec.glob("*.mp4"))
+    assert files
+    for path in files:
+        assert path.stat().st_size > 0, path
+        assert not _decode_errors(path), path
+    seg = _events(events)[-1]["outputs"]["segments"]
+    assert all(Path(p).is_file() for p in seg["recent"])
 
 
 def test_event_log_rotates_by_size_and_keeps_the_newest(tmp_path: Path) -> None:

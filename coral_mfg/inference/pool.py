@@ -255,10 +255,11 @@ class WorkerPool:
             member.client.start()  # from the supervisor thread, which lives as long as the run
         except WorkerStartError as exc:
             self._strike()
-            member.retry_at = time.monotonic() + member.backoff
-            member.backoff = min(member.backoff * 2, BACKOFF_MAX_S)
+            delay = member.backoff
+            member.retry_at = time.monotonic() + delay
+            member.backoff = min(delay * 2, BACKOFF_MAX_S)
             log.warning("inference worker %s did not restart (%s); next try in %.0f s",
-                        member.client.name, exc, member.backoff)
+                        member.client.name, exc, delay)
             return
         member.backoff = BACKOFF_FIRST_S
         self.counts.restored += 1

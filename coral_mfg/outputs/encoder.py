@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
+import os
 import queue
 import threading
 import time
@@ -78,6 +79,52 @@ class RecordTarget:
             n += 1
             path = self.folder / f"{PREFIX}{stamp}-{n}.mp4"
         return path
+
+
+def playable_end(data: bytes) -> int:
+    """Where a fragmented MP4 that was cut off stops being playable: the end of its
+    last whole ``moof`` + ``mdat`` pair (0 when not even one is whole).
+
+    A write that failed part way (a full disk) leaves a box shorter than its header
+    says, or a fragment without its media; players then fail on the whole file
+    ("Invalid NAL unit size"). Cutting the file back here keeps every whole second.
+    """
+    pos, end, header_ok, moof = 0, 0, False, False
+    while pos + 8 <= len(data):
+        size = int.from_bytes(data[pos:pos + 4], "big")
+        kind = data[pos + 4:pos + 8]
+        if size == 1 and pos + 16 <= len(data):
+            size = int.from_bytes(data[pos + 8:pos + 16], "big")
+        if size < 8 or pos + size > len(data):
+            break  # cut inside this box
+        if kind == b"moov":
+            header_ok = True
+        elif kind == b"moof":
+            moof = True
+        elif kind == b"mdat" and moof and header_ok:
+            end, moof = pos + size, False
+        pos += size
+    return end
+
+
+def repair(path: Path) -> bool:
+    """Cut a recording back to its playable part, or delete it when none is; True when
+    something playable is left."""
+    try:
+        data = path.read_bytes()
+        end = playable_end(data)
+        if end == 0:
+            path.unlink(missing_ok=True)
+            log.warning("recording %s held no whole second of video and was deleted", path)
+            return False
+        if end < len(data):
+            os.truncate(path, end)
+            log.warning("recording %s was cut by a write error: kept its first %d of %d "
+                        "bytes, which play", path, end, len(data))
+    except OSError as exc:
+        log.warning("recording %s could not be checked after a write error: %s", path,
+                    os_reason(exc))
+    return True
 
 
 class _File:
@@ -202,6 +249,8 @@ class H264Writer(threading.Thread):
             self._file = _File(path, self.size, self.fps, self.target.preset)
         except (OSError, av.FFmpegError) as exc:
             self.health.failed(os_reason(exc))
+            if path.is_file() and self.target.folder is not None:
+                repair(path)  # a segment begun on a full disk: nothing in it plays
             return False
         self.segments += 1
         self.recent.append(path)
@@ -210,7 +259,11 @@ class H264Writer(threading.Thread):
 
     def _fail(self, exc: BaseException) -> None:
         self.health.failed(os_reason(exc))
+        path = self._file.path if self._file is not None else None
         self._end_file()
+        if path is not None and path.is_file() and not repair(path):
+            with contextlib.suppress(ValueError):
+                self.recent.remove(path)
         self._part += 1  # the next attempt starts a new file beside the cut one
         self._checked_at = 0.0  # free space at the next frame: retention may make room
 
@@ -222,6 +275,9 @@ class H264Writer(threading.Thread):
             file.close()
         except (OSError, av.FFmpegError) as exc:
             log.debug("recording %s ended on a write error: %s", file.path, exc)
+            if file.path.is_file() and not repair(file.path):
+                with contextlib.suppress(ValueError):
+                    self.recent.remove(file.path)
 
     def _check_disk(self) -> None:
         now = time.monotonic()
@@ -234,6 +290,9 @@ class H264Writer(threading.Thread):
                 current = self._file.path if self._file is not None else None
                 pruned = prune(self.target.folder, r, current)
                 self.deleted += len(pruned.deleted)
+                for gone in pruned.deleted:  # the summary names files that exist
+                    with contextlib.suppress(ValueError):
+                        self.recent.remove(gone)
                 low, free = pruned.low, pruned.free_bytes
             else:
                 free = free_bytes(self.target.directory)
