@@ -235,8 +235,13 @@ def edgetpu_failure(exc: WorkerStartError, device: str | None, backend: Backend,
     what a libedgetpu built for another TensorFlow does.
     """
     library = edgetpu_library()
-    if exc.kind in ("model", "in_use", "setup"):
-        return str(exc) + ("" if exc.kind == "model" else "; or run with --device cpu")
+    if exc.kind == "model":
+        return str(exc)
+    if exc.kind == "in_use":
+        return (f"{exc}: it holds the Coral while it runs (opening it here would reset it under "
+                "that process); stop it first, or run with --device cpu")
+    if exc.kind == "setup":
+        return f"{exc}; or run with --device cpu"
     if exc.kind == "no_runtime":
         if f"{library}: cannot open shared object" in str(exc):
             return (f"the Edge TPU runtime {library} is not installed ({exc}): install a "
