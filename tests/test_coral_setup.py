@@ -233,6 +233,7 @@ def test_stage_open_that_takes_30s_names_the_device_not_tensorflow(
     assert last.startswith("coral-mfg: error: an Edge TPU is attached (usb 2-1) but could not "
                            "be opened")
     assert "TensorFlow" not in last and "--device cpu" in last
+    assert last.endswith("[libedgetpu.so.1 BuildLabel(fake-for-tests), RuntimeVersion(14)]")
     assert "LIBUSB_ERROR_ACCESS" in result.stderr  # raised verbosity, forwarded at debug
     assert "Traceback" not in result.stderr
 

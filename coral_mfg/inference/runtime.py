@@ -232,8 +232,17 @@ def edgetpu_failure(exc: WorkerStartError, device: str | None, backend: Backend,
     What the worker was doing decides the story: a death or hang while opening
     the device is the device's (permissions, another process, the cable), never
     the TensorFlow version's; only one while building or running the models is
-    what a libedgetpu built for another TensorFlow does.
+    what a libedgetpu built for another TensorFlow does. Once the worker had
+    loaded libedgetpu, the line names the version the library reported.
     """
+    message = _failure(exc, device, backend, found)
+    if exc.runtime and exc.runtime not in message:
+        message += f" [{exc.runtime}]"
+    return message
+
+
+def _failure(exc: WorkerStartError, device: str | None, backend: Backend,
+             found: list[Coral] | None) -> str:
     library = edgetpu_library()
     if exc.kind == "model":
         return str(exc)
