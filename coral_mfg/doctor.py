@@ -13,7 +13,7 @@ from coral_mfg.assets import Manifest, app_home, load_manifest, usable_pairs, ve
 from coral_mfg.capture import probe_source
 from coral_mfg.errors import DeviceError, UserError
 from coral_mfg.files import writable_folder
-from coral_mfg.inference import runtime
+from coral_mfg.inference import device_lock, discovery, runtime, setup_guide
 from coral_mfg.inference.startup import probe_edgetpu
 from coral_mfg.results import STREAMS
 from coral_mfg.settings import Settings
@@ -60,36 +60,53 @@ def _pycoral_check() -> Check:
 
 
 def _libedgetpu_check() -> Check:
-    """Found without loading it: loading native code happens only in worker processes."""
-    found = runtime.library_path(runtime.edgetpu_library()) is not None
-    detail = runtime.edgetpu_version() if found else f"{runtime.edgetpu_library()} not found"
-    return Check("Edge TPU runtime", found, detail, False)
+    """libedgetpu's own version (``edgetpu_version()``), asked in a child process."""
+    report = runtime.describe_library()
+    return Check("Edge TPU runtime", report.ok, report.detail, False)
 
 
-def _tpu_devices_check() -> Check:
-    found = runtime.list_edgetpus()
+def _coral_checks() -> list[Check]:
+    """Every Coral sysfs shows, with what stops it opening and who holds it; no device is
+    opened (a USB Coral's port is reset by whoever opens it)."""
+    found = discovery.survey()
+    checks: list[Check] = []
     if not found:
-        detail = "none (no USB 1a6e:089a/18d1:9302, no /dev/apex_*)"
-        return Check("Edge TPU devices", False, detail, False)
-    return Check(
-        "Edge TPU devices",
-        True,
-        "; ".join(f"{t.kind} {t.path} {t.note}".strip() for t in found),
-        False,
-    )
+        checks.append(Check("Edge TPU devices", False,
+                            f"none found (no USB 1a6e:089a/18d1:9302, no PCIe 1ac1:089a): "
+                            f"{discovery.nothing_found_hint()}", False))
+    else:
+        names = [discovery.name_of(found, c) for c in found]
+        listed = ", ".join(f"{n} ({c.sysname})" for n, c in zip(names, found, strict=True))
+        checks.append(Check("Edge TPU devices", True, f"{len(found)} found: {listed}", False))
+        for name, coral in zip(names, found, strict=True):
+            holder = device_lock.holder(coral.key)
+            detail = coral.describe()
+            if holder is not None:
+                detail = f"in use by {holder.describe()} (not touched); {detail}"
+            elif coral.holders:
+                detail += f"; held open by {', '.join(coral.holders)}"
+            ok = coral.usable and holder is None and not coral.holders
+            checks.append(Check(f"Edge TPU {name}", ok, detail, False))
+    anyone = device_lock.holder(device_lock.ANY_DEVICE)
+    if anyone is not None:
+        checks.append(Check("Edge TPU", False, f"in use by {anyone.describe()}", False))
+    return checks
 
 
-def _probe_check(settings: Settings | None) -> Check:
-    """The run's models on the Edge TPU, in a worker process: the only true test."""
+def _probe_check(settings: Settings | None) -> tuple[Check, bool]:
+    """The run's models on the Edge TPU, in a worker process: the only true test.
+
+    Also says whether the trouble is the runtime itself (then the set-up steps help).
+    """
     if settings is None:
-        return Check("Edge TPU probe", False, "skipped: the settings are not valid", False)
+        return Check("Edge TPU probe", False, "skipped: the settings are not valid", False), False
     if settings.models.device == "cpu":
-        return Check("Edge TPU probe", False, "skipped: --device cpu", False)
+        return Check("Edge TPU probe", False, "skipped: --device cpu", False), False
     try:
-        ok, detail = probe_edgetpu(settings.models)
+        probe = probe_edgetpu(settings.models)
     except UserError as exc:
-        return Check("Edge TPU probe", False, str(exc), False)
-    return Check("Edge TPU probe", ok, detail, False)
+        return Check("Edge TPU probe", False, str(exc), False), False
+    return Check("Edge TPU probe", probe.ok, probe.detail, False), probe.runtime_fault
 
 
 def _display_check() -> Check:
@@ -164,15 +181,17 @@ def run_doctor(args: argparse.Namespace, out: Callable[[str], None] = print) -> 
     home = app_home()
     settings = _settings(args)
     valid = settings if isinstance(settings, Settings) else None
+    library = _libedgetpu_check()
+    probe, runtime_fault = _probe_check(valid)
     checks = [
         Check("python", True, sys.version.split()[0]),
         _runtime_check(),
         _numpy_check(),
         _opencv_check(),
         _pycoral_check(),
-        _libedgetpu_check(),
-        _tpu_devices_check(),
-        _probe_check(valid),
+        library,
+        *_coral_checks(),
+        probe,
         _display_check(),
         *_asset_checks(manifest, home),
         *_settings_checks(settings),
@@ -191,6 +210,11 @@ def run_doctor(args: argparse.Namespace, out: Callable[[str], None] = print) -> 
     for c in checks:
         mark = "ok " if c.ok else ("-- " if not c.required else "ERR")
         out(f"[{mark}] {c.name}: {c.detail}")
+    if not library.ok or runtime_fault:
+        litert = next((c.detail for c in checks if c.name == "TFLite runtime" and c.ok),
+                      "ai_edge_litert")
+        for line in setup_guide.steps(discovery.survey(), litert):
+            out(line)
     failed = [c.name for c in checks if c.required and not c.ok]
     if failed:
         out(f"verdict: cannot run ({', '.join(failed)})")

@@ -84,7 +84,12 @@ def app_home_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
 
 @pytest.fixture(scope="session")
 def fake_libedgetpu(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Build the stand-in libedgetpu.so.1 (tests/fake_edgetpu/): needs a C compiler."""
+    """Build the stand-in libedgetpu.so.1 (tests/fake_edgetpu/): needs a C compiler.
+
+    Beside it, ``right_answer.bin``: the classifier's CPU output for the known-answer
+    crop, which the stand-in replays (``FAKE_EDGETPU_OUTPUT``) to answer as a
+    working Edge TPU does.
+    """
     import shutil
     import subprocess
 
@@ -94,7 +99,26 @@ def fake_libedgetpu(tmp_path_factory: pytest.TempPathFactory) -> Path:
     src = ROOT / "tests" / "fake_edgetpu" / "fake_edgetpu.c"
     subprocess.run([cc, "-shared", "-fPIC", "-Wall", "-Werror", "-o",
                     str(out / "libedgetpu.so.1"), str(src)], check=True)
+    (out / "right_answer.bin").write_bytes(known_answer_bytes())
     return out
+
+
+def known_answer_bytes() -> bytes:
+    """The CPU classifier's raw output for the crop the Edge TPU probe checks with."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from coral_mfg.inference import adapters
+    from coral_mfg.inference.startup import KNOWN_ANSWER_CROP
+
+    interpreter = Interpreter(model_path=str(model("classifier.tflite")))
+    interpreter.allocate_tensors()
+    width, height = adapters.input_size(interpreter)
+    rgb = np.empty((height, width, 3), np.uint8)
+    adapters.resize_rgb(np.asarray(cv2.imread(str(KNOWN_ANSWER_CROP)), np.uint8), rgb)
+    adapters.write_rgb(interpreter, rgb)
+    interpreter.invoke()
+    index = interpreter.get_output_details()[0]["index"]
+    return bytes(interpreter.get_tensor(index).tobytes())
 
 
 def wait_for(check: Callable[[], Any], what: str = "a condition", timeout: float = 90.0,

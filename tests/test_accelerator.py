@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 from coral_mfg.inference.client import WorkerStartError
+from coral_mfg.inference.discovery import Coral
 from coral_mfg.inference.runtime import (
-    EdgeTpuInfo,
     edgetpu_failure,
     no_device_message,
     runtime_backend,
@@ -33,10 +33,14 @@ WORKER_MODULE = "coral_mfg.inference.worker"
 
 
 def _env(lib: Path | None, tmp: Path, **extra: str) -> dict[str, str]:
+    """The stand-in on the loader's path, answering the known-answer crop rightly; each
+    test with its own device locks."""
     env = {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"}
     if lib is not None:
         env["LD_LIBRARY_PATH"] = str(lib)
+        env["FAKE_EDGETPU_OUTPUT"] = str(lib / "right_answer.bin")
     env["FAKE_EDGETPU_LOG"] = str(tmp / "fake.log")
+    env["CORAL_MFG_LOCK_DIR"] = str(tmp)
     env.update(extra)
     return env
 
@@ -183,14 +187,17 @@ def test_doctor_runs_the_probe(fake_libedgetpu: Path, tmp_path: Path, mode: str,
     assert result.returncode == 0, result.stdout + result.stderr
     probe = next(x for x in result.stdout.splitlines() if "Edge TPU probe: " in x)
     assert probe.startswith("[ok ]" if ok else "[-- ]") and needle in probe
-    assert "Edge TPU runtime: libedgetpu " in result.stdout
+    # the version the library itself reports (edgetpu_version()), and the file loaded
+    assert (f"Edge TPU runtime: libedgetpu.so.1 BuildLabel(fake-for-tests), RuntimeVersion(14) "
+            f"({fake_libedgetpu / 'libedgetpu.so.1'})") in result.stdout
     verdict = "verdict: ready on Edge TPU" if ok else "verdict: ready on CPU"
     assert verdict in result.stdout
 
 
 def test_pycoral_when_importable_only_lists_devices(fake_libedgetpu: Path,
                                                     tmp_path: Path) -> None:
-    """Google's pycoral found: it may name the runtime and list devices, never open models."""
+    """Google's pycoral found: doctor lists its devices; it never opens models, and the
+    runtime's version comes from the library itself, not from pycoral."""
     pkg = tmp_path / "site" / "pycoral" / "utils"
     pkg.mkdir(parents=True)
     (pkg.parent / "__init__.py").write_text("")
@@ -205,7 +212,8 @@ def test_pycoral_when_importable_only_lists_devices(fake_libedgetpu: Path,
     assert result.returncode == 0, result.stderr  # auto went on on the CPU, not exit 2
     assert "pycoral opened a model" not in result.stderr
     note = next(line for line in result.stderr.splitlines() if "Edge TPU not used: " in line)
-    assert "libedgetpu BuildLabel(pycoral-says), RuntimeVersion(14)" in note
+    assert "libedgetpu.so.1 BuildLabel(fake-for-tests), RuntimeVersion(14)" in note
+    assert "pycoral-says" not in note
     doctor = subprocess.run([sys.executable, "-m", "coral_mfg", "doctor"], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=180, check=False)
     assert "pycoral: importable; sees 1 Edge TPU(s)" in doctor.stdout
@@ -243,7 +251,7 @@ def test_edgetpu_failures_in_one_line(error: WorkerStartError, needles: list[str
 
 
 def test_an_attached_tpu_that_cannot_be_opened_is_not_called_missing() -> None:
-    found = [EdgeTpuInfo("usb", "2-1", "18d1:9302 usb")]
+    found = [Coral("usb", "2-1", "18d1:9302", Path("/dev/bus/usb/002/003"))]
     message = no_device_message("usb", "", found)
     assert message.startswith("an Edge TPU is attached (usb 2-1) but could not be opened at 'usb'")
     for needle in ("plugdev", "udev", "apex", "one process at a time"):

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from coral_mfg.errors import DeviceError, ModelError
+from coral_mfg.inference.discovery import Roots, survey
 from coral_mfg.inference.model_file import inspect_model, twin_path
-from coral_mfg.inference.runtime import Device, find_builds, list_edgetpus, parse_device_string
+from coral_mfg.inference.runtime import Device, find_builds, parse_device_string
 from coral_mfg.inference.startup import start_inference
 from coral_mfg.settings import ModelsConfig, load_settings
-from tests.conftest import model
+from tests.conftest import ROOT, model
 
 
 def test_edgetpu_model_is_recognised_before_running() -> None:
@@ -56,24 +60,33 @@ def _usb(root: Path, name: str, vendor: str, product: str) -> None:
     (root / name / "idProduct").write_text(product + "\n")
 
 
-def test_list_edgetpus_finds_usb_and_pcie(tmp_path: Path) -> None:
-    usb, dev = tmp_path / "usb", tmp_path / "dev"
+def test_survey_finds_usb_and_pcie(tmp_path: Path) -> None:
+    sys_root, dev = tmp_path / "sys", tmp_path / "dev"
+    usb = sys_root / "bus" / "usb" / "devices"
     _usb(usb, "1-1", "1a6e", "089a")  # before firmware load
     _usb(usb, "2-1", "18d1", "9302")  # after
     _usb(usb, "3-1", "046d", "c52b")  # a mouse
     (usb / "usb1").mkdir()  # a hub without ids
+    pci = sys_root / "bus" / "pci" / "devices" / "0000:01:00.0"
+    pci.mkdir(parents=True)
+    (pci / "vendor").write_text("0x1ac1\n")
+    (pci / "device").write_text("0x089a\n")
+    (pci / "apex" / "apex_0").mkdir(parents=True)
+    (sys_root / "bus" / "pci" / "drivers" / "apex").mkdir(parents=True)
+    (pci / "driver").symlink_to(sys_root / "bus" / "pci" / "drivers" / "apex")
     dev.mkdir()
     (dev / "apex_0").touch()
     (dev / "video0").touch()
-    found = list_edgetpus(usb, dev)
-    assert [(t.kind, t.path) for t in found] == [
-        ("usb", "1-1"), ("usb", "2-1"), ("pci", str(dev / "apex_0"))
+    found = survey(Roots(sys_root, dev), page_size=4096)
+    assert [(t.kind, t.sysname) for t in found] == [
+        ("pci", "0000:01:00.0"), ("usb", "1-1"), ("usb", "2-1")
     ]
-    assert "firmware not yet loaded" in found[0].note
+    assert found[0].node == dev / "apex_0" and found[0].usable
+    assert "firmware not loaded yet" in found[1].describe()
 
 
-def test_list_edgetpus_on_this_machine_is_empty_or_real() -> None:
-    for tpu in list_edgetpus():
+def test_survey_on_this_machine_is_empty_or_real() -> None:
+    for tpu in survey():
         assert tpu.kind in ("usb", "pci")
 
 
@@ -176,3 +189,61 @@ def test_bad_model_files(tmp_path: Path, content: bytes | None, match: str) -> N
 def test_missing_model_file(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="not found: run 'coral-mfg fetch-assets'"):
         inspect_model(tmp_path / "gone.tflite")
+
+
+_BLOCK_LITERT = '''
+import importlib.abc, sys
+class _NoLiteRT(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("ai_edge_litert", "tflite_runtime"):
+            raise ModuleNotFoundError(f"No module named {name!r} (blocked by the test)")
+        return None
+sys.meta_path.insert(0, _NoLiteRT())
+'''
+
+
+def test_model_files_read_with_no_litert(tmp_path: Path) -> None:
+    """Model files are read by the project's own reader: with LiteRT not importable, real
+    models are still understood, a damaged one is still called damaged, and the run
+    names the missing runtime, never a corrupt file."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(_BLOCK_LITERT)
+    cut = tmp_path / "cut.tflite"
+    cut.write_bytes(model("classifier.tflite").read_bytes()[:50_000])
+    script = (
+        "import sys; from pathlib import Path\n"
+        "from coral_mfg.errors import ModelError\n"
+        "from coral_mfg.inference.model_file import inspect_model\n"
+        "for p in sys.argv[1:-1]:\n"
+        "    i = inspect_model(Path(p))\n"
+        "    print(Path(p).name, i.edgetpu, i.is_detector, i.is_classifier, i.input_size,\n"
+        "          i.postprocess_outputs)\n"
+        "try:\n"
+        "    inspect_model(Path(sys.argv[-1]))\n"
+        "except ModelError as e:\n"
+        "    print(e)\n"
+        "print('litert loaded:', 'ai_edge_litert' in sys.modules)\n")
+    names = ["classifier.tflite", "classifier_edgetpu.tflite",
+             "ssd_mobilenet_v1_coco_quant_detect.tflite"]
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    result = subprocess.run([sys.executable, "-c", script, *(str(model(n)) for n in names),
+                             str(cut)], env=env, capture_output=True, text=True, timeout=60,
+                            check=False)
+    assert result.returncode == 0, result.stderr
+    expected = []
+    for name in names:
+        info = inspect_model(model(name))
+        expected.append(f"{name} {info.edgetpu} {info.is_detector} {info.is_classifier} "
+                        f"{info.input_size} {info.postprocess_outputs}")
+    lines = result.stdout.splitlines()
+    assert lines[:3] == expected
+    assert "truncated or corrupt" in lines[3] and "ModuleNotFoundError" not in lines[3]
+    assert lines[4] == "litert loaded: False"
+    run = subprocess.run([sys.executable, "-m", "coral_mfg", "--headless", "--device", "cpu"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+                         check=False)
+    assert run.returncode == 2, run.stderr
+    last = run.stderr.strip().splitlines()[-1]
+    assert "LiteRT cannot be imported" in last and "pip install ai-edge-litert" in last
+    assert "corrupt" not in run.stderr and "Traceback" not in run.stderr

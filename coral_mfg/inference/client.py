@@ -35,7 +35,9 @@ from coral_mfg.inference.protocol import (
     Ready,
     Reply,
     Request,
+    RuntimeLoaded,
     Stage,
+    Step,
     Stop,
     WorkerConfig,
 )
@@ -43,10 +45,16 @@ from coral_mfg.inference.protocol import (
 log = logging.getLogger(__name__)
 native = logging.getLogger("coral_mfg.native")
 
-#: Opening both models: at least this long (an Edge TPU's first open uploads its
-#: firmware), and at least this many times the inference timeout.
+#: Each start-up step (see protocol.Step): at least this long, and at least this many
+#: times the inference timeout.
 START_MIN_S = 8.0
 START_PER_TIMEOUT = 4
+#: The interpreter starting and its imports (a cold Raspberry Pi's SD card is slow).
+LAUNCH_S = 20.0
+#: libedgetpu opening the device. A USB Coral it may not open is tried 25 times,
+#: 1 s apart, before it gives up; one whose firmware is not loaded is opened, reset
+#: and opened again (1 s before each). Its own verdict must come before ours.
+OPEN_DEVICE_S = 45.0
 STOP_WAIT_S = 0.5
 STDERR_TAIL = 3
 #: Errors in a row (the worker alive but every request failing) before it is restarted.
@@ -74,14 +82,20 @@ class RequestError(Exception):
 class WorkerStartError(UserError):
     """A worker could not open its models.
 
-    ``kind`` is the worker's own (see :class:`Failed`), or ``crash`` when native
-    code killed or hung it; ``stage`` is what it was doing then.
+    ``kind`` is the worker's own (see :class:`Failed`), ``crash`` when native
+    code killed it, or ``hang`` when it missed a step's deadline; ``stage`` is
+    what it was doing then, in words, and ``step`` which step that was
+    (:class:`~coral_mfg.inference.protocol.Step`); ``runtime`` names the
+    libedgetpu it loaded and the version that library reports, once it has.
     """
 
-    def __init__(self, message: str, *, kind: str, stage: str) -> None:
+    def __init__(self, message: str, *, kind: str, stage: str, step: str = Step.BUILD,
+                 runtime: str = "") -> None:
         super().__init__(message)
         self.kind = kind
         self.stage = stage
+        self.step = step
+        self.runtime = runtime
 
 
 def describe_exit(code: int | None) -> str:
@@ -116,10 +130,19 @@ class WorkerClient:
         self.hop_s: list[float] = []  # round trip minus the worker's own time, recent calls
         self.errors_in_a_row = 0
         self.generation = 0  # processes started so far: tells one loss from its echoes
+        self.runtime = ""  # "libedgetpu.so.1 <its edgetpu_version()>" once a worker loaded it
 
     @property
     def start_timeout(self) -> float:
+        """The deadline of each start-up step (opening a device gets longer)."""
         return max(START_MIN_S, START_PER_TIMEOUT * self.timeout)
+
+    def step_deadline(self, step: str) -> float:
+        if step == Step.OPEN:
+            return max(OPEN_DEVICE_S, self.start_timeout)
+        if step == Step.START:
+            return max(LAUNCH_S, self.start_timeout)
+        return self.start_timeout
 
     @property
     def name(self) -> str:
@@ -159,9 +182,10 @@ class WorkerClient:
     def wait_ready(self) -> str:
         with self._lock:
             try:
-                detail = self._await_ready(self.start_timeout)
+                detail = self._await_ready()
             except WorkerStartError as exc:
                 self._kill()
+                self._forward_stderr()
                 self.state, self.reason = WorkerState.DOWN, str(exc)
                 raise
             self.state, self.reason = WorkerState.UP, ""
@@ -170,7 +194,8 @@ class WorkerClient:
             return detail
 
     def _forward_stderr(self) -> None:
-        """What native code printed while opening the models, to the debug log."""
+        """What native code printed while opening the models (libedgetpu's reasons for
+        not opening a device among it), to the debug log."""
         if not native.isEnabledFor(logging.DEBUG):
             return
         try:
@@ -181,25 +206,36 @@ class WorkerClient:
             if line.strip():
                 native.debug("%s: %s", self.name, line.strip())
 
-    def _await_ready(self, timeout: float) -> str:
+    def _await_ready(self) -> str:
+        """Follow the worker through its steps, each within its own deadline."""
         assert self._conn is not None
-        stage = "starting"
-        deadline = time.monotonic() + timeout
+        stage, step = "starting", Step.START
+        self.runtime = ""
+        limit = self.step_deadline(step)
+        deadline = time.monotonic() + limit
         while True:
             left = deadline - time.monotonic()
             try:
                 if left <= 0 or not self._conn.poll(left):
-                    raise WorkerStartError(f"no answer within {timeout:g} s while {stage} (hung)",
-                                      kind="crash", stage=stage)
+                    raise WorkerStartError(f"no answer within {limit:g} s while {stage} (hung)",
+                                           kind="hang", stage=stage, step=step,
+                                           runtime=self.runtime)
                 reply = self._conn.recv()
             except (EOFError, OSError):
-                raise WorkerStartError(self._death(stage), kind="crash", stage=stage) from None
+                raise WorkerStartError(self._death(stage), kind="crash", stage=stage, step=step,
+                                       runtime=self.runtime) from None
             if isinstance(reply, Stage):
-                stage = reply.what
+                stage, step = reply.what, reply.step
+                limit = self.step_deadline(step)
+                deadline = time.monotonic() + limit
+            elif isinstance(reply, RuntimeLoaded):
+                self.runtime = f"{reply.library} {reply.version}"
+                log.debug("%s: %s is %s, %s", self.name, reply.library, reply.path, reply.version)
             elif isinstance(reply, Ready):
                 return reply.detail
             elif isinstance(reply, Failed):
-                raise WorkerStartError(reply.message, kind=reply.kind, stage=stage)
+                raise WorkerStartError(reply.message, kind=reply.kind, stage=stage, step=step,
+                                       runtime=self.runtime)
 
     def _death(self, doing: str) -> str:
         """Why the process ended, once it has: its exit and the last lines it printed."""

@@ -35,11 +35,24 @@ class ModelSpec:
 
 
 @dataclass(frozen=True)
+class KnownAnswer:
+    """A crop whose scores the Edge TPU build of the classifier must give as its CPU build does.
+
+    A libedgetpu built for another TensorFlow may run without crashing and
+    return garbage: this is how the worker catches it before any frame is graded.
+    """
+
+    image: str  # the crop (any size: it is resized to the classifier's input)
+    cpu_model: str  # the classifier's CPU build
+    steps: int  # quantization steps of the output the two may differ by
+
+
+@dataclass(frozen=True)
 class WorkerConfig:
     """Everything a worker process needs to open its models, sent as its first message."""
 
     name: str
-    runtime: str  # the interpreter module: ai_edge_litert.interpreter (or tflite_runtime's)
+    runtime: str  # the interpreter module: ai_edge_litert.interpreter
     device: str  # "edgetpu" or "cpu": the device the worker drives
     edgetpu_device: str | None
     edgetpu_library: str
@@ -47,6 +60,9 @@ class WorkerConfig:
     detector: ModelSpec
     classifier: ModelSpec
     arena: str  # shared-memory name
+    edgetpu_lock: str = ""  # the device's lock (see device_lock), held for the worker's life
+    edgetpu_name: str = ""  # how messages call the device: "usb:0", "the Edge TPU"
+    known_answer: KnownAnswer | None = None
 
 
 @dataclass(frozen=True)
@@ -80,11 +96,33 @@ class Stop:
 Request = Detect | Classify | MeasureBound | Stop
 
 
+class Step:
+    """The start-up steps of a worker, each with its own deadline (see client.STEP_DEADLINES)."""
+
+    START = "start"  # the interpreter starting, imports
+    CLAIM = "claim"  # taking the device's lock
+    RUNTIME = "runtime"  # loading libedgetpu
+    OPEN = "open"  # libedgetpu opening the device: retries for 25 s when it may not
+    BUILD = "build"  # building an interpreter (the delegate prepares its graph)
+    INVOKE = "invoke"  # the first invoke
+    CHECK = "check"  # the known-answer check
+
+
 @dataclass(frozen=True)
 class Stage:
     """The worker is about to do something that may crash: said first, so a crash has a cause."""
 
     what: str
+    step: str = Step.BUILD
+
+
+@dataclass(frozen=True)
+class RuntimeLoaded:
+    """libedgetpu is loaded: which file, and the version it reports (``edgetpu_version()``)."""
+
+    library: str
+    path: str
+    version: str
 
 
 @dataclass(frozen=True)
@@ -121,15 +159,17 @@ class Failed:
     """A request or the start-up failed without killing the worker.
 
     ``kind`` says whose it is: ``model`` (the file is unusable), ``no_runtime``
-    (libedgetpu is not installed), ``no_device`` (it found no Edge TPU it could
-    open), or ``error`` (anything else the runtime said).
+    (libedgetpu could not be loaded), ``no_device`` (it found no Edge TPU it could
+    open), ``in_use`` (another process holds the device's lock), ``setup`` (the
+    lock cannot be made), ``wrong_answer`` (the known-answer check failed), or
+    ``error`` (anything else the runtime said).
     """
 
     message: str
     kind: str = "error"
 
 
-Reply = Stage | Ready | Detected | Classified | Bound | Failed
+Reply = Stage | RuntimeLoaded | Ready | Detected | Classified | Bound | Failed
 
 
 @dataclass

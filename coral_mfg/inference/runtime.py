@@ -2,18 +2,21 @@
 
 Nothing here loads native inference code: the ``libedgetpu`` delegate is only
 ever loaded inside a worker process (see :mod:`coral_mfg.inference.worker`),
-so a runtime that crashes cannot take the application with it. Google's
-pycoral, when importable, is used only to list devices and name the runtime.
+so a runtime that crashes cannot take the application with it. Which Corals
+are attached comes from :mod:`coral_mfg.inference.discovery` (sysfs, no native
+code); Google's pycoral, when importable, is used only by doctor to list devices.
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import os
 import platform
 import re
 import subprocess
+import sys
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -21,13 +24,14 @@ from types import ModuleType
 from typing import Any
 
 from coral_mfg.errors import DeviceError, ModelError
-from coral_mfg.inference.client import WorkerStartError
+from coral_mfg.inference import discovery
+from coral_mfg.inference.client import WorkerStartError, describe_exit
+from coral_mfg.inference.discovery import SETUP_DOC, Coral
 from coral_mfg.inference.model_file import ModelInfo, inspect_model, twin_path
+from coral_mfg.inference.protocol import Step
 
 log = logging.getLogger(__name__)
 
-#: USB ids of the Coral USB Accelerator before and after its firmware is loaded.
-USB_IDS = {("1a6e", "089a"): "usb (firmware not yet loaded)", ("18d1", "9302"): "usb"}
 _DEVICE_RE = re.compile(r"^(?:(usb|pci)(?::(\d+))?|:(\d+))$")
 
 
@@ -72,21 +76,17 @@ class Backend:
 
 
 def runtime_backend() -> Backend:
-    """LiteRT first; ``tflite_runtime`` only when LiteRT is absent."""
-    for package, module in (
-        ("ai_edge_litert", "ai_edge_litert.interpreter"),
-        ("tflite_runtime", "tflite_runtime.interpreter"),
-    ):
-        try:
-            mod = importlib.import_module(module)
-        except ImportError:
-            continue
-        top = importlib.import_module(package)
-        version = getattr(top, "__version__", None) or _dist_version(package)
-        return Backend(package, version, mod)
-    raise DeviceError(
-        "no TensorFlow Lite runtime is installed; run 'pip install ai-edge-litert'"
-    )
+    """LiteRT (``ai_edge_litert``): the one inference runtime the application runs on."""
+    try:
+        mod = importlib.import_module("ai_edge_litert.interpreter")
+    except ImportError as exc:
+        raise DeviceError(
+            f"the inference runtime LiteRT cannot be imported ({exc}); run "
+            "'pip install ai-edge-litert' in the application's environment"
+        ) from None
+    top = importlib.import_module("ai_edge_litert")
+    version = getattr(top, "__version__", None) or _dist_version("ai_edge_litert")
+    return Backend("ai_edge_litert", version, mod)
 
 
 def _dist_version(package: str) -> str:
@@ -111,69 +111,82 @@ def google_pycoral() -> ModuleType | None:
     return mod
 
 
-@dataclass(frozen=True)
-class EdgeTpuInfo:
-    """An Edge TPU the operating system shows, found without loading its runtime."""
-
-    kind: str  # "usb" or "pci"
-    path: str
-    note: str = ""
-
-
-def list_edgetpus(
-    usb_root: Path = Path("/sys/bus/usb/devices"), dev_root: Path = Path("/dev")
-) -> list[EdgeTpuInfo]:
-    """Edge TPUs visible to the OS, found without the runtime: USB by id, PCIe by node."""
-    found: list[EdgeTpuInfo] = []
-    if usb_root.is_dir():
-        for dev in sorted(usb_root.iterdir()):
-            try:
-                ids = (
-                    (dev / "idVendor").read_text().strip(),
-                    (dev / "idProduct").read_text().strip(),
-                )
-            except OSError:
-                continue
-            if ids in USB_IDS:
-                found.append(EdgeTpuInfo("usb", dev.name, f"{ids[0]}:{ids[1]} {USB_IDS[ids]}"))
-    found.extend(EdgeTpuInfo("pci", str(p)) for p in sorted(dev_root.glob("apex_*")))
-    return found
-
-
-def no_device_message(
-    device: str | None, detail: str = "", found: list[EdgeTpuInfo] | None = None
-) -> str:
+def no_device_message(device: str | None, detail: str = "",
+                      found: list[Coral] | None = None) -> str:
     """No Edge TPU answered: say whether one is attached but cannot be opened, or none is."""
     where = f" at '{device}'" if device else ""
     detail = "; ".join(line.strip() for line in detail.splitlines() if line.strip())
     extra = f" ({detail})" if detail else ""
-    found = list_edgetpus() if found is None else found
+    found = discovery.survey() if found is None else found
     if found:
-        seen = ", ".join(f"{t.kind} {t.path}" for t in found)
+        seen = ", ".join(f"{c.kind} {c.sysname}" for c in found)
+        problems = [c.problem for c in found if c.problem]
+        held = [f"{c.kind} {c.sysname} is held open by {', '.join(c.holders)}"
+                for c in found if c.holders]
+        if problems or held:
+            return (f"an Edge TPU is attached ({seen}) but could not be opened{where}{extra}: "
+                    f"{'; '.join(problems + held)}; or run with --device cpu")
         return (
             f"an Edge TPU is attached ({seen}) but could not be opened{where}{extra}: add your "
             "user to the plugdev group (USB, with the udev rules of the libedgetpu package) or "
             "the apex group (PCIe), make sure no other process holds it (a USB Edge TPU opens "
-            "in one process at a time), or run with --device cpu"
+            "in one process at a time), unplug and re-plug it, or run with --device cpu"
         )
     return (
-        f"no Edge TPU found{where}{extra}: plug in the Coral accelerator "
-        "(run 'coral-mfg doctor' to list devices) or run with --device cpu"
+        f"no Edge TPU found{where}{extra}: {discovery.nothing_found_hint()} (run 'coral-mfg "
+        "doctor' to list devices) or run with --device cpu"
     )
 
 
 def edgetpu_version() -> str:
-    """Which libedgetpu is installed, as far as can be told without loading it."""
-    if (mod := google_pycoral()) is not None and hasattr(mod, "get_runtime_version"):
-        try:
-            return f"libedgetpu {mod.get_runtime_version()}"
-        except Exception:  # pycoral loads the runtime itself: it may fail too
-            log.debug("pycoral could not tell the runtime version", exc_info=True)
+    """Which libedgetpu package is installed, for when no worker could load the library
+    itself (a worker asks the library: see :class:`RuntimeLoaded`)."""
     packages = _dpkg_versions("libedgetpu1-*")
     if packages:
         return "libedgetpu " + ", ".join(packages)
     path = library_path(edgetpu_library())
     return f"libedgetpu {path or edgetpu_library()} (version unknown: not installed as a package)"
+
+
+#: Loading libedgetpu and asking its version: a few hundred milliseconds, on a slow disk more.
+DESCRIBE_TIMEOUT_S = 20.0
+
+
+@dataclass(frozen=True)
+class LibraryReport:
+    """What libedgetpu says about itself: ``edgetpu_version()`` and the file loaded."""
+
+    ok: bool
+    detail: str
+
+
+def describe_library() -> LibraryReport:
+    """Load libedgetpu in a child process and ask its version, touching no device.
+
+    The child is the worker module (native code stays out of this process); a
+    library that crashes or hangs while loading is reported as such.
+    """
+    library = edgetpu_library()
+    command = [sys.executable, "-m", "coral_mfg.inference.worker", "--describe-runtime", library]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, check=False,
+                              timeout=DESCRIBE_TIMEOUT_S, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return LibraryReport(False, f"{library} hung for {DESCRIBE_TIMEOUT_S:g} s while loading")
+    except OSError as exc:
+        return LibraryReport(False, f"cannot start a process to load {library} ({exc})")
+    lines = done.stdout.strip().splitlines()
+    try:
+        answer = json.loads(lines[-1]) if lines else {}
+    except ValueError:
+        answer = {}
+    if done.returncode != 0 or not isinstance(answer, dict) or not answer:
+        tail = " | ".join(x.strip() for x in done.stderr.splitlines()[-2:] if x.strip())
+        how = describe_exit(done.returncode) + (f": {tail[:200]}" if tail else "")
+        return LibraryReport(False, f"{library} failed while loading ({how})")
+    if "error" in answer:
+        return LibraryReport(False, f"{library} could not be loaded ({answer['error']})")
+    return LibraryReport(True, f"{library} {answer.get('version')} ({answer.get('path')})")
 
 
 def _dpkg_versions(pattern: str) -> list[str]:
@@ -194,42 +207,120 @@ def library_path(name: str) -> str | None:
              "/usr/local/lib"]
     for folder in dirs:
         candidate = Path(folder) / name
-        if candidate.exists():
-            return str(candidate.resolve())
+        try:
+            if candidate.exists():
+                return str(candidate.resolve())
+        except OSError:  # a folder this user may not look into
+            continue
     return None
 
 
 def runtime_version(backend: Backend) -> str:
     """The inference runtime and the TensorFlow Lite it was built from, for messages."""
-    if backend.name == "tflite_runtime":
-        return f"tflite_runtime {backend.version} (TensorFlow {backend.version})"
     return f"{backend.name} {backend.version} (TensorFlow Lite >= 2.19)"
 
 
 _PACKAGE_VERSION_RE = re.compile(r"Package requires runtime version \((\d+)\)")
+_TF_FIX = ("a libedgetpu built for another TensorFlow version does this: install one built for "
+           f"this runtime's TensorFlow (see {SETUP_DOC}), or run with --device cpu")
 
 
-def edgetpu_failure(exc: WorkerStartError, device: str | None, backend: Backend) -> str:
-    """One line for an Edge TPU worker that could not start: the cause and the fix."""
+def edgetpu_failure(exc: WorkerStartError, device: str | None, backend: Backend,
+                    found: list[Coral] | None = None) -> str:
+    """One line for an Edge TPU worker that could not start: the cause and the fix.
+
+    What the worker was doing decides the story: a death or hang while opening
+    the device is the device's (permissions, another process, the cable), never
+    the TensorFlow version's; only one while building or running the models is
+    what a libedgetpu built for another TensorFlow does. Once the worker had
+    loaded libedgetpu, the line names the version the library reported.
+    """
+    message = _failure(exc, device, backend, found)
+    if exc.runtime and exc.runtime not in message:
+        message += f" [{exc.runtime}]"
+    return message
+
+
+def _failure(exc: WorkerStartError, device: str | None, backend: Backend,
+             found: list[Coral] | None) -> str:
+    library = edgetpu_library()
     if exc.kind == "model":
         return str(exc)
+    if exc.kind == "in_use":
+        return (f"{exc}: it holds the Coral while it runs (opening it here would reset it under "
+                "that process); stop it first, or run with --device cpu")
+    if exc.kind == "setup":
+        return f"{exc}; or run with --device cpu"
     if exc.kind == "no_runtime":
-        return (f"the Edge TPU runtime {edgetpu_library()} is not installed: install a "
-                f"libedgetpu built for {runtime_version(backend)} (see 'Edge TPU' in the README), "
-                "or run with --device cpu")
+        if f"{library}: cannot open shared object" in str(exc):
+            return (f"the Edge TPU runtime {library} is not installed ({exc}): install a "
+                    f"libedgetpu built for {runtime_version(backend)} (see {SETUP_DOC}), or run "
+                    "with --device cpu")
+        return (f"the Edge TPU runtime {library} could not be loaded ({exc}): {_load_fix(exc)} "
+                f"(see {SETUP_DOC}), or run with --device cpu")
     if exc.kind == "no_device":
-        return no_device_message(device, str(exc))
+        return no_device_message(device, str(exc), found)
+    versions = f"{exc.runtime or edgetpu_version()} with {runtime_version(backend)}"
+    if exc.kind == "wrong_answer":
+        return f"the Edge TPU gives wrong answers ({exc}): {versions}; {_TF_FIX}"
     newer = _PACKAGE_VERSION_RE.search(str(exc))
     if newer:
         return (f"a model was compiled for Edge TPU runtime version {newer.group(1)}, newer than "
-                f"the installed {edgetpu_version()}: upgrade libedgetpu, or recompile the model "
-                "with an edgetpu_compiler that matches the runtime")
-    versions = f"{edgetpu_version()} with {runtime_version(backend)}"
-    if exc.kind == "crash":
-        return (f"the Edge TPU runtime failed ({exc}): {versions}; a libedgetpu built for "
-                "another TensorFlow version fails like this: install one built for this "
-                "runtime's TensorFlow (see 'Edge TPU' in the README), or run with --device cpu")
+                f"the installed {exc.runtime or edgetpu_version()}: upgrade libedgetpu, or "
+                "recompile the model with an edgetpu_compiler that matches the runtime")
+    native = exc.kind in ("crash", "hang")
+    if native and exc.step in (Step.START, Step.CLAIM, Step.RUNTIME):
+        return (f"the Edge TPU runtime {library} failed while loading ({exc}): reinstall it "
+                f"(see {SETUP_DOC}), or run with --device cpu")
+    if native and exc.step == Step.OPEN:
+        return _open_failure(exc, device, found)
+    if native:
+        return f"the Edge TPU runtime failed ({exc}): {versions}; {_TF_FIX}"
     return f"the Edge TPU failed while {exc.stage} ({exc}): {versions}; or run with --device cpu"
+
+
+def runtime_fault(exc: WorkerStartError) -> bool:
+    """The failure is libedgetpu's own (missing, unloadable, built for another TensorFlow),
+    not the device's: the set-up steps for the runtime are what the user needs."""
+    if exc.kind in ("no_runtime", "wrong_answer"):
+        return True
+    return exc.kind in ("crash", "hang") and exc.step not in (Step.CLAIM, Step.OPEN)
+
+
+def _load_fix(exc: WorkerStartError) -> str:
+    """What to do about a libedgetpu the loader refused, from the loader's own words."""
+    text = str(exc)
+    if "wrong ELF class" in text or "cannot open shared object file: Exec format" in text \
+            or "invalid ELF header" in text:
+        return (f"install the libedgetpu for this machine ({platform.machine()}) and this "
+                "operating system")
+    missing = re.search(r"([\w.+-]+\.so[\w.]*): cannot open shared object file", text)
+    if missing:
+        lib = missing.group(1)
+        hint = " (apt-get install libusb-1.0-0)" if lib.startswith("libusb") else ""
+        return f"install {lib}, which libedgetpu needs{hint}"
+    return "reinstall libedgetpu"
+
+
+def _open_failure(exc: WorkerStartError, device: str | None, found: list[Coral] | None) -> str:
+    """libedgetpu died or hung while opening the device: say what the OS shows about it."""
+    found = discovery.survey() if found is None else found
+    target, name = discovery.select(found, device)
+    head = f"the Edge TPU {name} did not open ({exc})"
+    debug = "libedgetpu's own reason is in the log with --log_level debug"
+    if target is None:
+        hint = discovery.nothing_found_hint() if not found else (
+            f"no Edge TPU matches '{device}' (found: "
+            f"{', '.join(f'{c.kind} {c.sysname}' for c in found)})")
+        return f"{head}: {hint}; {debug}; or run with --device cpu"
+    if target.problem:
+        return f"{head}: {target.problem}; or run with --device cpu"
+    if target.holders:
+        return (f"{head}: it is held open by {', '.join(target.holders)}; stop that program, "
+                "or run with --device cpu")
+    return (f"{head}: {target.describe()} shows and may be opened by this user, yet libedgetpu "
+            "could not open it: another program may hold it, or it needs a re-plug (unplug it, "
+            f"plug it back in, and run 'coral-mfg doctor'); {debug}; or run with --device cpu")
 
 
 @dataclass(frozen=True)

@@ -1,24 +1,31 @@
 """Starting inference for a run: which builds, which device, how many workers.
 
-With ``--device auto`` the Edge TPU is chosen only after a worker process has
-loaded its delegate and built and run both models once: a runtime that
-crashes there (a libedgetpu built for another TensorFlow) costs a one-line
-note and the run goes on on the CPU; with ``--device edgetpu`` it is a one-line
-error and exit status 2.
+Before an Edge TPU worker starts, the Coral it would open is found in sysfs
+(:mod:`~coral_mfg.inference.discovery`): a device this user may not open, or
+one another coral-mfg holds (:mod:`~coral_mfg.inference.device_lock`), is
+named with its fix and never touched. With ``--device auto`` the Edge TPU is
+chosen only after a worker process has loaded its delegate, built and run
+both models once, and given the classifier's known answer: a runtime that
+crashes or answers wrongly there (a libedgetpu built for another TensorFlow)
+costs a one-line note and the run goes on on the CPU; with ``--device
+edgetpu`` it is a one-line error and exit status 2.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 from coral_mfg.errors import DeviceError, ModelError, UserError
+from coral_mfg.inference import device_lock, discovery
 from coral_mfg.inference.client import WorkerStartError
+from coral_mfg.inference.discovery import Coral
 from coral_mfg.inference.engine import Labels, ModelPlan, plan_models
 from coral_mfg.inference.model_file import twin_path
 from coral_mfg.inference.pool import EventSink, WorkerPool, WorkerSet
-from coral_mfg.inference.protocol import ModelSpec, WorkerConfig
+from coral_mfg.inference.protocol import KnownAnswer, ModelSpec, Step, WorkerConfig
 from coral_mfg.inference.runtime import (
     Backend,
     Builds,
@@ -29,10 +36,72 @@ from coral_mfg.inference.runtime import (
     find_builds,
     parse_device_string,
     runtime_backend,
+    runtime_fault,
 )
 from coral_mfg.settings import ModelsConfig
 
 log = logging.getLogger(__name__)
+
+#: An apple from the sample conveyor video (scripts/make_known_answer_crop.py).
+KNOWN_ANSWER_CROP = Path(__file__).resolve().parents[1] / "data" / "known_answer_crop.jpg"
+#: Output quantization steps the Edge TPU's scores of that crop may differ from the
+#: CPU's by: rounding differs a little between the two; a libedgetpu built for
+#: another TensorFlow gives zeros or noise, far more.
+KNOWN_ANSWER_STEPS = 4
+
+
+@dataclass(frozen=True)
+class EdgeTpuPlace:
+    """The Coral an Edge TPU worker would open, found before it starts, and its lock.
+
+    ``refusal`` is set when the worker must not start at all: the device cannot
+    be opened by this user, or another process holds it.
+    """
+
+    found: list[Coral]
+    target: Coral | None
+    name: str  # "usb:0", or the device string when discovery cannot place it
+    key: str  # the lock
+    refusal: WorkerStartError | None
+
+    def describe(self) -> str:
+        if self.target is not None:
+            return f"Edge TPU {self.name}: {self.target.describe()}"
+        return f"Edge TPU {self.name}: not shown by sysfs (libedgetpu will look for it)"
+
+
+def place_edgetpu(device: str | None) -> EdgeTpuPlace:
+    """Find the Coral ``device`` names and whether it may be opened, touching no device."""
+    found = discovery.survey()
+    target, name = discovery.select(found, device)
+    key = target.key if target is not None else device_lock.ANY_DEVICE
+    refusal = None
+    if target is not None and target.problem:
+        what = "USB" if target.kind == "usb" else "PCIe"
+        refusal = WorkerStartError(
+            f"Edge TPU {name} ({what} {target.sysname}, {target.ids}): {target.problem}",
+            kind="setup", stage="checking the Edge TPU", step=Step.CLAIM)
+    elif (holder := device_lock.holder(key)) is not None:
+        refusal = WorkerStartError(f"Edge TPU {name} is in use by {holder.describe()}",
+                                   kind="in_use", stage="checking the Edge TPU", step=Step.CLAIM)
+    return EdgeTpuPlace(found, target, name, key, refusal)
+
+
+def _placed(tpu: WorkerSet, place: EdgeTpuPlace, clf: Builds) -> WorkerSet:
+    """The Edge TPU set told its device's lock, and how to check the classifier's answers."""
+    answer = None
+    if clf.tpu is not None and clf.cpu is not None:
+        answer = KnownAnswer(str(KNOWN_ANSWER_CROP), str(clf.cpu.path), KNOWN_ANSWER_STEPS)
+    configs = tuple(replace(c, edgetpu_lock=place.key, edgetpu_name=place.name,
+                            known_answer=answer) for c in tpu.configs)
+    return replace(tpu, configs=configs)
+
+
+def _check_note(clf: Builds) -> str | None:
+    if clf.tpu is not None and clf.cpu is None:
+        return (f"known-answer check not run: {clf.tpu.path.name} has no CPU build "
+                f"({twin_path(clf.tpu.path, edgetpu=False).name}) beside it to compare with")
+    return None
 
 
 def default_cpu_threads(workers: int) -> int:
@@ -133,10 +202,19 @@ def start_inference(models: ModelsConfig, on_event: EventSink) -> Inference:
     det, clf, labels, backend = m.det, m.clf, m.labels, m.backend
     primary, fallback = _sets(models, m)
     notes = [primary.describe]
+    place = None
+    if primary.device is Device.EDGETPU:
+        place = place_edgetpu(models.edgetpu_device)
+        primary = _placed(primary, place, clf)
+        notes.append(place.describe())
+        notes.extend(n for n in [_check_note(clf)] if n)
     pool = WorkerPool(primary, fallback, labels, timeout=models.inference_timeout,
                       on_event=on_event, retry_s=models.edgetpu_retry_seconds)
     try:
-        pool.start()
+        if place is not None and place.refusal is not None:
+            raise place.refusal
+        details = pool.start()
+        notes.extend(_runtime_notes(details))
     except WorkerStartError as exc:
         pool.close()
         if exc.kind == "model":
@@ -144,7 +222,8 @@ def start_inference(models: ModelsConfig, on_event: EventSink) -> Inference:
                              "another model") from None
         if primary.device is not Device.EDGETPU:
             raise UserError(f"the inference worker could not start: {exc}") from None
-        message = edgetpu_failure(exc, models.edgetpu_device, backend)
+        message = edgetpu_failure(exc, models.edgetpu_device, backend,
+                                  place.found if place is not None else None)
         if fallback is None:
             lone = next((b for b in (det, clf) if b.cpu is None), None)
             if Device(models.device) is Device.AUTO and lone is not None:
@@ -166,21 +245,48 @@ def start_inference(models: ModelsConfig, on_event: EventSink) -> Inference:
     return Inference(m.plan, labels, pool, tuple(notes))
 
 
-def probe_edgetpu(models: ModelsConfig) -> tuple[bool, str]:
-    """Start an Edge TPU worker for these models once, and stop it: does the runtime work?
+def _runtime_notes(details: list[str]) -> list[str]:
+    """What each Edge TPU worker said when it was ready: its libedgetpu, the answer check."""
+    return [f"Edge TPU runtime {d.split('; ', 1)[1]}" for d in details
+            if "the Edge TPU delegate; " in d]
 
-    Returns (answers, what happened): the one-line failure, or what ran where.
+
+@dataclass(frozen=True)
+class Probe:
+    """What the Edge TPU probe found: whether it answers (rightly), in one line.
+
+    ``runtime_fault`` says the trouble is libedgetpu itself (missing, unloadable,
+    built for another TensorFlow), not the device.
+    """
+
+    ok: bool
+    detail: str
+    runtime_fault: bool = False
+
+
+def probe_edgetpu(models: ModelsConfig) -> Probe:
+    """Start an Edge TPU worker for these models once, and stop it: does the runtime work,
+    and does it give the classifier's known answer?
+
+    A device this user may not open, or one in use, is reported without touching it.
     """
     m = _Models.read(models)
     if m.det.tpu is None and m.clf.tpu is None:
-        return False, "no Edge TPU build of the detector or the classifier is present"
-    tpu = m.tpu_set(models)
+        return Probe(False, "no Edge TPU build of the detector or the classifier is present")
+    place = place_edgetpu(models.edgetpu_device)
+    tpu = _placed(m.tpu_set(models), place, m.clf)
+    if place.refusal is not None:
+        return Probe(False, edgetpu_failure(place.refusal, models.edgetpu_device, m.backend,
+                                            place.found))
     pool = WorkerPool(tpu, None, m.labels, timeout=models.inference_timeout,
                       on_event=lambda event: None)
     try:
-        pool.start()
+        details = pool.start()
     except WorkerStartError as exc:
-        return False, edgetpu_failure(exc, models.edgetpu_device, m.backend)
+        return Probe(False, edgetpu_failure(exc, models.edgetpu_device, m.backend, place.found),
+                     runtime_fault(exc))
     finally:
         pool.close()
-    return True, f"{tpu.describe}: both models built and answered"
+    extra = [_check_note(m.clf) or "", *_runtime_notes(details)]
+    return Probe(True, "; ".join([f"{tpu.describe}: both models built and answered",
+                                  *(e for e in extra if e)]))

@@ -15,17 +15,21 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import importlib
+import json
 import os
 import signal
 import sys
 import threading
 import time
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
+import numpy.typing as npt
 
-from coral_mfg.inference import adapters
+from coral_mfg.inference import adapters, device_lock
 from coral_mfg.inference.protocol import (
     Bound,
     Classified,
@@ -34,10 +38,13 @@ from coral_mfg.inference.protocol import (
     Detected,
     Failed,
     InputArena,
+    KnownAnswer,
     MeasureBound,
     ModelSpec,
     Ready,
+    RuntimeLoaded,
     Stage,
+    Step,
     Stop,
     WorkerConfig,
 )
@@ -82,8 +89,11 @@ class _Model:
 def _open(config: WorkerConfig, conn: Connection) -> tuple[_Model, _Model, str]:
     litert = importlib.import_module(config.runtime)
     delegate = None
+    runtime = ""
     if config.detector.edgetpu or config.classifier.edgetpu:
-        conn.send(Stage("loading the Edge TPU delegate"))
+        runtime = _load_edgetpu(config, conn)
+        name = config.edgetpu_name or "the Edge TPU"
+        conn.send(Stage(f"opening the Edge TPU {name}", Step.OPEN))
         options = {"device": config.edgetpu_device} if config.edgetpu_device else {}
         try:
             delegate = litert.load_delegate(config.edgetpu_library, options)
@@ -91,9 +101,11 @@ def _open(config: WorkerConfig, conn: Connection) -> tuple[_Model, _Model, str]:
             raise _RefusedError(_message(exc), "no_runtime") from None
         except ValueError as exc:  # the library returned no delegate: no device it could open
             raise _RefusedError(_message(exc), "no_device") from None
+        finally:
+            _verbosity(config.edgetpu_library, 0)  # its reason is in the log; quiet from here
     models = []
     for role, spec in (("detector", config.detector), ("classifier", config.classifier)):
-        conn.send(Stage(f"building the {role} interpreter"))
+        conn.send(Stage(f"building the {role} interpreter", Step.BUILD))
         try:
             # One delegate for both models: co-compiled models share the device's cache.
             # A CPU build gives the delegate nothing to claim and runs on LiteRT's kernels.
@@ -105,11 +117,105 @@ def _open(config: WorkerConfig, conn: Connection) -> tuple[_Model, _Model, str]:
             if spec.edgetpu:
                 raise  # the delegate refused it: a device or runtime problem
             raise _RefusedError(f"{spec.path} failed to load ({_message(exc)})", "model") from None
-        conn.send(Stage(f"running the {role} once"))
+        conn.send(Stage(f"running the {role} once", Step.INVOKE))
         interpreter.invoke()
         models.append(_Model(spec, interpreter))
+    check = ""
+    if config.known_answer is not None and config.classifier.edgetpu:
+        conn.send(Stage("checking the classifier's answers against its CPU build", Step.CHECK))
+        check = "; " + _known_answer(litert, models[1], config.known_answer, config.cpu_threads)
     via = "the Edge TPU delegate" if delegate is not None else "the CPU"
-    return models[0], models[1], f"{config.name}: pid {os.getpid()}, models on {via}"
+    return models[0], models[1], (f"{config.name}: pid {os.getpid()}, models on {via}"
+                                  f"{runtime}{check}")
+
+
+def _load_edgetpu(config: WorkerConfig, conn: Connection) -> str:
+    """Claim the device, then load libedgetpu and say which one: before anything may hang."""
+    name = config.edgetpu_name or "the Edge TPU"
+    conn.send(Stage(f"claiming the Edge TPU {name}", Step.CLAIM))
+    try:
+        device_lock.claim(config.edgetpu_lock or device_lock.ANY_DEVICE, os.getppid(), name)
+    except device_lock.InUseError as exc:
+        raise _RefusedError(f"Edge TPU {name} is in use by {exc.holder.describe()}",
+                            "in_use") from None
+    except OSError as exc:
+        where = device_lock.lock_path(config.edgetpu_lock or device_lock.ANY_DEVICE)
+        raise _RefusedError(f"cannot make the Edge TPU lock {where} ({exc.strerror}): set "
+                            f"{device_lock.LOCK_DIR_ENV} to a writable folder", "setup") from None
+    conn.send(Stage(f"loading the Edge TPU runtime {config.edgetpu_library}", Step.RUNTIME))
+    try:
+        lib = ctypes.CDLL(config.edgetpu_library)
+    except OSError as exc:  # not installed, a dependency missing, another architecture
+        raise _RefusedError(_message(exc), "no_runtime") from None
+    version = _call_version(lib)
+    path = _loaded_path(config.edgetpu_library)
+    conn.send(RuntimeLoaded(config.edgetpu_library, path, version))
+    # libedgetpu says why it cannot open a device only at verbosity 1 or more.
+    _verbosity(config.edgetpu_library, 1)
+    return f"; {config.edgetpu_library} {version} ({path})"
+
+
+def _call_version(lib: ctypes.CDLL) -> str:
+    try:
+        fn = lib.edgetpu_version
+    except AttributeError:
+        return "version unknown (no edgetpu_version())"
+    fn.restype = ctypes.c_char_p
+    fn.argtypes = []
+    raw = fn()
+    return raw.decode("utf-8", "replace") if raw else "version unknown"
+
+
+def _verbosity(library: str, level: int) -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        fn = ctypes.CDLL(library).edgetpu_verbosity
+        fn.argtypes = [ctypes.c_int]
+        fn.restype = None
+        fn(level)
+
+
+def _loaded_path(library: str) -> str:
+    """The file the loader picked for ``library`` (LD_LIBRARY_PATH and all), from our maps."""
+    stem = library.split(".so", maxsplit=1)[0]
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/maps").read_text().splitlines():
+            path = line.split(maxsplit=5)[-1] if line.count(" ") >= 5 else ""
+            if Path(path).name.startswith(stem):
+                return path
+    return library
+
+
+def _known_answer(litert: Any, tpu: _Model, answer: KnownAnswer, threads: int) -> str:
+    """Run the shipped crop through both builds of the classifier; refuse when they disagree."""
+    width, height = tpu.spec.input_size
+    image = cv2.imread(answer.image, cv2.IMREAD_COLOR)
+    if image is None:
+        raise _RefusedError(f"the known-answer crop {answer.image} cannot be read: reinstall "
+                            "coral-mfg", "setup")
+    rgb = np.empty((height, width, 3), np.uint8)
+    adapters.resize_rgb(np.asarray(image, np.uint8), rgb)
+    cpu = litert.Interpreter(model_path=answer.cpu_model, num_threads=threads)
+    cpu.allocate_tensors()
+    scores = []
+    for interpreter in (cpu, tpu.interpreter):
+        adapters.write_rgb(interpreter, rgb)
+        interpreter.invoke()
+        scores.append(adapters.class_scores(interpreter))
+    want, got = scores
+    scale = float(cpu.get_output_details()[0]["quantization"][0]) or 1.0 / 256
+    shown = (f"Edge TPU {_fmt(got)} vs CPU {_fmt(want)}")
+    if want.shape != got.shape:
+        raise _RefusedError(f"known-answer check failed: {shown} (different shapes)",
+                            "wrong_answer")
+    steps = float(np.max(np.abs(want - got))) / scale
+    if steps > answer.steps:
+        raise _RefusedError(f"known-answer check failed: {shown}, {steps:.0f} quantization steps "
+                            f"apart (at most {answer.steps} allowed)", "wrong_answer")
+    return f"known-answer check passed ({shown}, within {steps:.0f} step(s))"
+
+
+def _fmt(scores: npt.NDArray[np.float32]) -> str:
+    return "[" + " ".join(f"{v:.3f}" for v in scores[:4]) + (" ...]" if len(scores) > 4 else "]")
 
 
 def _message(exc: BaseException) -> str:
@@ -185,7 +291,24 @@ def serve(conn: Connection) -> int:
             conn.send(Failed(_message(exc)))
 
 
+def describe_runtime(library: str) -> int:
+    """Print what ``library`` is as one JSON line, touching no device: for doctor.
+
+    Loading libedgetpu registers its drivers and ``edgetpu_version()`` only
+    formats a string; neither enumerates nor opens a device.
+    """
+    try:
+        lib = ctypes.CDLL(library)
+    except OSError as exc:
+        print(json.dumps({"error": _message(exc)}))
+        return 0
+    print(json.dumps({"version": _call_version(lib), "path": _loaded_path(library)}))
+    return 0
+
+
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["--describe-runtime"]:
+        return describe_runtime(argv[1])
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the application's to handle
     _die_with_parent()
     conn = Connection(int(argv[0]))

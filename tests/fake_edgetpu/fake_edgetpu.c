@@ -13,6 +13,15 @@
  *   abort:N    abort() on the Nth invoke (a USB transfer failing LOG(FATAL)s)
  *   hang:N     never return from the Nth invoke (a stuck device)
  *   error:N    fail every invoke from the Nth on (a PCIe device gone bad)
+ *   openhang:N sleep N s while opening the device, then find none: what libedgetpu
+ *              does when the user may not open a USB Coral (25 tries, 1 s apart)
+ *
+ * With $FAKE_EDGETPU_OUTPUT naming a file, every invoke of a claimed node writes
+ * that file's bytes into the node's first output tensor: a device that answers
+ * (the right bytes, or wrong ones). Without it the outputs stay zeros.
+ *
+ * Like the real library it exports edgetpu_version() and edgetpu_verbosity(); at
+ * verbosity 1 or more it prints its reason for not opening a device to stderr.
  *
  * With $FAKE_EDGETPU_MODE_FILE set, the mode is read from that file at every
  * call instead, so a test can repair (or break) the "device" while a run goes on.
@@ -20,8 +29,9 @@
  * Each event is appended to $FAKE_EDGETPU_LOG with this process's id:
  * "create device=..", "prepare claimed=N", "invoke".
  *
- * The structs below are the leading, ABI-stable fields of TFLite's
- * tensorflow/lite/core/c/common.h: only what a delegate's Prepare touches.
+ * The structs below follow TFLite's tensorflow/lite/core/c/common.h: the
+ * leading, ABI-stable fields of what a delegate touches, and TfLiteTensor whole
+ * (its size is the stride of the context's tensor array).
  */
 #include <signal.h>
 #include <stdint.h>
@@ -46,6 +56,34 @@ typedef struct {
   TfLiteIntArray* outputs;
 } TfLiteNodeHead;
 
+typedef struct {
+  float scale;
+  int32_t zero_point;
+} TfLiteQuantizationParams;
+
+typedef struct {
+  int type;
+  void* params;
+} TfLiteQuantization;
+
+typedef struct {
+  int type;
+  void* data;
+  TfLiteIntArray* dims;
+  TfLiteQuantizationParams params;
+  int allocation_type;
+  size_t bytes;
+  const void* allocation;
+  const char* name;
+  void* delegate;
+  int buffer_handle;
+  _Bool data_is_stale;
+  _Bool is_variable;
+  TfLiteQuantization quantization;
+  void* sparsity;
+  const TfLiteIntArray* dims_signature;
+} TfLiteTensor;
+
 typedef struct TfLiteRegistration {
   void* (*init)(struct TfLiteContext*, const char*, size_t);
   void (*free)(struct TfLiteContext*, void*);
@@ -65,7 +103,7 @@ typedef struct TfLiteRegistration {
 typedef struct TfLiteContext {
   size_t tensors_size;
   TfLiteStatus (*GetExecutionPlan)(struct TfLiteContext*, TfLiteIntArray**);
-  void* tensors;
+  TfLiteTensor* tensors;
   void* impl_;
   void* ResizeTensor;
   void (*ReportError)(struct TfLiteContext*, const char*, ...);
@@ -92,6 +130,7 @@ typedef struct TfLiteDelegate {
 const char fake_edgetpu_version[] = "BuildLabel(fake-for-tests), RuntimeVersion(14)";
 
 static long invokes = 0;
+static int verbosity = 0;
 
 static void note(const char* what) {
   const char* path = getenv("FAKE_EDGETPU_LOG");
@@ -133,9 +172,23 @@ static TfLiteStatus kernel_prepare(TfLiteContext* context, void* node) {
   return kTfLiteOk;
 }
 
+/* Copies $FAKE_EDGETPU_OUTPUT into the node's first output; 0 when not asked to. */
+static int replay(TfLiteContext* context, TfLiteNodeHead* node) {
+  const char* path = getenv("FAKE_EDGETPU_OUTPUT");
+  if (path == NULL) return 0;
+  if (node->outputs == NULL || node->outputs->size < 1) return -1;
+  TfLiteTensor* out = &context->tensors[node->outputs->data[0]];
+  FILE* f = fopen(path, "rb");
+  if (f == NULL) return -1;
+  unsigned char buf[65536];
+  size_t n = fread(buf, 1, sizeof buf, f);
+  fclose(f);
+  if (out->data == NULL || n != out->bytes) return -1;
+  memcpy(out->data, buf, n);
+  return 0;
+}
+
 static TfLiteStatus kernel_invoke(TfLiteContext* context, void* node) {
-  (void)context;
-  (void)node;
   invokes++;
   note("invoke");
   if (nth("abort") && invokes >= nth("abort")) abort();
@@ -144,6 +197,10 @@ static TfLiteStatus kernel_invoke(TfLiteContext* context, void* node) {
   }
   if (nth("error") && invokes >= nth("error")) {
     context->ReportError(context, "fake libedgetpu: Edge TPU transfer failed");
+    return kTfLiteError;
+  }
+  if (replay(context, (TfLiteNodeHead*)node) != 0) {
+    context->ReportError(context, "fake libedgetpu: FAKE_EDGETPU_OUTPUT does not fit the output");
     return kTfLiteError;
   }
   return kTfLiteOk;
@@ -194,6 +251,15 @@ void* tflite_plugin_create_delegate(char** keys, char** values, size_t n,
     snprintf(line + used, sizeof line - used, " %s=%s", keys[i], values[i]);
   }
   note(line);
+  long hang = nth("openhang");
+  if (hang > 0) {
+    sleep((unsigned)hang);
+    if (verbosity >= 1) {
+      fprintf(stderr, "fake libedgetpu: LIBUSB_ERROR_ACCESS: gave up opening after %ld s\n",
+              hang);
+    }
+    return NULL; /* the real library reports nothing through report_error */
+  }
   if (strcmp(mode(), "nodevice") == 0) {
     if (report_error != NULL) report_error("fake libedgetpu: no Edge TPU device found");
     return NULL;
@@ -206,3 +272,10 @@ void* tflite_plugin_create_delegate(char** keys, char** values, size_t n,
 }
 
 void tflite_plugin_destroy_delegate(void* delegate) { free(delegate); }
+
+const char* edgetpu_version(void) {
+  const char* v = getenv("FAKE_EDGETPU_VERSION");
+  return v != NULL ? v : fake_edgetpu_version;
+}
+
+void edgetpu_verbosity(int level) { verbosity = level; }
