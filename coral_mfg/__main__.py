@@ -1,3 +1,3 @@
-from coral_mfg.cli import main
+from coral_mfg.commands.cli import main
 
 raise SystemExit(main())

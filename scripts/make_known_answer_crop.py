@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
-from coral_mfg.assets import app_home
+from coral_mfg.config.assets import app_home
 from coral_mfg.inference import adapters
 from coral_mfg.inference.model_file import inspect_model
 

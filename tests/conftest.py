@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
-from coral_mfg.assets import ENV_MIRROR, app_home, fetch_all, load_manifest, usable_pairs
+from coral_mfg.config.assets import ENV_MIRROR, app_home, fetch_all, load_manifest, usable_pairs
 
 ROOT = Path(__file__).resolve().parents[1]
 

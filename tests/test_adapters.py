@@ -10,7 +10,7 @@ import flatbuffers
 import numpy as np
 import pytest
 
-from coral_mfg.geometry import letterbox
+from coral_mfg.core.geometry import letterbox
 from coral_mfg.inference import adapters
 from coral_mfg.inference.model_file import inspect_model
 from coral_mfg.inference.runtime import runtime_backend

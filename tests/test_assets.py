@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from coral_mfg.assets import (
+from coral_mfg.commands.cli import main
+from coral_mfg.config.assets import (
     digests_of,
     fetch_all,
     fetch_asset,
@@ -20,7 +21,6 @@ from coral_mfg.assets import (
     usable_pairs,
     verify,
 )
-from coral_mfg.cli import main
 from tests.conftest import ROOT
 
 REQUIRED = [

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from coral_mfg.cli import main, resolve_settings, run_parser
+from coral_mfg.commands.cli import main
+from coral_mfg.config.flags import resolve_settings, run_parser
 from tests.conftest import ROOT
 
 ORIGINAL_FLAGS = [
@@ -172,12 +173,12 @@ def test_main_returns_2_for_user_errors(capsys: pytest.CaptureFixture[str]) -> N
 def test_internal_errors_keep_their_traceback_in_the_log(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import coral_mfg.app
+    import coral_mfg.commands.run
 
     def broken(settings: object) -> int:
         raise ZeroDivisionError("a bug")
 
-    monkeypatch.setattr(coral_mfg.app, "run", broken)
+    monkeypatch.setattr(coral_mfg.commands.run, "run", broken)
     monkeypatch.setattr(logging.getLogger(), "handlers", [])  # restored after the test
     log_file = tmp_path / "run.log"
     assert main(["--headless", "--log_file", str(log_file)]) == 1

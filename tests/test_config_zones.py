@@ -19,12 +19,13 @@ import tomli_w
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from coral_mfg.cli import resolve_settings, run_parser
-from coral_mfg.errors import ConfigError
-from coral_mfg.safety import GONE_GRACE_S, ZoneDebounce, ZoneStore
-from coral_mfg.settings import Settings, read_config_file
-from coral_mfg.zone_watch import SETTLE_S, ZonePlacement, ZoneWatcher, zones_of
-from coral_mfg.zones import KeepoutZone, ZoneMode, ZoneSource, place_zones
+from coral_mfg.analytics.safety import GONE_GRACE_S, ZoneDebounce, ZoneStore
+from coral_mfg.analytics.zones import KeepoutZone, place_zones
+from coral_mfg.config.flags import resolve_settings, run_parser
+from coral_mfg.config.settings import Settings, read_config_file
+from coral_mfg.config.zones import ZoneMode, ZoneSource
+from coral_mfg.core.errors import ConfigError
+from coral_mfg.runtime.zone_watch import SETTLE_S, ZonePlacement, ZoneWatcher, zones_of
 from tests.conftest import ROOT, frames, wait_for
 
 SIZE = (960, 540)
@@ -490,7 +491,7 @@ def test_whole_box_flag_sets_the_mode_of_the_shipped_zone() -> None:
 
 
 def test_readme_zone_table_is_the_schema() -> None:
-    from coral_mfg.zones import schema_table
+    from coral_mfg.config.zones import schema_table
 
     assert schema_table() in (ROOT / "README.md").read_text()
 

@@ -104,7 +104,7 @@ def _coral_mfg(env: dict[str, str], *args: str,
 #: stand-in's log is off), then gives up root for good and runs it again.
 _DROP_AND_RUN = f"""
 import contextlib, io, os, pwd, sys
-from coral_mfg.cli import main
+from coral_mfg.commands.cli import main
 log = os.environ.pop("FAKE_EDGETPU_LOG", None)
 with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
     main(sys.argv[1:])

@@ -17,8 +17,8 @@ from pathlib import Path
 import cv2
 import pytest
 
-from coral_mfg.cli import resolve_settings, run_parser
-from coral_mfg.pipeline import Pipeline, build_pipeline
+from coral_mfg.config.flags import resolve_settings, run_parser
+from coral_mfg.runtime.pipeline import Pipeline, build_pipeline
 from tests.conftest import ROOT, video
 
 
@@ -196,7 +196,7 @@ def test_stats_are_logged_per_stream(caplog: pytest.LogCaptureFixture) -> None:
     import logging
 
     pipeline = _finished_pipeline(10)
-    with caplog.at_level(logging.INFO, logger="coral_mfg.pipeline"):
+    with caplog.at_level(logging.INFO, logger="coral_mfg.runtime.pipeline"):
         pipeline.log_stats(every_s=0.0)
     pipeline.close()
     lines = [r.getMessage() for r in caplog.records]

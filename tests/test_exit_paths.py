@@ -86,8 +86,8 @@ def test_a_run_stopped_by_a_signal_with_an_apple_in_view(tmp_path: Path, sig: in
 def test_an_output_failing_as_it_closes_does_not_lose_the_summary(tmp_path: Path) -> None:
     """The broker goes bad exactly when the run ends: the event log still ends with the
     summary, and the failure is one logged line."""
-    from coral_mfg.cli import resolve_settings, run_parser
-    from coral_mfg.pipeline import build_pipeline
+    from coral_mfg.config.flags import resolve_settings, run_parser
+    from coral_mfg.runtime.pipeline import build_pipeline
     from tests.conftest import free_port
 
     events = tmp_path / "events.jsonl"

@@ -13,11 +13,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from coral_mfg.cli import resolve_settings, run_parser
-from coral_mfg.errors import ConfigError
-from coral_mfg.overlay import GREEN, RED, build_overlay
-from coral_mfg.results import FrameResult, InspectedObject
-from coral_mfg.settings import check_value
+from coral_mfg.config.flags import resolve_settings, run_parser
+from coral_mfg.config.settings import check_value
+from coral_mfg.core.errors import ConfigError
+from coral_mfg.core.results import FrameResult, InspectedObject
+from coral_mfg.outputs.overlay import GREEN, RED, build_overlay
 from tests.conftest import ROOT, frames
 
 
@@ -99,7 +99,7 @@ def test_several_labels_and_pass_grades(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("passed", "color"), [(True, GREEN), (False, RED), (None, GREEN)])
 def test_the_overlay_colours_by_pass_not_by_name(passed: bool | None, color: object) -> None:
-    from coral_mfg.capture import Frame
+    from coral_mfg.core.frame import Frame
 
     image = frames("apple-conveyor.mp4")[0]
     frame = Frame("visual_inspection", 0, 0.0, 0.0, image, 0.0)

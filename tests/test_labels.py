@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from coral_mfg.errors import ModelError
+from coral_mfg.core.errors import ModelError
 from coral_mfg.inference.labels import parse_labels, read_labels
 from tests.conftest import model
 

@@ -16,14 +16,15 @@ import cv2
 import numpy as np
 import pytest
 
-from coral_mfg.capture import CaptureThread, Frame, FrameSlot, open_capture
-from coral_mfg.cli import resolve_settings, run_parser
+from coral_mfg.capture.sources import CaptureThread, FrameSlot, open_capture
+from coral_mfg.config.flags import resolve_settings, run_parser
+from coral_mfg.config.settings import TrackingConfig
+from coral_mfg.core.frame import Frame
+from coral_mfg.core.results import FrameResult, Inferred, StageTimes
 from coral_mfg.inference.engine import InferenceEngine
 from coral_mfg.inference.protocol import LANES
 from coral_mfg.inference.startup import start_inference
-from coral_mfg.results import FrameResult, Inferred, StageTimes
-from coral_mfg.scheduler import IN_FLIGHT, Scheduler, StreamState
-from coral_mfg.settings import TrackingConfig
+from coral_mfg.runtime.scheduler import IN_FLIGHT, Scheduler, StreamState
 from tests.conftest import ROOT, frames, video
 
 WORKER = "worker-zone-detection.mp4"

@@ -438,8 +438,8 @@ def test_a_live_source_is_retried_at_least_every_two_seconds() -> None:
     """However long the outage, a returning camera is reopened within 2 s (plus scheduling)."""
     import threading
 
-    from coral_mfg.capture import FrameSlot, SourceSupervisor
-    from coral_mfg.settings import StreamConfig
+    from coral_mfg.capture.sources import FrameSlot, SourceSupervisor
+    from coral_mfg.config.settings import StreamConfig
 
     calls: list[float] = []
     stop = threading.Event()

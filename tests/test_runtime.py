@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from coral_mfg.errors import DeviceError, ModelError
+from coral_mfg.config.settings import ModelsConfig, load_settings
+from coral_mfg.core.errors import DeviceError, ModelError
 from coral_mfg.inference.discovery import Roots, survey
 from coral_mfg.inference.model_file import inspect_model, twin_path
 from coral_mfg.inference.runtime import Device, find_builds, parse_device_string
 from coral_mfg.inference.startup import start_inference
-from coral_mfg.settings import ModelsConfig, load_settings
 from tests.conftest import ROOT, model
 
 
@@ -213,7 +213,7 @@ def test_model_files_read_with_no_litert(tmp_path: Path) -> None:
     cut.write_bytes(model("classifier.tflite").read_bytes()[:50_000])
     script = (
         "import sys; from pathlib import Path\n"
-        "from coral_mfg.errors import ModelError\n"
+        "from coral_mfg.core.errors import ModelError\n"
         "from coral_mfg.inference.model_file import inspect_model\n"
         "for p in sys.argv[1:-1]:\n"
         "    i = inspect_model(Path(p))\n"

@@ -17,10 +17,11 @@ import cv2
 import numpy as np
 import pytest
 
-from coral_mfg.capture import Frame, VideoSource
-from coral_mfg.cli import resolve_settings, run_parser
-from coral_mfg.outputs import SinkBase
-from coral_mfg.pipeline import build_pipeline
+from coral_mfg.capture.sources import VideoSource
+from coral_mfg.config.flags import resolve_settings, run_parser
+from coral_mfg.core.frame import Frame
+from coral_mfg.outputs.base import SinkBase
+from coral_mfg.runtime.pipeline import build_pipeline
 from tests.conftest import ROOT, frames, free_port, video
 
 APPLES = "apple-conveyor.mp4"
@@ -251,7 +252,7 @@ def test_a_paced_loop_keeps_its_cadence_across_the_wrap() -> None:
     """The first frame of a new pass is due one frame interval after the last one, so a
     leaky hand-off never replaces the last frame of a pass (a lower bound on time:
     a slow machine only delays frames further)."""
-    from coral_mfg.capture import CaptureThread, FrameSlot
+    from coral_mfg.capture.sources import CaptureThread, FrameSlot
 
     cond, stop = threading.Condition(), threading.Event()
     slot = FrameSlot(cond, leaky=True)

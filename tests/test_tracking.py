@@ -3,7 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from coral_mfg.tracking import Tracker, duplicates, iou_matrix
+from coral_mfg.analytics.tracking import Tracker
+from coral_mfg.core.detections import duplicates, iou_matrix
 
 
 @pytest.mark.parametrize(

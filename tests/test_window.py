@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import pytest
 
-from coral_mfg.geometry import letterbox
+from coral_mfg.core.geometry import letterbox
 from tests.conftest import ROOT, frames
 
 ZONE = [(585, 390), (720, 335), (420, 205), (305, 235)]
@@ -213,10 +213,10 @@ def test_keys_pause_hud_fullscreen_screenshot_and_quit(
 
     import glfw
 
-    from coral_mfg.cli import resolve_settings, run_parser
-    from coral_mfg.pipeline import build_pipeline
+    from coral_mfg.config.flags import resolve_settings, run_parser
     from coral_mfg.render.loop import WindowApp
     from coral_mfg.render.window import DisplaySink
+    from coral_mfg.runtime.pipeline import build_pipeline
 
     monkeypatch.chdir(tmp_path)
     before = set(threading.enumerate())  # earlier tests may leave abandoned readers behind
@@ -291,11 +291,11 @@ def test_quitting_with_q_writes_the_verdicts_of_objects_in_view(
 
     import glfw
 
-    from coral_mfg.cli import resolve_settings, run_parser
-    from coral_mfg.pipeline import build_pipeline
+    from coral_mfg.config.flags import resolve_settings, run_parser
+    from coral_mfg.core.results import InspectedObject
     from coral_mfg.render.loop import WindowApp
     from coral_mfg.render.window import DisplaySink
-    from coral_mfg.results import InspectedObject
+    from coral_mfg.runtime.pipeline import build_pipeline
     from tests.test_exit_paths import assert_counts_are_events
 
     events = tmp_path / "events.jsonl"
@@ -344,12 +344,13 @@ def test_lost_source_shows_no_signal(xvfb: str) -> None:
     """A camera that dies and cannot be reopened: its pane says NO SIGNAL and why."""
     import threading
 
-    from coral_mfg.capture import Frame, VideoSource
-    from coral_mfg.cli import resolve_settings, run_parser
-    from coral_mfg.errors import UserError
-    from coral_mfg.pipeline import build_pipeline
+    from coral_mfg.capture.sources import VideoSource
+    from coral_mfg.config.flags import resolve_settings, run_parser
+    from coral_mfg.core.errors import UserError
+    from coral_mfg.core.frame import Frame
     from coral_mfg.render.loop import WindowApp
     from coral_mfg.render.window import DisplaySink
+    from coral_mfg.runtime.pipeline import build_pipeline
     from tests.test_sources import FakeSource
 
     opened: list[int] = []
@@ -393,10 +394,10 @@ def test_zone_editor_drag_insert_delete_new_and_save(
 
     import glfw
 
-    from coral_mfg.cli import resolve_settings, run_parser
-    from coral_mfg.pipeline import build_pipeline
+    from coral_mfg.config.flags import resolve_settings, run_parser
     from coral_mfg.render.loop import WindowApp
     from coral_mfg.render.window import DisplaySink
+    from coral_mfg.runtime.pipeline import build_pipeline
 
     cfg = tmp_path / "site.toml"
     cfg.write_text(
@@ -477,7 +478,7 @@ def test_zone_editor_drag_insert_delete_new_and_save(
     # the handles of the selected zone are drawn (white squares at its vertices)
     assert (shot[420, 594] > 200).all() and (shot[420, 606] > 200).all()
     # and the saved file is a valid config that loads the same zones
-    from coral_mfg.zone_watch import zones_of
+    from coral_mfg.runtime.zone_watch import zones_of
 
     again = resolve_settings(run_parser().parse_args(["--config", str(cfg)]))
     assert zones_of(again, (0, 0, W, H))[2][0].points.tolist() == zones[0]["points"]
@@ -486,10 +487,10 @@ def test_zone_editor_drag_insert_delete_new_and_save(
 def test_csv_zone_is_saved_back_to_its_csv(xvfb: str, tmp_path: Path) -> None:
     import glfw
 
-    from coral_mfg.cli import resolve_settings, run_parser
-    from coral_mfg.pipeline import build_pipeline
+    from coral_mfg.config.flags import resolve_settings, run_parser
     from coral_mfg.render.loop import WindowApp
     from coral_mfg.render.window import DisplaySink
+    from coral_mfg.runtime.pipeline import build_pipeline
 
     csv = tmp_path / "zone.csv"
     csv.write_text("x,y\n585,390\n720,335\n420,205\n305,235\n")
@@ -519,10 +520,10 @@ def test_window_close_stops_cleanly(xvfb: str) -> None:
 
     import glfw
 
-    from coral_mfg.cli import resolve_settings, run_parser
-    from coral_mfg.pipeline import build_pipeline
+    from coral_mfg.config.flags import resolve_settings, run_parser
     from coral_mfg.render.loop import WindowApp
     from coral_mfg.render.window import DisplaySink
+    from coral_mfg.runtime.pipeline import build_pipeline
 
     before = set(threading.enumerate())
     settings = resolve_settings(run_parser().parse_args(["--device", "cpu"]))

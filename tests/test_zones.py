@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from coral_mfg.errors import ConfigError
-from coral_mfg.zones import KeepoutZone, ZoneMode, csv_spec, place_zone, read_points_csv
+from coral_mfg.analytics.zones import KeepoutZone, place_zone
+from coral_mfg.config.zones import ZoneMode, csv_spec, read_points_csv
+from coral_mfg.core.errors import ConfigError
 
 SQUARE = np.array([[100, 100], [200, 100], [200, 200], [100, 200]], dtype=np.float64)
 NARROW = np.array([[140, 150], [160, 150], [160, 300], [140, 300]], dtype=np.float64)

@@ -1,1 +1,2 @@
-"""Inference: the runtime that opens interpreters and the adapters that read them."""
+"""Inference: the models in supervised processes, the adapters that feed and read them, the
+Edge TPU found and checked. Imports ``core`` and ``config``."""

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from coral_mfg.detections import Detections
+from coral_mfg.core.detections import Detections
 from coral_mfg.inference.model_file import ModelInfo
 
 Image = npt.NDArray[np.uint8]

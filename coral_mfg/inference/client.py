@@ -22,7 +22,7 @@ from enum import StrEnum
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from coral_mfg.errors import UserError
+from coral_mfg.core.errors import UserError
 from coral_mfg.inference.protocol import (
     Bound,
     Classified,

@@ -18,17 +18,17 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from coral_mfg.assets import Manifest, ModelSet, app_home, load_manifest
-from coral_mfg.detections import Detections
-from coral_mfg.errors import ModelError
+from coral_mfg.config.assets import Manifest, ModelSet, app_home, load_manifest
+from coral_mfg.config.settings import ModelsConfig
+from coral_mfg.core.detections import Detections
+from coral_mfg.core.errors import ModelError
+from coral_mfg.core.results import StageTimes
 from coral_mfg.inference import adapters
 from coral_mfg.inference.client import WorkerClient
 from coral_mfg.inference.labels import read_labels
 from coral_mfg.inference.model_file import ModelInfo
 from coral_mfg.inference.protocol import CROP_SLOTS, InputArena
 from coral_mfg.inference.runtime import Device
-from coral_mfg.results import StageTimes
-from coral_mfg.settings import ModelsConfig
 
 log = logging.getLogger(__name__)
 

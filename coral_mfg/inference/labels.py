@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from coral_mfg.errors import ModelError, read_user_text
+from coral_mfg.core.errors import ModelError, read_user_text
 
 _ID_LABEL = re.compile(r"^\s*(\d+)[\s:,]+(.+?)\s*$")
 #: TensorFlow's COCO label maps start with a placeholder for the background

@@ -12,7 +12,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from coral_mfg.errors import ModelError
+from coral_mfg.core.errors import ModelError
 
 EDGETPU_CUSTOM_OP = "edgetpu-custom-op"
 DETECTION_POSTPROCESS_OP = "TFLite_Detection_PostProcess"

@@ -23,7 +23,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from coral_mfg.errors import DeviceError, ModelError
+from coral_mfg.core.errors import DeviceError, ModelError
 from coral_mfg.inference import discovery
 from coral_mfg.inference.client import WorkerStartError, describe_exit
 from coral_mfg.inference.discovery import SETUP_DOC, Coral

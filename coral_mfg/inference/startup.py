@@ -18,7 +18,8 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from coral_mfg.errors import DeviceError, ModelError, UserError
+from coral_mfg.config.settings import ModelsConfig
+from coral_mfg.core.errors import DeviceError, ModelError, UserError
 from coral_mfg.inference import device_lock, discovery
 from coral_mfg.inference.client import WorkerStartError
 from coral_mfg.inference.discovery import Coral
@@ -38,7 +39,6 @@ from coral_mfg.inference.runtime import (
     runtime_backend,
     runtime_fault,
 )
-from coral_mfg.settings import ModelsConfig
 
 log = logging.getLogger(__name__)
 

@@ -1,28 +1,3 @@
-"""Outputs: the event log, the H.264 recording, and the thread that feeds them."""
-
-from coral_mfg.outputs.base import (
-    OutputItem,
-    OutputThread,
-    RunEvent,
-    Sink,
-    SinkBase,
-    StreamEnded,
-)
-from coral_mfg.outputs.encoder import RecordTarget
-from coral_mfg.outputs.event_log import EventLog, Rotation
-from coral_mfg.outputs.health import OutputHealth
-from coral_mfg.outputs.recording import SideBySideRecorder
-
-__all__ = [
-    "EventLog",
-    "OutputHealth",
-    "OutputItem",
-    "OutputThread",
-    "RecordTarget",
-    "Rotation",
-    "RunEvent",
-    "SideBySideRecorder",
-    "Sink",
-    "SinkBase",
-    "StreamEnded",
-]
+"""Where results go: the event log, recordings, snapshots, MQTT, harvested crops, and the
+thread that feeds them. Each module is imported by its own name. Imports the layers up to
+``analytics``."""

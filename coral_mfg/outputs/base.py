@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from coral_mfg.results import FrameResult, SnapshotRequest
+from coral_mfg.core.results import FrameResult, SnapshotRequest
 
 log = logging.getLogger(__name__)
 

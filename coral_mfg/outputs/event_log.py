@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from coral_mfg.errors import UserError
+from coral_mfg.core.errors import UserError
+from coral_mfg.core.results import FrameResult
 from coral_mfg.outputs.base import SinkBase
 from coral_mfg.outputs.health import OutputHealth, os_reason
 from coral_mfg.outputs.retention import oldest_first
-from coral_mfg.results import FrameResult
 
 log = logging.getLogger(__name__)
 

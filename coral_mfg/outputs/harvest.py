@@ -24,11 +24,11 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from coral_mfg.files import make_folder
+from coral_mfg.core.files import make_folder
+from coral_mfg.core.results import FrameResult, InspectedObject
 from coral_mfg.outputs.base import SinkBase
 from coral_mfg.outputs.health import OutputHealth, os_reason
 from coral_mfg.outputs.retention import file_size
-from coral_mfg.results import FrameResult, InspectedObject
 
 log = logging.getLogger(__name__)
 

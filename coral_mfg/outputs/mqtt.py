@@ -10,7 +10,7 @@ Topics, under a prefix (default ``coral_mfg``):
 - ``inspection/counts``: objects by grade; retained, on change.
 
 A name in a topic (a zone's) is one level, percent-encoded where it holds
-``/``, ``+``, ``#`` or ``%`` (:func:`~coral_mfg.names.name_part`): ``Press #2``
+``/``, ``+``, ``#`` or ``%`` (:func:`~coral_mfg.core.names.name_part`): ``Press #2``
 is published as ``zones/Press %232/occupancy``; payloads carry the name as
 written.
 
@@ -34,12 +34,12 @@ from urllib.parse import unquote, urlsplit
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from coral_mfg.names import name_part
+from coral_mfg.analytics.zones import KeepoutZone
+from coral_mfg.config.settings import MqttConfig
+from coral_mfg.core.names import name_part
+from coral_mfg.core.results import STREAMS, FrameResult, PersonObject
 from coral_mfg.outputs.base import SinkBase
 from coral_mfg.outputs.health import OutputHealth
-from coral_mfg.results import STREAMS, FrameResult, PersonObject
-from coral_mfg.settings import MqttConfig
-from coral_mfg.zones import KeepoutZone
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The side-by-side recording: both annotated panes, as the window shows them.
 
 Each pane carries its stream's name and the wall-clock time it was captured
-(:func:`~coral_mfg.overlay.annotated_pane`). Panes are composed on the output
+(:func:`~coral_mfg.outputs.overlay.annotated_pane`). Panes are composed on the output
 thread; encoding happens on the :class:`H264Writer`'s own thread.
 """
 
@@ -15,13 +15,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from coral_mfg.files import make_folder
+from coral_mfg.analytics.zones import KeepoutZone
+from coral_mfg.core.files import make_folder
+from coral_mfg.core.results import STREAMS, FrameResult
 from coral_mfg.outputs.base import SinkBase
 from coral_mfg.outputs.encoder import H264Writer, RecordTarget
 from coral_mfg.outputs.health import OutputHealth
-from coral_mfg.overlay import annotated_pane
-from coral_mfg.results import STREAMS, FrameResult
-from coral_mfg.zones import KeepoutZone
+from coral_mfg.outputs.overlay import annotated_pane
 
 #: How long one pane waits for the other's next frame before the other's last
 #: frame is repeated (a stalled or lost source must not hold the recording), and

@@ -17,12 +17,12 @@ from typing import Any
 
 import cv2
 
-from coral_mfg.files import make_folder
+from coral_mfg.analytics.zones import KeepoutZone
+from coral_mfg.core.files import make_folder
+from coral_mfg.core.results import Box, FrameResult, SnapshotRequest
 from coral_mfg.outputs.base import SinkBase
 from coral_mfg.outputs.health import OutputHealth, os_reason
-from coral_mfg.overlay import annotated_pane
-from coral_mfg.results import Box, FrameResult, SnapshotRequest
-from coral_mfg.zones import KeepoutZone
+from coral_mfg.outputs.overlay import annotated_pane
 
 log = logging.getLogger(__name__)
 

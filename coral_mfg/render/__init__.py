@@ -1,1 +1,2 @@
-"""The OpenGL window: both streams side by side with their overlays and HUD."""
+"""The OpenGL window: the streams with their overlays and HUD, read from the run's status.
+Imports the layers up to ``runtime``."""

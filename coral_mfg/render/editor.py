@@ -14,14 +14,15 @@ from pathlib import Path
 import numpy as np
 import tomli_w
 
-from coral_mfg.errors import ConfigError
-from coral_mfg.files import replacing
-from coral_mfg.overlay import WHITE
+from coral_mfg.analytics.safety import ZoneStore
+from coral_mfg.analytics.zones import KeepoutZone, place_zone
+from coral_mfg.config.zones import ZoneSource, ZoneSpec, relative_points
+from coral_mfg.core.errors import ConfigError
+from coral_mfg.core.files import replacing
+from coral_mfg.outputs.overlay import WHITE
 from coral_mfg.render.scene import HUD_HEIGHT, Layer, rect, rgba, thick_polyline
 from coral_mfg.render.text import GlyphAtlas
-from coral_mfg.safety import ZoneStore
-from coral_mfg.zone_watch import ZoneWatcher
-from coral_mfg.zones import KeepoutZone, ZoneSource, ZoneSpec, place_zone, relative_points
+from coral_mfg.runtime.zone_watch import ZoneWatcher
 
 log = logging.getLogger(__name__)
 

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import glfw
 
-from coral_mfg.errors import UserError
-from coral_mfg.pipeline import Pipeline
+from coral_mfg.config.settings import Settings
+from coral_mfg.core.errors import UserError
+from coral_mfg.core.results import STREAMS, VISUAL_INSPECTION, WORKER_SAFETY
 from coral_mfg.render.editor import ZoneEditor
 from coral_mfg.render.window import IDLE_WAIT_S, DisplaySink, Window, scene_for
-from coral_mfg.results import STREAMS, VISUAL_INSPECTION, WORKER_SAFETY
-from coral_mfg.settings import Settings
+from coral_mfg.runtime.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 

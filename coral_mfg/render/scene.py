@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from coral_mfg.overlay import BLACK, BOX_THICKNESS, WHITE, Color, Overlay
+from coral_mfg.outputs.overlay import BLACK, BOX_THICKNESS, WHITE, Color, Overlay
 from coral_mfg.render.text import GlyphAtlas
 
 LABEL_HEIGHT = 20.0  # content pixels of a label's text line

@@ -23,15 +23,15 @@ import numpy as np
 import numpy.typing as npt
 from OpenGL import GL
 
-from coral_mfg.errors import UserError
-from coral_mfg.geometry import Rect, letterbox
-from coral_mfg.outputs import SinkBase
-from coral_mfg.overlay import build_overlay
+from coral_mfg.analytics.zones import KeepoutZone
+from coral_mfg.core.errors import UserError
+from coral_mfg.core.geometry import Rect, letterbox
+from coral_mfg.core.results import STREAMS, FrameResult
+from coral_mfg.outputs.base import SinkBase
+from coral_mfg.outputs.overlay import build_overlay
 from coral_mfg.render.gl import Program, StreamBuffer, Texture
 from coral_mfg.render.scene import Layer, hud_layer, overlay_layer, status_layer
 from coral_mfg.render.text import GlyphAtlas
-from coral_mfg.results import STREAMS, FrameResult
-from coral_mfg.zones import KeepoutZone
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from coral_mfg.errors import UserError
-from coral_mfg.files import make_folder
-from coral_mfg.flags import Parser
+from coral_mfg.config.flags import Parser
+from coral_mfg.core.errors import UserError
+from coral_mfg.core.files import make_folder
 from coral_mfg.training import edgetpu_compile
 from coral_mfg.training.dataset import GradeFolders, Images, check_counts, load_images, split
 from coral_mfg.training.keras_model import (
@@ -113,9 +113,9 @@ def main(argv: Sequence[str]) -> int:
 
 def _detector(given: Path | None) -> Path:
     """The detector's CPU build to co-compile with: the given one, else the run's."""
+    from coral_mfg.config.settings import ModelsConfig
     from coral_mfg.inference.engine import plan_models
     from coral_mfg.inference.model_file import inspect_model
-    from coral_mfg.settings import ModelsConfig
 
     path = given or plan_models(ModelsConfig()).detector
     info = inspect_model(path)

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from coral_mfg.errors import UserError
+from coral_mfg.core.errors import UserError
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from coral_mfg.errors import UserError
+from coral_mfg.core.errors import UserError
+from coral_mfg.core.quiet import captured_output
 from coral_mfg.training.dataset import Images
-from coral_mfg.training.quiet import captured_output
 
 #: As the original recipe: the first 100 layers of an ImageNet base stay frozen.
 FROZEN_LAYERS = 100

@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from coral_mfg.core.quiet import captured_output
 from coral_mfg.inference.adapters import class_scores, write_rgb
 from coral_mfg.training.dataset import Images
 from coral_mfg.training.progress import Progress
-from coral_mfg.training.quiet import captured_output
 
 REPRESENTATIVE_MAX = 300
 

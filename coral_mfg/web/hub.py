@@ -21,11 +21,11 @@ from typing import Any
 
 import cv2
 
+from coral_mfg.analytics.zones import KeepoutZone
+from coral_mfg.core.results import STREAMS, FrameResult
 from coral_mfg.outputs.base import SinkBase
-from coral_mfg.overlay import annotated_pane
-from coral_mfg.results import STREAMS, FrameResult
+from coral_mfg.outputs.overlay import annotated_pane
 from coral_mfg.web.metrics import Metrics
-from coral_mfg.zones import KeepoutZone
 
 RECENT_EVENTS = 200
 JPEG_QUALITY = 75

@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from coral_mfg.results import FrameResult
+from coral_mfg.core.results import FrameResult
 
 if TYPE_CHECKING:
-    from coral_mfg.pipeline import Pipeline
+    from coral_mfg.runtime.pipeline import Pipeline
 
 LATENCY_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 INFERENCE_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)

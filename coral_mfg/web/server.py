@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import ipaddress
 import json
 import logging
 import os
@@ -26,8 +25,9 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from coral_mfg.errors import UserError
-from coral_mfg.results import STREAMS
+from coral_mfg.config.validators import is_loopback, parse_bind
+from coral_mfg.core.errors import UserError
+from coral_mfg.core.results import STREAMS
 from coral_mfg.web.guard import (
     BadRequests,
     ConnectionGuard,
@@ -39,7 +39,7 @@ from coral_mfg.web.hub import WebHub, yield_to_inspection
 from coral_mfg.web.page import LOGIN_PAGE, PAGE
 
 if TYPE_CHECKING:
-    from coral_mfg.pipeline import Pipeline
+    from coral_mfg.runtime.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -59,23 +59,6 @@ BACKLOG = 32
 COOKIE = "coral_mfg_token"
 ENV_TOKEN = "CORAL_MFG_HTTP_TOKEN"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def parse_bind(text: str) -> tuple[str, int]:
-    """``HOST:PORT``, ``:PORT`` (loopback) or ``[v6]:PORT``."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError("HOST:PORT, e.g. 127.0.0.1:8080")
-    return host.strip("[]") or "127.0.0.1", int(port)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class WebServer:

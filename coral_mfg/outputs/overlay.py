@@ -14,8 +14,8 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from coral_mfg.results import STREAMS, Box, FrameResult, InspectedObject, PersonObject
-from coral_mfg.zones import KeepoutZone
+from coral_mfg.analytics.zones import KeepoutZone
+from coral_mfg.core.results import STREAMS, Box, FrameResult, InspectedObject, PersonObject
 
 Color = tuple[int, int, int]  # RGB, 0-255
 GREEN: Color = (0, 200, 0)

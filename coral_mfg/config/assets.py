@@ -21,8 +21,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from coral_mfg.errors import AssetError
-from coral_mfg.files import replacing
+from coral_mfg.core.errors import AssetError
+from coral_mfg.core.files import replacing
 
 ENV_MIRROR = "CORAL_MFG_ASSETS"
 ENV_HOME = "CORAL_MFG_HOME"
@@ -40,7 +40,7 @@ def app_home() -> Path:
     env = os.environ.get(ENV_HOME)
     if env:
         return Path(env).expanduser().resolve()
-    checkout = Path(__file__).resolve().parents[1]
+    checkout = Path(__file__).resolve().parents[2]
     if (checkout / "pyproject.toml").is_file() and (checkout / "coral_mfg").is_dir():
         return checkout
     return Path.cwd()
@@ -106,7 +106,7 @@ class Manifest:
 
 def load_manifest(text: str | None = None) -> Manifest:
     if text is None:
-        text = resources.files("coral_mfg").joinpath("assets.toml").read_text("utf-8")
+        text = resources.files("coral_mfg.config").joinpath("assets.toml").read_text("utf-8")
     data = tomllib.loads(text)
     assets = tuple(
         Asset(

@@ -17,11 +17,12 @@ from collections.abc import Sequence
 from dataclasses import fields
 from typing import Any
 
-from coral_mfg.flags import Parser, typed
-from coral_mfg.outputs import SinkBase
-from coral_mfg.pipeline import build_pipeline
-from coral_mfg.results import FrameResult, InspectedObject, StageTimes
-from coral_mfg.settings import Settings, load_settings
+from coral_mfg.config.flags import Parser, typed
+from coral_mfg.config.settings import Settings, load_settings
+from coral_mfg.core.results import FrameResult, InspectedObject, StageTimes
+from coral_mfg.outputs.base import SinkBase
+from coral_mfg.runtime.pipeline import build_pipeline
+from coral_mfg.web.view import WebView
 
 BOUND_MAX_S = 10.0
 
@@ -43,8 +44,6 @@ class _Collector(SinkBase):
 
 
 def run_bench(settings: Settings, seconds: float) -> dict[str, Any]:
-    from coral_mfg.app import WebView
-
     collector = _Collector()
     web = WebView(settings)
     pipeline = build_pipeline(settings, extra_sinks=[collector, *web.sinks])

@@ -14,11 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from coral_mfg.capture import Frame
-from coral_mfg.detections import as_box, pixel_boxes
-from coral_mfg.geometry import letterbox
-from coral_mfg.inference.engine import PERSON_ID, InferenceEngine
-from coral_mfg.results import (
+from coral_mfg.analytics.tracking import Tracker
+from coral_mfg.analytics.zones import KeepoutZone
+from coral_mfg.config.settings import TrackingConfig
+from coral_mfg.core.detections import as_box, pixel_boxes
+from coral_mfg.core.frame import Frame
+from coral_mfg.core.geometry import letterbox
+from coral_mfg.core.results import (
     WORKER_SAFETY,
     FrameResult,
     Inferred,
@@ -26,9 +28,7 @@ from coral_mfg.results import (
     SnapshotRequest,
     StageTimes,
 )
-from coral_mfg.settings import TrackingConfig
-from coral_mfg.tracking import Tracker
-from coral_mfg.zones import KeepoutZone
+from coral_mfg.inference.engine import PERSON_ID, InferenceEngine
 
 
 class ZoneStore:

@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from coral_mfg.errors import ConfigError, UserError
-from coral_mfg.geometry import Rect
-from coral_mfg.safety import ZoneStore
-from coral_mfg.settings import Settings, read_config_file
-from coral_mfg.zones import KeepoutZone, ZoneSource, ZoneSpec, csv_spec, place_zones
+from coral_mfg.analytics.safety import ZoneStore
+from coral_mfg.analytics.zones import KeepoutZone, place_zones
+from coral_mfg.config.settings import Settings, read_config_file
+from coral_mfg.config.zones import ZoneSource, ZoneSpec, csv_spec
+from coral_mfg.core.errors import ConfigError, UserError
+from coral_mfg.core.geometry import Rect
 
 log = logging.getLogger(__name__)
 

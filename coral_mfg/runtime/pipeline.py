@@ -21,8 +21,11 @@ from typing import Any
 import cv2
 import numpy as np
 
-from coral_mfg.capture import (
-    Frame,
+from coral_mfg.analytics.inspection import VisualInspection
+from coral_mfg.analytics.safety import WorkerSafety, ZoneStore
+from coral_mfg.analytics.tracking import Tracker
+from coral_mfg.analytics.zones import KeepoutZone
+from coral_mfg.capture.sources import (
     FrameSlot,
     Opener,
     SourceKind,
@@ -32,41 +35,33 @@ from coral_mfg.capture import (
     source_fps,
     source_kind,
 )
-from coral_mfg.errors import UserError
-from coral_mfg.files import writable_folder
-from coral_mfg.geometry import letterbox
-from coral_mfg.inference.runtime import runtime_backend
-from coral_mfg.inference.startup import Inference, start_inference
-from coral_mfg.inspection import VisualInspection
-from coral_mfg.outputs import (
-    EventLog,
-    OutputHealth,
-    OutputThread,
-    RecordTarget,
-    Rotation,
-    RunEvent,
-    SideBySideRecorder,
-    Sink,
-    StreamEnded,
-)
-from coral_mfg.outputs.harvest import Harvester
-from coral_mfg.outputs.mqtt import MqttPublisher
-from coral_mfg.outputs.retention import GB, Retention
-from coral_mfg.outputs.snapshots import Snapshots
-from coral_mfg.records import iso_utc, stamp
-from coral_mfg.results import (
+from coral_mfg.config.settings import Settings, StreamConfig
+from coral_mfg.config.zones import ZoneSource
+from coral_mfg.core.clock import iso_utc, stamp
+from coral_mfg.core.errors import UserError
+from coral_mfg.core.files import writable_folder
+from coral_mfg.core.frame import Frame
+from coral_mfg.core.geometry import letterbox
+from coral_mfg.core.results import (
     STREAMS,
     VISUAL_INSPECTION,
     WORKER_SAFETY,
     FrameResult,
     SnapshotRequest,
 )
-from coral_mfg.safety import WorkerSafety, ZoneStore
-from coral_mfg.scheduler import Scheduler, StreamProcessor, StreamState
-from coral_mfg.settings import Settings, StreamConfig
-from coral_mfg.tracking import Tracker
-from coral_mfg.zone_watch import ZonePlacement, ZoneWatcher, zones_of
-from coral_mfg.zones import KeepoutZone, ZoneSource
+from coral_mfg.inference.runtime import runtime_backend
+from coral_mfg.inference.startup import Inference, start_inference
+from coral_mfg.outputs.base import OutputThread, RunEvent, Sink, StreamEnded
+from coral_mfg.outputs.encoder import RecordTarget
+from coral_mfg.outputs.event_log import EventLog, Rotation
+from coral_mfg.outputs.harvest import Harvester
+from coral_mfg.outputs.health import OutputHealth
+from coral_mfg.outputs.mqtt import MqttPublisher
+from coral_mfg.outputs.recording import SideBySideRecorder
+from coral_mfg.outputs.retention import GB, Retention
+from coral_mfg.outputs.snapshots import Snapshots
+from coral_mfg.runtime.scheduler import Scheduler, StreamProcessor, StreamState
+from coral_mfg.runtime.zone_watch import ZonePlacement, ZoneWatcher, zones_of
 
 log = logging.getLogger(__name__)
 

@@ -16,11 +16,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from coral_mfg.capture import Frame
-from coral_mfg.detections import Detections, as_box, pixel_boxes
-from coral_mfg.geometry import letterbox
-from coral_mfg.inference.engine import InferenceEngine, Labels
-from coral_mfg.results import (
+from coral_mfg.analytics.tracking import Tracker
+from coral_mfg.config.settings import TrackingConfig
+from coral_mfg.core.detections import Detections, as_box, iou_matrix, pixel_boxes
+from coral_mfg.core.frame import Frame
+from coral_mfg.core.geometry import letterbox
+from coral_mfg.core.results import (
     VISUAL_INSPECTION,
     Box,
     FrameResult,
@@ -29,8 +30,7 @@ from coral_mfg.results import (
     SnapshotRequest,
     StageTimes,
 )
-from coral_mfg.settings import TrackingConfig
-from coral_mfg.tracking import Tracker, iou_matrix
+from coral_mfg.inference.engine import InferenceEngine, Labels
 
 MIN_CROP_PX = 8
 

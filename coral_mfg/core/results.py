@@ -8,10 +8,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from coral_mfg.capture import Frame
-from coral_mfg.detections import Detections
-from coral_mfg.geometry import Rect, letterbox
-from coral_mfg.records import iso_utc
+from coral_mfg.core.clock import iso_utc
+from coral_mfg.core.detections import Detections
+from coral_mfg.core.frame import Frame
+from coral_mfg.core.geometry import Rect, letterbox
 
 Box = tuple[int, int, int, int]  # x1, y1, x2, y2 in output-frame pixels
 

@@ -15,14 +15,11 @@ from types import FrameType
 from typing import Any
 
 from coral_mfg import __version__
-from coral_mfg.outputs import Sink
-from coral_mfg.pipeline import Pipeline, build_pipeline, summary_line
-from coral_mfg.service import Watchdog, notify
-from coral_mfg.settings import Settings
+from coral_mfg.commands.service import Watchdog, notify
+from coral_mfg.config.settings import Settings
+from coral_mfg.runtime.pipeline import build_pipeline, summary_line
 from coral_mfg.web.guard import raise_open_file_limit
-from coral_mfg.web.hub import WebHub
-from coral_mfg.web.metrics import Metrics
-from coral_mfg.web.server import WebServer
+from coral_mfg.web.view import WebView
 
 log = logging.getLogger(__name__)
 
@@ -97,35 +94,3 @@ def _run_window(settings: Settings, stop: threading.Event) -> dict[str, Any]:
         summary = pipeline.close()
         app.finish()
     return summary
-
-
-class WebView:
-    """The web server and its hub, when ``--http`` asks for them; else nothing."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.hub: WebHub | None = None
-        self.server: WebServer | None = None
-        if settings.http.http is not None:
-            self.hub = WebHub(lambda: (), settings.mask, Metrics())
-
-    @property
-    def sinks(self) -> list[Sink]:
-        return [self.hub] if self.hub is not None else []
-
-    def start(self, pipeline: Pipeline) -> None:
-        if self.hub is None:
-            return
-        self.hub.zones = lambda: pipeline.zone_store.zones
-        self.hub.metrics.watch(pipeline, self.hub.fps)
-        snapshots = pipeline.ctx.snapshots.folder if pipeline.ctx.snapshots else None
-        http = self.settings.http
-        assert http.http is not None
-        self.server = WebServer(http.http, http.http_token, self.hub, pipeline, snapshots,
-                                max_connections=http.http_max_connections,
-                                max_viewers=http.http_max_viewers)
-        self.server.start()
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.stop()

@@ -19,10 +19,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from coral_mfg.capture import Frame, FrameSlot
+from coral_mfg.capture.sources import FrameSlot
+from coral_mfg.core.frame import Frame
+from coral_mfg.core.results import FrameResult, Inferred
 from coral_mfg.inference.client import RequestError, WorkerDownError
 from coral_mfg.inference.engine import InferenceEngine
-from coral_mfg.results import FrameResult, Inferred
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from coral_mfg.errors import UserError
+from coral_mfg.core.errors import UserError
 
 
 @contextmanager

@@ -17,59 +17,10 @@ import numpy as np
 import numpy.typing as npt
 from scipy.optimize import linear_sum_assignment
 
-Boxes = npt.NDArray[np.floating]
+from coral_mfg.core.detections import Boxes, iou_matrix
 
 #: Weight of the newest frame's motion in the velocity estimate.
 VELOCITY_GAIN = 0.5
-
-
-def iou_matrix(a: Boxes, b: Boxes) -> npt.NDArray[np.float64]:
-    """Pairwise IoU of boxes ``a`` (N, 4) and ``b`` (M, 4), as x1, y1, x2, y2."""
-    inter, area_a, area_b = _overlaps(a, b)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
-
-
-def _overlaps(
-    a: Boxes, b: Boxes
-) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """Pairwise intersection areas, and each box's own area."""
-    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
-    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
-    iw = np.clip(np.minimum(a[:, None, 2], b[None, :, 2])
-                 - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    ih = np.clip(np.minimum(a[:, None, 3], b[None, :, 3])
-                 - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
-    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
-    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
-    return iw * ih, area_a, area_b
-
-
-def duplicates(
-    boxes: Boxes, scores: npt.NDArray[np.floating], iou: float, inside: float
-) -> npt.NDArray[np.bool_]:
-    """Which boxes to keep: one per object, the highest score.
-
-    A box is the same object as a higher-scoring one when they overlap by more
-    than ``iou``, or when it lies mostly (``inside``) within it or around it.
-    """
-    n = len(scores)
-    keep = np.ones(n, dtype=bool)
-    if n < 2:
-        return keep
-    inter, area, _ = _overlaps(boxes, boxes)
-    union = area[:, None] + area[None, :] - inter
-    overlap = np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
-    smaller = np.minimum(area[:, None], area[None, :])
-    contained = np.where(smaller > 0, inter / np.where(smaller > 0, smaller, 1), 0.0)
-    same = (overlap > iou) | (contained > inside)
-    keep[:] = False
-    suppressed = np.zeros(n, dtype=bool)
-    for i in np.argsort(-np.asarray(scores), kind="stable"):
-        if not suppressed[i]:
-            keep[i] = True
-            suppressed |= same[i]
-    return keep
 
 
 @dataclass

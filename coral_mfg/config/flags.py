@@ -1,27 +1,57 @@
-"""Command line: the original demo's flags, plus sub-commands.
+"""Command-line parsing shared by the run and the sub-commands.
 
-``coral-mfg [run] [flags]`` runs the inspection; ``fetch-assets``, ``doctor``
-and ``bench`` are the other sub-commands. User errors end in one line and exit
-status 2; anything else is a bug and keeps its traceback.
+Every flag that is also a setting is checked by the settings model itself, so
+``--width 0`` and ``width = 0`` in the config file fail with the same words.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
-import os
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, NoReturn
 
 from coral_mfg import __version__
-from coral_mfg.assets import ENV_MIRROR, app_home, fetch_all, load_manifest, usable_pairs
-from coral_mfg.errors import AssetError, UserError
-from coral_mfg.flags import Parser, flag, typed
-from coral_mfg.quiet import quiet_libraries
-from coral_mfg.settings import FLAG_HOME, Settings, default_of, load_settings
+from coral_mfg.config.settings import (
+    FLAG_HOME,
+    Settings,
+    check_value,
+    default_of,
+    load_settings,
+)
+from coral_mfg.core.errors import UserError
 
-log = logging.getLogger("coral_mfg")
+
+class Parser(argparse.ArgumentParser):
+    """Usage errors in one line, like every other user error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def flag(parser: argparse._ActionsContainer, name: str, **kwargs: Any) -> None:
+    """Add ``--name`` with its dashed alias ``--na-me``; unset flags stay None."""
+    names = [f"--{name}"]
+    if "_" in name:
+        names.append(f"--{name.replace('_', '-')}")
+    parser.add_argument(*names, dest=name, default=None, **kwargs)
+
+
+def typed(key: str, convert: Callable[[str], Any] = str) -> Callable[[str], Any]:
+    """An argparse type that applies the settings model's check of ``key``."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid value {text!r}") from None
+        try:
+            return check_value(key, value, f"--{key}")
+        except UserError as exc:
+            raise argparse.ArgumentTypeError(str(exc).split(": ", 1)[1]) from None
+
+    return parse
+
 
 KEYS_HELP = """\
 window keys:
@@ -181,123 +211,3 @@ def resolve_settings(args: argparse.Namespace) -> Settings:
     """Defaults, then the config file, then the flags given on the command line."""
     flags = {k: v for k, v in vars(args).items() if k in FLAG_HOME}
     return load_settings(flags, Path(args.config).expanduser() if args.config else None)
-
-
-def cmd_run(argv: Sequence[str]) -> int:
-    args = run_parser().parse_args(argv)
-    settings = resolve_settings(args)
-    _setup_logging(settings.log.log_level, settings.log.log_file)
-    from coral_mfg.app import run
-
-    return run(settings)
-
-
-def cmd_fetch_assets(argv: Sequence[str]) -> int:
-    p = Parser(
-        prog="coral-mfg fetch-assets",
-        description="Fill models/, videos/ and images/ from a mirror (folder or URL) or the "
-        "official sources, verifying size and digest of every file.",
-    )
-    p.add_argument("--from", dest="mirror", metavar="DIR_OR_URL",
-                   help=f"mirror with models/ and videos/ (default: ${ENV_MIRROR})")
-    p.add_argument("--offline", action="store_true",
-                   help="use only the mirror, never the official URLs")
-    p.add_argument("--only", nargs="+", metavar="NAME", help="fetch only these assets")
-    args = p.parse_args(argv)
-    mirror = args.mirror or os.environ.get(ENV_MIRROR) or None
-    manifest = load_manifest()
-    home = app_home()
-    unknown = sorted(set(args.only or ()) - {a.name for a in manifest.assets})
-    if unknown:
-        raise AssetError(f"unknown asset '{unknown[0]}'; known: "
-                         + ", ".join(a.name for a in manifest.assets))
-    results = fetch_all(manifest, home, mirror, download=not args.offline, names=args.only)
-    for r in results:
-        where = f"{r.asset.subdir}/{r.asset.name}"
-        if r.status == "present":
-            print(f"ok       {where} (already present, verified)")
-        elif r.status == "fetched":
-            print(f"fetched  {where} from {r.source}")
-        else:
-            opt = " (optional)" if r.asset.optional else ""
-            print(f"MISSING  {where}{opt}: {r.detail}")
-    pairs = usable_pairs(manifest, home, edgetpu=True)
-    cpu_pairs = usable_pairs(manifest, home)
-    if not pairs:
-        print("error: no usable detector + classifier pair; the app cannot run", file=sys.stderr)
-        return 1
-    best = (cpu_pairs or pairs)[0]
-    print(f"ready: detector {best[0].name} ({best[1]}) + classifier {best[2]}")
-    return 0
-
-
-def cmd_bench(argv: Sequence[str]) -> int:
-    from coral_mfg.bench import main as bench_main
-
-    return bench_main(argv)
-
-
-def cmd_train_classifier(argv: Sequence[str]) -> int:
-    _setup_logging("info")
-    from coral_mfg.training.command import main as train_main
-
-    return train_main(argv)
-
-
-def cmd_doctor(argv: Sequence[str]) -> int:
-    parser = run_parser("coral-mfg doctor")
-    parser.description = ("Check the runtime, accelerators, assets and display, and the run "
-                          "these flags (and config file) describe: inputs and output folders.")
-    args = parser.parse_args(argv)
-    from coral_mfg.doctor import run_doctor
-
-    return run_doctor(args)
-
-
-COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
-    "run": cmd_run,
-    "fetch-assets": cmd_fetch_assets,
-    "doctor": cmd_doctor,
-    "bench": cmd_bench,
-    "train-classifier": cmd_train_classifier,
-}
-
-
-def _setup_logging(level: str, log_file: Path | None = None) -> None:
-    quiet_libraries(debug=level == "debug")
-    handlers: list[logging.Handler] = [logging.StreamHandler()]
-    if log_file:
-        try:
-            Path(log_file).parent.mkdir(parents=True, exist_ok=True)
-            handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
-        except OSError as exc:
-            raise UserError(f"cannot write log file {log_file} ({exc.strerror}); "
-                            "pass a writable path to --log_file") from None
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        handlers=handlers,
-        force=True,
-    )
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    command = COMMANDS["run"]
-    if args and args[0] in COMMANDS:
-        command = COMMANDS[args.pop(0)]
-    try:
-        return command(args)
-    except UserError as exc:
-        message = "; ".join(part.strip() for part in str(exc).splitlines() if part.strip())
-        print(f"coral-mfg: error: {message}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("coral-mfg: interrupted", file=sys.stderr)
-        return 130
-    except Exception:
-        # A bug: keep the whole traceback, in the log file too when there is one.
-        if not logging.getLogger().handlers:
-            _setup_logging("error")
-        log.exception("internal error; please report it with this log")
-        return 1

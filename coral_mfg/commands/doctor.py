@@ -9,14 +9,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from coral_mfg.assets import Manifest, app_home, load_manifest, usable_pairs, verify
-from coral_mfg.capture import probe_source
-from coral_mfg.errors import DeviceError, UserError
-from coral_mfg.files import writable_folder
+from coral_mfg.capture.sources import probe_source
+from coral_mfg.config.assets import Manifest, app_home, load_manifest, usable_pairs, verify
+from coral_mfg.config.settings import Settings
+from coral_mfg.core.errors import DeviceError, UserError
+from coral_mfg.core.files import writable_folder
+from coral_mfg.core.results import STREAMS
 from coral_mfg.inference import device_lock, discovery, runtime, setup_guide
 from coral_mfg.inference.startup import probe_edgetpu
-from coral_mfg.results import STREAMS
-from coral_mfg.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -168,7 +168,7 @@ def _folder_check(path: Path, probe: Path) -> Check:
 
 
 def _settings(args: argparse.Namespace) -> Settings | UserError:
-    from coral_mfg.cli import resolve_settings
+    from coral_mfg.config.flags import resolve_settings
 
     try:
         return resolve_settings(args)

@@ -11,7 +11,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
@@ -20,8 +19,9 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from coral_mfg.errors import UserError
-from coral_mfg.settings import StreamConfig
+from coral_mfg.config.settings import StreamConfig
+from coral_mfg.core.errors import UserError
+from coral_mfg.core.frame import Frame
 
 log = logging.getLogger(__name__)
 
@@ -58,23 +58,6 @@ def source_kind(spec: str) -> SourceKind:
     if spec.startswith("/dev/video"):
         return SourceKind.CAMERA
     return SourceKind.FILE
-
-
-@dataclass(frozen=True, eq=False)
-class Frame:
-    """One decoded frame at source resolution, with where and when it came from."""
-
-    stream: str
-    index: int  # 0-based index in the source (restarts when a file loops)
-    pts: float  # seconds in the source
-    captured: float  # time.monotonic() when decoded
-    image: npt.NDArray[np.uint8]
-    decode_ms: float
-    wall: float = field(default_factory=time.time)  # wall-clock time, for people and plants
-
-    @property
-    def size(self) -> tuple[int, int]:
-        return (self.image.shape[1], self.image.shape[0])
 
 
 def open_capture(spec: str, width: int, height: int) -> cv2.VideoCapture:

@@ -21,136 +21,32 @@ from typing import Annotated, Any
 from pydantic import (
     BaseModel,
     ConfigDict,
-    PlainValidator,
     TypeAdapter,
     ValidationError,
     model_validator,
 )
 from pydantic.fields import FieldInfo
 
-from coral_mfg.errors import ConfigError, read_user_text
-from coral_mfg.names import name_problem, prefix_problem
-from coral_mfg.zones import ZONE_KEYS, ZoneSpec, zone_label
-
-
-def _positive_int(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError("a positive whole number")
-    return value
-
-
-def _non_negative_int(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError("a whole number >= 0")
-    return value
-
-
-def _positive_number(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1e9:
-        raise ValueError("a number > 0")
-    return float(value)
-
-
-def _unit_float(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
-        raise ValueError("a number from 0 to 1")
-    return float(value)
-
-
-def _text(value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise ValueError("a non-empty string")
-    return value
-
-
-def _boolean(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError("true or false")
-    return value
-
-
-def _path(value: Any) -> Path:
-    if isinstance(value, Path):
-        return value
-    return Path(_text(value))
-
-
-def _name(value: Any) -> str:
-    problem = name_problem(value)
-    if problem is not None:
-        raise ValueError(problem)
-    return str(value)
-
-
-def _topic_prefix(value: Any) -> str:
-    problem = prefix_problem(_text(value))
-    if problem is not None:
-        raise ValueError(problem)
-    return str(value).strip("/")
-
-
-def _mqtt_url(value: Any) -> str:
-    """``mqtt://host[:port]`` or ``mqtts://host[:port]``; a user and password may be in it."""
-    from urllib.parse import urlsplit
-
-    text = _text(value)
-    userinfo = _userinfo(text)
-    if userinfo is not None and any(c in userinfo for c in "/?#"):
-        raise ValueError("a URL like mqtt://user:password@host:1883 (the user or password "
-                         "holds '/', '?' or '#': write them as %2F, %3F and %23, or give the "
-                         "password as mqtt_password or $CORAL_MFG_MQTT_PASSWORD)")
-    try:
-        url = urlsplit(text)
-        port = url.port
-    except ValueError:
-        raise ValueError("a URL like mqtt://host:1883 (the port is not a number)") from None
-    if url.scheme not in ("mqtt", "mqtts"):
-        raise ValueError("a URL like mqtt://host:1883 or mqtts://host:8883 (scheme "
-                         f"'{url.scheme or 'none'}' is not mqtt or mqtts)")
-    if not url.hostname:
-        raise ValueError("a URL like mqtt://host:1883 (no host in it)")
-    if port == 0:
-        raise ValueError("a URL like mqtt://host:1883 (port 0)")
-    return text
-
-
-def _names(value: Any) -> tuple[str, ...]:
-    """A list of names, or one string of comma-separated names (as a flag gives them)."""
-    items = value.split(",") if isinstance(value, str) else value
-    if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
-        raise ValueError("a list of names, or names separated by commas")
-    return tuple(dict.fromkeys(i.strip() for i in items if i.strip()))
-
-
-def _some_names(value: Any) -> tuple[str, ...]:
-    names = _names(value)
-    if not names:
-        raise ValueError("at least one name")
-    return names
-
-
-def _choice(*choices: str) -> PlainValidator:
-    def check(value: Any) -> str:
-        if value not in choices:
-            raise ValueError("one of " + ", ".join(choices))
-        return str(value)
-
-    return PlainValidator(check)
-
-
-PositiveInt = Annotated[int, PlainValidator(_positive_int)]
-NonNegativeInt = Annotated[int, PlainValidator(_non_negative_int)]
-PositiveFloat = Annotated[float, PlainValidator(_positive_number)]
-UnitFloat = Annotated[float, PlainValidator(_unit_float)]
-Text = Annotated[str, PlainValidator(_text)]
-Flag = Annotated[bool, PlainValidator(_boolean)]
-FilePath = Annotated[Path, PlainValidator(_path)]
-MqttUrl = Annotated[str, PlainValidator(_mqtt_url)]
-Names = Annotated[tuple[str, ...], PlainValidator(_names)]
-SomeNames = Annotated[tuple[str, ...], PlainValidator(_some_names)]
-Name = Annotated[str, PlainValidator(_name)]
-TopicPrefix = Annotated[str, PlainValidator(_topic_prefix)]
-
+from coral_mfg.config.validators import (
+    Bind,
+    FilePath,
+    Flag,
+    MqttUrl,
+    Name,
+    Names,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    SentenceError,
+    SomeNames,
+    Text,
+    TopicPrefix,
+    UnitFloat,
+    one_of,
+    redact_url,
+)
+from coral_mfg.config.zones import ZONE_KEYS, ZoneSpec, zone_label
+from coral_mfg.core.errors import ConfigError, read_user_text
 
 ENCODER_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium")
 
@@ -168,7 +64,7 @@ class ModelsConfig(_Section):
     detection_labels: FilePath | None = None  # None: the detector's own labels
     classifier_model: FilePath | None = None  # None: the bundled apple classifier
     classifier_labels: FilePath | None = None
-    device: Annotated[str, _choice("auto", "edgetpu", "cpu")] = "auto"
+    device: Annotated[str, one_of("auto", "edgetpu", "cpu")] = "auto"
     edgetpu_device: Text | None = None  # None: the first Edge TPU found
     cpu_workers: PositiveInt = 2  # interpreter pairs on the CPU, one per stream (measured best)
     cpu_threads: PositiveInt | None = None  # None: cores / cpu_workers
@@ -223,18 +119,10 @@ class OutputConfig(_Section):
     harvest_max_mb: PositiveFloat = 2000.0  # harvesting stops when DIR holds this much
 
 
-def _bind(value: Any) -> str:
-    from coral_mfg.web.server import parse_bind
-
-    text = _text(value)
-    parse_bind(text)
-    return text
-
-
 class HttpConfig(_Section):
     """The web view; off unless asked for, and on loopback unless told otherwise."""
 
-    http: Annotated[str, PlainValidator(_bind)] | None = None  # HOST:PORT; None: off
+    http: Bind | None = None  # HOST:PORT; None: off
     http_token: Text | None = None  # needed off loopback; also $CORAL_MFG_HTTP_TOKEN
     http_max_connections: PositiveInt = 64  # more at once get 503 and are closed
     http_max_viewers: PositiveInt = 8  # live video and event streams at once
@@ -263,7 +151,7 @@ class RecordingConfig(_Section):
     keep_gb: PositiveFloat = 50.0  # segments over this total are deleted, oldest first
     keep_days: PositiveFloat = 30.0  # segments older than this are deleted
     min_free_gb: PositiveFloat = 2.0  # below this free space: delete the oldest, and warn
-    encoder_preset: Annotated[str, _choice(*ENCODER_PRESETS)] = "veryfast"
+    encoder_preset: Annotated[str, one_of(*ENCODER_PRESETS)] = "veryfast"
 
 
 class WindowConfig(_Section):
@@ -285,7 +173,7 @@ class SafetyConfig(_Section):
 class LogConfig(_Section):
     """Where the log goes and how much of it."""
 
-    log_level: Annotated[str, _choice("debug", "info", "warning", "error")] = "info"
+    log_level: Annotated[str, one_of("debug", "info", "warning", "error")] = "info"
     log_file: FilePath | None = None
 
 
@@ -355,25 +243,6 @@ WRITTEN_KEYS = (("output", False), ("events", False), ("log_file", False),
                 ("record_dir", True), ("snapshot_dir", True), ("harvest_dir", True))
 #: Keys whose values may hold a password: never echoed whole.
 SECRET_KEYS = frozenset({"mqtt", "mqtt_password", "http_token"})
-
-
-def _userinfo(url: str) -> str | None:
-    """The ``user:password`` part of a URL, or None: everything between ``://`` and the
-    last ``@``, so a password holding ``@``, ``/`` or ``:`` is found whole, whether or
-    not the URL is valid."""
-    _, sep, rest = url.partition("://")
-    at = rest.rfind("@")
-    return rest[:at] if sep and at >= 0 else None
-
-
-def redact_url(url: str) -> str:
-    """The URL with its password replaced by stars; the user and the host stay."""
-    userinfo = _userinfo(url)
-    if userinfo is None:
-        return url
-    scheme, _, rest = url.partition("://")
-    user, colon, _ = userinfo.partition(":")
-    return f"{scheme}://{user}{':***' if colon else ''}@{rest[len(userinfo) + 1:]}"
 
 
 def _redacted(value: Any) -> str:
@@ -548,8 +417,10 @@ def _zone_reason(exc: ValidationError) -> str:
     reason = _reason(error)
     if key == "name" and error["type"] != "value_error":
         return "needs a name (a non-empty string)"
-    if error["type"] == "value_error":
+    if isinstance((error.get("ctx") or {}).get("error"), SentenceError):
         return reason
+    if error["type"] == "value_error":
+        return f"{key} must be {reason}, got {error.get('input')!r}"
     return f"{key} {reason}, got {error.get('input')!r}"
 
 
@@ -660,7 +531,7 @@ def build_settings(
 def load_settings(flags: Mapping[str, Any], config: Path | None = None) -> Settings:
     """The run's settings: ``configs/default.toml`` of the application home unless
     ``config`` names another file; inputs not given are the sample videos."""
-    from coral_mfg.assets import app_home, load_manifest
+    from coral_mfg.config.assets import app_home, load_manifest
 
     home = app_home()
     manifest = load_manifest()

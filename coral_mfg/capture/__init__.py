@@ -1,0 +1,2 @@
+"""Cameras, streams and files, each read by its own supervised thread. Imports ``core``
+and ``config``."""

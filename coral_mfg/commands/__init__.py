@@ -1,0 +1,1 @@
+"""The command line: the run, doctor, bench, fetch-assets and the training command."""

@@ -1,0 +1,140 @@
+"""Command line: the original demo's flags, plus sub-commands.
+
+``coral-mfg [run] [flags]`` runs the inspection; ``fetch-assets``, ``doctor``
+and ``bench`` are the other sub-commands. User errors end in one line and exit
+status 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from coral_mfg.config.assets import ENV_MIRROR, app_home, fetch_all, load_manifest, usable_pairs
+from coral_mfg.config.flags import Parser, resolve_settings, run_parser
+from coral_mfg.core.errors import AssetError, UserError
+from coral_mfg.core.quiet import quiet_libraries
+
+log = logging.getLogger("coral_mfg")
+
+def cmd_run(argv: Sequence[str]) -> int:
+    args = run_parser().parse_args(argv)
+    settings = resolve_settings(args)
+    _setup_logging(settings.log.log_level, settings.log.log_file)
+    from coral_mfg.commands.run import run
+
+    return run(settings)
+
+
+def cmd_fetch_assets(argv: Sequence[str]) -> int:
+    p = Parser(
+        prog="coral-mfg fetch-assets",
+        description="Fill models/, videos/ and images/ from a mirror (folder or URL) or the "
+        "official sources, verifying size and digest of every file.",
+    )
+    p.add_argument("--from", dest="mirror", metavar="DIR_OR_URL",
+                   help=f"mirror with models/ and videos/ (default: ${ENV_MIRROR})")
+    p.add_argument("--offline", action="store_true",
+                   help="use only the mirror, never the official URLs")
+    p.add_argument("--only", nargs="+", metavar="NAME", help="fetch only these assets")
+    args = p.parse_args(argv)
+    mirror = args.mirror or os.environ.get(ENV_MIRROR) or None
+    manifest = load_manifest()
+    home = app_home()
+    unknown = sorted(set(args.only or ()) - {a.name for a in manifest.assets})
+    if unknown:
+        raise AssetError(f"unknown asset '{unknown[0]}'; known: "
+                         + ", ".join(a.name for a in manifest.assets))
+    results = fetch_all(manifest, home, mirror, download=not args.offline, names=args.only)
+    for r in results:
+        where = f"{r.asset.subdir}/{r.asset.name}"
+        if r.status == "present":
+            print(f"ok       {where} (already present, verified)")
+        elif r.status == "fetched":
+            print(f"fetched  {where} from {r.source}")
+        else:
+            opt = " (optional)" if r.asset.optional else ""
+            print(f"MISSING  {where}{opt}: {r.detail}")
+    pairs = usable_pairs(manifest, home, edgetpu=True)
+    cpu_pairs = usable_pairs(manifest, home)
+    if not pairs:
+        print("error: no usable detector + classifier pair; the app cannot run", file=sys.stderr)
+        return 1
+    best = (cpu_pairs or pairs)[0]
+    print(f"ready: detector {best[0].name} ({best[1]}) + classifier {best[2]}")
+    return 0
+
+
+def cmd_bench(argv: Sequence[str]) -> int:
+    from coral_mfg.commands.bench import main as bench_main
+
+    return bench_main(argv)
+
+
+def cmd_train_classifier(argv: Sequence[str]) -> int:
+    _setup_logging("info")
+    from coral_mfg.training.command import main as train_main
+
+    return train_main(argv)
+
+
+def cmd_doctor(argv: Sequence[str]) -> int:
+    parser = run_parser("coral-mfg doctor")
+    parser.description = ("Check the runtime, accelerators, assets and display, and the run "
+                          "these flags (and config file) describe: inputs and output folders.")
+    args = parser.parse_args(argv)
+    from coral_mfg.commands.doctor import run_doctor
+
+    return run_doctor(args)
+
+
+COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
+    "run": cmd_run,
+    "fetch-assets": cmd_fetch_assets,
+    "doctor": cmd_doctor,
+    "bench": cmd_bench,
+    "train-classifier": cmd_train_classifier,
+}
+
+
+def _setup_logging(level: str, log_file: Path | None = None) -> None:
+    quiet_libraries(debug=level == "debug")
+    handlers: list[logging.Handler] = [logging.StreamHandler()]
+    if log_file:
+        try:
+            Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+            handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
+        except OSError as exc:
+            raise UserError(f"cannot write log file {log_file} ({exc.strerror}); "
+                            "pass a writable path to --log_file") from None
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        handlers=handlers,
+        force=True,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    command = COMMANDS["run"]
+    if args and args[0] in COMMANDS:
+        command = COMMANDS[args.pop(0)]
+    try:
+        return command(args)
+    except UserError as exc:
+        message = "; ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+        print(f"coral-mfg: error: {message}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("coral-mfg: interrupted", file=sys.stderr)
+        return 130
+    except Exception:
+        # A bug: keep the whole traceback, in the log file too when there is one.
+        if not logging.getLogger().handlers:
+            _setup_logging("error")
+        log.exception("internal error; please report it with this log")
+        return 1
