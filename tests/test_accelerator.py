@@ -1,8 +1,8 @@
-"""Inference in supervised worker processes, tested with real processes and real signals.
+"""Inference in supervised processes, tested with real processes and real signals.
 
 No Edge TPU here: the Edge TPU paths run against the stand-in libedgetpu built
 from tests/fake_edgetpu/, loaded by LiteRT's real external-delegate code in a
-real worker process. The CPU workers run the real models.
+real inference process. The CPU processes run the real models.
 """
 
 from __future__ import annotations
@@ -19,17 +19,17 @@ from typing import Any
 
 import pytest
 
-from coral_mfg.inference.client import WorkerStartError
 from coral_mfg.inference.discovery import Coral
+from coral_mfg.inference.errors import ProcessStartError
+from coral_mfg.inference.process import _message
 from coral_mfg.inference.runtime import (
     edgetpu_failure,
     no_device_message,
     runtime_backend,
 )
-from coral_mfg.inference.worker import _message
 from tests.conftest import ROOT, wait_for
 
-WORKER_MODULE = "coral_mfg.inference.worker"
+PROCESS_MODULE = "coral_mfg.inference.process"
 
 
 def _env(lib: Path | None, tmp: Path, **extra: str) -> dict[str, str]:
@@ -66,8 +66,8 @@ def _fake_log(tmp: Path) -> list[tuple[int, str]]:
 
 
 
-def _workers(app_pid: int) -> list[int]:
-    """The inference worker processes whose parent is ``app_pid``, from /proc."""
+def _processes(app_pid: int) -> list[int]:
+    """The inference processes whose parent is ``app_pid``, from /proc."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -78,7 +78,7 @@ def _workers(app_pid: int) -> list[int]:
         except OSError:
             continue
         ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == app_pid and WORKER_MODULE in cmdline:
+        if ppid == app_pid and PROCESS_MODULE in cmdline:
             found.append(int(entry.name))
     return sorted(found)
 
@@ -102,7 +102,7 @@ def test_one_delegate_for_both_models_through_litert(fake_libedgetpu: Path,
     assert result.returncode == 0, result.stderr
     log = _fake_log(tmp_path)
     pids = {pid for pid, _ in log}
-    assert len(pids) == 1  # one worker process drives the device
+    assert len(pids) == 1  # one inference process drives the device
     what = [w for _, w in log]
     assert what.count("create") == 1  # the delegate is loaded once ...
     # ... and applied to both interpreters: the CPU-built detector gives it nothing to
@@ -115,7 +115,7 @@ def test_one_delegate_for_both_models_through_litert(fake_libedgetpu: Path,
     summary = _events(events)[-1]
     assert summary["accelerator"] == {"device": "edgetpu", "lost": 0, "restored": 0,
                                       "fallback": 0, "failed_frames": 0}
-    assert "1 edgetpu worker(s)" in result.stderr
+    assert "1 edgetpu process(es)" in result.stderr
 
 
 PROBES = [
@@ -156,7 +156,7 @@ def test_device_edgetpu_exits_2_in_one_line_when_the_probe_fails(
     assert "Traceback" not in result.stderr
     if mode in ("crash", "hang"):  # the versions, so the user can match the pair
         assert "libedgetpu " in lines[-1] and "ai_edge_litert " in lines[-1]
-    assert not _workers(os.getpid())
+    assert not _processes(os.getpid())
 
 
 def test_device_edgetpu_passes_the_device_string(fake_libedgetpu: Path, tmp_path: Path) -> None:
@@ -223,8 +223,8 @@ def test_pycoral_when_importable_only_lists_devices(fake_libedgetpu: Path,
 
 
 def _start_error(kind: str, message: str, stage: str = "building the classifier interpreter"
-                 ) -> WorkerStartError:
-    return WorkerStartError(message, kind=kind, stage=stage)
+                 ) -> ProcessStartError:
+    return ProcessStartError(message, kind=kind, stage=stage)
 
 
 @pytest.mark.parametrize(
@@ -243,7 +243,7 @@ def _start_error(kind: str, message: str, stage: str = "building the classifier 
                      ["/m/x_edgetpu.tflite failed to load"], id="model"),
     ],
 )
-def test_edgetpu_failures_in_one_line(error: WorkerStartError, needles: list[str]) -> None:
+def test_edgetpu_failures_in_one_line(error: ProcessStartError, needles: list[str]) -> None:
     message = edgetpu_failure(error, None, runtime_backend())
     assert "\n" not in message
     for needle in needles:
@@ -269,7 +269,7 @@ def test_runtime_messages_become_one_line(exc: BaseException, expected: str) -> 
     assert _message(exc) == expected
 
 
-# --- supervised workers: real signals from outside ------------------------------------------
+# --- supervised processes: real signals from outside ------------------------------------------
 
 
 @pytest.fixture
@@ -302,10 +302,10 @@ def _kinds(events: Path, kind: str) -> list[dict[str, Any]]:
 
 
 def _running(app: subprocess.Popen[str], events: Path) -> list[int]:
-    """Once both CPU workers are up and both streams produce frames: the worker pids."""
-    wait_for(lambda: len(_workers(app.pid)) == 2, what="two CPU workers")
+    """Once both CPU processes are up and both streams produce frames: the process pids."""
+    wait_for(lambda: len(_processes(app.pid)) == 2, what="two CPU processes")
     _both_streams_move(events)
-    return _workers(app.pid)
+    return _processes(app.pid)
 
 
 @pytest.mark.slow
@@ -317,7 +317,7 @@ def test_crashed_killed_and_hung_workers_are_replaced(
     for n, (sig, reason) in enumerate(
         [(signal.SIGSEGV, "killed by SIGSEGV"), (signal.SIGKILL, "killed by SIGKILL"),
          (signal.SIGSTOP, "(hung)")], start=1):
-        victim = _workers(app.pid)[0]
+        victim = _processes(app.pid)[0]
         os.kill(victim, sig)
 
         def lost_n(n: int = n) -> list[dict[str, Any]]:
@@ -333,10 +333,10 @@ def test_crashed_killed_and_hung_workers_are_replaced(
         lost = wait_for(lost_n, what=f"loss {n}")
         assert reason in lost[n - 1]["reason"] and lost[n - 1]["device"] == "cpu"
         wait_for(restored_n, what=f"restore {n}")
-        wait_for(gone, what="the old worker to be gone")
-        wait_for(lambda: len(_workers(app.pid)) == 2, what="two workers again")
+        wait_for(gone, what="the old process to be gone")
+        wait_for(lambda: len(_processes(app.pid)) == 2, what="two processes again")
         _both_streams_move(events)
-    workers = _workers(app.pid)
+    processes = _processes(app.pid)
     app.send_signal(signal.SIGTERM)
     _, stderr = app.communicate(timeout=30)
     assert app.returncode == 0, stderr
@@ -345,34 +345,34 @@ def test_crashed_killed_and_hung_workers_are_replaced(
     assert summary["accelerator"]["lost"] == 3 and summary["accelerator"]["restored"] == 3
     lost_frames = sum(summary["errors"].values())
     assert lost_frames == summary["accelerator"]["failed_frames"] >= 1  # counted, not silent
-    wait_for(lambda: not any(_alive(p) for p in workers), timeout=10, what="no orphan worker")
+    wait_for(lambda: not any(_alive(p) for p in processes), timeout=10, what="no orphan process")
 
 
 def test_stop_is_quick_and_leaves_no_worker_even_when_one_hangs(
     looping_app: tuple[subprocess.Popen[str], Path]
 ) -> None:
     app, events = looping_app
-    workers = _running(app, events)
-    os.kill(workers[0], signal.SIGSTOP)
+    processes = _running(app, events)
+    os.kill(processes[0], signal.SIGSTOP)
     sent = time.monotonic()
     app.send_signal(signal.SIGTERM)
     _, stderr = app.communicate(timeout=30)
     assert app.returncode == 0, stderr
     assert time.monotonic() - sent < 2.0
     assert _events(events)[-1]["type"] == "summary"
-    wait_for(lambda: not any(_alive(p) for p in workers), timeout=10, what="no orphan worker")
+    wait_for(lambda: not any(_alive(p) for p in processes), timeout=10, what="no orphan process")
 
 
 def test_workers_die_with_a_killed_application(
     looping_app: tuple[subprocess.Popen[str], Path]
 ) -> None:
     app, _ = looping_app
-    workers = wait_for(lambda: len(_workers(app.pid)) == 2 and _workers(app.pid),
-                    what="two CPU workers")
+    processes = wait_for(lambda: len(_processes(app.pid)) == 2 and _processes(app.pid),
+                    what="two CPU processes")
     app.kill()  # SIGKILL: no cleanup code runs in the application
     app.communicate(timeout=30)
-    wait_for(lambda: not any(_alive(p) for p in workers), timeout=10,
-          what="the workers to notice their parent is gone")
+    wait_for(lambda: not any(_alive(p) for p in processes), timeout=10,
+          what="the processes to notice their parent is gone")
 
 
 @pytest.mark.slow
@@ -390,7 +390,7 @@ def test_failing_edgetpu_falls_back_to_the_cpu_and_comes_back(
     try:
         wait_for(lambda: any(e.get("device") == "edgetpu" for e in _kinds(events, "frame")),
               what="frames on the Edge TPU")
-        mode.write_text("abort:1")  # the device now aborts the worker at every invoke
+        mode.write_text("abort:1")  # the device now aborts the process at every invoke
         lost = wait_for(lambda: _kinds(events, "accelerator_lost"), what="the Edge TPU lost")
         assert lost[0]["device"] == "edgetpu" and "SIGABRT" in lost[0]["reason"]
         fallback = wait_for(lambda: _kinds(events, "accelerator_fallback"), what="the fallback")

@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 
 from coral_mfg.inference import device_lock, setup_guide
-from coral_mfg.inference.client import WorkerStartError
 from coral_mfg.inference.discovery import Coral, Roots, survey
+from coral_mfg.inference.errors import ProcessStartError
 from coral_mfg.inference.protocol import Step
 from coral_mfg.inference.runtime import edgetpu_failure, runtime_backend
 from tests.conftest import ROOT, wait_for
@@ -255,7 +255,7 @@ def test_stage_open_that_takes_30s_names_the_device_not_tensorflow(
 def test_stage_decides_the_story(kind: str, step: str, needles: list[str],
                                  absent: list[str]) -> None:
     found = [Coral("usb", "2-1", "18d1:9302", Path("/dev/bus/usb/002/003"))]
-    exc = WorkerStartError("no answer within 45 s (hung)", kind=kind, stage="doing it",
+    exc = ProcessStartError("no answer within 45 s (hung)", kind=kind, stage="doing it",
                            step=step, runtime="libedgetpu.so.1 BuildLabel(x), RuntimeVersion(14)")
     message = edgetpu_failure(exc, None, runtime_backend(), found)
     assert "\n" not in message
@@ -268,7 +268,7 @@ def test_stage_decides_the_story(kind: str, step: str, needles: list[str],
 def test_stage_open_with_a_permission_problem_names_the_fix() -> None:
     problem = "/dev/bus/usb/002/003 is not readable and writable by bob (...): add bob to plugdev"
     found = [Coral("usb", "2-1", "18d1:9302", Path("/dev/bus/usb/002/003"), problem)]
-    exc = WorkerStartError("no answer within 45 s while opening (hung)", kind="hang",
+    exc = ProcessStartError("no answer within 45 s while opening (hung)", kind="hang",
                            stage="opening the Edge TPU usb:0", step=Step.OPEN)
     message = edgetpu_failure(exc, "usb", runtime_backend(), found)
     assert message.startswith("the Edge TPU usb:0 did not open")
@@ -328,7 +328,7 @@ def test_in_use_doctor_and_a_second_run_do_not_touch_the_device(
         auto = _coral_mfg(env, "--headless", "--no-realtime", "--max_frames", "3")
         assert auto.returncode == 0, auto.stderr
         assert f"Edge TPU not used: {busy}" in auto.stderr
-        # nobody but the station's worker ever asked libedgetpu to open a device
+        # nobody but the station's process ever asked libedgetpu to open a device
         assert [line for line in _fake_log(shared_tmp) if " create" in line] == opened
         assert station.poll() is None
     finally:

@@ -187,7 +187,7 @@ def test_log_file_states_versions_models_inputs_and_stats(tmp_path: Path) -> Non
     assert result.returncode == 0, result.stderr
     text = log_file.read_text()
     for needle in ("versions: python", "numpy", "opencv", "ai_edge_litert", "detector:",
-                   "inference: 2 cpu worker(s): detector ", ", classifier ",
+                   "inference: 2 cpu process(es): detector ", ", classifier ",
                    "inputs: worker safety", "keep-out zones: keepout", "summary:"):
         assert needle in text, needle
 

@@ -21,7 +21,7 @@ from coral_mfg.config.flags import resolve_settings, run_parser
 from coral_mfg.config.settings import TrackingConfig
 from coral_mfg.core.frame import Frame
 from coral_mfg.core.results import FrameResult, Inferred, StageTimes
-from coral_mfg.inference.engine import InferenceEngine
+from coral_mfg.inference.lane import InferenceLane
 from coral_mfg.inference.protocol import LANES
 from coral_mfg.inference.startup import start_inference
 from coral_mfg.runtime.scheduler import IN_FLIGHT, Scheduler, StreamState
@@ -282,14 +282,14 @@ class _Slow:
         self.latencies: list[float] = []
         self.costs: list[float] = []
 
-    def infer(self, frame: Frame, engine: InferenceEngine) -> Inferred:
+    def infer(self, frame: Frame, lane: InferenceLane) -> Inferred:
         began = time.monotonic()
-        detections = engine.detect(frame.image)
+        detections = lane.detect(frame.image)
         time.sleep(self.extra_s)
         if self.gate is not None:
             self.gate.wait(60)
         self.costs.append(time.monotonic() - began)
-        return Inferred(detections, engine.device.value, StageTimes())
+        return Inferred(detections, lane.device.value, StageTimes())
 
     def finish(self, frame: Frame, inferred: Inferred) -> FrameResult:
         self.processed += 1
@@ -305,30 +305,31 @@ def _wait_for(condition: Callable[[], bool], timeout: float = 60.0) -> None:
 
 
 @pytest.fixture(scope="module")
-def engines() -> Iterator[list[InferenceEngine]]:
+def lanes() -> Iterator[list[InferenceLane]]:
     settings = resolve_settings(run_parser().parse_args(["--device", "cpu"]))
-    inference = start_inference(settings.with_flags(cpu_workers=2).models, lambda event: None)
+    inference = start_inference(settings.with_flags(cpu_processes=2).models, lambda event: None)
     try:
-        yield inference.pool.engines()
+        first = [inference.pool.lane(i) for i in range(len(inference.pool.clients()))]
+        yield [lane for lane in first if lane is not None]
     finally:
         inference.pool.close()
 
 
-class _Engines:
-    """A fixed set of engines, as the pool hands them out: two slots (lanes) each."""
+class _Lanes:
+    """A fixed set of lanes, as the pool hands them out: two slots (lanes) each."""
 
-    def __init__(self, engines: list[InferenceEngine]) -> None:
-        self.by_slot = [InferenceEngine(e.client, e.arena, lane, e.device, e.labels)
-                        for lane in range(LANES) for e in engines]
+    def __init__(self, lanes: list[InferenceLane]) -> None:
+        self.by_slot = [InferenceLane(e.client, e.arena, lane, e.device, e.labels)
+                        for lane in range(LANES) for e in lanes]
 
     @property
     def slots(self) -> int:
         return len(self.by_slot)
 
-    def engine(self, slot: int) -> InferenceEngine | None:
+    def lane(self, slot: int) -> InferenceLane | None:
         return self.by_slot[slot]
 
-    def lost(self, engine: InferenceEngine, reason: str) -> None:
+    def lost(self, lane: InferenceLane, reason: str) -> None:
         raise AssertionError(reason)
 
 
@@ -343,7 +344,7 @@ def _feed(slot: FrameSlot, name: str, stop: threading.Event) -> None:
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_scheduler_fairness(engines: list[InferenceEngine], workers: int) -> None:
+def test_scheduler_fairness(lanes: list[InferenceLane], workers: int) -> None:
     cond, stop = threading.Condition(), threading.Event()
     gate = threading.Event()
     fast = _Slow("fast")
@@ -352,7 +353,7 @@ def test_scheduler_fairness(engines: list[InferenceEngine], workers: int) -> Non
               StreamState(slow, FrameSlot(cond, leaky=False))]
     feeders = [threading.Thread(target=_feed, args=(s.slot, s.processor.name, stop))
                for s in states]
-    sched = Scheduler(states, _Engines(engines[:workers]), cond, stop, lambda r: None,
+    sched = Scheduler(states, _Lanes(lanes[:workers]), cond, stop, lambda r: None,
                       lambda n: None)
     for t in feeders:
         t.start()
@@ -378,7 +379,7 @@ def test_scheduler_fairness(engines: list[InferenceEngine], workers: int) -> Non
             t.join(2.0)
 
 
-def test_live_source_drops_and_latency_stays_bounded(engines: list[InferenceEngine]) -> None:
+def test_live_source_drops_and_latency_stays_bounded(lanes: list[InferenceLane]) -> None:
     """A source far faster than inference: frames are dropped, never queued up."""
     cond, stop = threading.Condition(), threading.Event()
     slot = FrameSlot(cond, leaky=True)
@@ -386,7 +387,7 @@ def test_live_source_drops_and_latency_stays_bounded(engines: list[InferenceEngi
     capture = CaptureThread("live", str(video(WORKER)), cap, slot, stop,
                             realtime=False, loop=True)
     proc = _Slow("live", 0.03)
-    sched = Scheduler([StreamState(proc, slot)], _Engines(engines[:1]), cond, stop,
+    sched = Scheduler([StreamState(proc, slot)], _Lanes(lanes[:1]), cond, stop,
                       lambda r: None, lambda n: None)
     capture.start()
     sched.start()

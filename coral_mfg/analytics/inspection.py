@@ -30,7 +30,8 @@ from coral_mfg.core.results import (
     SnapshotRequest,
     StageTimes,
 )
-from coral_mfg.inference.engine import InferenceEngine, Labels
+from coral_mfg.inference.lane import InferenceLane
+from coral_mfg.inference.plan import Labels
 
 MIN_CROP_PX = 8
 
@@ -44,7 +45,7 @@ class VisualInspection:
     tracking: TrackingConfig
     name: str = VISUAL_INSPECTION
     processed: int = 0
-    labels: Labels | None = None  # the engine's, taken on the first frame
+    labels: Labels | None = None  # the lane's, taken on the first frame
     #: per live track, how often the detector gave each name to its object: the most
     #: frequent is the object's label, so one frame's odd name does not rename it
     track_labels: dict[int, Counter[str]] = field(default_factory=dict)
@@ -55,7 +56,7 @@ class VisualInspection:
     #: held by :meth:`finish` and :meth:`flush`: the tracks are ended once, by one of them
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def infer(self, frame: Frame, engine: InferenceEngine) -> Inferred:
+    def infer(self, frame: Frame, lane: InferenceLane) -> Inferred:
         """Objects on the frame and the grades of their crops (full resolution).
 
         Weak detections are graded only where a track expects an object: they
@@ -63,9 +64,9 @@ class VisualInspection:
         """
         times = StageTimes(decode=frame.decode_ms)
         if self.labels is None:
-            self.labels = engine.labels
+            self.labels = lane.labels
         t = self.tracking
-        found = engine.detect(frame.image, times).of_classes(self.labels.inspected,
+        found = lane.detect(frame.image, times).of_classes(self.labels.inspected,
                                                              self.tracker.low)
         # an apple also scored as an orange is one object to grade
         found = found.deduplicated(t.duplicate_iou, t.duplicate_inside, by_class=False)
@@ -75,10 +76,10 @@ class VisualInspection:
                   if wanted[i] and x2 - x1 >= MIN_CROP_PX and y2 - y1 >= MIN_CROP_PX]
         grades: list[npt.NDArray[np.float32] | None] = [None] * len(found)
         if graded:
-            scores = engine.class_scores(frame.image, [crops[i] for i in graded], times)
+            scores = lane.class_scores(frame.image, [crops[i] for i in graded], times)
             for row, i in enumerate(graded):
                 grades[i] = scores[row]
-        return Inferred(found, engine.device.value, times, tuple(grades), tuple(crops))
+        return Inferred(found, lane.device.value, times, tuple(grades), tuple(crops))
 
     def _worth_grading(self, found: Detections, frame: Frame) -> npt.NDArray[np.bool_]:
         confident = found.scores > self.tracker.high

@@ -28,7 +28,8 @@ from coral_mfg.core.results import (
     SnapshotRequest,
     StageTimes,
 )
-from coral_mfg.inference.engine import PERSON_ID, InferenceEngine
+from coral_mfg.inference.lane import InferenceLane
+from coral_mfg.inference.plan import PERSON_ID
 
 
 class ZoneStore:
@@ -189,13 +190,13 @@ class WorkerSafety:
     processed: int = 0
     started: float = field(default_factory=time.monotonic)
 
-    def infer(self, frame: Frame, engine: InferenceEngine) -> Inferred:
+    def infer(self, frame: Frame, lane: InferenceLane) -> Inferred:
         """People on the frame, one box each; safe to run for several frames at once."""
         times = StageTimes(decode=frame.decode_ms)
         t = self.tracking
-        people = engine.detect(frame.image, times).of_class(PERSON_ID, self.tracker.low)
+        people = lane.detect(frame.image, times).of_class(PERSON_ID, self.tracker.low)
         return Inferred(people.deduplicated(t.duplicate_iou, t.duplicate_inside),
-                        engine.device.value, times)
+                        lane.device.value, times)
 
     def finish(self, frame: Frame, inferred: Inferred) -> FrameResult:
         """Tracks, zones and events, one frame after the other, in order."""

@@ -1,7 +1,7 @@
 """``coral-mfg bench``: throughput of the real pipeline against the pure-inference bound.
 
 Both sample videos loop, unpaced and headless, for a fixed time; then the same
-interpreters run a tight invoke loop with the same worker layout and the same
+interpreters run a tight invoke loop with the same process layout and the same
 share of classifier calls per frame. The ratio says how much the pipeline
 (decode, resize, checks, outputs, scheduling) costs on top of inference.
 """
@@ -76,8 +76,8 @@ def run_bench(settings: Settings, seconds: float) -> dict[str, Any]:
     return {
         "device": pipeline.device,
         "detector": pipeline.inference.plan.detector_name,
-        "workers": len(pool.engines()),
-        "cpu_threads": pool.engines()[0].client.config.cpu_threads,
+        "processes": len(pool.clients()),
+        "cpu_threads": pool.clients()[0].config.cpu_threads,
         "process_hop_ms": {"median": round(hop_median, 3), "p99": round(hop_p99, 3)},
         "seconds": round(elapsed, 2),
         "fps": summary["fps"],
@@ -219,15 +219,16 @@ def main(argv: Sequence[str]) -> int:
     p = Parser(
         prog="coral-mfg bench",
         description="Run both sample videos looping, unpaced and headless, for --seconds; then "
-        "measure the pure-inference bound of the same workers for as long again (at most "
+        "measure the pure-inference bound of the same processes for as long again (at most "
         f"{BOUND_MAX_S:g} s). Prints one JSON line with per-stream fps, per-stage median ms, "
         "the bound and their ratio.",
     )
     p.add_argument("--seconds", type=float, default=20.0,
                    help="how long the pipeline runs (default 20); the bound takes as long "
                    f"again, at most {BOUND_MAX_S:g} s")
-    p.add_argument("--workers", type=typed("cpu_workers", int),
-                   help="interpreter pairs on the CPU (as --cpu_workers)")
+    p.add_argument("--processes", "--workers", dest="processes",
+                   type=typed("cpu_processes", int),
+                   help="inference processes on the CPU (as --cpu_processes)")
     p.add_argument("--cpu_threads", "--cpu-threads", type=typed("cpu_threads", int),
                    help="threads per interpreter")
     p.add_argument("--device", type=typed("device"), default=None,
@@ -245,7 +246,7 @@ def main(argv: Sequence[str]) -> int:
     args = p.parse_args(argv)
     settings = load_settings({
         "headless": True, "realtime": False, "loop": True, "events": os.devnull,
-        "cpu_threads": args.cpu_threads, "cpu_workers": args.workers, "device": args.device,
+        "cpu_threads": args.cpu_threads, "cpu_processes": args.processes, "device": args.device,
         "output": args.output, "encoder_preset": args.encoder_preset, "http": args.http,
     })
     if args.soak:

@@ -94,7 +94,7 @@ def _coral_checks() -> list[Check]:
 
 
 def _probe_check(settings: Settings | None) -> tuple[Check, bool]:
-    """The run's models on the Edge TPU, in a worker process: the only true test.
+    """The run's models on the Edge TPU, in an inference process: the only true test.
 
     Also says whether the trouble is the runtime itself (then the set-up steps help).
     """

@@ -16,11 +16,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Field,
     TypeAdapter,
     ValidationError,
     model_validator,
@@ -51,130 +52,243 @@ from coral_mfg.core.errors import ConfigError, read_user_text
 ENCODER_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium")
 
 
+def setting(default: Any, help: str, *, metavar: str | None = None, kind: str = "value",
+            aliases: tuple[str, ...] = ()) -> Any:
+    """A setting's default and what its command-line flag says, stated once.
+
+    ``kind`` is how the flag takes it: ``value`` (``--key X``), ``switch``
+    (``--key`` turns it on), ``toggle`` (``--key`` / ``--no-key``) or ``none``
+    (the config file and the environment only: a password). ``aliases`` are
+    older names that still work, as flags and as config keys.
+    """
+    extra: dict[str, Any] = {"kind": kind, "metavar": metavar, "aliases": list(aliases)}
+    return Field(default, description=help, json_schema_extra=extra)
+
+
 class _Section(BaseModel):
     """A frozen table of settings; unknown keys are refused, never ignored."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    #: the heading of the section's flags in --help
+    title: ClassVar[str] = ""
 
 
 class ModelsConfig(_Section):
-    """What the inference engine opens: the model files, the device, the CPU layout."""
+    """What inference opens: the model files, the device, the CPU layout."""
 
-    detection_model: FilePath | None = None  # None: the first detector present (assets.toml)
-    detection_labels: FilePath | None = None  # None: the detector's own labels
-    classifier_model: FilePath | None = None  # None: the bundled apple classifier
-    classifier_labels: FilePath | None = None
-    device: Annotated[str, one_of("auto", "edgetpu", "cpu")] = "auto"
-    edgetpu_device: Text | None = None  # None: the first Edge TPU found
-    cpu_workers: PositiveInt = 2  # interpreter pairs on the CPU, one per stream (measured best)
-    cpu_threads: PositiveInt | None = None  # None: cores / cpu_workers
-    worker_threshold: UnitFloat | None = None  # None: the detector's own
-    inspection_threshold: UnitFloat | None = None
-    #: detector labels whose objects are cropped and graded, checked against its labels file
-    inspect_labels: SomeNames = ("apple",)
-    #: grades drawn green (others red); empty: the classifier's first grade
-    pass_grades: Names = ()
-    inference_timeout: PositiveFloat = 5.0  # an invoke taking longer: the worker is restarted
-    edgetpu_retry_seconds: PositiveFloat = 30.0  # after a fallback, try the Edge TPU this often
+    title: ClassVar[str] = "models and devices"
+    detection_model: FilePath | None = setting(
+        None, "detector .tflite (default: the first available, see assets.toml)", metavar="FILE")
+    detection_labels: FilePath | None = setting(
+        None, "detector labels (default: the detector's own, COCO)", metavar="FILE")
+    classifier_model: FilePath | None = setting(
+        None, "classifier .tflite (default: the bundled apple classifier)", metavar="FILE")
+    classifier_labels: FilePath | None = setting(
+        None, "classifier labels (default: the classifier's own)", metavar="FILE")
+    device: Annotated[str, one_of("auto", "edgetpu", "cpu")] = setting(
+        "auto", "where inference runs: auto (the Edge TPU if one answers, else the CPU), "
+        "edgetpu or cpu", metavar="auto|edgetpu|cpu")
+    edgetpu_device: Text | None = setting(
+        None, "which Edge TPU: usb, usb:N, pci, pci:N or :N (default: the first)",
+        metavar="DEV")
+    cpu_processes: PositiveInt = setting(
+        2, "inference processes on the CPU, an interpreter pair each (one per stream "
+        "measured best)", metavar="N", aliases=("cpu_workers",))
+    cpu_threads: PositiveInt | None = setting(
+        None, "threads per CPU interpreter (default: cores / cpu_processes)", metavar="N")
+    worker_threshold: UnitFloat | None = setting(
+        None, "minimum person score (default: the detector's, 0.3 for MobileDet)", metavar="S")
+    inspection_threshold: UnitFloat | None = setting(
+        None, "minimum score of an inspected object (default: the detector's, 0.7 for "
+        "MobileDet)", metavar="S")
+    inspect_labels: SomeNames = setting(
+        ("apple",), "detector labels whose objects are cropped and graded, checked against "
+        "its labels file", metavar="LABEL[,LABEL]")
+    pass_grades: Names = setting(
+        (), "classifier grades drawn green, the others red (default: its first grade)",
+        metavar="GRADE[,GRADE]")
+    inference_timeout: PositiveFloat = setting(
+        5.0, "an inference taking longer than S seconds restarts its process", metavar="S")
+    edgetpu_retry_seconds: PositiveFloat = setting(
+        30.0, "after falling back to the CPU, try the Edge TPU again every S seconds",
+        metavar="S")
 
 
 class TrackingConfig(_Section):
     """How detections become objects: duplicates merged, tracks kept through misses."""
 
-    track_low_score: UnitFloat = 0.15  # weaker detections may continue a track, not start one
-    track_coast_frames: PositiveInt = 5  # an unseen track is kept (predicted) this many frames
-    duplicate_iou: UnitFloat = 0.5  # same class, overlapping this much: one object
-    duplicate_inside: UnitFloat = 0.8  # same class, mostly inside another: one object
-    anonymize_margin: UnitFloat = 0.1  # the mask covers the box plus this share of its size
+    title: ClassVar[str] = "tracking"
+    track_low_score: UnitFloat = setting(
+        0.15, "weaker detections, down to S, may continue a track, never start one",
+        metavar="S")
+    track_coast_frames: PositiveInt = setting(
+        5, "an object the detector misses is kept, where its track expects it, N frames",
+        metavar="N")
+    duplicate_iou: UnitFloat = setting(
+        0.5, "boxes of one class overlapping this much are one object", metavar="IOU")
+    duplicate_inside: UnitFloat = setting(
+        0.8, "boxes of one class lying this much inside another are one object",
+        metavar="SHARE")
+    anonymize_margin: UnitFloat = setting(
+        0.1, "the privacy mask covers the box plus this share of its size on each side",
+        metavar="SHARE")
 
 
 class InputsConfig(_Section):
     """The two sources and how they are read."""
 
-    worker_safety_input: Text | None = None  # None: the sample video
-    visual_inspection_input: Text | None = None
-    realtime: Flag = True
-    loop: Flag | None = None  # None: loop with a window, stop at the end headless
-    stall_seconds: PositiveFloat = 10.0
-    max_frames: NonNegativeInt = 0
+    title: ClassVar[str] = "inputs"
+    worker_safety_input: Text | None = setting(
+        None, "video file, /dev/videoN or rtsp:// / http(s):// URL (default: the sample "
+        "video)", metavar="SRC")
+    visual_inspection_input: Text | None = setting(
+        None, "video file, /dev/videoN or URL (default: the sample apple video)",
+        metavar="SRC")
+    realtime: Flag = setting(
+        True, "pace files at their own fps; --no-realtime runs every frame, as fast as "
+        "possible", kind="toggle")
+    loop: Flag | None = setting(
+        None, "loop files (default: loop in a window, stop at the end headless)",
+        kind="toggle")
+    stall_seconds: PositiveFloat = setting(
+        10.0, "a source with no frame for S seconds is lost and reopened", metavar="S")
+    max_frames: NonNegativeInt = setting(
+        0, "stop each stream after N processed frames (0: no limit)", metavar="N")
 
 
 class OutputConfig(_Section):
     """The output frame and the files a run writes."""
 
-    width: PositiveInt = 960
-    height: PositiveInt = 540
-    anonymize: Flag = False
-    output: FilePath | None = None  # one recording of this run (H.264, fragmented MP4)
-    events: FilePath | None = None
-    events_rotate_mb: NonNegativeInt = 0  # start a new event log past this size (0: never)
-    events_rotate_daily: Flag = False  # start a new event log each day
-    events_keep: PositiveInt = 14  # rotated event logs kept, the oldest deleted first
-    station: Name | None = None  # names this station in every event; None: the host name
-    snapshot_dir: FilePath | None = None  # None: "snapshots" beside the event log, if any
-    snapshot_keepout: Flag = True  # a JPEG of the pane at each keep-out entry
-    snapshot_graded: Flag = False  # a JPEG of the pane and the crop of each graded object
-    snapshot_keep: PositiveInt = 2000  # snapshots kept, the oldest deleted first
-    harvest_dir: FilePath | None = None  # every graded crop as DIR/<grade>/*.jpg; None: off
-    harvest_max_mb: PositiveFloat = 2000.0  # harvesting stops when DIR holds this much
+    title: ClassVar[str] = "output"
+    width: PositiveInt = setting(
+        960, "output width of each pane; the video is fitted, never stretched", metavar="W")
+    height: PositiveInt = setting(540, "output height of each pane", metavar="H")
+    anonymize: Flag = setting(
+        False, "hide people under opaque boxes (with a margin; also where a person was just "
+        "seen but missed on this frame)", kind="switch")
+    output: FilePath | None = setting(
+        None, "record both annotated streams side by side (H.264; playable even if the run "
+        "is killed)", metavar="FILE.mp4")
+    events: FilePath | None = setting(None, "write the JSON Lines event log",
+                                      metavar="FILE.jsonl")
+    events_rotate_mb: NonNegativeInt = setting(
+        0, "start a new event log past MB megabytes (0: never)", metavar="MB")
+    events_rotate_daily: Flag = setting(False, "start a new event log every day",
+                                        kind="switch")
+    events_keep: PositiveInt = setting(
+        14, "rotated event logs kept, the oldest deleted first", metavar="N")
+    station: Name | None = setting(
+        None, "this station's name in every event (default: the host name)", metavar="NAME")
+    snapshot_dir: FilePath | None = setting(
+        None, "JPEG snapshots of events (default: snapshots/ beside the event log)",
+        metavar="DIR")
+    snapshot_keepout: Flag = setting(True, "a snapshot at each keep-out entry", kind="toggle")
+    snapshot_graded: Flag = setting(
+        False, "a snapshot and the crop of each graded object", kind="toggle")
+    snapshot_keep: PositiveInt = setting(
+        2000, "snapshots kept, the oldest deleted first", metavar="N")
+    harvest_dir: FilePath | None = setting(
+        None, "save every graded crop as DIR/<grade>/*.jpg, to sort and train a classifier "
+        "on", metavar="DIR")
+    harvest_max_mb: PositiveFloat = setting(
+        2000.0, "stop harvesting when DIR holds MB megabytes", metavar="MB")
 
 
 class HttpConfig(_Section):
     """The web view; off unless asked for, and on loopback unless told otherwise."""
 
-    http: Bind | None = None  # HOST:PORT; None: off
-    http_token: Text | None = None  # needed off loopback; also $CORAL_MFG_HTTP_TOKEN
-    http_max_connections: PositiveInt = 64  # more at once get 503 and are closed
-    http_max_viewers: PositiveInt = 8  # live video and event streams at once
+    title: ClassVar[str] = "web view (also an [http] table in the config)"
+    http: Bind | None = setting(
+        None, "serve the live page, /metrics, /healthz and /api/* (127.0.0.1:8080 for this "
+        "machine only; any other address needs a token)", metavar="HOST:PORT")
+    http_token: Text | None = setting(
+        None, "the token viewers must give (better: $CORAL_MFG_HTTP_TOKEN or the config)",
+        metavar="TOKEN")
+    http_max_connections: PositiveInt = setting(
+        64, "connections at once; more get 503 and are closed", metavar="N")
+    http_max_viewers: PositiveInt = setting(
+        8, "live video and event streams at once", metavar="N")
 
 
 class MqttConfig(_Section):
     """Events and state to an MQTT broker; the password never appears in a log."""
 
-    mqtt: MqttUrl | None = None  # mqtt://host:1883 or mqtts://host:8883; None: off
-    mqtt_prefix: TopicPrefix = "coral_mfg"  # every topic starts with it (one or more levels)
-    mqtt_client_id: Text | None = None  # None: coral_mfg-<station>
-    mqtt_username: Text | None = None  # also $CORAL_MFG_MQTT_USERNAME
-    mqtt_password: Text | None = None  # also $CORAL_MFG_MQTT_PASSWORD
-    mqtt_ca_file: FilePath | None = None  # mqtts: the CA to trust (None: the system's)
-    mqtt_cert_file: FilePath | None = None  # client certificate, for brokers that ask
-    mqtt_key_file: FilePath | None = None
-    mqtt_queue: PositiveInt = 1000  # messages waiting for the broker; more are dropped
-    mqtt_state_seconds: PositiveFloat = 5.0  # stream state is published this often
+    title: ClassVar[str] = "MQTT (also an [mqtt] table in the config)"
+    mqtt: MqttUrl | None = setting(
+        None, "publish events and state to mqtt://host:port or mqtts://host:port",
+        metavar="URL")
+    mqtt_prefix: TopicPrefix = setting(
+        "coral_mfg", "every topic starts with it (one or more levels)", metavar="PREFIX")
+    mqtt_client_id: Text | None = setting(
+        None, "client id (default coral_mfg-STATION)", metavar="ID")
+    mqtt_username: Text | None = setting(
+        None, "user (or $CORAL_MFG_MQTT_USERNAME); give the password in the config or "
+        "$CORAL_MFG_MQTT_PASSWORD", metavar="USER")
+    mqtt_password: Text | None = setting(
+        None, "the broker's password (the config or $CORAL_MFG_MQTT_PASSWORD: never a flag)",
+        kind="none")
+    mqtt_ca_file: FilePath | None = setting(
+        None, "mqtts: the CA to trust (default: the system's)", metavar="PEM")
+    mqtt_cert_file: FilePath | None = setting(
+        None, "mqtts: a client certificate, for brokers that ask", metavar="PEM")
+    mqtt_key_file: FilePath | None = setting(
+        None, "mqtts: the client certificate's key", metavar="PEM")
+    mqtt_queue: PositiveInt = setting(
+        1000, "messages waiting for the broker; more are dropped (counted)", metavar="N")
+    mqtt_state_seconds: PositiveFloat = setting(
+        5.0, "stream state is published every S seconds", metavar="S")
 
 
 class RecordingConfig(_Section):
     """All-shift recording: segment files in a folder, the oldest deleted by retention."""
 
-    record_dir: FilePath | None = None  # None: no segment recording
-    segment_minutes: PositiveFloat = 5.0
-    keep_gb: PositiveFloat = 50.0  # segments over this total are deleted, oldest first
-    keep_days: PositiveFloat = 30.0  # segments older than this are deleted
-    min_free_gb: PositiveFloat = 2.0  # below this free space: delete the oldest, and warn
-    encoder_preset: Annotated[str, one_of(*ENCODER_PRESETS)] = "veryfast"
+    title: ClassVar[str] = "all-shift recording (also a [recording] table in the config)"
+    record_dir: FilePath | None = setting(
+        None, "record in segment files in DIR, the oldest deleted by retention",
+        metavar="DIR")
+    segment_minutes: PositiveFloat = setting(5.0, "length of a segment", metavar="M")
+    keep_gb: PositiveFloat = setting(
+        50.0, "total size of the segments kept, the oldest deleted first", metavar="GB")
+    keep_days: PositiveFloat = setting(
+        30.0, "age of the oldest segment kept", metavar="D")
+    min_free_gb: PositiveFloat = setting(
+        2.0, "below this free space, delete the oldest segments and warn", metavar="GB")
+    encoder_preset: Annotated[str, one_of(*ENCODER_PRESETS)] = setting(
+        "veryfast", "x264 preset, ultrafast to medium", metavar="PRESET")
 
 
 class WindowConfig(_Section):
     """The OpenGL window, when there is one."""
 
-    headless: Flag = False
-    fullscreen: Flag = False
-    screenshot: FilePath | None = None
+    title: ClassVar[str] = "window"
+    headless: Flag = setting(False, "no window", kind="switch")
+    fullscreen: Flag = setting(False, "start full screen (f toggles)", kind="switch")
+    screenshot: FilePath | None = setting(
+        None, "save the final window contents before quitting (window only)",
+        metavar="FILE.png")
 
 
 class SafetyConfig(_Section):
     """Where the keep-out zones come from and how people are tested against them."""
 
-    keepout_points_path: FilePath = Path("configs/keepout_points.csv")
-    safety_check_whole_box: Flag = False
-    zones: tuple[ZoneSpec, ...] = ()
+    title: ClassVar[str] = "worker safety"
+    keepout_points_path: FilePath = setting(
+        Path("configs/keepout_points.csv"), "keep-out polygon, x,y in pixels of a 960x540 "
+        "frame, used when the config defines no zones", metavar="CSV")
+    safety_check_whole_box: Flag = setting(
+        False, "overhead camera: any part of the box in the zone counts (default: the feet)",
+        kind="switch")
+    zones: tuple[ZoneSpec, ...] = setting((), "the [[safety.zones]] tables", kind="none")
 
 
 class LogConfig(_Section):
     """Where the log goes and how much of it."""
 
-    log_level: Annotated[str, one_of("debug", "info", "warning", "error")] = "info"
-    log_file: FilePath | None = None
+    title: ClassVar[str] = "log"
+    log_level: Annotated[str, one_of("debug", "info", "warning", "error",
+                                     fold_case=True)] = setting(
+        "info", "debug, info, warning or error", metavar="LEVEL")
+    log_file: FilePath | None = setting(None, "also write the log to FILE", metavar="FILE")
 
 
 SECTIONS: dict[str, type[_Section]] = {
@@ -212,6 +326,21 @@ FLAG_HOME: dict[str, str] = {
 #: to the working directory when given as a flag.
 FILE_KEYS = frozenset(k for k in FLAG_HOME if _is_path(SECTIONS[FLAG_HOME[k]].model_fields[k]))
 INPUT_KEYS = ("worker_safety_input", "visual_inspection_input")
+
+
+def flag_info(key: str) -> FieldInfo:
+    """What the settings model says of a key: its help, default and flag (see setting)."""
+    return SECTIONS[FLAG_HOME[key]].model_fields[key]
+
+
+def flag_extra(key: str) -> dict[str, Any]:
+    extra = flag_info(key).json_schema_extra
+    return dict(extra) if isinstance(extra, dict) else {}
+
+
+#: Older names of settings, still taken as flags and config keys.
+ALIASES: dict[str, str] = {alias: key for key in FLAG_HOME
+                           for alias in flag_extra(key).get("aliases") or ()}
 
 
 def default_of(key: str) -> Any:
@@ -362,7 +491,8 @@ def read_config_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     where = str(path)
     out: dict[str, Any] = {}
-    for key, value in data.items():
+    for written, value in data.items():
+        key = ALIASES.get(written, written)
         if key in TABLES:
             out.update(_table(key, value, where, path.parent))
             continue

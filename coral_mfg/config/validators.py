@@ -113,12 +113,15 @@ def some_names(value: Any) -> tuple[str, ...]:
     return found
 
 
-def choice(*choices: str) -> Callable[[Any], str]:
-    """One of ``choices``: said as "'a' or 'b'" for two, "one of a, b, c" for more."""
+def choice(*choices: str, fold_case: bool = False) -> Callable[[Any], str]:
+    """One of ``choices`` (in any case with ``fold_case``): said as "'a' or 'b'" for two,
+    "one of a, b, c" for more."""
     said = (" or ".join(f"'{c}'" for c in choices) if len(choices) == 2
             else "one of " + ", ".join(choices))
 
     def check(value: Any) -> str:
+        if fold_case and isinstance(value, str):
+            value = value.lower()
         if value not in choices:
             raise ValueError(said)
         return str(value)
@@ -249,5 +252,5 @@ Color = Annotated[str, PlainValidator(color)]
 ZoneName = Annotated[str, PlainValidator(zone_name)]
 
 
-def one_of(*choices: str) -> PlainValidator:
-    return PlainValidator(choice(*choices))
+def one_of(*choices: str, fold_case: bool = False) -> PlainValidator:
+    return PlainValidator(choice(*choices, fold_case=fold_case))

@@ -101,7 +101,7 @@ class SnapshotRequest:
 
 @dataclass(frozen=True, eq=False)
 class FrameResult:
-    """What processing one frame produced; it crosses from the workers to every output."""
+    """What processing one frame produced; it crosses from the scheduler to every output."""
 
     frame: Frame
     out_size: tuple[int, int]

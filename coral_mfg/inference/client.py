@@ -1,8 +1,8 @@
-"""The application's handle on one inference worker process.
+"""The application's handle on one inference process.
 
-Every call has a deadline. A worker that dies (any signal: SIGSEGV, SIGABRT,
+Every call has a deadline. A process that dies (any signal: SIGSEGV, SIGABRT,
 SIGKILL), does not answer in time (it is killed), or breaks its socket raises
-:class:`WorkerDownError` with the reason in words; nothing blocks for ever and the
+:class:`ProcessDownError` with the reason in words; nothing blocks for ever and the
 request in flight is reported as lost, never silently dropped.
 """
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -22,7 +21,12 @@ from enum import StrEnum
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from coral_mfg.core.errors import UserError
+from coral_mfg.inference.errors import (
+    ProcessDownError,
+    ProcessStartError,
+    RequestError,
+    describe_exit,
+)
 from coral_mfg.inference.protocol import (
     Bound,
     Classified,
@@ -32,6 +36,7 @@ from coral_mfg.inference.protocol import (
     Failed,
     InputArena,
     MeasureBound,
+    ProcessConfig,
     Ready,
     Reply,
     Request,
@@ -39,7 +44,6 @@ from coral_mfg.inference.protocol import (
     Stage,
     Step,
     Stop,
-    WorkerConfig,
 )
 
 log = logging.getLogger(__name__)
@@ -57,13 +61,13 @@ LAUNCH_S = 20.0
 OPEN_DEVICE_S = 45.0
 STOP_WAIT_S = 0.5
 STDERR_TAIL = 3
-#: Errors in a row (the worker alive but every request failing) before it is restarted.
+#: Errors in a row (the process alive but every request failing) before it is restarted.
 ERRORS_BEFORE_RESTART = 5
 MESSAGE_MAX = 200
 
 
-class WorkerState(StrEnum):
-    """Where a worker process is in its life, as the pool and the screen see it."""
+class ProcessState(StrEnum):
+    """Where an inference process is in its life, as the pool and the screen see it."""
 
     DOWN = "down"
     STARTING = "starting"
@@ -71,53 +75,14 @@ class WorkerState(StrEnum):
     STOPPED = "stopped"
 
 
-class WorkerDownError(Exception):
-    """The worker died, hung or broke: it must be restarted; the request in flight is lost."""
+class ProcessClient:
+    """One inference process: started, called with deadlines, stopped; restartable."""
 
-
-class RequestError(Exception):
-    """The worker answered with an error (it is still alive): this request failed."""
-
-
-class WorkerStartError(UserError):
-    """A worker could not open its models.
-
-    ``kind`` is the worker's own (see :class:`Failed`), ``crash`` when native
-    code killed it, or ``hang`` when it missed a step's deadline; ``stage`` is
-    what it was doing then, in words, and ``step`` which step that was
-    (:class:`~coral_mfg.inference.protocol.Step`); ``runtime`` names the
-    libedgetpu it loaded and the version that library reports, once it has.
-    """
-
-    def __init__(self, message: str, *, kind: str, stage: str, step: str = Step.BUILD,
-                 runtime: str = "") -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.stage = stage
-        self.step = step
-        self.runtime = runtime
-
-
-def describe_exit(code: int | None) -> str:
-    """How a process ended, in words: 'killed by SIGSEGV', 'exit status 3'."""
-    if code is None:
-        return "still running"
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exit status {code}"
-
-
-class WorkerClient:
-    """One worker process: started, called with deadlines, stopped; restartable."""
-
-    def __init__(self, config: WorkerConfig, arena: InputArena, timeout: float) -> None:
+    def __init__(self, config: ProcessConfig, arena: InputArena, timeout: float) -> None:
         self.config = config
         self.arena = arena
         self.timeout = timeout
-        self.state = WorkerState.DOWN
+        self.state = ProcessState.DOWN
         self.reason = "not started"
         self.proc: subprocess.Popen[bytes] | None = None
         self._conn: Connection | None = None
@@ -127,10 +92,10 @@ class WorkerClient:
         self._turn = threading.Condition()
         self._sent = 0  # tickets given out to this process's requests
         self._received = 0  # replies taken
-        self.hop_s: list[float] = []  # round trip minus the worker's own time, recent calls
+        self.hop_s: list[float] = []  # round trip minus the process's own time, recent calls
         self.errors_in_a_row = 0
         self.generation = 0  # processes started so far: tells one loss from its echoes
-        self.runtime = ""  # "libedgetpu.so.1 <its edgetpu_version()>" once a worker loaded it
+        self.runtime = ""  # "libedgetpu.so.1 <its edgetpu_version()>" once a process loaded it
 
     @property
     def start_timeout(self) -> float:
@@ -151,23 +116,23 @@ class WorkerClient:
     # --- life ------------------------------------------------------------------------------
 
     def start(self) -> str:
-        """Spawn the process and wait until its models answered, or raise WorkerStartError."""
+        """Spawn the process and wait until its models answered, or raise ProcessStartError."""
         self.spawn()
         return self.wait_ready()
 
     def spawn(self) -> None:
         """Start the process; its models open meanwhile (see :meth:`wait_ready`).
 
-        Call it from a thread that lives as long as the worker should: the kernel
-        ends the worker when the thread that started it ends (PR_SET_PDEATHSIG).
+        Call it from a thread that lives as long as the process should: the kernel
+        ends the process when the thread that started it ends (PR_SET_PDEATHSIG).
         """
         with self._lock:
             self._kill()
-            self.state = WorkerState.STARTING
+            self.state = ProcessState.STARTING
             parent, child = socket.socketpair()
             with self._stderr.open("wb") as err:
                 self.proc = subprocess.Popen(
-                    [sys.executable, "-m", "coral_mfg.inference.worker", str(child.fileno())],
+                    [sys.executable, "-m", "coral_mfg.inference.process", str(child.fileno())],
                     pass_fds=[child.fileno()], stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL, stderr=err, close_fds=True,
                 )
@@ -183,12 +148,12 @@ class WorkerClient:
         with self._lock:
             try:
                 detail = self._await_ready()
-            except WorkerStartError as exc:
+            except ProcessStartError as exc:
                 self._kill()
                 self._forward_stderr()
-                self.state, self.reason = WorkerState.DOWN, str(exc)
+                self.state, self.reason = ProcessState.DOWN, str(exc)
                 raise
-            self.state, self.reason = WorkerState.UP, ""
+            self.state, self.reason = ProcessState.UP, ""
             self.errors_in_a_row = 0
             self._forward_stderr()
             return detail
@@ -207,7 +172,7 @@ class WorkerClient:
                 native.debug("%s: %s", self.name, line.strip())
 
     def _await_ready(self) -> str:
-        """Follow the worker through its steps, each within its own deadline."""
+        """Follow the process through its steps, each within its own deadline."""
         assert self._conn is not None
         stage, step = "starting", Step.START
         self.runtime = ""
@@ -217,12 +182,12 @@ class WorkerClient:
             left = deadline - time.monotonic()
             try:
                 if left <= 0 or not self._conn.poll(left):
-                    raise WorkerStartError(f"no answer within {limit:g} s while {stage} (hung)",
+                    raise ProcessStartError(f"no answer within {limit:g} s while {stage} (hung)",
                                            kind="hang", stage=stage, step=step,
                                            runtime=self.runtime)
                 reply = self._conn.recv()
             except (EOFError, OSError):
-                raise WorkerStartError(self._death(stage), kind="crash", stage=stage, step=step,
+                raise ProcessStartError(self._death(stage), kind="crash", stage=stage, step=step,
                                        runtime=self.runtime) from None
             if isinstance(reply, Stage):
                 stage, step = reply.what, reply.step
@@ -234,7 +199,7 @@ class WorkerClient:
             elif isinstance(reply, Ready):
                 return reply.detail
             elif isinstance(reply, Failed):
-                raise WorkerStartError(reply.message, kind=reply.kind, stage=stage, step=step,
+                raise ProcessStartError(reply.message, kind=reply.kind, stage=stage, step=step,
                                        runtime=self.runtime)
 
     def _death(self, doing: str) -> str:
@@ -256,7 +221,7 @@ class WorkerClient:
         if not self._send_lock.acquire(timeout=0.05):
             return
         try:
-            if self._conn is not None and self.state is WorkerState.UP \
+            if self._conn is not None and self.state is ProcessState.UP \
                     and self._sent == self._received:
                 with contextlib.suppress(OSError):
                     self._conn.send(Stop())
@@ -271,7 +236,7 @@ class WorkerClient:
         """
         self.ask_to_stop()
         with self._lock:
-            self.state = WorkerState.STOPPED
+            self.state = ProcessState.STOPPED
             if self.proc is not None and grace > 0:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     self.proc.wait(grace)
@@ -291,17 +256,17 @@ class WorkerClient:
     # --- calls -----------------------------------------------------------------------------
 
     def call(self, request: Request, timeout: float | None = None) -> Reply:
-        """One request, one reply, within the deadline; the worker is killed if it misses it.
+        """One request, one reply, within the deadline; the process is killed if it misses it.
 
         Several threads may call at once: requests queue in the socket, so the
-        worker starts the next the moment it answers one; replies come back in
+        process starts the next the moment it answers one; replies come back in
         order, each to its caller (a ticket says whose turn it is).
         """
         limit = self.timeout if timeout is None else timeout
         with self._send_lock:
             conn, generation = self._conn, self.generation
-            if self.state is not WorkerState.UP or conn is None:
-                raise WorkerDownError(self.reason or "not running")
+            if self.state is not ProcessState.UP or conn is None:
+                raise ProcessDownError(self.reason or "not running")
             ticket = self._sent
             self._sent += 1
             queued = ticket != self._received
@@ -332,15 +297,15 @@ class WorkerClient:
         with self._turn:
             deadline = time.monotonic() + limit * (ticket - self._received + 1)
             while self._received != ticket:
-                if self.generation != generation or self.state is not WorkerState.UP:
-                    raise WorkerDownError(self.reason or "restarted")
+                if self.generation != generation or self.state is not ProcessState.UP:
+                    raise ProcessDownError(self.reason or "restarted")
                 if time.monotonic() > deadline:
                     raise self._down_if(generation, f"no answer within {limit:g} s (hung); "
                                         "killed")
                 self._turn.wait(0.05)
             try:
                 if self.generation != generation:
-                    raise WorkerDownError(self.reason or "restarted")
+                    raise ProcessDownError(self.reason or "restarted")
                 try:
                     if not conn.poll(limit):
                         raise self._down_if(generation, f"no answer within {limit:g} s (hung); "
@@ -354,16 +319,16 @@ class WorkerClient:
                 self._received += 1
                 self._turn.notify_all()
 
-    def _down_if(self, generation: int, reason: str) -> WorkerDownError:
-        """The worker of ``generation`` is gone: mark it down, unless a newer one runs."""
-        if self.generation == generation and self.state is WorkerState.UP:
+    def _down_if(self, generation: int, reason: str) -> ProcessDownError:
+        """The process of ``generation`` is gone: mark it down, unless a newer one runs."""
+        if self.generation == generation and self.state is ProcessState.UP:
             return self._down(reason)
-        return WorkerDownError(self.reason or reason)
+        return ProcessDownError(self.reason or reason)
 
-    def _down(self, reason: str) -> WorkerDownError:
+    def _down(self, reason: str) -> ProcessDownError:
         self._kill()
-        self.state, self.reason = WorkerState.DOWN, reason
-        return WorkerDownError(reason)
+        self.state, self.reason = ProcessState.DOWN, reason
+        return ProcessDownError(reason)
 
     def detect(self, lane: int) -> Detected:
         reply = self.call(Detect(lane))

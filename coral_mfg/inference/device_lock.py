@@ -1,8 +1,8 @@
-"""One process per Edge TPU: a lock file per device, held by the worker that drives it.
+"""One process per Edge TPU: a lock file per device, held by the process that drives it.
 
 libedgetpu opens a device exclusively and, for USB, resets its port on the
 way in: a second process that tries to open a Coral in use breaks the first.
-So the Edge TPU worker takes an ``flock`` on the device's lock file before it
+So the Edge TPU process takes an ``flock`` on the device's lock file before it
 loads libedgetpu, and holds it for its life (the kernel drops it when the
 process ends, however it ends). Anyone else, ``coral-mfg doctor`` or a second
 station, reads the holder from the file and never touches the device.
@@ -84,7 +84,7 @@ def claim(key: str, owner_pid: int, device: str) -> None:
     """Hold ``key``'s lock for this process's life, or raise :class:`InUseError`.
 
     ``owner_pid`` is the process a person would stop (the application, not its
-    worker). OSError when the lock file cannot be made at all.
+    process). OSError when the lock file cannot be made at all.
     """
     if key in _held:
         return

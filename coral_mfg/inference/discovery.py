@@ -5,7 +5,7 @@ device. That matters: libedgetpu resets a USB Coral's port when it opens it,
 so a second process that merely tried would knock over a station using it;
 and when the user may not open the device node, libedgetpu retries for 25 s
 and then says nothing. Reading sysfs first gives every set-up fault its own
-line and its fix before any worker starts.
+line and its fix before any process starts.
 
 The roots are settable (``CORAL_MFG_SYSFS``, ``CORAL_MFG_DEV``) so tests can
 build fake trees.

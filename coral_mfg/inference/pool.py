@@ -1,8 +1,8 @@
-"""The run's inference worker processes, kept alive.
+"""The run's inference processes, kept alive.
 
-A worker that dies or hangs is restarted with backoff (1, 2, 4 ... 30 s). With
+A process that dies or hangs is restarted with backoff (1, 2, 4 ... 30 s). With
 ``--device auto``, an Edge TPU that keeps failing hands over to the CPU
-workers; the Edge TPU is then tried again every half minute, and takes over
+processes; the Edge TPU is then tried again every half minute, and takes over
 again as soon as it answers. Every change is logged and reported as a run
 event (``accelerator_lost``, ``accelerator_restored``, ``accelerator_fallback``)
 and counted for the summary.
@@ -20,9 +20,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from coral_mfg.inference.client import WorkerClient, WorkerStartError, WorkerState
-from coral_mfg.inference.engine import InferenceEngine, Labels
-from coral_mfg.inference.protocol import LANES, InputArena, WorkerConfig
+from coral_mfg.inference.client import ProcessClient, ProcessState
+from coral_mfg.inference.errors import ProcessStartError
+from coral_mfg.inference.lane import InferenceLane
+from coral_mfg.inference.plan import Labels
+from coral_mfg.inference.protocol import LANES, InputArena, ProcessConfig
 from coral_mfg.inference.runtime import Device
 
 log = logging.getLogger(__name__)
@@ -39,35 +41,35 @@ EventSink = Callable[[dict[str, Any]], None]
 
 
 @dataclass(frozen=True)
-class WorkerSet:
-    """The workers of one device: one per Edge TPU, or one per CPU interpreter pair."""
+class ProcessSet:
+    """The processes of one device: one per Edge TPU, or one per CPU interpreter pair."""
 
     device: Device
-    configs: tuple[WorkerConfig, ...]
+    configs: tuple[ProcessConfig, ...]
     describe: str  # for the log: models and where they run
 
 
 @dataclass
 class _Member:
-    """One worker of a set: its engines (one per lane), its restart schedule."""
+    """One process of a set: its lanes, its restart schedule."""
 
-    engines: tuple[InferenceEngine, ...]
+    lanes: tuple[InferenceLane, ...]
     retry_at: float = 0.0
     backoff: float = BACKOFF_FIRST_S
     lost_generation: int = 0  # the process already reported lost
 
     @property
-    def engine(self) -> InferenceEngine:
-        return self.engines[0]
+    def client(self) -> ProcessClient:
+        return self.lanes[0].client
 
     @property
-    def client(self) -> WorkerClient:
-        return self.engine.client
+    def device(self) -> Device:
+        return self.lanes[0].device
 
 
 @dataclass
 class PoolCounts:
-    """What happened to the workers, for the summary."""
+    """What happened to the processes, for the summary."""
 
     lost: int = 0
     restored: int = 0
@@ -76,11 +78,11 @@ class PoolCounts:
     failures: deque[float] = field(default_factory=deque)
 
 
-class WorkerPool:
-    """Which engines the scheduler may use now, and the thread that keeps them alive."""
+class ProcessPool:
+    """Which lanes the scheduler may use now, and the thread that keeps them alive."""
 
     def __init__(
-        self, primary: WorkerSet, fallback: WorkerSet | None, labels: Labels, *,
+        self, primary: ProcessSet, fallback: ProcessSet | None, labels: Labels, *,
         timeout: float, on_event: EventSink, retry_s: float = 30.0,
     ) -> None:
         self.retry_s = retry_s
@@ -97,17 +99,17 @@ class WorkerPool:
                                          daemon=True)
 
     @staticmethod
-    def _member(config: WorkerConfig, device: Device, labels: Labels, timeout: float) -> _Member:
+    def _member(config: ProcessConfig, device: Device, labels: Labels, timeout: float) -> _Member:
         arena = InputArena.create(config.detector.input_size, config.classifier.input_size)
-        client = WorkerClient(replace(config, arena=arena.name), arena, timeout)
-        return _Member(tuple(InferenceEngine(client, arena, lane, device, labels)
+        client = ProcessClient(replace(config, arena=arena.name), arena, timeout)
+        return _Member(tuple(InferenceLane(client, arena, lane, device, labels)
                              for lane in range(LANES)))
 
     # --- what the scheduler sees ----------------------------------------------------------
 
     @property
     def slots(self) -> int:
-        """Scheduler threads to run: a lane of every worker of the largest set."""
+        """Scheduler threads to run: a lane of every process of the largest set."""
         return LANES * max(len(m) for m in self.members.values())
 
     @property
@@ -120,22 +122,23 @@ class WorkerPool:
     def fallen_back(self) -> bool:
         return self.active == "fallback"
 
-    def engine(self, slot: int) -> InferenceEngine | None:
-        """The engine a scheduler worker may use now, or None (not in this set, or down)."""
+    def lane(self, slot: int) -> InferenceLane | None:
+        """The lane a scheduler process may use now, or None (not in this set, or down)."""
         members = self.members[self.active]
-        worker, lane = slot % len(members), slot // len(members)
+        process, lane = slot % len(members), slot // len(members)
         if lane >= LANES:
             return None
-        member = members[worker]
-        return member.engines[lane] if member.client.state is WorkerState.UP else None
+        member = members[process]
+        return member.lanes[lane] if member.client.state is ProcessState.UP else None
 
-    def engines(self) -> list[InferenceEngine]:
-        return [m.engine for m in self.members[self.active]]
+    def clients(self) -> list[ProcessClient]:
+        """The processes of the set in use."""
+        return [m.client for m in self.members[self.active]]
 
     def status(self) -> str | None:
-        """Why no inference runs now, for the screen; None while any worker is up."""
+        """Why no inference runs now, for the screen; None while any process is up."""
         members = self.members[self.active]
-        if self._stop.is_set() or any(m.client.state is WorkerState.UP for m in members):
+        if self._stop.is_set() or any(m.client.state is ProcessState.UP for m in members):
             return None
         device = "EDGE TPU" if self.device is Device.EDGETPU else "CPU INFERENCE"
         reason = next((m.client.reason for m in members if m.client.reason), "")
@@ -158,7 +161,7 @@ class WorkerPool:
         return details
 
     def _start_set(self, name: str) -> list[str]:
-        """Spawn every worker of a set from this (long-lived) thread, then wait for all."""
+        """Spawn every process of a set from this (long-lived) thread, then wait for all."""
         members = self.members[name]
         for m in members:
             m.client.spawn()
@@ -166,21 +169,21 @@ class WorkerPool:
         try:
             for m in members:
                 details.append(m.client.wait_ready())
-        except WorkerStartError:
+        except ProcessStartError:
             for m in members:
                 m.client.stop()
             raise
         return details
 
     def close(self) -> None:
-        """End the workers, then free their shared memory."""
-        self.stop_workers()
+        """End the processes, then free their shared memory."""
+        self.stop_processes()
         self.release()
 
-    def stop_workers(self) -> None:
-        """End every worker within about half a second: asked first, killed if need be.
+    def stop_processes(self) -> None:
+        """End every process within about half a second: asked first, killed if need be.
 
-        A call waiting on a worker returns at once (the worker is gone).
+        A call waiting on a process returns at once (the process is gone).
         """
         self._stop.set()
         self._wake.set()
@@ -197,26 +200,26 @@ class WorkerPool:
         """Free the shared memory; call once no thread writes into it any more."""
         for members in self.members.values():
             for m in members:
-                m.engine.arena.close()
+                m.lanes[0].arena.close()
 
-    def lost(self, engine: InferenceEngine, reason: str) -> None:
-        """A scheduler worker found its worker dead or hung (the frame is already counted)."""
+    def lost(self, lane: InferenceLane, reason: str) -> None:
+        """A scheduler process found its process dead or hung (the frame is already counted)."""
         self.counts.failed_frames += 1
-        if engine.client.state is not WorkerState.DOWN:
+        if lane.client.state is not ProcessState.DOWN:
             return  # it only failed a request; it is still alive
-        member = next((m for m in self.members[self.active] if m.client is engine.client), None)
+        member = next((m for m in self.members[self.active] if m.client is lane.client), None)
         if member is None or self._stop.is_set():
-            return  # a worker of a set no longer in use
-        if member.lost_generation == engine.client.generation:
+            return  # a process of a set no longer in use
+        if member.lost_generation == lane.client.generation:
             return  # the same loss, seen by the request of the other lane
-        member.lost_generation = engine.client.generation
+        member.lost_generation = lane.client.generation
         self.counts.lost += 1
         self._strike()
         member.retry_at = time.monotonic() + member.backoff
-        log.warning("inference worker %s (%s) lost: %s", engine.client.name,
-                    engine.device.value, reason)
-        self.on_event({"type": "accelerator_lost", "device": engine.device.value,
-                       "worker": engine.client.name, "reason": reason})
+        log.warning("inference process %s (%s) lost: %s", lane.client.name,
+                    lane.device.value, reason)
+        self.on_event({"type": "accelerator_lost", "device": lane.device.value,
+                       "worker": lane.client.name, "reason": reason})
         self._wake.set()
 
     def _strike(self) -> None:
@@ -245,7 +248,7 @@ class WorkerPool:
             self._fall_back()
             return
         for member in self.members[self.active]:
-            if member.client.state is WorkerState.DOWN and now >= member.retry_at:
+            if member.client.state is ProcessState.DOWN and now >= member.retry_at:
                 self._restart(member)
         if self.fallen_back and now >= self._probe_at:
             self._probe_primary()
@@ -253,19 +256,19 @@ class WorkerPool:
     def _restart(self, member: _Member) -> None:
         try:
             member.client.start()  # from the supervisor thread, which lives as long as the run
-        except WorkerStartError as exc:
+        except ProcessStartError as exc:
             self._strike()
             delay = member.backoff
             member.retry_at = time.monotonic() + delay
             member.backoff = min(delay * 2, BACKOFF_MAX_S)
-            log.warning("inference worker %s did not restart (%s); next try in %.0f s",
+            log.warning("inference process %s did not restart (%s); next try in %.0f s",
                         member.client.name, exc, delay)
             return
         member.backoff = BACKOFF_FIRST_S
         self.counts.restored += 1
-        log.warning("inference worker %s (%s) restored", member.client.name,
-                    member.engine.device.value)
-        self.on_event({"type": "accelerator_restored", "device": member.engine.device.value,
+        log.warning("inference process %s (%s) restored", member.client.name,
+                    member.device.value)
+        self.on_event({"type": "accelerator_restored", "device": member.device.value,
                        "worker": member.client.name})
 
     def _should_fall_back(self) -> bool:
@@ -279,11 +282,11 @@ class WorkerPool:
             m.client.stop()
         try:
             self._start_set("fallback")
-        except WorkerStartError as exc:
+        except ProcessStartError as exc:
             log.error("cannot fall back to the CPU either: %s", exc)
             self.counts.failures.clear()
             for m in self.members["primary"]:
-                m.client.state = WorkerState.DOWN
+                m.client.state = ProcessState.DOWN
             return
         self.active = "fallback"
         self.counts.fallback += 1
@@ -297,7 +300,7 @@ class WorkerPool:
     def _probe_primary(self) -> None:
         try:
             self._start_set("primary")
-        except WorkerStartError as exc:
+        except ProcessStartError as exc:
             log.debug("the Edge TPU is still unavailable: %s", exc)
             self._probe_at = time.monotonic() + self.retry_s
             return
@@ -315,7 +318,7 @@ class WorkerPool:
                 "failed_frames": self.counts.failed_frames}
 
     def measure_bound(self, share: float, seconds: float) -> float:
-        """Frames/s when every active worker only invokes its models (no app work at all)."""
+        """Frames/s when every active process only invokes its models (no app work at all)."""
         clients = [m.client for m in self.members[self.active]]
         with ThreadPoolExecutor(len(clients)) as ex:
             bounds = list(ex.map(lambda c: c.measure_bound(seconds, share), clients))

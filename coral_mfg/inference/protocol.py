@@ -1,4 +1,4 @@
-"""What the application and an inference worker process say to each other.
+"""What the application and an inference process say to each other.
 
 Messages are small frozen dataclasses, pickled over a socket. Frames never
 travel in them: the application writes model inputs into shared memory (an
@@ -18,13 +18,13 @@ from coral_mfg.inference.adapters import RawDetections
 
 #: Crops graded per request; more are sent in further requests.
 CROP_SLOTS = 16
-#: Input slots per worker: one request runs while the next is being written.
+#: Input slots per process: one request runs while the next is being written.
 LANES = 2
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One model as a worker opens it."""
+    """One model as a process opens it."""
 
     path: str
     edgetpu: bool  # an Edge TPU build: opened with the delegate
@@ -39,7 +39,7 @@ class KnownAnswer:
     """A crop whose scores the Edge TPU build of the classifier must give as its CPU build does.
 
     A libedgetpu built for another TensorFlow may run without crashing and
-    return garbage: this is how the worker catches it before any frame is graded.
+    return garbage: this is how the process catches it before any frame is graded.
     """
 
     image: str  # the crop (any size: it is resized to the classifier's input)
@@ -48,19 +48,19 @@ class KnownAnswer:
 
 
 @dataclass(frozen=True)
-class WorkerConfig:
-    """Everything a worker process needs to open its models, sent as its first message."""
+class ProcessConfig:
+    """Everything an inference process needs to open its models, sent as its first message."""
 
     name: str
     runtime: str  # the interpreter module: ai_edge_litert.interpreter
-    device: str  # "edgetpu" or "cpu": the device the worker drives
+    device: str  # "edgetpu" or "cpu": the device the process drives
     edgetpu_device: str | None
     edgetpu_library: str
     cpu_threads: int
     detector: ModelSpec
     classifier: ModelSpec
     arena: str  # shared-memory name
-    edgetpu_lock: str = ""  # the device's lock (see device_lock), held for the worker's life
+    edgetpu_lock: str = ""  # the device's lock (see device_lock), held for the process's life
     edgetpu_name: str = ""  # how messages call the device: "usb:0", "the Edge TPU"
     known_answer: KnownAnswer | None = None
 
@@ -97,7 +97,7 @@ Request = Detect | Classify | MeasureBound | Stop
 
 
 class Step:
-    """The start-up steps of a worker, each with its own deadline (see client.STEP_DEADLINES)."""
+    """The start-up steps of a process, each with its own deadline (see client.STEP_DEADLINES)."""
 
     START = "start"  # the interpreter starting, imports
     CLAIM = "claim"  # taking the device's lock
@@ -110,7 +110,7 @@ class Step:
 
 @dataclass(frozen=True)
 class Stage:
-    """The worker is about to do something that may crash: said first, so a crash has a cause."""
+    """The process is about to do something that may crash: said first, so a crash has a cause."""
 
     what: str
     step: str = Step.BUILD
@@ -134,7 +134,7 @@ class Ready:
 
 @dataclass(frozen=True, eq=False)
 class Detected:
-    """The detector's raw outputs and the time the worker spent on the request."""
+    """The detector's raw outputs and the time the process spent on the request."""
 
     raw: RawDetections
     busy_s: float
@@ -156,7 +156,7 @@ class Bound:
 
 @dataclass(frozen=True)
 class Failed:
-    """A request or the start-up failed without killing the worker.
+    """A request or the start-up failed without killing the process.
 
     ``kind`` says whose it is: ``model`` (the file is unusable), ``no_runtime``
     (libedgetpu could not be loaded), ``no_device`` (it found no Edge TPU it could
@@ -174,10 +174,10 @@ Reply = Stage | RuntimeLoaded | Ready | Detected | Classified | Bound | Failed
 
 @dataclass
 class InputArena:
-    """The model inputs of one worker in shared memory: the detector's image and the crops.
+    """The model inputs of one process in shared memory: the detector's image and the crops.
 
     The application writes RGB uint8 pixels at each model's input size; the
-    worker converts them to the model's input type while copying them in.
+    process converts them to the model's input type while copying them in.
     There are :data:`LANES` of each, so the next request can be written while
     one runs.
     """

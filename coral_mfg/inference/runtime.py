@@ -1,7 +1,7 @@
 """Which device and which model builds a run uses, and what to say when the Edge TPU fails.
 
 Nothing here loads native inference code: the ``libedgetpu`` delegate is only
-ever loaded inside a worker process (see :mod:`coral_mfg.inference.worker`),
+ever loaded inside an inference process (see :mod:`coral_mfg.inference.process`),
 so a runtime that crashes cannot take the application with it. Which Corals
 are attached comes from :mod:`coral_mfg.inference.discovery` (sysfs, no native
 code); Google's pycoral, when importable, is used only by doctor to list devices.
@@ -25,8 +25,8 @@ from typing import Any
 
 from coral_mfg.core.errors import DeviceError, ModelError
 from coral_mfg.inference import discovery
-from coral_mfg.inference.client import WorkerStartError, describe_exit
 from coral_mfg.inference.discovery import SETUP_DOC, Coral
+from coral_mfg.inference.errors import ProcessStartError, describe_exit
 from coral_mfg.inference.model_file import ModelInfo, inspect_model, twin_path
 from coral_mfg.inference.protocol import Step
 
@@ -139,8 +139,8 @@ def no_device_message(device: str | None, detail: str = "",
 
 
 def edgetpu_version() -> str:
-    """Which libedgetpu package is installed, for when no worker could load the library
-    itself (a worker asks the library: see :class:`RuntimeLoaded`)."""
+    """Which libedgetpu package is installed, for when no process could load the library
+    itself (a process asks the library: see :class:`RuntimeLoaded`)."""
     packages = _dpkg_versions("libedgetpu1-*")
     if packages:
         return "libedgetpu " + ", ".join(packages)
@@ -163,11 +163,11 @@ class LibraryReport:
 def describe_library() -> LibraryReport:
     """Load libedgetpu in a child process and ask its version, touching no device.
 
-    The child is the worker module (native code stays out of this process); a
+    The child is the process module (native code stays out of this process); a
     library that crashes or hangs while loading is reported as such.
     """
     library = edgetpu_library()
-    command = [sys.executable, "-m", "coral_mfg.inference.worker", "--describe-runtime", library]
+    command = [sys.executable, "-m", "coral_mfg.inference.process", "--describe-runtime", library]
     try:
         done = subprocess.run(command, capture_output=True, text=True, check=False,
                               timeout=DESCRIBE_TIMEOUT_S, stdin=subprocess.DEVNULL)
@@ -225,14 +225,14 @@ _TF_FIX = ("a libedgetpu built for another TensorFlow version does this: install
            f"this runtime's TensorFlow (see {SETUP_DOC}), or run with --device cpu")
 
 
-def edgetpu_failure(exc: WorkerStartError, device: str | None, backend: Backend,
+def edgetpu_failure(exc: ProcessStartError, device: str | None, backend: Backend,
                     found: list[Coral] | None = None) -> str:
-    """One line for an Edge TPU worker that could not start: the cause and the fix.
+    """One line for an Edge TPU process that could not start: the cause and the fix.
 
-    What the worker was doing decides the story: a death or hang while opening
+    What the process was doing decides the story: a death or hang while opening
     the device is the device's (permissions, another process, the cable), never
     the TensorFlow version's; only one while building or running the models is
-    what a libedgetpu built for another TensorFlow does. Once the worker had
+    what a libedgetpu built for another TensorFlow does. Once the process had
     loaded libedgetpu, the line names the version the library reported.
     """
     message = _failure(exc, device, backend, found)
@@ -241,7 +241,7 @@ def edgetpu_failure(exc: WorkerStartError, device: str | None, backend: Backend,
     return message
 
 
-def _failure(exc: WorkerStartError, device: str | None, backend: Backend,
+def _failure(exc: ProcessStartError, device: str | None, backend: Backend,
              found: list[Coral] | None) -> str:
     library = edgetpu_library()
     if exc.kind == "model":
@@ -279,7 +279,7 @@ def _failure(exc: WorkerStartError, device: str | None, backend: Backend,
     return f"the Edge TPU failed while {exc.stage} ({exc}): {versions}; or run with --device cpu"
 
 
-def runtime_fault(exc: WorkerStartError) -> bool:
+def runtime_fault(exc: ProcessStartError) -> bool:
     """The failure is libedgetpu's own (missing, unloadable, built for another TensorFlow),
     not the device's: the set-up steps for the runtime are what the user needs."""
     if exc.kind in ("no_runtime", "wrong_answer"):
@@ -287,7 +287,7 @@ def runtime_fault(exc: WorkerStartError) -> bool:
     return exc.kind in ("crash", "hang") and exc.step not in (Step.CLAIM, Step.OPEN)
 
 
-def _load_fix(exc: WorkerStartError) -> str:
+def _load_fix(exc: ProcessStartError) -> str:
     """What to do about a libedgetpu the loader refused, from the loader's own words."""
     text = str(exc)
     if "wrong ELF class" in text or "cannot open shared object file: Exec format" in text \
@@ -302,7 +302,7 @@ def _load_fix(exc: WorkerStartError) -> str:
     return "reinstall libedgetpu"
 
 
-def _open_failure(exc: WorkerStartError, device: str | None, found: list[Coral] | None) -> str:
+def _open_failure(exc: ProcessStartError, device: str | None, found: list[Coral] | None) -> str:
     """libedgetpu died or hung while opening the device: say what the OS shows about it."""
     found = discovery.survey() if found is None else found
     target, name = discovery.select(found, device)

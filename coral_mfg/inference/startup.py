@@ -1,10 +1,10 @@
-"""Starting inference for a run: which builds, which device, how many workers.
+"""Starting inference for a run: which builds, which device, how many processes.
 
-Before an Edge TPU worker starts, the Coral it would open is found in sysfs
+Before an Edge TPU process starts, the Coral it would open is found in sysfs
 (:mod:`~coral_mfg.inference.discovery`): a device this user may not open, or
 one another coral-mfg holds (:mod:`~coral_mfg.inference.device_lock`), is
 named with its fix and never touched. With ``--device auto`` the Edge TPU is
-chosen only after a worker process has loaded its delegate, built and run
+chosen only after an inference process has loaded its delegate, built and run
 both models once, and given the classifier's known answer: a runtime that
 crashes or answers wrongly there (a libedgetpu built for another TensorFlow)
 costs a one-line note and the run goes on on the CPU; with ``--device
@@ -21,12 +21,12 @@ from pathlib import Path
 from coral_mfg.config.settings import ModelsConfig
 from coral_mfg.core.errors import DeviceError, ModelError, UserError
 from coral_mfg.inference import device_lock, discovery
-from coral_mfg.inference.client import WorkerStartError
 from coral_mfg.inference.discovery import Coral
-from coral_mfg.inference.engine import Labels, ModelPlan, plan_models
+from coral_mfg.inference.errors import ProcessStartError
 from coral_mfg.inference.model_file import twin_path
-from coral_mfg.inference.pool import EventSink, WorkerPool, WorkerSet
-from coral_mfg.inference.protocol import KnownAnswer, ModelSpec, Step, WorkerConfig
+from coral_mfg.inference.plan import Labels, ModelPlan, plan_models
+from coral_mfg.inference.pool import EventSink, ProcessPool, ProcessSet
+from coral_mfg.inference.protocol import KnownAnswer, ModelSpec, ProcessConfig, Step
 from coral_mfg.inference.runtime import (
     Backend,
     Builds,
@@ -52,9 +52,9 @@ KNOWN_ANSWER_STEPS = 4
 
 @dataclass(frozen=True)
 class EdgeTpuPlace:
-    """The Coral an Edge TPU worker would open, found before it starts, and its lock.
+    """The Coral an Edge TPU process would open, found before it starts, and its lock.
 
-    ``refusal`` is set when the worker must not start at all: the device cannot
+    ``refusal`` is set when the process must not start at all: the device cannot
     be opened by this user, or another process holds it.
     """
 
@@ -62,7 +62,7 @@ class EdgeTpuPlace:
     target: Coral | None
     name: str  # "usb:0", or the device string when discovery cannot place it
     key: str  # the lock
-    refusal: WorkerStartError | None
+    refusal: ProcessStartError | None
 
     def describe(self) -> str:
         if self.target is not None:
@@ -78,16 +78,16 @@ def place_edgetpu(device: str | None) -> EdgeTpuPlace:
     refusal = None
     if target is not None and target.problem:
         what = "USB" if target.kind == "usb" else "PCIe"
-        refusal = WorkerStartError(
+        refusal = ProcessStartError(
             f"Edge TPU {name} ({what} {target.sysname}, {target.ids}): {target.problem}",
             kind="setup", stage="checking the Edge TPU", step=Step.CLAIM)
     elif (holder := device_lock.holder(key)) is not None:
-        refusal = WorkerStartError(f"Edge TPU {name} is in use by {holder.describe()}",
+        refusal = ProcessStartError(f"Edge TPU {name} is in use by {holder.describe()}",
                                    kind="in_use", stage="checking the Edge TPU", step=Step.CLAIM)
     return EdgeTpuPlace(found, target, name, key, refusal)
 
 
-def _placed(tpu: WorkerSet, place: EdgeTpuPlace, clf: Builds) -> WorkerSet:
+def _placed(tpu: ProcessSet, place: EdgeTpuPlace, clf: Builds) -> ProcessSet:
     """The Edge TPU set told its device's lock, and how to check the classifier's answers."""
     answer = None
     if clf.tpu is not None and clf.cpu is not None:
@@ -104,18 +104,18 @@ def _check_note(clf: Builds) -> str | None:
     return None
 
 
-def default_cpu_threads(workers: int) -> int:
+def default_cpu_threads(processes: int) -> int:
     """Threads per CPU interpreter: the cores shared by the interpreter pairs."""
-    return max(1, (os.cpu_count() or workers) // workers)
+    return max(1, (os.cpu_count() or processes) // processes)
 
 
 @dataclass(frozen=True)
 class Inference:
-    """A run's inference, started: the plan it follows, its labels and its workers."""
+    """A run's inference, started: the plan it follows, its labels and its processes."""
 
     plan: ModelPlan
     labels: Labels
-    pool: WorkerPool
+    pool: ProcessPool
     notes: tuple[str, ...]  # said once in the log: where each model runs, and why
 
 
@@ -129,10 +129,10 @@ def _spec(choice: ModelChoice) -> ModelSpec:
 def _set(
     device: Device, det: ModelChoice, clf: ModelChoice, count: int, *, models: ModelsConfig,
     backend: Backend,
-) -> WorkerSet:
+) -> ProcessSet:
     threads = models.cpu_threads or default_cpu_threads(count)
     configs = tuple(
-        WorkerConfig(
+        ProcessConfig(
             name=f"{device.value}-{i}", runtime=backend.interpreter_module.__name__,
             device=device.value, edgetpu_device=models.edgetpu_device,
             edgetpu_library=edgetpu_library(), cpu_threads=threads,
@@ -141,7 +141,7 @@ def _set(
         for i in range(count)
     )
     where = f"detector {det.path.name} on {det.device}, classifier {clf.path.name} on {clf.device}"
-    return WorkerSet(device, configs, f"{count} {device.value} worker(s): {where}")
+    return ProcessSet(device, configs, f"{count} {device.value} process(es): {where}")
 
 
 def _prefer_tpu(builds: Builds) -> ModelChoice:
@@ -170,13 +170,13 @@ class _Models:
         assert grader is not None, "find_builds always finds the named file"
         return cls(plan, det, clf, Labels.read(plan, grader), runtime_backend())
 
-    def tpu_set(self, models: ModelsConfig) -> WorkerSet:
-        """One Edge TPU worker; a model without an Edge TPU build runs on its CPU."""
+    def tpu_set(self, models: ModelsConfig) -> ProcessSet:
+        """One Edge TPU process; a model without an Edge TPU build runs on its CPU."""
         return _set(Device.EDGETPU, _prefer_tpu(self.det), _prefer_tpu(self.clf), 1,
                     models=models, backend=self.backend)
 
 
-def _sets(models: ModelsConfig, m: _Models) -> tuple[WorkerSet, WorkerSet | None]:
+def _sets(models: ModelsConfig, m: _Models) -> tuple[ProcessSet, ProcessSet | None]:
     det, clf, backend = m.det, m.clf, m.backend
     requested = Device(models.device)
     if requested is Device.CPU:
@@ -188,7 +188,7 @@ def _sets(models: ModelsConfig, m: _Models) -> tuple[WorkerSet, WorkerSet | None
         # The device is checked first (the more basic problem); a missing build after.
         return m.tpu_set(models), None
     has_cpu = det.cpu is not None and clf.cpu is not None
-    cpu = (_set(Device.CPU, det.on(Device.CPU), clf.on(Device.CPU), models.cpu_workers,
+    cpu = (_set(Device.CPU, det.on(Device.CPU), clf.on(Device.CPU), models.cpu_processes,
                 models=models, backend=backend) if has_cpu or requested is Device.CPU else None)
     if requested is Device.CPU or (det.tpu is None and clf.tpu is None):
         assert cpu is not None
@@ -197,7 +197,7 @@ def _sets(models: ModelsConfig, m: _Models) -> tuple[WorkerSet, WorkerSet | None
 
 
 def start_inference(models: ModelsConfig, on_event: EventSink) -> Inference:
-    """Plan the models, choose the device, start the workers; one-line errors otherwise."""
+    """Plan the models, choose the device, start the processes; one-line errors otherwise."""
     m = _Models.read(models)
     det, clf, labels, backend = m.det, m.clf, m.labels, m.backend
     primary, fallback = _sets(models, m)
@@ -208,20 +208,20 @@ def start_inference(models: ModelsConfig, on_event: EventSink) -> Inference:
         primary = _placed(primary, place, clf)
         notes.append(place.describe())
         notes.extend(n for n in [_check_note(clf)] if n)
-    pool = WorkerPool(primary, fallback, labels, timeout=models.inference_timeout,
+    pool = ProcessPool(primary, fallback, labels, timeout=models.inference_timeout,
                       on_event=on_event, retry_s=models.edgetpu_retry_seconds)
     try:
         if place is not None and place.refusal is not None:
             raise place.refusal
         details = pool.start()
         notes.extend(_runtime_notes(details))
-    except WorkerStartError as exc:
+    except ProcessStartError as exc:
         pool.close()
         if exc.kind == "model":
             raise ModelError(f"{exc}; run 'coral-mfg fetch-assets' to restore it or pass "
                              "another model") from None
         if primary.device is not Device.EDGETPU:
-            raise UserError(f"the inference worker could not start: {exc}") from None
+            raise UserError(f"the inference process could not start: {exc}") from None
         message = edgetpu_failure(exc, models.edgetpu_device, backend,
                                   place.found if place is not None else None)
         if fallback is None:
@@ -232,7 +232,7 @@ def start_inference(models: ModelsConfig, on_event: EventSink) -> Inference:
                             "back on")
             raise DeviceError(message) from None
         notes = [f"Edge TPU not used: {message}", fallback.describe]
-        pool = WorkerPool(fallback, None, labels, timeout=models.inference_timeout,
+        pool = ProcessPool(fallback, None, labels, timeout=models.inference_timeout,
                           on_event=on_event)
         pool.start()
     if Device(models.device) is Device.EDGETPU:
@@ -246,7 +246,7 @@ def start_inference(models: ModelsConfig, on_event: EventSink) -> Inference:
 
 
 def _runtime_notes(details: list[str]) -> list[str]:
-    """What each Edge TPU worker said when it was ready: its libedgetpu, the answer check."""
+    """What each Edge TPU process said when it was ready: its libedgetpu, the answer check."""
     return [f"Edge TPU runtime {d.split('; ', 1)[1]}" for d in details
             if "the Edge TPU delegate; " in d]
 
@@ -265,7 +265,7 @@ class Probe:
 
 
 def probe_edgetpu(models: ModelsConfig) -> Probe:
-    """Start an Edge TPU worker for these models once, and stop it: does the runtime work,
+    """Start an Edge TPU process for these models once, and stop it: does the runtime work,
     and does it give the classifier's known answer?
 
     A device this user may not open, or one in use, is reported without touching it.
@@ -278,11 +278,11 @@ def probe_edgetpu(models: ModelsConfig) -> Probe:
     if place.refusal is not None:
         return Probe(False, edgetpu_failure(place.refusal, models.edgetpu_device, m.backend,
                                             place.found))
-    pool = WorkerPool(tpu, None, m.labels, timeout=models.inference_timeout,
+    pool = ProcessPool(tpu, None, m.labels, timeout=models.inference_timeout,
                       on_event=lambda event: None)
     try:
         details = pool.start()
-    except WorkerStartError as exc:
+    except ProcessStartError as exc:
         return Probe(False, edgetpu_failure(exc, models.edgetpu_device, m.backend, place.found),
                      runtime_fault(exc))
     finally:

@@ -3,7 +3,7 @@
 Building opens everything that can fail on bad input (sources first, then
 zones, models and output files), so a run that starts has nothing left to
 refuse. Running is threads: one supervised capture per stream, the scheduler's
-workers, the output thread and the zone watcher. The headless run, the
+threads, the output thread and the zone watcher. The headless run, the
 benchmark and the window all drive this one object.
 """
 
@@ -67,7 +67,6 @@ log = logging.getLogger(__name__)
 
 JOIN_S = 1.5
 STATS_EVERY_S = 60.0
-EDGETPU_WORKERS = 1
 
 
 @dataclass
@@ -353,7 +352,7 @@ class Pipeline:
     def close(self, keep_inference: bool = False) -> dict[str, Any]:
         """Stop everything, drain outputs, write the summary; safe to call twice.
 
-        ``keep_inference`` leaves the worker processes running for the caller to use
+        ``keep_inference`` leaves the inference processes running for the caller to use
         (the benchmark measures them alone) and to close.
         """
         if self._closed:
@@ -363,7 +362,7 @@ class Pipeline:
         for ev in self.ctx.capture_stops.values():
             ev.set()
         if not keep_inference:
-            self.inference.pool.stop_workers()  # first: a call waiting on a hung worker returns
+            self.inference.pool.stop_processes()  # first: a call waiting on a hung one returns
         self.scheduler.join(JOIN_S)
         # objects still in view end now: every counted verdict gets its event
         self.ctx.final_events(VISUAL_INSPECTION, *self.inspection.flush())

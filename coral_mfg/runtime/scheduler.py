@@ -1,11 +1,11 @@
-"""The scheduler: shares the inference workers fairly between the streams.
+"""The scheduler: shares the inference processes fairly between the streams.
 
-Scheduler threads (one per engine slot: two per worker process, so the next
-request is ready the moment a worker answers) take frames round-robin from the
+Scheduler threads (one per lane slot: two per inference process, so the next
+request is ready the moment a process answers) take frames round-robin from the
 streams. Each frame is done in two steps: inference, which may run for two
 frames of one stream at once, and the stream's own bookkeeping (tracking,
 zones, votes, events), which takes the frames strictly in the order they were
-taken. So a worker never waits while the application finishes the frame
+taken. So a process never waits while the application finishes the frame
 before, and every stream stays in order for its tracker and the event log.
 Every wait is bounded and watches the stop event.
 """
@@ -22,8 +22,8 @@ from typing import Protocol
 from coral_mfg.capture.sources import FrameSlot
 from coral_mfg.core.frame import Frame
 from coral_mfg.core.results import FrameResult, Inferred
-from coral_mfg.inference.client import RequestError, WorkerDownError
-from coral_mfg.inference.engine import InferenceEngine
+from coral_mfg.inference.errors import ProcessDownError, RequestError
+from coral_mfg.inference.lane import InferenceLane
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class StreamProcessor(Protocol):
     name: str
     processed: int
 
-    def infer(self, frame: Frame, engine: InferenceEngine) -> Inferred: ...
+    def infer(self, frame: Frame, lane: InferenceLane) -> Inferred: ...
     def finish(self, frame: Frame, inferred: Inferred) -> FrameResult: ...
 
 
@@ -84,13 +84,13 @@ class StreamState:
         return self.max_frames <= 0 or self.processor.processed + self.in_flight < self.max_frames
 
 
-class Engines(Protocol):
-    """Where scheduler threads get their engine: the worker pool, which may swap them."""
+class Lanes(Protocol):
+    """Where scheduler threads get their lane: the process pool, which may swap them."""
 
     @property
     def slots(self) -> int: ...
-    def engine(self, slot: int) -> InferenceEngine | None: ...
-    def lost(self, engine: InferenceEngine, reason: str) -> None: ...
+    def lane(self, slot: int) -> InferenceLane | None: ...
+    def lost(self, lane: InferenceLane, reason: str) -> None: ...
 
 
 @dataclass
@@ -102,14 +102,14 @@ class _Job:
 
 @dataclass
 class Scheduler:
-    """Threads, one per engine slot, taking frames round-robin from the streams.
+    """Threads, one per lane slot, taking frames round-robin from the streams.
 
-    A slot whose engine is down (its process restarting) takes no frames: live
+    A slot whose lane is down (its process restarting) takes no frames: live
     sources drop theirs meanwhile (counted), files wait.
     """
 
     streams: list[StreamState]
-    engines: Engines
+    lanes: Lanes
     cond: threading.Condition
     stop: threading.Event
     on_result: Callable[[FrameResult], None]
@@ -119,7 +119,7 @@ class Scheduler:
     _threads: list[threading.Thread] = field(default_factory=list)
 
     def start(self) -> None:
-        for slot in range(self.engines.slots):
+        for slot in range(self.lanes.slots):
             t = threading.Thread(target=self._work, args=(slot,), name=f"infer-{slot}",
                                  daemon=True)
             t.start()
@@ -174,9 +174,9 @@ class Scheduler:
 
     def _work(self, slot: int) -> None:
         while not self.stop.is_set():
-            engine = self.engines.engine(slot)
+            lane = self.lanes.lane(slot)
             with self.cond:
-                job = self._pick() if engine is not None else None
+                job = self._pick() if lane is not None else None
                 if job is None:
                     self._retire()
                     if all(s.done for s in self.streams):
@@ -184,8 +184,8 @@ class Scheduler:
                         return
                     self.cond.wait(POLL_S)
                     continue
-            assert engine is not None
-            inferred = self._infer(job, engine)
+            assert lane is not None
+            inferred = self._infer(job, lane)
             if not self._await_turn(job):
                 return  # stopping: the frame is abandoned with the run
             result = self._finish(job, inferred) if inferred is not None else None
@@ -209,18 +209,18 @@ class Scheduler:
                 self.cond.wait(POLL_S)
         return True
 
-    def _infer(self, job: _Job, engine: InferenceEngine) -> Inferred | None:
+    def _infer(self, job: _Job, lane: InferenceLane) -> Inferred | None:
         """The models' answer for the frame, or None when it failed (counted, logged)."""
         state = job.state
         try:
-            return state.processor.infer(job.frame, engine)
-        except (WorkerDownError, RequestError) as exc:
+            return state.processor.infer(job.frame, lane)
+        except (ProcessDownError, RequestError) as exc:
             if self.stop.is_set():
-                return None  # the run is ending: its workers were stopped under this frame
+                return None  # the run is ending: its processes were stopped under this frame
             self._failed(state, f"inference: {exc}")
-            log.warning("%s: frame %d lost: inference worker %s: %s", state.processor.name,
-                        job.frame.index, engine.client.name, exc)
-            self.engines.lost(engine, str(exc))
+            log.warning("%s: frame %d lost: inference process %s: %s", state.processor.name,
+                        job.frame.index, lane.client.name, exc)
+            self.lanes.lost(lane, str(exc))
         except Exception as exc:
             self._failed(state, f"{type(exc).__name__}: {exc}")
             log.exception("%s: frame %d failed and was skipped", state.processor.name,

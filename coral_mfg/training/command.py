@@ -114,8 +114,8 @@ def main(argv: Sequence[str]) -> int:
 def _detector(given: Path | None) -> Path:
     """The detector's CPU build to co-compile with: the given one, else the run's."""
     from coral_mfg.config.settings import ModelsConfig
-    from coral_mfg.inference.engine import plan_models
     from coral_mfg.inference.model_file import inspect_model
+    from coral_mfg.inference.plan import plan_models
 
     path = given or plan_models(ModelsConfig()).detector
     info = inspect_model(path)

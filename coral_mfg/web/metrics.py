@@ -33,7 +33,8 @@ class Metrics:
             "coral_mfg_latency_seconds", "From capture to result, per stream",
             ["stream"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.inference = Histogram(
-            "coral_mfg_inference_seconds", "One model's call, per model (with the worker hop)",
+            "coral_mfg_inference_seconds",
+            "One model's call, per model (with the trip to its process)",
             ["model"], buckets=INFERENCE_BUCKETS, registry=self.registry)
 
     def observe(self, result: FrameResult, now: float) -> None:

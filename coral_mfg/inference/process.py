@@ -1,9 +1,9 @@
-"""An inference worker process: the detector and the classifier on one device.
+"""An inference process: the detector and the classifier on one device.
 
 Native code runs here and only here: the Edge TPU runtime (``libedgetpu``)
 and LiteRT's kernels. If they crash, abort or hang, this process dies or is
 killed and the application, which only talks to it over a socket, starts a
-new one. Run by the application as ``python -m coral_mfg.inference.worker FD``.
+new one. Run by the application as ``python -m coral_mfg.inference.process FD``.
 
 It dies with the application: the kernel kills it when its parent goes
 (``PR_SET_PDEATHSIG``), a watchdog thread notices a new parent, and a closed
@@ -41,12 +41,12 @@ from coral_mfg.inference.protocol import (
     KnownAnswer,
     MeasureBound,
     ModelSpec,
+    ProcessConfig,
     Ready,
     RuntimeLoaded,
     Stage,
     Step,
     Stop,
-    WorkerConfig,
 )
 
 PARENT_POLL_S = 0.5
@@ -86,7 +86,7 @@ class _Model:
         self.layout = adapters.DetectionLayout(*spec.layout) if spec.layout else None
 
 
-def _open(config: WorkerConfig, conn: Connection) -> tuple[_Model, _Model, str]:
+def _open(config: ProcessConfig, conn: Connection) -> tuple[_Model, _Model, str]:
     litert = importlib.import_module(config.runtime)
     delegate = None
     runtime = ""
@@ -129,7 +129,7 @@ def _open(config: WorkerConfig, conn: Connection) -> tuple[_Model, _Model, str]:
                                   f"{runtime}{check}")
 
 
-def _load_edgetpu(config: WorkerConfig, conn: Connection) -> str:
+def _load_edgetpu(config: ProcessConfig, conn: Connection) -> str:
     """Claim the device, then load libedgetpu and say which one: before anything may hang."""
     name = config.edgetpu_name or "the Edge TPU"
     conn.send(Stage(f"claiming the Edge TPU {name}", Step.CLAIM))
@@ -261,7 +261,7 @@ def _bound(det: _Model, clf: _Model, request: MeasureBound) -> Bound:
 
 
 def serve(conn: Connection) -> int:
-    config: WorkerConfig = conn.recv()
+    config: ProcessConfig = conn.recv()
     arena = InputArena.attach(config.arena, config.detector.input_size,
                               config.classifier.input_size)
     try:
