@@ -19,12 +19,13 @@ import tomli_w
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from coral_mfg.analytics.safety import GONE_GRACE_S, ZoneDebounce, ZoneStore
+from coral_mfg.analytics.safety import ENTER, EXIT, GONE_GRACE_S, ZoneDebounce, ZoneStore
 from coral_mfg.analytics.zones import KeepoutZone, place_zones
 from coral_mfg.config.flags import resolve_settings, run_parser
 from coral_mfg.config.settings import Settings, read_config_file
 from coral_mfg.config.zones import ZoneMode, ZoneSource
 from coral_mfg.core.errors import ConfigError
+from coral_mfg.core.events import Stamper, event_json
 from coral_mfg.runtime.zone_watch import SETTLE_S, ZonePlacement, ZoneWatcher, zones_of
 from tests.conftest import ROOT, frames, wait_for
 
@@ -247,12 +248,12 @@ def _zone(enter: int, exit_: int) -> KeepoutZone:
     ("enter", "exit_", "script", "expected"),
     [
         # frame by frame: is track 7 inside? -> the (frame, event) pairs
-        (3, 3, "IIIIOOOO", [(2, "keepout_enter"), (6, "keepout_exit")]),
+        (3, 3, "IIIIOOOO", [(2, ENTER), (6, EXIT)]),
         (3, 3, "IIOIIOII", []),  # never 3 in a row: no alarm
-        (3, 2, "IIIOIOOI", [(2, "keepout_enter"), (6, "keepout_exit")]),  # one gap is not an exit
-        (1, 1, "IOIO", [(0, "keepout_enter"), (1, "keepout_exit"), (2, "keepout_enter"),
-                        (3, "keepout_exit")]),
-        (2, 3, "II--O", [(1, "keepout_enter"), (4, "keepout_exit")]),  # '-': track not seen
+        (3, 2, "IIIOIOOI", [(2, ENTER), (6, EXIT)]),  # one gap is not an exit
+        (1, 1, "IOIO", [(0, ENTER), (1, EXIT), (2, ENTER),
+                        (3, EXIT)]),
+        (2, 3, "II--O", [(1, ENTER), (4, EXIT)]),  # '-': track not seen
     ],
 )
 def test_debounce_script(enter: int, exit_: int, script: str,
@@ -266,14 +267,14 @@ def test_debounce_script(enter: int, exit_: int, script: str,
             assert (name, track) == ("press-1", 7)
             got.append((frame, kind))
     assert got == expected
-    assert debounce.violations.get("press-1", 0) == sum(k == "keepout_enter" for _, k in expected)
+    assert debounce.violations.get("press-1", 0) == sum(k == ENTER for _, k in expected)
 
 
 def test_debounce_zone_removed_while_inside_exits_after_a_grace() -> None:
     """A zone gone from the file may be a file read half-written: who is in it stays in
     it for a few seconds; if the zone comes back there is no second entry."""
     zone = _zone(1, 3)
-    enter, leave = ("keepout_enter", "press-1", 1), ("keepout_exit", "press-1", 1)
+    enter, leave = (ENTER, "press-1", 1), (EXIT, "press-1", 1)
     debounce = ZoneDebounce()
     assert debounce.update({"press-1": {1: True}}, (zone,), now=0.0) == [enter]
     assert debounce.update({}, (), now=1.0) == []  # gone
@@ -293,7 +294,7 @@ def test_debounce_disabled_zone_exits_at_once() -> None:
     debounce = ZoneDebounce()
     assert debounce.update({"press-1": {1: True}}, (zone,), now=0.0)
     off = KeepoutZone("press-1", zone.points, enter_frames=1, exit_frames=3, enabled=False)
-    assert debounce.update({}, (off,), now=0.1) == [("keepout_exit", "press-1", 1)]
+    assert debounce.update({}, (off,), now=0.1) == [(EXIT, "press-1", 1)]
 
 
 # --- live reload ------------------------------------------------------------------------
@@ -365,7 +366,8 @@ def _watching(tmp: Path) -> tuple[Path, ZoneWatcher, list[dict[str, Any]]]:
     store = ZoneStore(place_zones(read_config_file(config)["zones"], placement.picture, False,
                                   source))
     seen: list[dict[str, Any]] = []
-    watcher = ZoneWatcher(source, placement, store, threading.Event(), seen.append)
+    watcher = ZoneWatcher(source, placement, store, threading.Event(),
+                          on_event=lambda e: seen.append(event_json(e)), stamper=Stamper("t"))
     return config, watcher, seen
 
 
@@ -513,7 +515,7 @@ def test_a_renamed_zone_keeps_the_people_in_it() -> None:
     store = ZoneStore((KeepoutZone("press-1", square, enter_frames=1, exit_frames=1),))
     debounce = ZoneDebounce()
     assert debounce.update({"press-1": {7: True}}, store.zones) == [
-        ("keepout_enter", "press-1", 7)]
+        (ENTER, "press-1", 7)]
     store.replace((KeepoutZone("press-A", square, enter_frames=1, exit_frames=1),))
     for old, new in store.take_renames():
         debounce.rename(old, new)

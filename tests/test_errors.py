@@ -18,7 +18,8 @@ import cv2
 import pytest
 
 from coral_mfg.config.flags import resolve_settings, run_parser
-from coral_mfg.runtime.pipeline import Pipeline, build_pipeline
+from coral_mfg.runtime.builder import build_pipeline
+from coral_mfg.runtime.pipeline import Pipeline
 from tests.conftest import ROOT, video
 
 
@@ -197,7 +198,7 @@ def test_stats_are_logged_per_stream(caplog: pytest.LogCaptureFixture) -> None:
 
     pipeline = _finished_pipeline(10)
     with caplog.at_level(logging.INFO, logger="coral_mfg.runtime.pipeline"):
-        pipeline.log_stats(every_s=0.0)
+        pipeline._log_stats(every_s=0.0)
     pipeline.close()
     lines = [r.getMessage() for r in caplog.records]
     for stream in ("worker_safety", "visual_inspection"):

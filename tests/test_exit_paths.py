@@ -87,7 +87,7 @@ def test_an_output_failing_as_it_closes_does_not_lose_the_summary(tmp_path: Path
     """The broker goes bad exactly when the run ends: the event log still ends with the
     summary, and the failure is one logged line."""
     from coral_mfg.config.flags import resolve_settings, run_parser
-    from coral_mfg.runtime.pipeline import build_pipeline
+    from coral_mfg.runtime.builder import build_pipeline
     from tests.conftest import free_port
 
     events = tmp_path / "events.jsonl"

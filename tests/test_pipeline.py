@@ -19,6 +19,7 @@ import pytest
 from coral_mfg.capture.sources import CaptureThread, FrameSlot, open_capture
 from coral_mfg.config.flags import resolve_settings, run_parser
 from coral_mfg.config.settings import TrackingConfig
+from coral_mfg.core.events import Stamper
 from coral_mfg.core.frame import Frame
 from coral_mfg.core.results import FrameResult, Inferred, StageTimes
 from coral_mfg.inference.lane import InferenceLane
@@ -307,7 +308,8 @@ def _wait_for(condition: Callable[[], bool], timeout: float = 60.0) -> None:
 @pytest.fixture(scope="module")
 def lanes() -> Iterator[list[InferenceLane]]:
     settings = resolve_settings(run_parser().parse_args(["--device", "cpu"]))
-    inference = start_inference(settings.with_flags(cpu_processes=2).models, lambda event: None)
+    inference = start_inference(settings.with_flags(cpu_processes=2).models,
+                                lambda event: None, Stamper("test"))
     try:
         first = [inference.pool.lane(i) for i in range(len(inference.pool.clients()))]
         yield [lane for lane in first if lane is not None]

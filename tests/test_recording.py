@@ -221,14 +221,14 @@ def test_event_log_write_failure_cuts_back_to_whole_lines(
 ) -> None:
     """A short write (the disk filled mid-line) leaves no partial line behind."""
     log = EventLog(tmp_path / "e.jsonl", 0.0)
-    log.event({"type": "a"})
+    log.record({"type": "a"})
     real_write = os.write
     monkeypatch.setattr(os, "write", lambda fd, data: real_write(fd, data[: len(data) // 2]))
-    log.event({"type": "b", "pad": "x" * 100})
+    log.record({"type": "b", "pad": "x" * 100})
     monkeypatch.setattr(os, "write", real_write)
-    log.event({"type": "c"})  # within the retry interval: counted lost, not tried
+    log.record({"type": "c"})  # within the retry interval: counted lost, not tried
     log.health._next_try = 0.0  # as if the retry interval had passed
-    log.event({"type": "d"})
+    log.record({"type": "d"})
     log.close()
     assert [e["type"] for e in _events(tmp_path / "e.jsonl")] == ["a", "d"]
     assert log.health.counts()["lost"] == 2
@@ -408,7 +408,7 @@ def test_event_log_rotates_by_size_and_keeps_the_newest(tmp_path: Path) -> None:
     path = tmp_path / "events.jsonl"
     log = EventLog(path, 0.0, Rotation(max_bytes=1_000, keep=2))
     for i in range(100):
-        log.event({"type": "frame", "i": i, "pad": "x" * 40})
+        log.record({"type": "frame", "i": i, "pad": "x" * 40})
     log.close()
     rotated = log.rotated_files()
     assert len(rotated) == 2 and log.rotated > 2
@@ -422,9 +422,9 @@ def test_event_log_rotates_by_day(tmp_path: Path) -> None:
 
     path = tmp_path / "events.jsonl"
     log = EventLog(path, 0.0, Rotation(daily=True))
-    log.event({"type": "yesterday"})
+    log.record({"type": "yesterday"})
     log._opened -= dt.timedelta(days=1)  # as if the file had been started yesterday
-    log.event({"type": "today"})
+    log.record({"type": "today"})
     log.close()
     (old,) = log.rotated_files()
     assert [e["type"] for e in _events(old)] == ["yesterday"]
@@ -440,6 +440,7 @@ def test_a_live_source_is_retried_at_least_every_two_seconds() -> None:
 
     from coral_mfg.capture.sources import FrameSlot, SourceSupervisor
     from coral_mfg.config.settings import StreamConfig
+    from coral_mfg.core.events import Stamper
 
     calls: list[float] = []
     stop = threading.Event()
@@ -450,7 +451,8 @@ def test_a_live_source_is_retried_at_least_every_two_seconds() -> None:
 
     config = StreamConfig("worker_safety", "rtsp://127.0.0.1:9/x", True, False, 10.0, 0)
     sup = SourceSupervisor(config, FrameSlot(threading.Condition(), leaky=True), stop,
-                           opener=opener, on_end=lambda _s: None, on_event=lambda _e: None)
+                           opener=opener, on_end=lambda _s: None, on_event=lambda _e: None,
+                           stamper=Stamper("test"))
     sup.start()
     try:
         wait_for(lambda: len(calls) >= 5, "five attempts", timeout=120)

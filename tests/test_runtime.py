@@ -12,6 +12,7 @@ import pytest
 
 from coral_mfg.config.settings import ModelsConfig, load_settings
 from coral_mfg.core.errors import DeviceError, ModelError
+from coral_mfg.core.events import Stamper
 from coral_mfg.inference.discovery import Roots, survey
 from coral_mfg.inference.model_file import inspect_model, twin_path
 from coral_mfg.inference.runtime import Device, find_builds, parse_device_string
@@ -105,7 +106,7 @@ def test_the_cpu_twin_of_an_edgetpu_classifier_is_found() -> None:
 def test_auto_without_a_runtime_runs_on_the_cpu_and_says_why() -> None:
     inference = start_inference(
         _models(device="auto", classifier_model=str(model("classifier_edgetpu.tflite"))),
-        lambda event: None)
+        lambda event: None, Stamper("test"))
     try:
         assert inference.pool.device is Device.CPU
         note = inference.notes[0]
@@ -118,7 +119,7 @@ def test_auto_without_a_runtime_runs_on_the_cpu_and_says_why() -> None:
 
 def test_device_edgetpu_without_a_runtime_fails_in_one_line() -> None:
     with pytest.raises(DeviceError) as err:
-        start_inference(_models(device="edgetpu"), lambda event: None)
+        start_inference(_models(device="edgetpu"), lambda event: None, Stamper("test"))
     message = str(err.value)
     assert "\n" not in message
     assert "libedgetpu.so.1 is not installed" in message and "--device cpu" in message
@@ -127,7 +128,7 @@ def test_device_edgetpu_without_a_runtime_fails_in_one_line() -> None:
 def test_edgetpu_model_with_device_cpu_names_file_and_fix() -> None:
     with pytest.raises(ModelError) as err:
         start_inference(_models(classifier_model=str(model("classifier_edgetpu.tflite"))),
-                        lambda event: None)
+                        lambda event: None, Stamper("test"))
     message = str(err.value)
     assert "classifier_edgetpu.tflite is compiled for the Edge TPU" in message
     assert "classifier.tflite" in message.split("pass its CPU build")[1]
@@ -145,7 +146,8 @@ def test_edgetpu_model_alone_without_tpu(tmp_path: Path) -> None:
     lone = tmp_path / "classifier_edgetpu.tflite"
     shutil.copy(model(lone.name), lone)
     with pytest.raises(DeviceError, match=r"no CPU build \(classifier\.tflite\) beside it"):
-        start_inference(_models(device="auto", classifier_model=str(lone)), lambda event: None)
+        start_inference(_models(device="auto", classifier_model=str(lone)),
+                        lambda event: None, Stamper("test"))
 
 
 def test_auto_prefers_the_tpu_build() -> None:

@@ -19,9 +19,10 @@ import pytest
 
 from coral_mfg.capture.sources import VideoSource
 from coral_mfg.config.flags import resolve_settings, run_parser
+from coral_mfg.core.events import Event, event_json
 from coral_mfg.core.frame import Frame
 from coral_mfg.outputs.base import SinkBase
-from coral_mfg.runtime.pipeline import build_pipeline
+from coral_mfg.runtime.builder import build_pipeline
 from tests.conftest import ROOT, frames, free_port, video
 
 APPLES = "apple-conveyor.mp4"
@@ -82,8 +83,8 @@ class _Events(SinkBase):
         self.records: list[dict[str, Any]] = []
         self.frames: dict[str, int] = {}
 
-    def event(self, record: dict[str, Any]) -> None:
-        self.records.append(record)
+    def event(self, event: Event) -> None:
+        self.records.append(event_json(event))
 
     def write(self, result: Any) -> None:
         self.frames[result.stream] = self.frames.get(result.stream, 0) + 1
@@ -112,7 +113,7 @@ def test_faulty_source_is_lost_and_restored_while_the_other_goes_on(fault: str) 
                     and pipeline.safety.processed > at_loss + 5
                     and sink.frames.get("visual_inspection", 0) >= 10):
                 break
-        status_seen = pipeline.status("visual_inspection")
+        status_seen = pipeline.assemble_status().stream("visual_inspection").reason
         at_end = pipeline.safety.processed
     finally:
         summary = pipeline.close()

@@ -3,6 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from coral_mfg.analytics.inspection import Votes
 from coral_mfg.analytics.tracking import Tracker
 from coral_mfg.core.detections import duplicates, iou_matrix
 
@@ -111,24 +112,32 @@ def test_duplicates_are_one_object(boxes: list[list[float]], scores: list[float]
     assert got.tolist() == kept
 
 
-def test_tracks_keep_ids_and_vote() -> None:
-    tracker = Tracker(high=0.5, coast_frames=2)
+def test_tracks_keep_ids_and_bound_their_state() -> None:
+    tracker = Tracker(high=0.5, coast_frames=2, report_ended=True)
     ids = []
     for step in range(5):
         boxes = np.array([[10 + step * 5, 10, 60 + step * 5, 60], [200, 200, 250, 250]])
         seen = tracker.update(boxes, np.array([0.9, 0.9]))
         ids.append([o.track.id for o in seen])
-        seen[0].track.vote(np.array([0.9, 0.1]) if step != 2 else np.array([0.2, 0.8]))
     assert ids == [[1, 2]] * 5
-    first = tracker.tracks[0]
-    assert first.verdict == 0  # one bad frame out of five does not flip the verdict
-    assert first.verdict_score == pytest.approx((0.9 * 4 + 0.2) / 5)
+    expected = tracker.predictions()
+    assert expected.shape == (2, 4) and expected[0, 0] > 30  # moving right: ahead of it
+    tracker.update(np.array([[1000.0, 1000, 1050, 1050]]), np.array([0.1]))
+    assert expected.shape == (2, 4)  # an earlier answer is never changed under its reader
     for _ in range(3):
         tracker.update(np.zeros((0, 4)), np.zeros(0))
-    assert not tracker.tracks  # state stays bounded: ended tracks are dropped ...
-    # ... and only counts of ended tracks are kept: one graded 0, one never graded
-    assert tracker.ended_verdicts == {0: 1, None: 1}
-    assert tracker.verdict_counts() == {0: 1, None: 1}
+    assert not tracker.tracks  # state stays bounded: ended tracks are dropped
+    assert [t.id for t in tracker.take_ended()] == [1, 2]
+    assert tracker.predictions().shape == (0, 4)
+
+
+def test_votes_make_one_verdict() -> None:
+    votes = Votes()
+    for step in range(5):
+        votes.add(np.array([0.9, 0.1]) if step != 2 else np.array([0.2, 0.8]))
+    assert votes.verdict == 0  # one bad frame out of five does not flip the verdict
+    assert votes.score == pytest.approx((0.9 * 4 + 0.2) / 5)
+    assert Votes().verdict is None and Votes().score == 0.0
 
 
 @pytest.mark.parametrize("report", [False, True], ids=["not-asked", "reported"])
@@ -146,4 +155,3 @@ def test_ended_tracks_are_kept_only_when_asked_for_and_handed_out_once(report: b
             first = tracker.take_ended()
             assert [t.id for t in first] == [1] and tracker.take_ended() == []
     assert len(tracker.ended) == (49 if report else 0)
-    assert tracker.ended_verdicts == {None: 50}

@@ -267,7 +267,7 @@ def _summary(events: Path) -> dict[str, Any]:
     return summary
 
 
-CROP_NAME = re.compile(r"^visual_inspection_\d{8}-\d{6}\.\d{3}_f\d{6}_t\d+_apple\.jpg$")
+CROP_NAME = re.compile(r"^visual_inspection_\d{8}T\d{6}\.\d{3}Z_f\d{6}_t\d+_apple\.jpg$")
 
 
 @pytest.fixture(scope="module")

@@ -216,7 +216,7 @@ def test_keys_pause_hud_fullscreen_screenshot_and_quit(
     from coral_mfg.config.flags import resolve_settings, run_parser
     from coral_mfg.render.loop import WindowApp
     from coral_mfg.render.window import DisplaySink
-    from coral_mfg.runtime.pipeline import build_pipeline
+    from coral_mfg.runtime.builder import build_pipeline
 
     monkeypatch.chdir(tmp_path)
     before = set(threading.enumerate())  # earlier tests may leave abandoned readers behind
@@ -295,7 +295,7 @@ def test_quitting_with_q_writes_the_verdicts_of_objects_in_view(
     from coral_mfg.core.results import InspectedObject
     from coral_mfg.render.loop import WindowApp
     from coral_mfg.render.window import DisplaySink
-    from coral_mfg.runtime.pipeline import build_pipeline
+    from coral_mfg.runtime.builder import build_pipeline
     from tests.test_exit_paths import assert_counts_are_events
 
     events = tmp_path / "events.jsonl"
@@ -350,7 +350,7 @@ def test_lost_source_shows_no_signal(xvfb: str) -> None:
     from coral_mfg.core.frame import Frame
     from coral_mfg.render.loop import WindowApp
     from coral_mfg.render.window import DisplaySink
-    from coral_mfg.runtime.pipeline import build_pipeline
+    from coral_mfg.runtime.builder import build_pipeline
     from tests.test_sources import FakeSource
 
     opened: list[int] = []
@@ -374,7 +374,8 @@ def test_lost_source_shows_no_signal(xvfb: str) -> None:
         app.run(stop)
         app.render()
         image = app.window.read_pixels()
-        status = pipeline.status("visual_inspection")
+        shown = pipeline.assemble_status()
+        status = shown.stream("visual_inspection").reason
     finally:
         pipeline.close()
         app.finish()
@@ -383,7 +384,7 @@ def test_lost_source_shows_no_signal(xvfb: str) -> None:
     centre = right[H // 2 - 80:H // 2 + 40, 200:W - 200]
     red = (centre[..., 0] > 200) & (centre[..., 1] < 120) & (centre[..., 2] < 120)
     assert red.sum() > 500  # the big NO SIGNAL title
-    assert pipeline.status("worker_safety") is None
+    assert shown.stream("worker_safety").reason is None
 
 
 def test_zone_editor_drag_insert_delete_new_and_save(
@@ -397,7 +398,7 @@ def test_zone_editor_drag_insert_delete_new_and_save(
     from coral_mfg.config.flags import resolve_settings, run_parser
     from coral_mfg.render.loop import WindowApp
     from coral_mfg.render.window import DisplaySink
-    from coral_mfg.runtime.pipeline import build_pipeline
+    from coral_mfg.runtime.builder import build_pipeline
 
     cfg = tmp_path / "site.toml"
     cfg.write_text(
@@ -490,7 +491,7 @@ def test_csv_zone_is_saved_back_to_its_csv(xvfb: str, tmp_path: Path) -> None:
     from coral_mfg.config.flags import resolve_settings, run_parser
     from coral_mfg.render.loop import WindowApp
     from coral_mfg.render.window import DisplaySink
-    from coral_mfg.runtime.pipeline import build_pipeline
+    from coral_mfg.runtime.builder import build_pipeline
 
     csv = tmp_path / "zone.csv"
     csv.write_text("x,y\n585,390\n720,335\n420,205\n305,235\n")
@@ -523,7 +524,7 @@ def test_window_close_stops_cleanly(xvfb: str) -> None:
     from coral_mfg.config.flags import resolve_settings, run_parser
     from coral_mfg.render.loop import WindowApp
     from coral_mfg.render.window import DisplaySink
-    from coral_mfg.runtime.pipeline import build_pipeline
+    from coral_mfg.runtime.builder import build_pipeline
 
     before = set(threading.enumerate())
     settings = resolve_settings(run_parser().parse_args(["--device", "cpu"]))

@@ -11,7 +11,6 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -19,6 +18,7 @@ import numpy.typing as npt
 from coral_mfg.analytics.tracking import Tracker
 from coral_mfg.config.settings import TrackingConfig
 from coral_mfg.core.detections import Detections, as_box, iou_matrix, pixel_boxes
+from coral_mfg.core.events import Graded, Stamper
 from coral_mfg.core.frame import Frame
 from coral_mfg.core.geometry import letterbox
 from coral_mfg.core.results import (
@@ -37,12 +37,39 @@ MIN_CROP_PX = 8
 
 
 @dataclass
+class Votes:
+    """One object's grades summed over the frames it was graded on: its verdict is the
+    grade with the most score, so one odd frame does not decide it."""
+
+    sums: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
+    count: int = 0
+
+    def add(self, scores: npt.NDArray[np.floating]) -> None:
+        if self.sums.shape != scores.shape:
+            self.sums = np.zeros(scores.shape, dtype=np.float64)
+        self.sums += scores
+        self.count += 1
+
+    @property
+    def verdict(self) -> int | None:
+        if self.sums.size == 0 or not self.sums.any():
+            return None
+        return int(np.argmax(self.sums))
+
+    @property
+    def score(self) -> float:
+        """Mean score of the winning grade over the graded frames."""
+        return float(self.sums.max() / self.count) if self.count else 0.0
+
+
+@dataclass
 class VisualInspection:
     """The inspection stream's processor: detect, crop, grade, and vote per tracked object."""
 
     tracker: Tracker
     out_size: tuple[int, int]
     tracking: TrackingConfig
+    stamper: Stamper
     name: str = VISUAL_INSPECTION
     processed: int = 0
     labels: Labels | None = None  # the lane's, taken on the first frame
@@ -53,7 +80,13 @@ class VisualInspection:
     #: of its ``graded`` event; dropped when the track ends, so memory stays bounded
     last_graded: dict[int, tuple[FrameResult, Box]] = field(default_factory=dict)
     last_frame: int = -1  # the index of the last frame finished: the frame of final verdicts
-    #: held by :meth:`finish` and :meth:`flush`: the tracks are ended once, by one of them
+    #: per live track, its votes
+    votes: dict[int, Votes] = field(default_factory=dict)
+    #: objects that ended, counted by verdict (None: never graded); only counts are kept,
+    #: so memory stays flat however long the run
+    ended_verdicts: dict[int | None, int] = field(default_factory=dict)
+    #: held by :meth:`finish`, :meth:`flush` and :meth:`counts`: the tracks are ended once,
+    #: by one of them, and counted as a whole
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def infer(self, frame: Frame, lane: InferenceLane) -> Inferred:
@@ -109,13 +142,14 @@ class VisualInspection:
             names = self.track_labels.setdefault(obs.track.id, Counter())
             if i is not None:
                 names[self._label(int(found.class_ids[i]))] += 1
+            votes = self.votes.setdefault(obs.track.id, Votes())
             if scores is not None:
-                obs.track.vote(scores)
+                votes.add(scores)
                 graded.append(len(objects))
-            verdict = obs.track.verdict
+            verdict = votes.verdict
             objects.append(InspectedObject(
                 _most_common(names), obs.score, as_box(box),
-                self._grade(verdict), None if verdict is None else obs.track.verdict_score,
+                self._grade(verdict), None if verdict is None else votes.score,
                 obs.track.id, obs.predicted, self._passed(verdict),
                 None if scores is None else self._grade(int(np.argmax(scores))),
                 None if scores is None or i is None else inferred.crops[i]))
@@ -143,40 +177,54 @@ class VisualInspection:
             return None
         return verdict in self.labels.passing
 
-    def flush(self) -> tuple[tuple[dict[str, Any], ...], tuple[SnapshotRequest, ...]]:
+    def flush(self) -> tuple[tuple[Graded, ...], tuple[SnapshotRequest, ...]]:
         """The run is stopping: every object still in view ends now, with its ``graded``
         event, so the events written agree with the counts on every way a run ends."""
         with self.lock:
             self.tracker.end_all()
             return self._ended()
 
-    def _ended(self) -> tuple[tuple[dict[str, Any], ...], tuple[SnapshotRequest, ...]]:
+    def _ended(self) -> tuple[tuple[Graded, ...], tuple[SnapshotRequest, ...]]:
         """A ``graded`` event for each object whose track ended with a verdict: its
         verdict is final then, and agrees with the counts."""
         events, snapshots = [], []
         for track in self.tracker.take_ended():
             last = self.last_graded.pop(track.id, None)
             label = _most_common(self.track_labels.pop(track.id, Counter()))
-            verdict = track.verdict
-            if verdict is None or not self.tracker.is_counted(track):
+            votes = self.votes.pop(track.id, Votes())
+            verdict = votes.verdict
+            if not self.tracker.is_counted(track):
                 continue
-            event: dict[str, Any] = {
-                "type": "graded", "label": label, "track": track.id,
-                "grade": self._grade(verdict), "passed": self._passed(verdict),
-                "grade_score": round(track.verdict_score, 4), "frames": track.hits,
-                "graded_frames": track.n_votes, "frame": self.last_frame}
+            self.ended_verdicts[verdict] = self.ended_verdicts.get(verdict, 0) + 1
+            if verdict is None:
+                continue
+            stamp = self.stamper.stamp()
+            event = Graded(label=label, track=track.id, grade=self._grade(verdict) or "",
+                           passed=bool(self._passed(verdict)),
+                           grade_score=round(votes.score, 4), frames=track.hits,
+                           graded_frames=votes.count, frame=self.last_frame,
+                           stream=self.name, stamp=stamp,
+                           snapshot=self.stamper.picture(Graded.type, stamp)
+                           if last is not None else None)
             events.append(event)
-            if last is not None:
+            if last is not None and event.snapshot is not None:
                 snapshots.append(SnapshotRequest(event, last[0], last[1]))
         return tuple(events), tuple(snapshots)
 
     def counts(self) -> dict[str, int]:
-        """Objects seen on enough frames to count, by their verdict's grade name; every
-        grade is listed once the models are known, so a zero is a zero, not a gap."""
+        """Objects seen on enough frames to count, ended or in view, by their verdict's
+        grade name; every grade is listed once the models are known, so a zero is a zero,
+        not a gap."""
         if self.labels is None:
             return {}
+        with self.lock:
+            verdicts = dict(self.ended_verdicts)
+            for track in self.tracker.tracks:
+                if self.tracker.is_counted(track):
+                    v = self.votes[track.id].verdict if track.id in self.votes else None
+                    verdicts[v] = verdicts.get(v, 0) + 1
         counts = dict.fromkeys(self.labels.classifier.values(), 0)
-        for verdict, n in self.tracker.verdict_counts().items():
+        for verdict, n in verdicts.items():
             name = self._grade(verdict)
             if name is not None:
                 counts[name] = counts.get(name, 0) + n

@@ -10,7 +10,6 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -18,6 +17,7 @@ from coral_mfg.analytics.tracking import Tracker
 from coral_mfg.analytics.zones import KeepoutZone
 from coral_mfg.config.settings import TrackingConfig
 from coral_mfg.core.detections import as_box, pixel_boxes
+from coral_mfg.core.events import KeepoutEnter, KeepoutExit, Stamper
 from coral_mfg.core.frame import Frame
 from coral_mfg.core.geometry import letterbox
 from coral_mfg.core.results import (
@@ -85,6 +85,8 @@ def _renames(
     return out
 
 
+#: The debounce's edges: a person entered or left a zone.
+ENTER, EXIT = "enter", "exit"
 #: A zone gone from the file keeps who is in it this long before they leave it: a
 #: file saved in two steps must not turn one stay into an exit and a second entry.
 GONE_GRACE_S = 5.0
@@ -133,7 +135,7 @@ class ZoneDebounce:
                 continue  # perhaps a file read half-written: the zone may come back
             if zone is None or not zone.enabled:  # zone removed or disabled: leave it now
                 if state.active:
-                    events.append(("keepout_exit", zone_name, track))
+                    events.append((EXIT, zone_name, track))
                     self.stayed[(zone_name, track)] = now - state.since
                 del self.states[(track, zone_name)]
                 continue
@@ -143,13 +145,13 @@ class ZoneDebounce:
                 if not state.active and state.inside >= zone.enter_frames:
                     state.active, state.since = True, now
                     self.violations[zone_name] = self.violations.get(zone_name, 0) + 1
-                    events.append(("keepout_enter", zone_name, track))
+                    events.append((ENTER, zone_name, track))
             else:
                 state.outside += 1
                 state.inside = 0
                 if state.active and state.outside >= zone.exit_frames:
                     state.active = False
-                    events.append(("keepout_exit", zone_name, track))
+                    events.append((EXIT, zone_name, track))
                     self.stayed[(zone_name, track)] = now - state.since
                 if not state.active and state.outside > zone.exit_frames + zone.enter_frames:
                     del self.states[(track, zone_name)]
@@ -185,10 +187,10 @@ class WorkerSafety:
     tracker: Tracker
     out_size: tuple[int, int]
     tracking: TrackingConfig
+    stamper: Stamper
     name: str = WORKER_SAFETY
     debounce: ZoneDebounce = field(default_factory=ZoneDebounce)
     processed: int = 0
-    started: float = field(default_factory=time.monotonic)
 
     def infer(self, frame: Frame, lane: InferenceLane) -> Inferred:
         """People on the frame, one box each; safe to run for several frames at once."""
@@ -220,20 +222,24 @@ class WorkerSafety:
             objects.append(PersonObject(obs.score, as_box(box), bool(inside_zones), obs.track.id,
                                         tuple(inside_zones), obs.predicted))
         events = tuple(self._event(kind, zone, track, frame) for kind, zone, track in edges)
-        shots = tuple(SnapshotRequest(e) for e in events if e["type"] == "keepout_enter")
+        shots = tuple(SnapshotRequest(e) for e in events
+                      if isinstance(e, KeepoutEnter) and e.snapshot is not None)
         times.checks = (time.perf_counter() - t0) * 1000.0
         self.processed += 1
         return FrameResult(frame, self.out_size, inferred.device, tuple(objects), times, events,
-                           shots)
+                           shots, tuple(z.outline for z in zones if z.enabled))
 
-    def _event(self, kind: str, zone: str, track: int, frame: Frame) -> dict[str, Any]:
-        event: dict[str, Any] = {"type": kind, "zone": zone, "track": track,
-                                 "frame": frame.index,
-                                 "time": round(frame.captured - self.started, 4)}
-        stayed = self.debounce.stayed.pop((zone, track), None)
-        if stayed is not None:
-            event["seconds_in_zone"] = round(stayed, 2)
-        return event
+    def _event(self, kind: str, zone: str, track: int, frame: Frame
+               ) -> KeepoutEnter | KeepoutExit:
+        stamp = self.stamper.stamp(frame.wall)
+        at = self.stamper.run_time(frame.captured)
+        if kind == ENTER:
+            return KeepoutEnter(zone=zone, track=track, frame=frame.index, time=at,
+                                stream=self.name, stamp=stamp,
+                                snapshot=self.stamper.picture(KeepoutEnter.type, stamp))
+        stayed = self.debounce.stayed.pop((zone, track), 0.0)
+        return KeepoutExit(zone=zone, track=track, frame=frame.index, time=at,
+                           seconds_in_zone=round(stayed, 2), stream=self.name, stamp=stamp)
 
     @property
     def violations(self) -> int:

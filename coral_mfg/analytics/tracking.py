@@ -5,8 +5,8 @@ weaker ones (down to a floor) may only continue a track that is already there.
 Each track predicts where its object will be (constant velocity), and is
 matched there by an optimal assignment on box overlap (scipy's Hungarian
 solver). A track the detector misses coasts on its prediction for a few frames
-(still drawn, masked and counted in its zone) before it ends. Each track
-carries a vote over per-frame grades, so an inspected object gets one verdict.
+(still drawn, masked and counted in its zone) before it ends. What an object
+is (its grade) is the inspection's business, not the tracker's.
 """
 
 from __future__ import annotations
@@ -33,8 +33,6 @@ class Track:
     velocity: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(4))
     hits: int = 1
     misses: int = 0  # frames since last seen
-    votes: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
-    n_votes: int = 0
 
     def predicted(self) -> npt.NDArray[np.float64]:
         return self.box + self.velocity
@@ -49,24 +47,6 @@ class Track:
     def coast(self) -> None:
         self.box = self.predicted()
         self.misses += 1
-
-    def vote(self, scores: npt.NDArray[np.floating]) -> None:
-        if self.votes.shape != scores.shape:
-            self.votes = np.zeros(scores.shape, dtype=np.float64)
-        self.votes += scores
-        self.n_votes += 1
-
-    @property
-    def verdict(self) -> int | None:
-        """The class with the most summed score over the track's frames."""
-        if self.votes.size == 0 or not self.votes.any():
-            return None
-        return int(np.argmax(self.votes))
-
-    @property
-    def verdict_score(self) -> float:
-        """Mean score of the winning class over the track's graded frames."""
-        return float(self.votes.max() / self.n_votes) if self.n_votes else 0.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -94,14 +74,14 @@ class Tracker:
     min_hits: int = 3  # frames before a track counts as a real object
     coast_after_hits: int = 2  # a track seen once is not drawn on after a miss
     tracks: list[Track] = field(default_factory=list)
-    #: ended tracks seen on enough frames, counted by verdict (None: never graded). Only
-    #: counts are kept, so memory stays flat however long the run.
-    ended_verdicts: dict[int | None, int] = field(default_factory=dict)
     #: keep ended tracks for :meth:`take_ended`; off, nothing is kept (a caller that never
     #: takes them must not collect a shift's worth)
     report_ended: bool = False
     ended: list[Track] = field(default_factory=list)
     _next_id: int = 1
+    #: where the live tracks expect their objects next, made whole after each update:
+    #: read by other threads (inference) while the next update runs
+    _expected: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros((0, 4)))
 
     def update(self, boxes: Boxes, scores: npt.NDArray[np.floating]) -> list[Observation]:
         """Match this frame's detections; the live tracks, in track order."""
@@ -132,14 +112,14 @@ class Tracker:
             self._next_id += 1
             self.tracks.append(track)
             seen.append(Observation(track, track.box, track.score, new))
+        self._expected = (np.stack([t.predicted() for t in self.tracks]) if self.tracks
+                          else np.zeros((0, 4)))
         return sorted(seen, key=lambda o: o.track.id)
 
     def predictions(self) -> npt.NDArray[np.float64]:
-        """Where the live tracks expect their objects next (a copy, safe to read anywhere)."""
-        tracks = list(self.tracks)
-        if not tracks:
-            return np.zeros((0, 4))
-        return np.stack([t.predicted() for t in tracks])
+        """Where the live tracks expect their objects next, as of the last update: a whole
+        array, never a box of one frame with the motion of the next."""
+        return self._expected
 
     def _assign(
         self, tracks: list[int], candidates: npt.NDArray[np.intp], boxes: npt.NDArray[np.float64]
@@ -163,9 +143,6 @@ class Tracker:
         self.tracks = alive
 
     def _end(self, track: Track) -> None:
-        if self.is_counted(track):
-            key = track.verdict
-            self.ended_verdicts[key] = self.ended_verdicts.get(key, 0) + 1
         if self.report_ended:
             self.ended.append(track)
 
@@ -184,11 +161,3 @@ class Tracker:
     def is_counted(self, track: Track) -> bool:
         """Whether a track was seen on enough frames to be a real object."""
         return track.hits >= self.min_hits
-
-    def verdict_counts(self) -> dict[int | None, int]:
-        """Objects seen on at least ``min_hits`` frames, ended or live, by verdict."""
-        counts = dict(self.ended_verdicts)
-        for track in list(self.tracks):
-            if self.is_counted(track):
-                counts[track.verdict] = counts.get(track.verdict, 0) + 1
-        return counts

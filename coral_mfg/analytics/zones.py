@@ -22,6 +22,7 @@ from coral_mfg.config.zones import (
     relative_points,
 )
 from coral_mfg.core.geometry import Rect, from_rect, to_rect
+from coral_mfg.core.results import ZoneOutline
 
 Rgb = tuple[int, int, int]
 
@@ -44,11 +45,14 @@ class KeepoutZone:
     spec: ZoneSpec | None = None  # as written, for saving back
     source: ZoneSource | None = None
     polygon: shapely.Polygon = field(init=False)
+    outline: ZoneOutline = field(init=False)  # as drawn
 
     def __post_init__(self) -> None:
         polygon = shapely.Polygon(self.points)
         shapely.prepare(polygon)
         object.__setattr__(self, "polygon", polygon)
+        corners = tuple((float(x), float(y)) for x, y in self.points)
+        object.__setattr__(self, "outline", ZoneOutline(self.name, corners, self.color))
 
     def with_points(self, points: npt.NDArray[np.float64]) -> KeepoutZone:
         return replace(self, points=np.asarray(points, np.float64))

@@ -21,6 +21,7 @@ import numpy.typing as npt
 
 from coral_mfg.config.settings import StreamConfig
 from coral_mfg.core.errors import UserError
+from coral_mfg.core.events import EventSink, SourceLost, SourceRestored, Stamper
 from coral_mfg.core.frame import Frame
 
 log = logging.getLogger(__name__)
@@ -427,7 +428,6 @@ class CaptureThread(threading.Thread):
 
 
 Opener = Callable[[], tuple[VideoSource, Frame | None]]
-EventSink = Callable[[dict[str, Any]], None]
 
 
 class SourceSupervisor(threading.Thread):
@@ -450,6 +450,7 @@ class SourceSupervisor(threading.Thread):
         opener: Opener,
         on_end: Callable[[str], None],
         on_event: EventSink,
+        stamper: Stamper,
         paused: threading.Event | None = None,
         first: tuple[VideoSource, Frame | None] | None = None,
         backoff: tuple[float, float] | None = None,
@@ -463,6 +464,7 @@ class SourceSupervisor(threading.Thread):
         self.opener = opener
         self.on_end = on_end
         self.on_event = on_event
+        self.stamper = stamper
         self.paused = paused or threading.Event()
         live = source_kind(config.spec) is not SourceKind.FILE
         self.backoff = backoff or (BACKOFF_FIRST_S, BACKOFF_LIVE_MAX_S if live else BACKOFF_MAX_S)
@@ -499,8 +501,9 @@ class SourceSupervisor(threading.Thread):
                     delay = min(delay * 2, self.backoff[1])
                     continue
             if self.lost_reason is not None:
-                self.on_event({"type": "source_restored", "stream": self.stream,
-                               "after_s": round(time.monotonic() - self._lost_at, 2)})
+                self.on_event(SourceRestored(
+                    stream=self.stream, after_s=round(time.monotonic() - self._lost_at, 2),
+                    time=self.stamper.run_time(), stamp=self.stamper.stamp()))
                 log.warning("%s: source %s restored", self.stream, self.spec)
                 self.lost_reason = None
                 delay = self.backoff[0]
@@ -540,6 +543,7 @@ class SourceSupervisor(threading.Thread):
         if self.lost_reason is None:
             self._lost_at = time.monotonic()
             self.lost_count += 1
-            self.on_event({"type": "source_lost", "stream": self.stream, "reason": reason})
+            self.on_event(SourceLost(stream=self.stream, reason=reason,
+                                     time=self.stamper.run_time(), stamp=self.stamper.stamp()))
             log.warning("%s: source %s lost: %s", self.stream, self.spec, reason)
         self.lost_reason = reason

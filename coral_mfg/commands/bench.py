@@ -21,7 +21,7 @@ from coral_mfg.config.flags import Parser, typed
 from coral_mfg.config.settings import Settings, load_settings
 from coral_mfg.core.results import FrameResult, InspectedObject, StageTimes
 from coral_mfg.outputs.base import SinkBase
-from coral_mfg.runtime.pipeline import build_pipeline
+from coral_mfg.runtime.builder import build_pipeline
 from coral_mfg.web.view import WebView
 
 BOUND_MAX_S = 10.0
@@ -47,7 +47,7 @@ def run_bench(settings: Settings, seconds: float) -> dict[str, Any]:
     collector = _Collector()
     web = WebView(settings)
     pipeline = build_pipeline(settings, extra_sinks=[collector, *web.sinks])
-    web.start(pipeline)
+    web.start(pipeline.board)
     pipeline.start()
     began = time.monotonic()
     try:
@@ -74,7 +74,7 @@ def run_bench(settings: Settings, seconds: float) -> dict[str, Any]:
         pool.close()
     achieved = total / elapsed
     return {
-        "device": pipeline.device,
+        "device": pool.device.value,
         "detector": pipeline.inference.plan.detector_name,
         "processes": len(pool.clients()),
         "cpu_threads": pool.clients()[0].config.cpu_threads,
@@ -145,9 +145,8 @@ def run_render_bench(settings: Settings, seconds: float) -> dict[str, Any]:
             display.write(vi)
             window.set_pane(0, ws.frame.image)
             window.set_pane(1, vi.frame.image)
-            layer = scene_for(display.snapshot(), window.atlas, window.pane_size,
-                                 pipeline.zone_store.zones, mask=None,
-                                 hud=lambda _s: hud)
+            layer = scene_for(display.snapshot(), window.atlas, window.pane_size, mask=None,
+                              hud=lambda _s: hud)
             window.draw(layer)
             window.swap()
             glfw.poll_events()

@@ -17,7 +17,8 @@ from typing import Any
 from coral_mfg import __version__
 from coral_mfg.commands.service import Watchdog, notify
 from coral_mfg.config.settings import Settings
-from coral_mfg.runtime.pipeline import build_pipeline, summary_line
+from coral_mfg.core.status import summary_line
+from coral_mfg.runtime.builder import build_pipeline
 from coral_mfg.web.guard import raise_open_file_limit
 from coral_mfg.web.view import WebView
 
@@ -52,20 +53,18 @@ def run(settings: Settings) -> int:
 
 def _run_headless(settings: Settings, stop: threading.Event) -> dict[str, Any]:
     web = WebView(settings)
-    pipeline = build_pipeline(settings, extra_sinks=web.sinks)
-    watchdog = Watchdog()
-    try:
-        web.start(pipeline)
-        _install_signals(stop)
-        pipeline.start()
-        notify("READY=1")
-        while not stop.is_set() and not pipeline.poll(POLL_S):
-            watchdog.alive()
-    finally:
-        notify("STOPPING=1")
-        web.stop()
-        summary = pipeline.close()
-    return summary
+    with build_pipeline(settings, extra_sinks=web.sinks) as pipeline:
+        with web.serving(pipeline.board):
+            _install_signals(stop)
+            pipeline.start()
+            notify("READY=1")
+            watchdog = Watchdog()
+            try:
+                while not stop.is_set() and not pipeline.poll(POLL_S):
+                    watchdog.alive()
+            finally:
+                notify("STOPPING=1")
+        return pipeline.close()
 
 
 def _run_window(settings: Settings, stop: threading.Event) -> dict[str, Any]:
@@ -75,22 +74,18 @@ def _run_window(settings: Settings, stop: threading.Event) -> dict[str, Any]:
 
     display = DisplaySink()
     web = WebView(settings)
-    pipeline = build_pipeline(settings, extra_sinks=[display, *web.sinks])
-    try:
+    with build_pipeline(settings, extra_sinks=[display, *web.sinks]) as pipeline:
         app = WindowApp(settings, pipeline, display)
-        web.start(pipeline)
-    except BaseException:
-        web.stop()
-        pipeline.close()
-        raise
-    _install_signals(stop)
-    pipeline.start()
-    notify("READY=1")
-    try:
-        app.run(stop)
-    finally:
-        notify("STOPPING=1")
-        web.stop()
-        summary = pipeline.close()
-        app.finish()
+        try:
+            with web.serving(pipeline.board):
+                _install_signals(stop)
+                pipeline.start()
+                notify("READY=1")
+                try:
+                    app.run(stop)
+                finally:
+                    notify("STOPPING=1")
+            summary = pipeline.close()
+        finally:
+            app.finish()  # the last results, drawn after the run drained
     return summary

@@ -448,6 +448,12 @@ class Settings(_Section):
         return found
 
     @property
+    def snapshot_folder(self) -> Path | None:
+        """Where snapshots go: the setting, else "snapshots" beside the event log, if any."""
+        out = self.output
+        return out.snapshot_dir or (out.events.parent / "snapshots" if out.events else None)
+
+    @property
     def station(self) -> str:
         """This station's name in every event: the setting, else the host name."""
         import socket

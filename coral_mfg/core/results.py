@@ -10,6 +10,7 @@ import numpy.typing as npt
 
 from coral_mfg.core.clock import iso_utc
 from coral_mfg.core.detections import Detections
+from coral_mfg.core.events import Event, Graded, KeepoutEnter
 from coral_mfg.core.frame import Frame
 from coral_mfg.core.geometry import Rect, letterbox
 
@@ -31,7 +32,7 @@ class PersonObject:
     zones: tuple[str, ...] = ()
     predicted: bool = False  # not detected on this frame: where its track expects it
 
-    def to_event(self) -> dict[str, Any]:
+    def record(self) -> dict[str, Any]:
         return {"label": "person", "score": round(self.score, 4), "box": list(self.box),
                 "keepout": self.keepout, "zones": list(self.zones), "track": self.track,
                 "predicted": self.predicted}
@@ -53,7 +54,7 @@ class InspectedObject:
     frame_grade: str | None = None
     crop: Box | None = None
 
-    def to_event(self) -> dict[str, Any]:
+    def record(self) -> dict[str, Any]:
         score = None if self.grade_score is None else round(self.grade_score, 4)
         return {"label": self.label, "score": round(self.score, 4), "box": list(self.box),
                 "grade": self.grade, "grade_score": score, "track": self.track,
@@ -94,9 +95,19 @@ class SnapshotRequest:
     """A picture to save for an event: the annotated pane of ``result`` (None: the
     result that carries the request), and the object's crop when ``crop`` is set."""
 
-    event: dict[str, Any]  # the event the picture belongs to; it names the file
+    event: KeepoutEnter | Graded  # the event the picture belongs to; it names the file
     result: FrameResult | None = None
     crop: Box | None = None
+
+
+@dataclass(frozen=True)
+class ZoneOutline:
+    """A zone as drawn over a frame: the zones a frame was checked against travel with its
+    result, so every picture of it shows exactly those."""
+
+    name: str
+    points: tuple[tuple[float, float], ...]  # output-frame pixels
+    color: tuple[int, int, int]  # RGB
 
 
 @dataclass(frozen=True, eq=False)
@@ -108,8 +119,9 @@ class FrameResult:
     device: str
     objects: tuple[PersonObject, ...] | tuple[InspectedObject, ...]
     times: StageTimes = field(default_factory=StageTimes)
-    events: tuple[dict[str, Any], ...] = ()  # e.g. keepout_enter / keepout_exit
+    events: tuple[Event, ...] = ()  # e.g. keepout_enter / keepout_exit
     snapshots: tuple[SnapshotRequest, ...] = ()
+    zones: tuple[ZoneOutline, ...] = ()  # the enabled zones in force (safety streams)
 
     @property
     def stream(self) -> str:
@@ -120,7 +132,8 @@ class FrameResult:
         """Where the frame lies in the output frame (letterboxed, never stretched)."""
         return letterbox(self.out_size, self.frame.size)
 
-    def to_event(self, since: float) -> dict[str, Any]:
+    def record(self, since: float) -> dict[str, Any]:
+        """The frame's line in the event log: what was seen, where, when."""
         return {
             "type": "frame",
             "stream": self.stream,
@@ -129,5 +142,5 @@ class FrameResult:
             "time": round(self.frame.captured - since, 4),
             "timestamp": iso_utc(self.frame.wall),
             "device": self.device,
-            "objects": [o.to_event() for o in self.objects],
+            "objects": [o.record() for o in self.objects],
         }

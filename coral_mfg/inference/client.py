@@ -17,6 +17,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import deque
 from enum import StrEnum
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -64,6 +65,7 @@ STDERR_TAIL = 3
 #: Errors in a row (the process alive but every request failing) before it is restarted.
 ERRORS_BEFORE_RESTART = 5
 MESSAGE_MAX = 200
+HOPS_KEPT = 2000
 
 
 class ProcessState(StrEnum):
@@ -90,10 +92,16 @@ class ProcessClient:
         self._lock = threading.Lock()  # start and stop
         self._send_lock = threading.Lock()
         self._turn = threading.Condition()
+        #: state, reason, generation, the process and its socket change together under
+        #: this lock, which is held for nothing else (never while waiting for another)
+        self._state_lock = threading.Lock()
         self._sent = 0  # tickets given out to this process's requests
         self._received = 0  # replies taken
-        self.hop_s: list[float] = []  # round trip minus the process's own time, recent calls
+        #: round trip minus the process's own time, recent calls; with errors_in_a_row,
+        #: changed by both lanes' threads: under _stats_lock
+        self._hops: deque[float] = deque(maxlen=HOPS_KEPT)
         self.errors_in_a_row = 0
+        self._stats_lock = threading.Lock()
         self.generation = 0  # processes started so far: tells one loss from its echoes
         self.runtime = ""  # "libedgetpu.so.1 <its edgetpu_version()>" once a process loaded it
 
@@ -128,20 +136,25 @@ class ProcessClient:
         """
         with self._lock:
             self._kill()
-            self.state = ProcessState.STARTING
+            self._set_state(ProcessState.STARTING)
             parent, child = socket.socketpair()
             with self._stderr.open("wb") as err:
-                self.proc = subprocess.Popen(
+                proc = subprocess.Popen(
                     [sys.executable, "-m", "coral_mfg.inference.process", str(child.fileno())],
                     pass_fds=[child.fileno()], stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL, stderr=err, close_fds=True,
                 )
+            with self._state_lock:
+                self.proc = proc
             child.close()
             with self._send_lock, self._turn:
-                self._conn = Connection(parent.detach())
-                self._conn.send(self.config)
-                self.hop_s.clear()
-                self.generation += 1
+                conn = Connection(parent.detach())
+                conn.send(self.config)
+                with self._state_lock:
+                    self._conn = conn
+                    self.generation += 1
+                with self._stats_lock:
+                    self._hops.clear()
                 self._sent = self._received = 0
 
     def wait_ready(self) -> str:
@@ -151,10 +164,11 @@ class ProcessClient:
             except ProcessStartError as exc:
                 self._kill()
                 self._forward_stderr()
-                self.state, self.reason = ProcessState.DOWN, str(exc)
+                self._set_state(ProcessState.DOWN, str(exc))
                 raise
-            self.state, self.reason = ProcessState.UP, ""
-            self.errors_in_a_row = 0
+            with self._stats_lock:
+                self.errors_in_a_row = 0
+            self._set_state(ProcessState.UP, "")
             self._forward_stderr()
             return detail
 
@@ -236,7 +250,7 @@ class ProcessClient:
         """
         self.ask_to_stop()
         with self._lock:
-            self.state = ProcessState.STOPPED
+            self._set_state(ProcessState.STOPPED)
             if self.proc is not None and grace > 0:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     self.proc.wait(grace)
@@ -246,12 +260,24 @@ class ProcessClient:
         self._stderr.unlink(missing_ok=True)
 
     def _kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        with self._state_lock:
+            proc, conn, self._conn = self.proc, self._conn, None
+        _end(proc, conn)
+
+    def _set_state(self, state: ProcessState, reason: str | None = None) -> None:
+        with self._state_lock:
+            self.state = state
+            if reason is not None:
+                self.reason = reason
+
+    def mark_down(self, reason: str) -> None:
+        """The pool gave up on this process (its device failed over): down, not stopped."""
+        self._set_state(ProcessState.DOWN, reason)
+
+    def hops(self) -> list[float]:
+        """The recent hops to the process and back (seconds), a copy."""
+        with self._stats_lock:
+            return list(self._hops)
 
     # --- calls -----------------------------------------------------------------------------
 
@@ -277,17 +303,18 @@ class ProcessClient:
                 raise self._down_if(generation, self._death("sending a request")) from None
         reply = self._receive(conn, generation, ticket, limit, request)
         if isinstance(reply, Failed):
-            self.errors_in_a_row += 1
+            with self._stats_lock:
+                self.errors_in_a_row += 1
+                errors = self.errors_in_a_row
             message = reply.message[:MESSAGE_MAX]
-            if self.errors_in_a_row >= ERRORS_BEFORE_RESTART:
-                raise self._down_if(generation, f"{self.errors_in_a_row} errors in a row: "
-                                    f"{message}")
+            if errors >= ERRORS_BEFORE_RESTART:
+                raise self._down_if(generation, f"{errors} errors in a row: {message}")
             raise RequestError(message)
-        self.errors_in_a_row = 0
         busy = getattr(reply, "busy_s", None)
-        if busy is not None and not queued:
-            self.hop_s.append(time.perf_counter() - sent - busy)
-            del self.hop_s[:-2000]
+        with self._stats_lock:
+            self.errors_in_a_row = 0
+            if busy is not None and not queued:
+                self._hops.append(time.perf_counter() - sent - busy)
         return reply
 
     def _receive(
@@ -320,14 +347,14 @@ class ProcessClient:
                 self._turn.notify_all()
 
     def _down_if(self, generation: int, reason: str) -> ProcessDownError:
-        """The process of ``generation`` is gone: mark it down, unless a newer one runs."""
-        if self.generation == generation and self.state is ProcessState.UP:
-            return self._down(reason)
-        return ProcessDownError(self.reason or reason)
-
-    def _down(self, reason: str) -> ProcessDownError:
-        self._kill()
-        self.state, self.reason = ProcessState.DOWN, reason
+        """The process of ``generation`` is gone: mark it down and end it, unless a newer
+        one runs (then this is an echo of a loss already handled)."""
+        with self._state_lock:
+            if self.generation != generation or self.state is not ProcessState.UP:
+                return ProcessDownError(self.reason or reason)
+            self.state, self.reason = ProcessState.DOWN, reason
+            proc, conn, self._conn = self.proc, self._conn, None
+        _end(proc, conn)  # this generation's, even if a new one is spawned meanwhile
         return ProcessDownError(reason)
 
     def detect(self, lane: int) -> Detected:
@@ -344,3 +371,12 @@ class ProcessClient:
         reply = self.call(MeasureBound(seconds, share), timeout=seconds + self.timeout)
         assert isinstance(reply, Bound)
         return reply
+
+
+def _end(proc: subprocess.Popen[bytes] | None, conn: Connection | None) -> None:
+    """Kill a process (if it still runs) and close its socket."""
+    if proc is not None and proc.poll() is None:
+        proc.kill()
+        proc.wait(5)
+    if conn is not None:
+        conn.close()

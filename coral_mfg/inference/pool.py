@@ -15,11 +15,17 @@ import statistics
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from coral_mfg.core.events import (
+    AcceleratorFallback,
+    AcceleratorLost,
+    AcceleratorRestored,
+    EventSink,
+    Stamper,
+)
 from coral_mfg.inference.client import ProcessClient, ProcessState
 from coral_mfg.inference.errors import ProcessStartError
 from coral_mfg.inference.lane import InferenceLane
@@ -37,7 +43,6 @@ FALLBACK_WINDOW_S = 120.0
 TICK_S = 0.2
 STOP_GRACE_S = 0.5
 
-EventSink = Callable[[dict[str, Any]], None]
 
 
 @dataclass(frozen=True)
@@ -83,7 +88,7 @@ class ProcessPool:
 
     def __init__(
         self, primary: ProcessSet, fallback: ProcessSet | None, labels: Labels, *,
-        timeout: float, on_event: EventSink, retry_s: float = 30.0,
+        timeout: float, on_event: EventSink, stamper: Stamper, retry_s: float = 30.0,
     ) -> None:
         self.retry_s = retry_s
         self.sets = {"primary": primary, "fallback": fallback}
@@ -91,6 +96,7 @@ class ProcessPool:
                         for name, s in self.sets.items() if s is not None}
         self.active = "primary"
         self.on_event = on_event
+        self.stamper = stamper
         self.counts = PoolCounts()
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -146,7 +152,7 @@ class ProcessPool:
 
     def hop_ms(self) -> tuple[float, float]:
         """Median and 99th percentile of the process hop per call, in milliseconds."""
-        hops = sorted(h for m in self.members[self.active] for h in m.client.hop_s)
+        hops = sorted(h for m in self.members[self.active] for h in m.client.hops())
         if not hops:
             return (0.0, 0.0)
         p99 = hops[min(len(hops) - 1, int(len(hops) * 0.99))]
@@ -218,8 +224,9 @@ class ProcessPool:
         member.retry_at = time.monotonic() + member.backoff
         log.warning("inference process %s (%s) lost: %s", lane.client.name,
                     lane.device.value, reason)
-        self.on_event({"type": "accelerator_lost", "device": lane.device.value,
-                       "worker": lane.client.name, "reason": reason})
+        self.on_event(AcceleratorLost(device=lane.device.value, process=lane.client.name,
+                                      reason=reason, time=self.stamper.run_time(),
+                                      stamp=self.stamper.stamp()))
         self._wake.set()
 
     def _strike(self) -> None:
@@ -268,8 +275,10 @@ class ProcessPool:
         self.counts.restored += 1
         log.warning("inference process %s (%s) restored", member.client.name,
                     member.device.value)
-        self.on_event({"type": "accelerator_restored", "device": member.device.value,
-                       "worker": member.client.name})
+        self.on_event(AcceleratorRestored(device=member.device.value,
+                                          process=member.client.name,
+                                          time=self.stamper.run_time(),
+                                          stamp=self.stamper.stamp()))
 
     def _should_fall_back(self) -> bool:
         return (not self.fallen_back and self.sets["fallback"] is not None
@@ -286,7 +295,7 @@ class ProcessPool:
             log.error("cannot fall back to the CPU either: %s", exc)
             self.counts.failures.clear()
             for m in self.members["primary"]:
-                m.client.state = ProcessState.DOWN
+                m.client.mark_down("the CPU could not take over either")
             return
         self.active = "fallback"
         self.counts.fallback += 1
@@ -294,8 +303,8 @@ class ProcessPool:
         self._probe_at = time.monotonic() + self.retry_s
         log.warning("the Edge TPU keeps failing (%s): running on the CPU, trying the Edge TPU "
                     "again every %g s", reason, self.retry_s)
-        self.on_event({"type": "accelerator_fallback", "device": "cpu", "from": "edgetpu",
-                       "reason": reason})
+        self.on_event(AcceleratorFallback(device="cpu", from_="edgetpu", reason=reason,
+                                          time=self.stamper.run_time(), stamp=self.stamper.stamp()))
 
     def _probe_primary(self) -> None:
         try:
@@ -309,8 +318,8 @@ class ProcessPool:
             m.client.stop()
         self.counts.restored += 1
         log.warning("the Edge TPU answers again: inference is back on it")
-        self.on_event({"type": "accelerator_restored", "device": self.device.value,
-                       "from": "cpu"})
+        self.on_event(AcceleratorRestored(device=self.device.value, from_="cpu",
+                                          time=self.stamper.run_time(), stamp=self.stamper.stamp()))
 
     def summary(self) -> dict[str, Any]:
         return {"device": self.device.value, "lost": self.counts.lost,

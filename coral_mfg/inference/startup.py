@@ -20,12 +20,13 @@ from pathlib import Path
 
 from coral_mfg.config.settings import ModelsConfig
 from coral_mfg.core.errors import DeviceError, ModelError, UserError
+from coral_mfg.core.events import EventSink, Stamper
 from coral_mfg.inference import device_lock, discovery
 from coral_mfg.inference.discovery import Coral
 from coral_mfg.inference.errors import ProcessStartError
 from coral_mfg.inference.model_file import twin_path
 from coral_mfg.inference.plan import Labels, ModelPlan, plan_models
-from coral_mfg.inference.pool import EventSink, ProcessPool, ProcessSet
+from coral_mfg.inference.pool import ProcessPool, ProcessSet
 from coral_mfg.inference.protocol import KnownAnswer, ModelSpec, ProcessConfig, Step
 from coral_mfg.inference.runtime import (
     Backend,
@@ -196,7 +197,7 @@ def _sets(models: ModelsConfig, m: _Models) -> tuple[ProcessSet, ProcessSet | No
     return m.tpu_set(models), cpu
 
 
-def start_inference(models: ModelsConfig, on_event: EventSink) -> Inference:
+def start_inference(models: ModelsConfig, on_event: EventSink, stamper: Stamper) -> Inference:
     """Plan the models, choose the device, start the processes; one-line errors otherwise."""
     m = _Models.read(models)
     det, clf, labels, backend = m.det, m.clf, m.labels, m.backend
@@ -209,7 +210,7 @@ def start_inference(models: ModelsConfig, on_event: EventSink) -> Inference:
         notes.append(place.describe())
         notes.extend(n for n in [_check_note(clf)] if n)
     pool = ProcessPool(primary, fallback, labels, timeout=models.inference_timeout,
-                      on_event=on_event, retry_s=models.edgetpu_retry_seconds)
+                       on_event=on_event, stamper=stamper, retry_s=models.edgetpu_retry_seconds)
     try:
         if place is not None and place.refusal is not None:
             raise place.refusal
@@ -233,7 +234,7 @@ def start_inference(models: ModelsConfig, on_event: EventSink) -> Inference:
             raise DeviceError(message) from None
         notes = [f"Edge TPU not used: {message}", fallback.describe]
         pool = ProcessPool(fallback, None, labels, timeout=models.inference_timeout,
-                          on_event=on_event)
+                           on_event=on_event, stamper=stamper)
         pool.start()
     if Device(models.device) is Device.EDGETPU:
         try:
@@ -279,7 +280,7 @@ def probe_edgetpu(models: ModelsConfig) -> Probe:
         return Probe(False, edgetpu_failure(place.refusal, models.edgetpu_device, m.backend,
                                             place.found))
     pool = ProcessPool(tpu, None, m.labels, timeout=models.inference_timeout,
-                      on_event=lambda event: None)
+                       on_event=lambda event: None, stamper=Stamper("doctor"))
     try:
         details = pool.start()
     except ProcessStartError as exc:

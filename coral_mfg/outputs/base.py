@@ -12,9 +12,11 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
+from coral_mfg.core.events import Event
 from coral_mfg.core.results import FrameResult, SnapshotRequest
+from coral_mfg.core.status import RunStatus
 
 log = logging.getLogger(__name__)
 
@@ -31,25 +33,31 @@ class StreamEnded:
 
 @dataclass(frozen=True)
 class RunEvent:
-    """Something that happened to the run (a source lost, zones reloaded), as its log record.
+    """An event no frame carries (a source lost, zones reloaded, a final verdict).
 
     It travels through the output queue so the event log keeps it in order with the frames.
     ``pictures`` are the snapshots it names, each with the result it shows.
     """
 
-    record: dict[str, Any]
+    event: Event
     pictures: tuple[SnapshotRequest, ...] = ()
 
 
-OutputItem = FrameResult | StreamEnded | RunEvent
+OutputItem = FrameResult | StreamEnded | RunEvent | RunStatus
 
 
 class Sink(Protocol):
-    """An output fed by the output thread: it must never block for long."""
+    """An output fed by the output thread: it must never block for long.
 
+    Made without side effects; ``start`` opens connections and starts threads,
+    ``close`` ends them (on every exit path, once).
+    """
+
+    def start(self) -> None: ...
     def write(self, result: FrameResult) -> None: ...
-    def event(self, record: dict[str, Any]) -> None: ...
+    def event(self, event: Event) -> None: ...
     def pictures(self, requests: tuple[SnapshotRequest, ...]) -> None: ...
+    def status(self, status: RunStatus) -> None: ...
     def end_stream(self, stream: str) -> None: ...
     def close(self) -> None: ...
 
@@ -57,10 +65,16 @@ class Sink(Protocol):
 class SinkBase:
     """A sink that ignores what it does not need."""
 
+    def start(self) -> None:
+        pass
+
     def write(self, result: FrameResult) -> None:
         pass
 
-    def event(self, record: dict[str, Any]) -> None:
+    def status(self, status: RunStatus) -> None:
+        pass
+
+    def event(self, event: Event) -> None:
         pass
 
     def pictures(self, requests: tuple[SnapshotRequest, ...]) -> None:
@@ -129,9 +143,11 @@ def _deliver(sink: Sink, item: OutputItem) -> None:
     match item:
         case StreamEnded(stream):
             sink.end_stream(stream)
-        case RunEvent(record, pictures):
-            sink.event(record)
+        case RunEvent(event, pictures):
+            sink.event(event)
             if pictures:
                 sink.pictures(pictures)
+        case RunStatus():
+            sink.status(item)
         case _:
             sink.write(item)

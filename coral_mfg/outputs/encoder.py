@@ -313,6 +313,10 @@ class H264Writer(threading.Thread):
             log.info("disk space under %s is back above the floor (%.1f GB free)",
                      self.target.where, free / GB)
 
+    def disk_warning_now(self) -> str | None:
+        """What the screen should say of the disk: DISK LOW, or None."""
+        return self.disk_warning
+
     def counts(self) -> dict[str, Any]:
         return {"received": self.received, **self.health.counts(), "files": self.segments,
                 "recent": [str(p) for p in self.recent],

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from coral_mfg.core.errors import UserError
+from coral_mfg.core.events import Event, event_json
 from coral_mfg.core.results import FrameResult
 from coral_mfg.outputs.base import SinkBase
 from coral_mfg.outputs.health import OutputHealth, os_reason
@@ -72,7 +73,11 @@ class EventLog(SinkBase):
         self._size = os.fstat(self._fd).st_size
         self._opened = dt.datetime.now()
 
-    def event(self, record: dict[str, Any]) -> None:
+    def event(self, event: Event) -> None:
+        self.record(event_json(event))
+
+    def record(self, record: dict[str, Any]) -> None:
+        """One JSON line: an event's, a frame's, or the summary."""
         data = (json.dumps(record, separators=(",", ":")) + "\n").encode()
         with self._lock:
             if self._closed or not self.health.may_write(self.path.parent):
@@ -108,9 +113,9 @@ class EventLog(SinkBase):
             log.debug("cannot cut %s back to %d bytes", self.path, self._size, exc_info=True)
 
     def write(self, result: FrameResult) -> None:
-        self.event(result.to_event(self.started))
-        for record in result.events:
-            self.event(record)
+        self.record(result.record(self.started))
+        for event in result.events:
+            self.event(event)
 
     # --- rotation ------------------------------------------------------------------------
 

@@ -11,10 +11,8 @@ bounded queue, so a slow disk drops crops (counted), never frames.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import queue
-import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +22,9 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from coral_mfg.core.clock import file_utc
 from coral_mfg.core.files import make_folder
+from coral_mfg.core.names import name_part
 from coral_mfg.core.results import FrameResult, InspectedObject
 from coral_mfg.outputs.base import SinkBase
 from coral_mfg.outputs.health import OutputHealth, os_reason
@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 JPEG_QUALITY = 95  # training material: little loss
 QUEUE_SIZE = 256
 POLL_S = 0.1
-_UNSAFE = re.compile(r"[^\w.-]+")
 
 
 @dataclass(frozen=True, eq=False)
@@ -48,17 +47,15 @@ class Crop:
 
 
 def folder_name(grade: str) -> str:
-    """A grade as a folder name: the grade itself unless it holds a path separator."""
-    return _UNSAFE.sub("_", grade).strip("._") or "grade"
+    """A grade as a folder name (the one encoding of names in paths)."""
+    return name_part(grade)
 
 
 def crop_name(result: FrameResult, obj: InspectedObject) -> str:
-    """``visual_inspection_20261128-101500.250_f000123_t7_apple``: stream, time, frame,
-    track and label, so a crop can be found again on the recording."""
-    when = dt.datetime.fromtimestamp(result.frame.wall)
-    stamp = f"{when:%Y%m%d-%H%M%S}.{when.microsecond // 1000:03d}"
-    return (f"{result.stream}_{stamp}_f{result.frame.index:06d}_t{obj.track}_"
-            f"{folder_name(obj.label)}")
+    """``visual_inspection_20261128T101500.250Z_f000123_t7_apple``: stream, time (UTC),
+    frame, track and label, so a crop can be found again on the recording."""
+    return (f"{name_part(result.stream)}_{file_utc(result.frame.wall, millis=True)}_"
+            f"f{result.frame.index:06d}_t{obj.track}_{name_part(obj.label)}")
 
 
 def jpeg_bytes(folder: Path) -> int:
@@ -81,9 +78,11 @@ class Harvester(SinkBase):
         self._done = threading.Event()
         self._abandon = threading.Event()
         self._thread = threading.Thread(target=self._run, name="harvest", daemon=True)
+
+    def start(self) -> None:
         self._thread.start()
-        log.info("harvesting graded crops into %s (%.0f of %.0f MB used)", folder,
-                 self.used / 2**20, max_bytes / 2**20)
+        log.info("harvesting graded crops into %s (%.0f of %.0f MB used)", self.folder,
+                 self.used / 2**20, self.max_bytes / 2**20)
 
     def write(self, result: FrameResult) -> None:
         for obj in result.objects:
@@ -137,7 +136,8 @@ class Harvester(SinkBase):
     def close(self, timeout: float = 5.0) -> None:
         """Write what is queued (within ``timeout``), then stop; what is left is counted."""
         self._done.set()
-        self._thread.join(timeout)
+        if self._thread.ident is not None:
+            self._thread.join(timeout)
         self._abandon.set()
         left = self._queue.qsize()
         if left:

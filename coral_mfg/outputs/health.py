@@ -9,7 +9,6 @@ failing writer never waits on the outputs that report it.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import logging
 import threading
 import time
@@ -17,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from coral_mfg.core.clock import iso_utc
+from coral_mfg.core.events import OutputFault, OutputRestored, Stamper
 from coral_mfg.outputs.retention import free_bytes
 
 log = logging.getLogger(__name__)
@@ -37,12 +38,14 @@ class Transition:
     lost: int  # items lost so far (for a recovery: while it was failing)
     wall: float = field(default_factory=time.time)  # when; it may be logged later
 
-    def to_event(self) -> dict[str, Any]:
-        at = dt.datetime.fromtimestamp(self.wall, dt.UTC).isoformat(timespec="milliseconds")
+    def event(self, stamper: Stamper) -> OutputFault | OutputRestored:
+        """The event telling of it, stamped now (``at`` says when it happened)."""
+        at, time_ = iso_utc(self.wall), stamper.run_time()
         if self.failed:
-            return {"type": "output_fault", "output": self.output, "reason": self.reason,
-                    "at": at}
-        return {"type": "output_restored", "output": self.output, "lost": self.lost, "at": at}
+            return OutputFault(output=self.output, reason=self.reason, at=at, time=time_,
+                               stamp=stamper.stamp())
+        return OutputRestored(output=self.output, lost=self.lost, at=at, time=time_,
+                              stamp=stamper.stamp())
 
 
 class OutputHealth:

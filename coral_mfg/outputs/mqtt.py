@@ -27,17 +27,18 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Callable
+import time
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from coral_mfg.analytics.zones import KeepoutZone
 from coral_mfg.config.settings import MqttConfig
+from coral_mfg.core.events import Event, event_json
 from coral_mfg.core.names import name_part
-from coral_mfg.core.results import STREAMS, FrameResult, PersonObject
+from coral_mfg.core.results import FrameResult
+from coral_mfg.core.status import RunStatus, stream_record
 from coral_mfg.outputs.base import SinkBase
 from coral_mfg.outputs.health import OutputHealth
 
@@ -61,14 +62,12 @@ def broker_address(url: str) -> tuple[str, int, bool]:
 class MqttPublisher(SinkBase):
     """Publishes what the run produces; see the module's docstring for the topics."""
 
-    def __init__(self, config: MqttConfig, station: str,
-                 counts: Callable[[], dict[str, int]],
-                 zones: Callable[[], tuple[KeepoutZone, ...]]) -> None:
+    def __init__(self, config: MqttConfig, station: str) -> None:
         assert config.mqtt is not None
         self.host, self.port, tls = broker_address(config.mqtt)
         self.prefix = config.mqtt_prefix.strip("/")
-        self.counts = counts
-        self.zones = zones
+        self.state_every = config.mqtt_state_seconds
+        self._state_at = -config.mqtt_state_seconds
         self.health = OutputHealth("mqtt")
         self.published = 0
         self.connects = 0
@@ -89,8 +88,12 @@ class MqttPublisher(SinkBase):
         self.client.on_connect_fail = self._connect_failed
         self.client.on_disconnect = self._disconnected
         self.client.on_publish = self._published
+        self._tls = tls
+
+    def start(self) -> None:
+        """Connect in the background (paho's thread); the run never waits for the broker."""
         log.info("mqtt: publishing to %s:%d%s under '%s/'", self.host, self.port,
-                 " (TLS)" if tls else "", self.prefix)
+                 " (TLS)" if self._tls else "", self.prefix)
         self.client.connect_async(self.host, self.port, keepalive=KEEPALIVE_S)
         self.client.loop_start()
 
@@ -116,8 +119,9 @@ class MqttPublisher(SinkBase):
         self.connects += 1
         log.info("mqtt: connected to %s:%d", self.host, self.port)
         self.health.wrote(0)
-        with self._lock:  # a restarted broker may have lost its retained topics: send again
-            self._last.clear()
+        if self.connects > 1:
+            with self._lock:  # a restarted broker may have lost its retained topics
+                self._last.clear()  # (on the first connect, what was queued goes out)
         # QoS 0: connected now, it goes out at once, and messages held while the broker
         # was away cannot crowd it out of the bounded queue
         self._send(self.topic("available"), "online", qos=0, retain=True)
@@ -162,37 +166,36 @@ class MqttPublisher(SinkBase):
             self._last[topic] = text
         self._send(topic, text, qos=1, retain=True)
 
-    def event(self, record: dict[str, Any]) -> None:
-        if record.get("type") == "summary":
-            return
-        self._send(self.topic("events"), json.dumps(record, separators=(",", ":")))
-        if record.get("type") == "graded":
-            self._counts()
-
-    def _counts(self) -> None:
-        self._retained(self.topic("inspection", "counts"), self.counts())
-
     def write(self, result: FrameResult) -> None:
-        for record in result.events:
-            self.event(record)
-        if result.stream == STREAMS[0]:
-            self._occupancy(result)
-        with self._lock:
-            first = self.topic("inspection", "counts") not in self._last
-        if first:
-            self._counts()
+        for event in result.events:
+            self.event(event)
 
-    def _occupancy(self, result: FrameResult) -> None:
-        people = [o for o in result.objects if isinstance(o, PersonObject)]
-        for zone in self.zones():
+    def event(self, event: Event) -> None:
+        self._send(self.topic("events"), json.dumps(event_json(event), separators=(",", ":")))
+
+    def status(self, status: RunStatus) -> None:
+        """Occupancy and counts when they change; each stream's state every
+        ``mqtt_state_seconds``."""
+        for zone in status.zones:
             if zone.enabled:
-                inside = sum(zone.name in p.zones for p in people)
-                self._retained(self.topic("zones", zone.name, "occupancy"), inside)
+                self._retained(self.topic("zones", zone.name, "occupancy"),
+                               status.in_zone(zone.name))
+        if status.inspected:
+            self._retained(self.topic("inspection", "counts"), dict(status.inspected))
+        now = time.monotonic()
+        if now - self._state_at >= self.state_every:
+            self._state_at = now
+            self._states(status, stopped=False)
 
-    def state(self, stream: str, state: dict[str, Any]) -> None:
-        """A stream's state (retained); called by the run every few seconds."""
-        self._send(self.topic(stream, "state"), json.dumps(state, separators=(",", ":")),
-                   qos=0, retain=True)
+    def stopped(self, status: RunStatus) -> None:
+        """The last state of each stream, ``stopped``: the run is ending."""
+        self._states(status, stopped=True)
+
+    def _states(self, status: RunStatus, *, stopped: bool) -> None:
+        for stream in status.streams:
+            record = stream_record(status, stream, stopped=stopped)
+            self._send(self.topic(stream.name, "state"),
+                       json.dumps(record, separators=(",", ":")), qos=0, retain=True)
 
     def close(self) -> None:
         """Say ``offline`` (retained) and leave; the last will covers every other exit."""
@@ -206,7 +209,7 @@ class MqttPublisher(SinkBase):
         self.client.disconnect()
         self.client.loop_stop()
 
-    def summary(self) -> dict[str, Any]:
+    def counts(self) -> dict[str, Any]:
         c = self.health.counts()
         return {"published": self.published, "dropped": c["dropped"], "lost": c["lost"],
                 "connected": self.client.is_connected(), "connects": self.connects,

@@ -7,15 +7,14 @@ and never trails its object.
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 import numpy.typing as npt
 
-from coral_mfg.analytics.zones import KeepoutZone
-from coral_mfg.core.results import STREAMS, Box, FrameResult, InspectedObject, PersonObject
+from coral_mfg.core.clock import local_caption
+from coral_mfg.core.results import Box, FrameResult, InspectedObject, PersonObject, ZoneOutline
 
 Color = tuple[int, int, int]  # RGB, 0-255
 GREEN: Color = (0, 200, 0)
@@ -55,15 +54,14 @@ class Overlay:
 
 
 def build_overlay(
-    result: FrameResult, zones: tuple[KeepoutZone, ...] = (), mask: float | None = None
+    result: FrameResult, mask: float | None = None,
+    zones: tuple[ZoneOutline, ...] | None = None,
 ) -> Overlay:
-    """What to draw over a result's frame; ``mask`` (a margin, 0.1 = 10 % of the box's
-    size on each side) hides every person, seen or predicted, under an opaque box."""
-    polygons = tuple(
-        PolygonMark(tuple((float(x), float(y)) for x, y in z.points), z.color)
-        for z in zones
-        if z.enabled
-    )
+    """What to draw over a result's frame: its zones (or ``zones``, the editor's while it
+    edits them), its objects; ``mask`` (a margin, 0.1 = 10 % of the box's size on each
+    side) hides every person, seen or predicted, under an opaque box."""
+    shown = result.zones if zones is None else zones
+    polygons = tuple(PolygonMark(z.points, z.color) for z in shown)
     boxes = []
     for obj in result.objects:
         seen = "predicted" if obj.predicted else f"{obj.score:.2f}"
@@ -137,18 +135,14 @@ def render_pane(result: FrameResult, overlay: Overlay) -> npt.NDArray[np.uint8]:
 
 def caption(stream: str, wall: float) -> str:
     """``worker_safety  2026-11-24 11:30:05.250 +01:00``: local time with its offset."""
-    when = dt.datetime.fromtimestamp(wall).astimezone()
-    offset = when.strftime("%z")
-    return (f"{stream}  {when:%Y-%m-%d %H:%M:%S}.{when.microsecond // 1000:03d} "
-            f"{offset[:3]}:{offset[3:]}")
+    return f"{stream}  {local_caption(wall)}"
 
 
-def annotated_pane(result: FrameResult, zones: tuple[KeepoutZone, ...],
-                   mask: float | None) -> npt.NDArray[np.uint8]:
+def annotated_pane(result: FrameResult, mask: float | None) -> npt.NDArray[np.uint8]:
     """A pane as it is seen away from the window (recording, snapshots, web view): the
-    frame, its overlay (zones on the safety pane only), and a caption with the stream's
-    name and the wall-clock time of capture, so a picture can be matched to an incident."""
-    shown = zones if result.stream == STREAMS[0] else ()
-    pane = render_pane(result, build_overlay(result, shown, mask))
+    frame, its overlay (with the zones it was checked against), and a caption with the
+    stream's name and the wall-clock time of capture, so a picture can be matched to an
+    incident."""
+    pane = render_pane(result, build_overlay(result, mask))
     draw_stamp(pane, caption(result.stream, result.frame.wall), result.picture[:2])
     return pane

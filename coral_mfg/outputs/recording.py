@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from coral_mfg.analytics.zones import KeepoutZone
 from coral_mfg.core.files import make_folder
 from coral_mfg.core.results import STREAMS, FrameResult
 from coral_mfg.outputs.base import SinkBase
@@ -41,12 +39,11 @@ class SideBySideRecorder(SinkBase):
 
     def __init__(
         self, target: RecordTarget, size: tuple[int, int], fps: float,
-        zones: Callable[[], tuple[KeepoutZone, ...]], mask: float | None, *, lossless: bool,
+        mask: float | None, *, lossless: bool,
     ) -> None:
         w, h = size
         _make_folder(target)
         self.size = size
-        self.zones = zones
         self.mask = mask
         self.writer = H264Writer(target, (2 * w, h), fps, lossless=lossless)
         self.pending: dict[str, deque[npt.NDArray[np.uint8]]] = {s: deque() for s in STREAMS}
@@ -55,6 +52,8 @@ class SideBySideRecorder(SinkBase):
         }
         self.ended: set[str] = set()
         self.last_seen = {s: time.monotonic() for s in STREAMS}
+
+    def start(self) -> None:
         self.writer.start()
 
     @property
@@ -62,7 +61,7 @@ class SideBySideRecorder(SinkBase):
         return self.writer.health
 
     def write(self, result: FrameResult) -> None:
-        pane = annotated_pane(result, self.zones(), self.mask)
+        pane = annotated_pane(result, self.mask)
         self.pending[result.stream].append(pane)
         self.last_seen[result.stream] = time.monotonic()
         self._drain()

@@ -8,16 +8,15 @@ the output thread, as the recording is. The folder keeps the newest
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 from collections import deque
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import cv2
 
-from coral_mfg.analytics.zones import KeepoutZone
+from coral_mfg.core.clock import file_utc
+from coral_mfg.core.events import Stamp
 from coral_mfg.core.files import make_folder
 from coral_mfg.core.results import Box, FrameResult, SnapshotRequest
 from coral_mfg.outputs.base import SinkBase
@@ -33,24 +32,23 @@ class Snapshots(SinkBase):
     """Writes the pictures that stamped events name; see the module's docstring."""
 
     def __init__(self, folder: Path, kinds: frozenset[str], keep: int,
-                 zones: Callable[[], tuple[KeepoutZone, ...]], mask: float | None) -> None:
+                 mask: float | None) -> None:
         make_folder(folder, "snapshot folder", "--snapshot_dir")
         self.folder = folder
         self.kinds = kinds
         self.keep = keep
-        self.zones = zones
         self.mask = mask
         self.health = OutputHealth("snapshots")
         self.files: deque[Path] = deque(sorted(
             p for p in folder.glob("*.jpg") if not p.name.endswith("-crop.jpg")))
         self.deleted = 0
 
-    def name(self, event: dict[str, Any]) -> Path | None:
-        """The file for an event's picture, or None when its kind is not pictured."""
-        if event["type"] not in self.kinds:
+    def name(self, kind: str, stamp: Stamp) -> str | None:
+        """The file for the picture of an event of ``kind`` (when, what, and the start of
+        its id), or None when that kind is not pictured: the events' maker asks."""
+        if kind not in self.kinds:
             return None
-        when = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        return self.folder / f"{when}-{event['type']}-{event['id'][:8]}.jpg"
+        return str(self.folder / f"{file_utc(stamp.wall)}-{kind}-{stamp.id[:8]}.jpg")
 
     def write(self, result: FrameResult) -> None:
         self._take(result.snapshots, result)
@@ -60,13 +58,13 @@ class Snapshots(SinkBase):
 
     def _take(self, requests: tuple[SnapshotRequest, ...], carrier: FrameResult | None) -> None:
         for request in requests:
-            path = request.event.get("snapshot")
+            path = request.event.snapshot
             shown = request.result or carrier
             if path is not None and shown is not None and self.health.may_write(self.folder):
                 self._save(Path(path), request, shown)
 
     def _save(self, path: Path, request: SnapshotRequest, shown: FrameResult) -> None:
-        pane = annotated_pane(shown, self.zones(), self.mask)
+        pane = annotated_pane(shown, self.mask)
         try:
             self._jpeg(path, pane)
             if request.crop is not None:

@@ -14,7 +14,7 @@ from coral_mfg.core.errors import UserError
 from coral_mfg.core.results import STREAMS, VISUAL_INSPECTION, WORKER_SAFETY
 from coral_mfg.render.editor import ZoneEditor
 from coral_mfg.render.window import IDLE_WAIT_S, DisplaySink, Window, scene_for
-from coral_mfg.runtime.pipeline import Pipeline
+from coral_mfg.runtime.control import RunControl
 
 log = logging.getLogger(__name__)
 
@@ -24,15 +24,14 @@ TITLES = {WORKER_SAFETY: "WORKER SAFETY", VISUAL_INSPECTION: "VISUAL INSPECTION"
 class WindowApp:
     """The window's side of a run: keys, mouse, HUD and drawing, on the main thread."""
 
-    def __init__(self, settings: Settings, pipeline: Pipeline, display: DisplaySink) -> None:
+    def __init__(self, settings: Settings, run: RunControl, display: DisplaySink) -> None:
         self.settings = settings
-        self.pipeline = pipeline
+        self.control = run
         self.display = display
         self.window = Window(settings.out_size, fullscreen=settings.window.fullscreen)
         self.show_hud = True
-        watcher = pipeline.zone_watcher
-        assert watcher is not None
-        self.editor = ZoneEditor(pipeline.zone_store, watcher, settings.out_size)
+        watcher = run.zone_watcher
+        self.editor = ZoneEditor(run.zone_store, watcher, settings.out_size)
         self.quit = False
         self._shown: dict[str, int] = {}
         self._dirty = True
@@ -40,35 +39,33 @@ class WindowApp:
     # --- HUD -------------------------------------------------------------------------------
 
     def hud(self, stream: str) -> list[str]:
-        p = self.pipeline
-        fps, ms = self.display.rates(stream)
-        device = "Edge TPU" if p.device == "edgetpu" else "CPU"
-        if p.inference.pool.fallen_back:
+        """The HUD of a pane, made from the run's status."""
+        s = self.control.board.current
+        st = s.stream(stream)
+        device = "Edge TPU" if s.accelerator.device == "edgetpu" else "CPU"
+        if s.accelerator.fallback:
             device += " (Edge TPU failed: fallback)"
-        source = Path(p.units[stream].config.spec).name
         lines = [
-            f"{TITLES[stream]}  {source}",
-            f"{fps:5.1f} fps   inference {ms:5.1f} ms",
-            f"{device}  {p.inference.plan.detector_name}",
-            f"dropped {p.dropped()[stream]}",
+            f"{TITLES[stream]}  {Path(st.source).name}",
+            f"{st.fps:5.1f} fps   inference {st.inference_ms:5.1f} ms",
+            f"{device}  {s.accelerator.detector}",
+            f"dropped {st.dropped}",
         ]
         if stream == WORKER_SAFETY:
-            now_s = time.monotonic()
-            now = ", ".join(f"{zone} #{track} {now_s - since:.0f} s"
-                            for zone, track, since in p.safety.debounce.occupancy()) or "nobody"
-            lines.append(f"in zone now: {now}")
-            lines.append(f"violations {p.safety.violations}   zones "
-                         + ", ".join(z.name for z in p.zone_store.zones if z.enabled))
-            if p.zone_warning():
-                lines.append(f"ZONE FILE REFUSED: {p.zone_warning()}"[:110])
+            now = time.monotonic()
+            in_zone = ", ".join(f"{o.zone} #{o.track} {now - o.since:.0f} s"
+                                for o in s.occupants) or "nobody"
+            lines.append(f"in zone now: {in_zone}")
+            lines.append(f"violations {s.violations}   zones "
+                         + ", ".join(z.name for z in s.zones if z.enabled))
+            if s.zone_error:
+                lines.append(f"ZONE FILE REFUSED: {s.zone_error}"[:110])
         else:
-            counts = p.inspection.counts()
-            lines.append("   ".join(f"{grade} {n}" for grade, n in counts.items())[:110])
-        if p.paused.is_set():
+            lines.append("   ".join(f"{grade} {n}" for grade, n in s.inspected)[:110])
+        if s.paused:
             lines.append("PAUSED (space to resume)")
-        warning = p.output_warning()
-        if warning:
-            lines.append(warning[:110])
+        if s.output_warning:
+            lines.append(s.output_warning[:110])
         return lines
 
     # --- keys ------------------------------------------------------------------------------
@@ -82,7 +79,7 @@ class WindowApp:
             if key in (glfw.KEY_Q, glfw.KEY_ESCAPE):
                 self.quit = True
             elif key == glfw.KEY_SPACE:
-                self.pipeline.set_paused(not self.pipeline.paused.is_set())
+                self.control.set_paused(not self.control.paused.is_set())
             elif key == glfw.KEY_F:
                 self.window.toggle_fullscreen()
             elif key == glfw.KEY_E:
@@ -133,10 +130,13 @@ class WindowApp:
             if stream in snap and self._shown.get(stream) != snap[stream][0]:
                 self.window.set_pane(i, snap[stream][1].frame.image)
                 self._shown[stream] = snap[stream][0]
+        status = self.control.board.current
+        editing = (tuple(z.outline for z in self.control.zone_store.zones if z.enabled)
+                   if self.editor.active else None)
         layer = scene_for(
-            snap, self.window.atlas, self.window.pane_size, self.pipeline.zone_store.zones,
-            mask=self.settings.mask, hud=self.hud if self.show_hud else None,
-            status=self.pipeline.status,
+            snap, self.window.atlas, self.window.pane_size, mask=self.settings.mask,
+            hud=self.hud if self.show_hud else None,
+            status=lambda stream: status.stream(stream).reason, zones=editing,
         )
         self.editor.draw(self.window.atlas, layer)
         self.window.draw(layer)
@@ -154,7 +154,7 @@ class WindowApp:
             glfw.wait_events_timeout(IDLE_WAIT_S)
             self.handle_keys()
             self.handle_mouse()
-            done = self.pipeline.poll(0)
+            done = self.control.poll(0)
             fb = self.window.framebuffer_size()
             now = time.monotonic()
             if fb != last_fb or self._changed() or self._dirty or (

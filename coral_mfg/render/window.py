@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-import statistics
 import threading
-import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,10 +21,9 @@ import numpy as np
 import numpy.typing as npt
 from OpenGL import GL
 
-from coral_mfg.analytics.zones import KeepoutZone
 from coral_mfg.core.errors import UserError
 from coral_mfg.core.geometry import Rect, letterbox
-from coral_mfg.core.results import STREAMS, FrameResult
+from coral_mfg.core.results import STREAMS, FrameResult, ZoneOutline
 from coral_mfg.outputs.base import SinkBase
 from coral_mfg.outputs.overlay import build_overlay
 from coral_mfg.render.gl import Program, StreamBuffer, Texture
@@ -36,8 +33,6 @@ from coral_mfg.render.text import GlyphAtlas
 log = logging.getLogger(__name__)
 
 IDLE_WAIT_S = 1 / 120
-RECENT = 30
-STALE_S = 2.0
 
 
 @dataclass
@@ -47,32 +42,16 @@ class DisplaySink(SinkBase):
     lock: threading.Lock = field(default_factory=threading.Lock)
     latest: dict[str, FrameResult] = field(default_factory=dict)
     seq: dict[str, int] = field(default_factory=dict)
-    stamps: dict[str, deque[float]] = field(default_factory=dict)
-    infer_ms: dict[str, deque[float]] = field(default_factory=dict)
 
     def write(self, result: FrameResult) -> None:
         with self.lock:
             s = result.stream
             self.latest[s] = result
             self.seq[s] = self.seq.get(s, 0) + 1
-            self.stamps.setdefault(s, deque(maxlen=RECENT)).append(time.monotonic())
-            self.infer_ms.setdefault(s, deque(maxlen=RECENT)).append(
-                result.times.detect + result.times.classify
-            )
 
     def snapshot(self) -> dict[str, tuple[int, FrameResult]]:
         with self.lock:
             return {s: (self.seq[s], r) for s, r in self.latest.items()}
-
-    def rates(self, stream: str) -> tuple[float, float]:
-        """(processed fps, median inference ms) over the recent frames."""
-        with self.lock:
-            stamps = list(self.stamps.get(stream, ()))
-            ms = list(self.infer_ms.get(stream, ()))
-        if len(stamps) < 2 or time.monotonic() - stamps[-1] > STALE_S:
-            return 0.0, (statistics.median(ms) if ms else 0.0)  # nothing recent: not "97 fps"
-        span = stamps[-1] - stamps[0]
-        return ((len(stamps) - 1) / span if span > 0 else 0.0), statistics.median(ms)
 
 
 class Window:
@@ -270,20 +249,21 @@ def scene_for(
     snapshot: dict[str, tuple[int, FrameResult]],
     atlas: GlyphAtlas,
     pane_size: tuple[int, int],
-    zones: tuple[KeepoutZone, ...],
     *,
     mask: float | None,
     hud: Callable[[str], list[str]] | None,
     status: Callable[[str], str | None] | None = None,
+    zones: tuple[ZoneOutline, ...] | None = None,
 ) -> Layer:
-    """Overlays of the shown results (zones on the safety pane) and, optionally, the HUD."""
+    """Overlays of the shown results (each with the zones it was checked against, or
+    ``zones`` on the safety pane while they are being edited) and, optionally, the HUD."""
     layer = Layer()
     for i, stream in enumerate(STREAMS):
         dx = float(i * pane_size[0])
         if stream in snapshot:
             result = snapshot[stream][1]
-            overlay_layer(build_overlay(result, zones if i == 0 else (), mask), atlas, dx,
-                          layer)
+            override = zones if i == 0 else None
+            overlay_layer(build_overlay(result, mask, override), atlas, dx, layer)
         message = status(stream) if status is not None else None
         if message:
             pane = (dx, 0.0, float(pane_size[0]), float(pane_size[1]))

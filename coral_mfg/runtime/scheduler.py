@@ -190,10 +190,11 @@ class Scheduler:
                 return  # stopping: the frame is abandoned with the run
             result = self._finish(job, inferred) if inferred is not None else None
             if result is not None:
-                job.state.consecutive_errors = 0
                 self.on_result(result)
             with self.cond:
                 state = job.state
+                if result is not None:
+                    state.consecutive_errors = 0
                 state.finished += 1
                 state.in_flight -= 1
                 state.last_done = time.monotonic()

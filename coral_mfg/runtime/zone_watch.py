@@ -12,16 +12,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from coral_mfg.analytics.safety import ZoneStore
 from coral_mfg.analytics.zones import KeepoutZone, place_zones
 from coral_mfg.config.settings import Settings, read_config_file
 from coral_mfg.config.zones import ZoneSource, ZoneSpec, csv_spec
 from coral_mfg.core.errors import ConfigError, UserError
+from coral_mfg.core.events import EventSink, Stamper, ZonesError, ZonesReloaded
 from coral_mfg.core.geometry import Rect
 
 log = logging.getLogger(__name__)
@@ -91,7 +90,9 @@ class ZoneWatcher(threading.Thread):
         placement: ZonePlacement,
         store: ZoneStore,
         stop: threading.Event,
-        on_event: Callable[[dict[str, Any]], None],
+        *,
+        on_event: EventSink,
+        stamper: Stamper,
     ) -> None:
         super().__init__(name="zone-watch", daemon=True)
         self.source = source
@@ -99,6 +100,7 @@ class ZoneWatcher(threading.Thread):
         self.store = store
         self.stop_event = stop
         self.on_event = on_event
+        self.stamper = stamper
         self._seen = _stamp(source.path)
         self._pending = False  # a change seen and not yet read
         self._changing: tuple[int, int, int] | None = None  # the file as last seen meanwhile
@@ -146,7 +148,8 @@ class ZoneWatcher(threading.Thread):
             message = str(exc)
             if message != self.store.error:
                 log.warning("zones not reloaded, the last good ones stay: %s", message)
-                self.on_event({"type": "zones_error", "error": message})
+                self.on_event(ZonesError(error=message, time=self.stamper.run_time(),
+                                         stamp=self.stamper.stamp()))
             self.store.fail(message)
             return
         except Exception:  # a bug in reloading must not take the app down either
@@ -155,4 +158,5 @@ class ZoneWatcher(threading.Thread):
             return
         self.store.replace(zones)
         log.info("zones reloaded from %s: %s", self.source.path, ", ".join(z.name for z in zones))
-        self.on_event({"type": "zones_reloaded", "zones": [z.name for z in zones]})
+        self.on_event(ZonesReloaded(zones=tuple(z.name for z in zones),
+                                    time=self.stamper.run_time(), stamp=self.stamper.stamp()))

@@ -14,22 +14,20 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import cv2
 
-from coral_mfg.analytics.zones import KeepoutZone
-from coral_mfg.core.results import STREAMS, FrameResult
+from coral_mfg.core.events import Event, event_json
+from coral_mfg.core.results import FrameResult
 from coral_mfg.outputs.base import SinkBase
 from coral_mfg.outputs.overlay import annotated_pane
 from coral_mfg.web.metrics import Metrics
 
 RECENT_EVENTS = 200
 JPEG_QUALITY = 75
-FPS_WINDOW_S = 2.0
 
 
 #: The encoding thread's niceness: on a busy CPU, inference and the recording come first.
@@ -54,15 +52,13 @@ class Picture:
 class WebHub(SinkBase):
     """The web view's side of the outputs; read from the server's thread."""
 
-    def __init__(self, zones: Callable[[], tuple[KeepoutZone, ...]], mask: float | None,
+    def __init__(self, mask: float | None,
                  metrics: Metrics) -> None:
-        self.zones = zones
         self.mask = mask
         self.metrics = metrics
         self._lock = threading.Lock()
         self._latest: dict[str, tuple[int, FrameResult]] = {}
         self._pictures: dict[str, Picture] = {}
-        self._times: dict[str, deque[float]] = {s: deque() for s in STREAMS}
         self.events: deque[tuple[int, dict[str, Any]]] = deque(maxlen=RECENT_EVENTS)
         self._event_seq = 0
         self._seq = 0
@@ -77,17 +73,12 @@ class WebHub(SinkBase):
         with self._lock:
             self._seq += 1
             self._latest[result.stream] = (self._seq, result)
-            times = self._times[result.stream]
-            times.append(now)
-            while times and now - times[0] > FPS_WINDOW_S:
-                times.popleft()
         self.metrics.observe(result, now)
-        for record in result.events:
-            self.event(record)
+        for event in result.events:
+            self.event(event)
 
-    def event(self, record: dict[str, Any]) -> None:
-        if record.get("type") == "summary":
-            return
+    def event(self, event: Event) -> None:
+        record = event_json(event)  # made once, here, for every viewer
         with self._lock:
             self._event_seq += 1
             self.events.append((self._event_seq, record))
@@ -96,13 +87,6 @@ class WebHub(SinkBase):
         self.encoder.shutdown(wait=False, cancel_futures=True)
 
     # --- the server's thread ---------------------------------------------------------------
-
-    def fps(self, stream: str) -> float:
-        with self._lock:
-            times = list(self._times[stream])
-        if len(times) < 2 or time.monotonic() - times[-1] > FPS_WINDOW_S:
-            return 0.0
-        return (len(times) - 1) / (times[-1] - times[0])
 
     def latest_seq(self, stream: str) -> int:
         with self._lock:
@@ -119,7 +103,7 @@ class WebHub(SinkBase):
         seq, result = found
         if cached is not None and cached.seq == seq:
             return cached
-        pane = annotated_pane(result, self.zones(), self.mask)
+        pane = annotated_pane(result, self.mask)
         ok, data = cv2.imencode(".jpg", pane, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
         if not ok:
             return None

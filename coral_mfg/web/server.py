@@ -20,14 +20,15 @@ import os
 import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from coral_mfg.config.validators import is_loopback, parse_bind
 from coral_mfg.core.errors import UserError
-from coral_mfg.core.results import STREAMS
+from coral_mfg.core.status import stream_record
+from coral_mfg.runtime.status import StatusBoard
 from coral_mfg.web.guard import (
     BadRequests,
     ConnectionGuard,
@@ -37,9 +38,6 @@ from coral_mfg.web.guard import (
 )
 from coral_mfg.web.hub import WebHub, yield_to_inspection
 from coral_mfg.web.page import LOGIN_PAGE, PAGE
-
-if TYPE_CHECKING:
-    from coral_mfg.runtime.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +62,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class WebServer:
     """Serves one run; started before the run, stopped before it is closed."""
 
-    def __init__(self, bind: str, token: str | None, hub: WebHub, pipeline: Pipeline,
+    def __init__(self, bind: str, token: str | None, hub: WebHub, board: StatusBoard,
                  snapshots: Path | None, *, max_connections: int = 64,
                  max_viewers: int = 8) -> None:
         self.host, self.port = parse_bind(bind)
@@ -74,7 +72,7 @@ class WebServer:
                             f"(http_token in the config, or ${ENV_TOKEN}), or bind to "
                             "127.0.0.1")
         self.hub = hub
-        self.pipeline = pipeline
+        self.board = board
         self.snapshots = snapshots
         self.max_connections = max_connections
         self.max_viewers = max_viewers
@@ -184,7 +182,7 @@ class WebServer:
 
     async def _video(self, request: web.Request) -> web.StreamResponse:
         stream = request.match_info["stream"]
-        if stream not in STREAMS:
+        if stream not in {s.name for s in self.board.current.streams}:
             raise web.HTTPNotFound()
         return await self._live(request, "multipart/x-mixed-replace; boundary=frame",
                                 lambda response: self._send_frames(stream, request, response),
@@ -236,17 +234,17 @@ class WebServer:
             await asyncio.sleep(1.0 / MAX_VIEW_FPS)
 
     def status(self) -> dict[str, Any]:
-        p = self.pipeline
+        """``/api/status``: the run's status, as the page shows it."""
+        s = self.board.current
         return {
-            "streams": {s: p.stream_state(s, self.hub.fps(s)) for s in STREAMS},
-            "accelerator": {"device": p.device, "status": p.inference.pool.status(),
-                            "fallback": p.inference.pool.fallen_back},
-            "zones": [{"name": z.name, "enabled": z.enabled, "mode": z.mode}
-                      for z in p.zone_store.zones],
-            "in_zone": [{"zone": z, "track": t} for z, t in p.safety.debounce.active_pairs()],
-            "violations": p.safety.violations,
-            "counts": p.inspection.counts(),
-            "warning": p.output_warning() or p.zone_warning(),
+            "streams": {stream.name: stream_record(s, stream) for stream in s.streams},
+            "accelerator": {"device": s.accelerator.device, "status": s.accelerator.down,
+                            "fallback": s.accelerator.fallback},
+            "zones": [{"name": z.name, "enabled": z.enabled, "mode": z.mode} for z in s.zones],
+            "in_zone": [{"zone": o.zone, "track": o.track} for o in s.occupants],
+            "violations": s.violations,
+            "counts": dict(s.inspected),
+            "warning": s.output_warning or s.zone_error,
             "viewers": self.viewers,
             "connections": self.connection_counts(),
         }
@@ -279,13 +277,11 @@ class WebServer:
             await asyncio.sleep(EVENTS_POLL_S)
 
     async def _health(self, _request: web.Request) -> web.StreamResponse:
-        p = self.pipeline
-        problems = {s: p.status(s) for s in STREAMS if p.status(s)}
-        accel = p.inference.pool.status()
-        body = {"status": "ok" if not problems and not accel else "unhealthy",
-                "streams": {s: p.status(s) or "live" for s in STREAMS},
-                "accelerator": accel or "ok", "device": p.device}
-        return web.json_response(body, status=200 if body["status"] == "ok" else 503)
+        s = self.board.current
+        body = {"status": "ok" if s.healthy else "unhealthy",
+                "streams": {stream.name: stream.reason or "live" for stream in s.streams},
+                "accelerator": s.accelerator.down or "ok", "device": s.accelerator.device}
+        return web.json_response(body, status=200 if s.healthy else 503)
 
     async def _metrics(self, _request: web.Request) -> web.StreamResponse:
         data = generate_latest(self.hub.metrics.registry)

@@ -3,9 +3,12 @@ server, built from the settings and started once the run is built."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 from coral_mfg.config.settings import Settings
 from coral_mfg.outputs.base import Sink
-from coral_mfg.runtime.pipeline import Pipeline
+from coral_mfg.runtime.status import StatusBoard
 from coral_mfg.web.hub import WebHub
 from coral_mfg.web.metrics import Metrics
 from coral_mfg.web.server import WebServer
@@ -19,21 +22,21 @@ class WebView:
         self.hub: WebHub | None = None
         self.server: WebServer | None = None
         if settings.http.http is not None:
-            self.hub = WebHub(lambda: (), settings.mask, Metrics())
+            self.hub = WebHub(settings.mask, Metrics())
 
     @property
     def sinks(self) -> list[Sink]:
         return [self.hub] if self.hub is not None else []
 
-    def start(self, pipeline: Pipeline) -> None:
+    def start(self, board: StatusBoard) -> None:
+        """Serve the run whose status ``board`` holds (or do nothing without --http)."""
         if self.hub is None:
             return
-        self.hub.zones = lambda: pipeline.zone_store.zones
-        self.hub.metrics.watch(pipeline, self.hub.fps)
-        snapshots = pipeline.ctx.snapshots.folder if pipeline.ctx.snapshots else None
+        self.hub.metrics.watch(board)
         http = self.settings.http
         assert http.http is not None
-        self.server = WebServer(http.http, http.http_token, self.hub, pipeline, snapshots,
+        self.server = WebServer(http.http, http.http_token, self.hub, board,
+                                self.settings.snapshot_folder,
                                 max_connections=http.http_max_connections,
                                 max_viewers=http.http_max_viewers)
         self.server.start()
@@ -41,3 +44,12 @@ class WebView:
     def stop(self) -> None:
         if self.server is not None:
             self.server.stop()
+
+    @contextlib.contextmanager
+    def serving(self, board: StatusBoard) -> Iterator[None]:
+        """Serve while the block runs; stopped on every way out of it."""
+        try:
+            self.start(board)
+            yield
+        finally:
+            self.stop()

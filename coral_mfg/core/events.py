@@ -1,0 +1,213 @@
+"""Every event a run reports, one frozen dataclass per kind, and their one JSON form.
+
+An event is made whole where it happens: its stamp (when, a unique id, the
+station) and the picture it names are set by the maker, never added later,
+so the event log, MQTT and the web view name it by the same id. Sinks
+dispatch on the class, never on a string. :func:`to_json` gives the form the
+event log writes and MQTT publishes: the kind first, then the event's own
+fields in their order, the stamp as ``timestamp``, ``id`` and ``station``,
+and optional fields only when set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from coral_mfg.core.clock import iso_utc
+
+#: A field left out of the JSON form while it is None.
+OPTIONAL = {"optional": True}
+
+
+@dataclass(frozen=True)
+class Stamp:
+    """When an event happened (wall clock), its unique id, and the station it is from."""
+
+    wall: float
+    id: str
+    station: str
+
+
+class Stamper:
+    """Stamps the events of one run, and names the pictures of the kinds that have one.
+
+    ``pictures(kind, stamp)`` is the snapshot policy (a path, or None); ``started``
+    is the run's start on the monotonic clock, for the ``time`` of run events.
+    """
+
+    def __init__(self, station: str,
+                 pictures: Callable[[str, Stamp], str | None] | None = None) -> None:
+        self.station = station
+        self.pictures = pictures
+        self.started = time.monotonic()
+
+    def stamp(self, wall: float | None = None) -> Stamp:
+        return Stamp(time.time() if wall is None else wall, uuid.uuid4().hex, self.station)
+
+    def picture(self, kind: str, stamp: Stamp) -> str | None:
+        return self.pictures(kind, stamp) if self.pictures is not None else None
+
+    def run_time(self, monotonic: float | None = None) -> float:
+        """Seconds since the run started, as events carry it."""
+        at = time.monotonic() if monotonic is None else monotonic
+        return round(at - self.started, 4)
+
+
+@dataclass(frozen=True, kw_only=True)
+class KeepoutEnter:
+    type: ClassVar[str] = "keepout_enter"
+    zone: str
+    track: int
+    frame: int
+    time: float
+    stream: str
+    stamp: Stamp
+    snapshot: str | None = field(default=None, metadata=OPTIONAL)
+
+
+@dataclass(frozen=True, kw_only=True)
+class KeepoutExit:
+    type: ClassVar[str] = "keepout_exit"
+    zone: str
+    track: int
+    frame: int
+    time: float
+    seconds_in_zone: float
+    stream: str
+    stamp: Stamp
+
+
+@dataclass(frozen=True, kw_only=True)
+class Graded:
+    """An inspected object's final verdict, once, when its track ends (or the run does)."""
+
+    type: ClassVar[str] = "graded"
+    label: str
+    track: int
+    grade: str
+    passed: bool
+    grade_score: float
+    frames: int
+    graded_frames: int
+    frame: int
+    stream: str
+    stamp: Stamp
+    snapshot: str | None = field(default=None, metadata=OPTIONAL)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SourceLost:
+    type: ClassVar[str] = "source_lost"
+    stream: str
+    reason: str
+    time: float
+    stamp: Stamp
+
+
+@dataclass(frozen=True, kw_only=True)
+class SourceRestored:
+    type: ClassVar[str] = "source_restored"
+    stream: str
+    after_s: float
+    time: float
+    stamp: Stamp
+
+
+@dataclass(frozen=True, kw_only=True)
+class AcceleratorLost:
+    """An inference process died or hung; ``process`` names it (``worker`` in JSON, the
+    documented key)."""
+
+    type: ClassVar[str] = "accelerator_lost"
+    device: str
+    process: str = field(metadata={"json": "worker"})
+    reason: str
+    time: float
+    stamp: Stamp
+
+
+@dataclass(frozen=True, kw_only=True)
+class AcceleratorRestored:
+    """An inference process answers again (``process``), or inference moved back to the
+    Edge TPU from the CPU (``from_``)."""
+
+    type: ClassVar[str] = "accelerator_restored"
+    device: str
+    process: str | None = field(default=None, metadata={"json": "worker", **OPTIONAL})
+    from_: str | None = field(default=None, metadata={"json": "from", **OPTIONAL})
+    time: float
+    stamp: Stamp
+
+
+@dataclass(frozen=True, kw_only=True)
+class AcceleratorFallback:
+    type: ClassVar[str] = "accelerator_fallback"
+    device: str
+    from_: str = field(metadata={"json": "from"})
+    reason: str
+    time: float
+    stamp: Stamp
+
+
+@dataclass(frozen=True, kw_only=True)
+class ZonesReloaded:
+    type: ClassVar[str] = "zones_reloaded"
+    zones: tuple[str, ...]
+    time: float
+    stamp: Stamp
+
+
+@dataclass(frozen=True, kw_only=True)
+class ZonesError:
+    type: ClassVar[str] = "zones_error"
+    error: str
+    time: float
+    stamp: Stamp
+
+
+@dataclass(frozen=True, kw_only=True)
+class OutputFault:
+    """An output stopped writing; ``at`` is when (it may be logged later)."""
+
+    type: ClassVar[str] = "output_fault"
+    output: str
+    reason: str
+    at: str
+    time: float
+    stamp: Stamp
+
+
+@dataclass(frozen=True, kw_only=True)
+class OutputRestored:
+    type: ClassVar[str] = "output_restored"
+    output: str
+    lost: int
+    at: str
+    time: float
+    stamp: Stamp
+
+
+Event = (KeepoutEnter | KeepoutExit | Graded | SourceLost | SourceRestored | AcceleratorLost
+         | AcceleratorRestored | AcceleratorFallback | ZonesReloaded | ZonesError | OutputFault
+         | OutputRestored)
+#: Where a producer hands its events (the run's context queues them for the outputs).
+EventSink = Callable[[Event], None]
+
+
+def event_json(event: Event) -> dict[str, Any]:
+    """The event's JSON form: see the module's docstring."""
+    out: dict[str, Any] = {"type": event.type}
+    for f in dataclasses.fields(event):
+        value = getattr(event, f.name)
+        if f.name == "stamp":
+            out.update(timestamp=iso_utc(value.wall), id=value.id, station=value.station)
+        elif value is None and f.metadata.get("optional"):
+            continue
+        else:
+            out[f.metadata.get("json", f.name)] = list(value) if isinstance(value, tuple) else value
+    return out

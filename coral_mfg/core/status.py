@@ -1,0 +1,156 @@
+"""The run's status: one immutable snapshot, made by the run and read by every view.
+
+The window's HUD, the web page, ``/api/status``, ``/healthz``, ``/metrics``,
+MQTT's state topics and the summary are all made from a :class:`RunStatus`,
+so they can never disagree, and no view reaches into the run's threads.
+The run (``runtime.status``) makes a new one when something happens (an
+entry, a verdict, a fault) and at a fixed rate otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from coral_mfg.core.clock import iso_utc
+
+#: The states a stream can be in, as MQTT, the web view and health report them.
+LIVE, NO_SIGNAL, ERROR = "live", "no_signal", "error"
+
+
+@dataclass(frozen=True)
+class StreamStatus:
+    """One stream now: its state (and why, in words, when it is not live) and its counts."""
+
+    name: str
+    source: str  # the input as given: a file, /dev/videoN or a URL
+    state: str  # LIVE, NO_SIGNAL or ERROR
+    reason: str | None  # what the screen says when it shows no live video
+    fps: float  # over the last seconds
+    fps_run: float  # over the whole run
+    inference_ms: float  # median of the recent frames' model calls
+    frames: int
+    dropped: int
+    errors: int
+    source_lost: int
+
+    @property
+    def live(self) -> bool:
+        return self.state == LIVE
+
+
+@dataclass(frozen=True)
+class AcceleratorStatus:
+    device: str  # "cpu" or "edgetpu": where inference runs now
+    detector: str  # the detector's name
+    down: str | None  # why no inference runs now, or None
+    fallback: bool  # on the CPU after the Edge TPU failed
+    lost: int
+    restored: int
+    fallbacks: int
+    failed_frames: int
+
+
+@dataclass(frozen=True)
+class ZoneStatus:
+    name: str
+    enabled: bool
+    mode: str
+
+
+@dataclass(frozen=True)
+class Occupant:
+    """Someone in a zone now: since when (monotonic), for the time in zone."""
+
+    zone: str
+    track: int
+    since: float
+
+
+@dataclass(frozen=True)
+class OutputStatus:
+    """One output's counts (written, dropped, lost, error, and its own) as its summary says."""
+
+    name: str
+    counts: tuple[tuple[str, Any], ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.counts)
+
+    def get(self, key: str) -> Any:
+        return dict(self.counts).get(key)
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    """Everything a view shows about a run, at one moment."""
+
+    at: float  # wall clock
+    uptime: float  # seconds since the process began (monotonic)
+    station: str
+    streams: tuple[StreamStatus, ...]
+    accelerator: AcceleratorStatus
+    zones: tuple[ZoneStatus, ...] = ()
+    occupants: tuple[Occupant, ...] = ()
+    entries: tuple[tuple[str, int], ...] = ()  # keep-out entries by zone
+    inspected: tuple[tuple[str, int], ...] = ()  # counted objects by grade
+    outputs: tuple[OutputStatus, ...] = ()
+    sink_failures: tuple[tuple[str, int], ...] = ()
+    output_warning: str | None = None  # a failing output or a nearly full disk
+    zone_error: str | None = None  # a refused zone edit
+    paused: bool = False
+
+    def stream(self, name: str) -> StreamStatus:
+        return next(s for s in self.streams if s.name == name)
+
+    @property
+    def violations(self) -> int:
+        return sum(n for _, n in self.entries)
+
+    @property
+    def healthy(self) -> bool:
+        return self.accelerator.down is None and all(s.live for s in self.streams)
+
+    def in_zone(self, zone: str) -> int:
+        return sum(1 for o in self.occupants if o.zone == zone)
+
+
+def summary_record(status: RunStatus) -> dict[str, Any]:
+    """The summary a run ends with (the event log's last line, and the log's)."""
+    streams = status.streams
+    a = status.accelerator
+    outputs = {o.name: o.as_dict() for o in status.outputs}
+    if status.sink_failures:
+        outputs["sink_failures"] = dict(status.sink_failures)
+    return {
+        "type": "summary",
+        "timestamp": iso_utc(status.at),
+        "station": status.station,
+        "frames": {s.name: s.frames for s in streams},
+        "dropped": {s.name: s.dropped for s in streams},
+        "inspected": dict(status.inspected),
+        "keepout_violations": status.violations,
+        "violations_by_zone": dict(status.entries),
+        "fps": {s.name: round(s.fps_run, 2) for s in streams},
+        "errors": {s.name: s.errors for s in streams},
+        "source_lost": {s.name: s.source_lost for s in streams},
+        "device": a.device,
+        "accelerator": {"device": a.device, "lost": a.lost, "restored": a.restored,
+                        "fallback": a.fallbacks, "failed_frames": a.failed_frames},
+        "outputs": outputs,
+    }
+
+
+def stream_record(status: RunStatus, stream: StreamStatus, *, stopped: bool = False
+                  ) -> dict[str, Any]:
+    """A stream's state as plant systems get it (MQTT's retained ``<stream>/state``)."""
+    return {"status": "stopped" if stopped else stream.state, "reason": stream.reason,
+            "fps": round(stream.fps, 2), "frames": stream.frames, "dropped": stream.dropped,
+            "errors": stream.errors, "device": status.accelerator.device,
+            "timestamp": iso_utc(status.at), "station": status.station}
+
+
+def summary_line(summary: dict[str, Any]) -> str:
+    """The summary as one JSON line, like the event log's last line."""
+    return json.dumps(summary, separators=(",", ":"))
