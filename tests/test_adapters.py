@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import flatbuffers
 import numpy as np
 import pytest
 
+from coral_mfg.core.detections import Detections
 from coral_mfg.core.geometry import letterbox
 from coral_mfg.inference import adapters
 from coral_mfg.inference.model_file import inspect_model
@@ -19,6 +21,22 @@ from tests.conftest import frames, image, iou, model
 DETECTOR = "ssd_mobilenet_v1_coco_quant_detect.tflite"
 PERSON, APPLE = 0, 52
 
+
+
+def _set_image(interpreter: Any, bgr: np.ndarray, roi: Sequence[int] | None = None) -> None:
+    """Resize (a region of) a BGR frame into the input tensor as RGB, as the lanes do."""
+    if roi is not None:
+        x1, y1, x2, y2 = roi
+        bgr = bgr[y1:y2, x1:x2]
+    w, h = adapters.input_size(interpreter)
+    rgb = np.empty((h, w, 3), np.uint8)
+    adapters.resize_rgb(bgr, rgb)
+    adapters.write_rgb(interpreter, rgb)
+
+
+def _get_detections(interpreter: Any, layout: adapters.DetectionLayout,
+                    frame_size: tuple[int, int]) -> Detections:
+    return adapters.raw_detections(interpreter, layout).in_pixels(frame_size)
 
 def _interpreter(name: str) -> Any:
     interp = runtime_backend().interpreter(model_path=str(model(name)), num_threads=2)
@@ -41,10 +59,10 @@ def _layout() -> adapters.DetectionLayout:
 
 
 def _detect(interp: Any, frame: np.ndarray, class_id: int, min_score: float) -> np.ndarray:
-    adapters.set_image(interp, frame)
+    _set_image(interp, frame)
     interp.invoke()
     h, w = frame.shape[:2]
-    dets = adapters.get_detections(interp, _layout(), (w, h))
+    dets = _get_detections(interp, _layout(), (w, h))
     return dets.of_class(class_id, min_score).xyxy
 
 
@@ -160,11 +178,11 @@ def test_detects_grace_hopper(detector: Any) -> None:
 
 def test_boxes_map_to_any_frame_size(detector: Any) -> None:
     frame = frames("apple-conveyor.mp4")[20]
-    adapters.set_image(detector, frame)
+    _set_image(detector, frame)
     detector.invoke()
     layout = _layout()
-    src = adapters.get_detections(detector, layout, (724, 400))
-    out = adapters.get_detections(detector, layout, (960, 540))
+    src = _get_detections(detector, layout, (724, 400))
+    out = _get_detections(detector, layout, (960, 540))
     placed = src.placed((0, 0, 960, 540), (960, 540)).xyxy
     np.testing.assert_allclose(placed, out.xyxy, rtol=1e-5, atol=1e-3)
     # letterboxed: the 724x400 picture fitted into 960x960 is 960x530, 215 px down
@@ -186,7 +204,7 @@ def test_boxes_map_to_any_frame_size(detector: Any) -> None:
 def test_classifier_grades_real_crops(
     classifier: Any, index: int, box: tuple[int, int, int, int], grade: int
 ) -> None:
-    adapters.set_image(classifier, frames("apple-conveyor.mp4")[index], box)
+    _set_image(classifier, frames("apple-conveyor.mp4")[index], box)
     classifier.invoke()
     scores = adapters.class_scores(classifier)
     assert int(np.argmax(scores)) == grade

@@ -278,13 +278,13 @@ def test_debounce_zone_removed_while_inside_exits_after_a_grace() -> None:
     debounce = ZoneDebounce()
     assert debounce.update({"press-1": {1: True}}, (zone,), now=0.0) == [enter]
     assert debounce.update({}, (), now=1.0) == []  # gone
-    assert debounce.active_pairs() == (("press-1", 1),)
+    assert [(z, t) for z, t, _ in debounce.occupancy()] == [("press-1", 1)]
     assert debounce.update({"press-1": {1: True}}, (zone,), now=2.0) == []  # back
     assert debounce.violations == {"press-1": 1}
     assert debounce.update({}, (), now=3.0) == []  # gone again, and for good
     assert debounce.update({}, (), now=3.0 + GONE_GRACE_S - 0.01) == []
     assert debounce.update({}, (), now=3.0 + GONE_GRACE_S) == [leave]
-    assert debounce.active_pairs() == () and debounce.gone_since == {}
+    assert debounce.occupancy() == () and debounce.gone_since == {}
     assert debounce.update({"press-1": {1: True}}, (zone,), now=20.0) == [enter]  # a new stay
     assert debounce.violations == {"press-1": 2}
 

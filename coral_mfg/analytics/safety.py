@@ -171,9 +171,6 @@ class ZoneDebounce:
     def active(self, track: int) -> list[str]:
         return sorted(z for (t, z), s in self.states.items() if t == track and s.active)
 
-    def active_pairs(self) -> tuple[tuple[str, int], ...]:
-        return tuple((z, t) for z, t, _ in self.current)
-
     def occupancy(self) -> tuple[tuple[str, int, float], ...]:
         """(zone, track, since) for everyone in a zone now."""
         return self.current

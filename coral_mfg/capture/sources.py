@@ -20,6 +20,8 @@ import numpy as np
 import numpy.typing as npt
 
 from coral_mfg.config.settings import StreamConfig
+from coral_mfg.core.backoff import FIRST_S, MAX_S, Backoff
+from coral_mfg.core.clock import POLL_S
 from coral_mfg.core.errors import UserError
 from coral_mfg.core.events import EventSink, SourceLost, SourceRestored, Stamper
 from coral_mfg.core.frame import Frame
@@ -29,8 +31,6 @@ log = logging.getLogger(__name__)
 OPEN_TIMEOUT_MS = 5000
 READ_TIMEOUT_MS = 5000
 CAMERA_FPS = 30.0
-BACKOFF_FIRST_S = 1.0
-BACKOFF_MAX_S = 30.0
 #: A camera or stream that comes back must be watched again within seconds
 #: (safety monitoring), so its reopen attempts never space out further than this.
 BACKOFF_LIVE_MAX_S = 2.0
@@ -42,7 +42,6 @@ LOOP_CACHE_BYTES = 256 * 2**20
 #: One decoder thread per source: FFmpeg's frame threads add frames of latency
 #: and, on a small CPU, take cores from inference for no gain in throughput.
 DECODE_THREADS = 1
-POLL_S = 0.1
 
 
 class SourceKind(StrEnum):
@@ -467,7 +466,8 @@ class SourceSupervisor(threading.Thread):
         self.stamper = stamper
         self.paused = paused or threading.Event()
         live = source_kind(config.spec) is not SourceKind.FILE
-        self.backoff = backoff or (BACKOFF_FIRST_S, BACKOFF_LIVE_MAX_S if live else BACKOFF_MAX_S)
+        shortest, longest = backoff or (FIRST_S, BACKOFF_LIVE_MAX_S if live else MAX_S)
+        self.backoff = Backoff(shortest, longest)
         self._first = first
         self.lost_reason: str | None = None
         self.lost_count = 0
@@ -486,7 +486,6 @@ class SourceSupervisor(threading.Thread):
             self.on_end(self.stream)
 
     def _supervise(self) -> None:
-        delay = self.backoff[0]
         while not self.stop_event.is_set():
             opened = self._first
             self._first = None
@@ -496,9 +495,8 @@ class SourceSupervisor(threading.Thread):
                 except Exception as exc:
                     reason = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}"
                     self._lose(reason)
-                    if self.stop_event.wait(delay):
+                    if self.stop_event.wait(self.backoff.wait()):
                         return
-                    delay = min(delay * 2, self.backoff[1])
                     continue
             if self.lost_reason is not None:
                 self.on_event(SourceRestored(
@@ -506,7 +504,7 @@ class SourceSupervisor(threading.Thread):
                     time=self.stamper.run_time(), stamp=self.stamper.stamp()))
                 log.warning("%s: source %s restored", self.stream, self.spec)
                 self.lost_reason = None
-                delay = self.backoff[0]
+                self.backoff.reset()
             cap, first = opened
             reader_stop = threading.Event()
             reader = CaptureThread(
@@ -519,9 +517,8 @@ class SourceSupervisor(threading.Thread):
             if why is None:
                 return  # stopped, or a file's end
             self._lose(why)
-            if self.stop_event.wait(delay):
+            if self.stop_event.wait(self.backoff.wait()):
                 return
-            delay = min(delay * 2, self.backoff[1])
 
     def _watch(self, reader: CaptureThread, reader_stop: threading.Event) -> str | None:
         """Wait for the reader to end or stall; the loss reason, or None for a normal end."""

@@ -17,6 +17,7 @@ from typing import Any
 from coral_mfg import __version__
 from coral_mfg.commands.service import Watchdog, notify
 from coral_mfg.config.settings import Settings
+from coral_mfg.core.clock import POLL_S
 from coral_mfg.core.status import summary_line
 from coral_mfg.runtime.builder import build_pipeline
 from coral_mfg.web.guard import raise_open_file_limit
@@ -24,7 +25,6 @@ from coral_mfg.web.view import WebView
 
 log = logging.getLogger(__name__)
 
-POLL_S = 0.2
 
 
 def _install_signals(stop: threading.Event) -> None:

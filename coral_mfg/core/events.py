@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from coral_mfg.core.clock import iso_utc
+from coral_mfg.core.status import RunStatus
 
 #: A field left out of the JSON form while it is None.
 OPTIONAL = {"optional": True}
@@ -211,3 +212,40 @@ def event_json(event: Event) -> dict[str, Any]:
         else:
             out[f.metadata.get("json", f.name)] = list(value) if isinstance(value, tuple) else value
     return out
+
+
+# --- the other records of the event log ---------------------------------------------------
+
+
+def frame_record(stream: str, index: int, *, pts: float, time: float, wall: float,
+                 device: str, objects: list[dict[str, Any]]) -> dict[str, Any]:
+    """A processed frame's line in the event log: what was seen, where, when."""
+    return {"type": "frame", "stream": stream, "frame": index, "pts": round(pts, 4),
+            "time": round(time, 4), "timestamp": iso_utc(wall), "device": device,
+            "objects": objects}
+
+
+def summary_record(status: RunStatus) -> dict[str, Any]:
+    """The summary a run ends with (the event log's last line, and the log's)."""
+    streams = status.streams
+    a = status.accelerator
+    outputs = {o.name: o.as_dict() for o in status.outputs}
+    if status.sink_failures:
+        outputs["sink_failures"] = dict(status.sink_failures)
+    return {
+        "type": "summary",
+        "timestamp": iso_utc(status.at),
+        "station": status.station,
+        "frames": {s.name: s.frames for s in streams},
+        "dropped": {s.name: s.dropped for s in streams},
+        "inspected": dict(status.inspected),
+        "keepout_violations": status.violations,
+        "violations_by_zone": dict(status.entries),
+        "fps": {s.name: round(s.fps_run, 2) for s in streams},
+        "errors": {s.name: s.errors for s in streams},
+        "source_lost": {s.name: s.source_lost for s in streams},
+        "device": a.device,
+        "accelerator": {"device": a.device, "lost": a.lost, "restored": a.restored,
+                        "fallback": a.fallbacks, "failed_frames": a.failed_frames},
+        "outputs": outputs,
+    }

@@ -8,9 +8,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from coral_mfg.core.clock import iso_utc
 from coral_mfg.core.detections import Detections
-from coral_mfg.core.events import Event, Graded, KeepoutEnter
+from coral_mfg.core.events import Event, Graded, KeepoutEnter, frame_record
 from coral_mfg.core.frame import Frame
 from coral_mfg.core.geometry import Rect, letterbox
 
@@ -133,14 +132,7 @@ class FrameResult:
         return letterbox(self.out_size, self.frame.size)
 
     def record(self, since: float) -> dict[str, Any]:
-        """The frame's line in the event log: what was seen, where, when."""
-        return {
-            "type": "frame",
-            "stream": self.stream,
-            "frame": self.frame.index,
-            "pts": round(self.frame.pts, 4),
-            "time": round(self.frame.captured - since, 4),
-            "timestamp": iso_utc(self.frame.wall),
-            "device": self.device,
-            "objects": [o.record() for o in self.objects],
-        }
+        """The frame's line in the event log."""
+        return frame_record(self.stream, self.frame.index, pts=self.frame.pts,
+                            time=self.frame.captured - since, wall=self.frame.wall,
+                            device=self.device, objects=[o.record() for o in self.objects])

@@ -116,32 +116,6 @@ class RunStatus:
         return sum(1 for o in self.occupants if o.zone == zone)
 
 
-def summary_record(status: RunStatus) -> dict[str, Any]:
-    """The summary a run ends with (the event log's last line, and the log's)."""
-    streams = status.streams
-    a = status.accelerator
-    outputs = {o.name: o.as_dict() for o in status.outputs}
-    if status.sink_failures:
-        outputs["sink_failures"] = dict(status.sink_failures)
-    return {
-        "type": "summary",
-        "timestamp": iso_utc(status.at),
-        "station": status.station,
-        "frames": {s.name: s.frames for s in streams},
-        "dropped": {s.name: s.dropped for s in streams},
-        "inspected": dict(status.inspected),
-        "keepout_violations": status.violations,
-        "violations_by_zone": dict(status.entries),
-        "fps": {s.name: round(s.fps_run, 2) for s in streams},
-        "errors": {s.name: s.errors for s in streams},
-        "source_lost": {s.name: s.source_lost for s in streams},
-        "device": a.device,
-        "accelerator": {"device": a.device, "lost": a.lost, "restored": a.restored,
-                        "fallback": a.fallbacks, "failed_frames": a.failed_frames},
-        "outputs": outputs,
-    }
-
-
 def stream_record(status: RunStatus, stream: StreamStatus, *, stopped: bool = False
                   ) -> dict[str, Any]:
     """A stream's state as plant systems get it (MQTT's retained ``<stream>/state``)."""

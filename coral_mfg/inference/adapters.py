@@ -6,7 +6,6 @@ All knowledge of how a detector lays out its output tensors lives in
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,20 +53,6 @@ def resize_rgb(bgr: Image, dst: Image) -> None:
     h, w = dst.shape[:2]
     small = cv2.resize(bgr, (w, h), interpolation=cv2.INTER_LINEAR)
     cv2.cvtColor(small, cv2.COLOR_BGR2RGB, dst=dst)
-
-
-def set_image(interpreter: Any, bgr: Image, roi: Sequence[int] | None = None) -> None:
-    """Resize (a region of) a BGR frame into the input tensor as RGB, for an in-process run.
-
-    ``roi`` is ``x1, y1, x2, y2`` in pixels of ``bgr``; the crop is a view.
-    """
-    if roi is not None:
-        x1, y1, x2, y2 = roi
-        bgr = bgr[y1:y2, x1:x2]
-    w, h = input_size(interpreter)
-    rgb = np.empty((h, w, 3), np.uint8)
-    resize_rgb(bgr, rgb)
-    write_rgb(interpreter, rgb)
 
 
 @dataclass(frozen=True)
@@ -125,13 +110,6 @@ def raw_detections(interpreter: Any, layout: DetectionLayout) -> RawDetections:
         interpreter.get_tensor(layout.classes)[0][:count].astype(np.int32),
         scores[:count].astype(np.float32),
     )
-
-
-def get_detections(
-    interpreter: Any, layout: DetectionLayout, frame_size: tuple[int, int]
-) -> Detections:
-    """Detections of the last invoke, in pixels of ``frame_size``."""
-    return raw_detections(interpreter, layout).in_pixels(frame_size)
 
 
 def class_scores(interpreter: Any) -> npt.NDArray[np.float32]:

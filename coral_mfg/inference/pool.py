@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from coral_mfg.core.backoff import Backoff
 from coral_mfg.core.events import (
     AcceleratorFallback,
     AcceleratorLost,
@@ -35,8 +36,6 @@ from coral_mfg.inference.runtime import Device
 
 log = logging.getLogger(__name__)
 
-BACKOFF_FIRST_S = 1.0
-BACKOFF_MAX_S = 30.0
 #: Failures of the Edge TPU within this window that make an auto run fall back.
 FALLBACK_AFTER = 3
 FALLBACK_WINDOW_S = 120.0
@@ -60,7 +59,7 @@ class _Member:
 
     lanes: tuple[InferenceLane, ...]
     retry_at: float = 0.0
-    backoff: float = BACKOFF_FIRST_S
+    backoff: Backoff = field(default_factory=Backoff)
     lost_generation: int = 0  # the process already reported lost
 
     @property
@@ -221,7 +220,7 @@ class ProcessPool:
         member.lost_generation = lane.client.generation
         self.counts.lost += 1
         self._strike()
-        member.retry_at = time.monotonic() + member.backoff
+        member.retry_at = time.monotonic() + member.backoff.wait()
         log.warning("inference process %s (%s) lost: %s", lane.client.name,
                     lane.device.value, reason)
         self.on_event(AcceleratorLost(device=lane.device.value, process=lane.client.name,
@@ -265,13 +264,12 @@ class ProcessPool:
             member.client.start()  # from the supervisor thread, which lives as long as the run
         except ProcessStartError as exc:
             self._strike()
-            delay = member.backoff
+            delay = member.backoff.wait()
             member.retry_at = time.monotonic() + delay
-            member.backoff = min(delay * 2, BACKOFF_MAX_S)
             log.warning("inference process %s did not restart (%s); next try in %.0f s",
                         member.client.name, exc, delay)
             return
-        member.backoff = BACKOFF_FIRST_S
+        member.backoff.reset()
         self.counts.restored += 1
         log.warning("inference process %s (%s) restored", member.client.name,
                     member.device.value)

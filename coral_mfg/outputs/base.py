@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
+from coral_mfg.core.clock import POLL_S
 from coral_mfg.core.events import Event
 from coral_mfg.core.results import FrameResult, SnapshotRequest
 from coral_mfg.core.status import RunStatus
@@ -21,7 +22,6 @@ from coral_mfg.core.status import RunStatus
 log = logging.getLogger(__name__)
 
 QUEUE_SIZE = 64
-POLL_S = 0.1
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ unless the run asked for every frame (``--no-realtime``).
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import logging
 import os
 import queue
@@ -28,6 +27,7 @@ import av
 import numpy as np
 import numpy.typing as npt
 
+from coral_mfg.core.clock import POLL_S, file_utc
 from coral_mfg.outputs.health import OutputHealth, os_reason
 from coral_mfg.outputs.retention import GB, Retention, free_bytes, prune
 
@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 
 QUEUE_FRAMES = 16
 CHECK_EVERY_S = 10.0  # free space and retention
-POLL_S = 0.1
 #: Fragmenting at each keyframe, with the header first, is what makes a cut file playable.
 MOVFLAGS = "frag_keyframe+empty_moov+default_base_moof"
 ENCODER_THREADS = 1  # one core stays with inference on a small machine
@@ -72,7 +71,7 @@ class RecordTarget:
             if part == 0 or (self.file.exists() and not self.file.is_file()):
                 return self.file  # a device or pipe is written again, never beside
             return self.file.with_name(f"{self.file.stem}.{part}{self.file.suffix}")
-        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        stamp = file_utc(time.time())
         path = self.folder / f"{PREFIX}{stamp}.mp4"
         n = 1
         while path.exists():

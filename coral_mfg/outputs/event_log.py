@@ -15,10 +15,12 @@ import json
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from coral_mfg.core.clock import file_utc
 from coral_mfg.core.errors import UserError
 from coral_mfg.core.events import Event, event_json
 from coral_mfg.core.results import FrameResult
@@ -28,7 +30,6 @@ from coral_mfg.outputs.retention import oldest_first
 
 log = logging.getLogger(__name__)
 
-STAMP = "%Y%m%d-%H%M%S"
 
 
 @dataclass(frozen=True)
@@ -57,11 +58,11 @@ class EventLog(SinkBase):
         self._fd: int | None = None
         self._closed = False
         self._size = 0
-        self._opened = dt.datetime.now()
+        self._opened = time.time()  # when this file was started (wall clock)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             if rotation.enabled and path.exists() and path.stat().st_size > 0:
-                self._rotate_aside(dt.datetime.fromtimestamp(path.stat().st_mtime))
+                self._rotate_aside(path.stat().st_mtime)
             self._open(truncate=True)
         except OSError as exc:
             raise UserError(f"cannot write event log {path} ({exc.strerror}); pass another "
@@ -71,7 +72,7 @@ class EventLog(SinkBase):
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | (os.O_TRUNC if truncate else 0)
         self._fd = os.open(self.path, flags, 0o644)
         self._size = os.fstat(self._fd).st_size
-        self._opened = dt.datetime.now()
+        self._opened = time.time()  # when this file was started (wall clock)
 
     def event(self, event: Event) -> None:
         self.record(event_json(event))
@@ -122,7 +123,7 @@ class EventLog(SinkBase):
     def _maybe_rotate(self, incoming: int) -> None:
         r = self.rotation
         full = r.max_bytes > 0 and self._size > 0 and self._size + incoming > r.max_bytes
-        new_day = r.daily and dt.date.today() != self._opened.date()
+        new_day = r.daily and dt.date.today() != dt.date.fromtimestamp(self._opened)
         if not (full or new_day):
             return
         assert self._fd is not None
@@ -134,13 +135,14 @@ class EventLog(SinkBase):
             log.warning("event log %s not rotated: %s", self.path, os_reason(exc))
         self._open(truncate=False)  # a new file, or the old one if it could not move
 
-    def _rotate_aside(self, started: dt.datetime) -> None:
-        target = self.path.with_name(f"{self.path.stem}.{started.strftime(STAMP)}"
+    def _rotate_aside(self, started: float) -> None:
+        stamp = file_utc(started)
+        target = self.path.with_name(f"{self.path.stem}.{stamp}"
                                      f"{self.path.suffix}")
         n = 1
         while target.exists():
             n += 1
-            target = target.with_name(f"{self.path.stem}.{started.strftime(STAMP)}-{n}"
+            target = target.with_name(f"{self.path.stem}.{stamp}-{n}"
                                       f"{self.path.suffix}")
         os.replace(self.path, target)
         self.rotated += 1

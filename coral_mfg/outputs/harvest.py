@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from coral_mfg.core.clock import file_utc
+from coral_mfg.core.clock import POLL_S, file_utc
 from coral_mfg.core.files import make_folder
 from coral_mfg.core.names import name_part
 from coral_mfg.core.results import FrameResult, InspectedObject
@@ -34,7 +34,6 @@ log = logging.getLogger(__name__)
 
 JPEG_QUALITY = 95  # training material: little loss
 QUEUE_SIZE = 256
-POLL_S = 0.1
 
 
 @dataclass(frozen=True, eq=False)

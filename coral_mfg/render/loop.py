@@ -10,6 +10,7 @@ from pathlib import Path
 import glfw
 
 from coral_mfg.config.settings import Settings
+from coral_mfg.core.clock import file_utc
 from coral_mfg.core.errors import UserError
 from coral_mfg.core.results import STREAMS, VISUAL_INSPECTION, WORKER_SAFETY
 from coral_mfg.render.editor import ZoneEditor
@@ -87,7 +88,7 @@ class WindowApp:
             elif key == glfw.KEY_H:
                 self.show_hud = not self.show_hud
             elif key == glfw.KEY_S:
-                path = Path(time.strftime("coral-mfg-%Y%m%d-%H%M%S.png")).resolve()
+                path = Path(f"coral-mfg-{file_utc(time.time())}.png").resolve()
                 self.render()
                 log.info("screenshot saved to %s", self.window.screenshot(path))
 

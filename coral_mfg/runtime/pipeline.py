@@ -22,6 +22,7 @@ from coral_mfg.analytics.safety import WorkerSafety, ZoneStore
 from coral_mfg.capture.sources import SourceSupervisor
 from coral_mfg.config.settings import Settings, StreamConfig
 from coral_mfg.core.clock import PROCESS_START
+from coral_mfg.core.events import summary_record
 from coral_mfg.core.status import (
     ERROR,
     LIVE,
@@ -32,7 +33,6 @@ from coral_mfg.core.status import (
     RunStatus,
     StreamStatus,
     ZoneStatus,
-    summary_record,
 )
 from coral_mfg.inference.startup import Inference
 from coral_mfg.outputs.base import Sink

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from coral_mfg.capture.sources import FrameSlot
+from coral_mfg.core.clock import POLL_S
 from coral_mfg.core.frame import Frame
 from coral_mfg.core.results import FrameResult, Inferred
 from coral_mfg.inference.errors import ProcessDownError, RequestError
@@ -27,7 +28,6 @@ from coral_mfg.inference.lane import InferenceLane
 
 log = logging.getLogger(__name__)
 
-POLL_S = 0.1
 ERROR_STATE_AFTER = 5
 #: Frames of one stream whose inference may run at once.
 IN_FLIGHT = 2

@@ -25,7 +25,8 @@ from coral_mfg.core.geometry import Rect
 
 log = logging.getLogger(__name__)
 
-POLL_S = 0.25
+#: How often the zone file is looked at.
+LOOK_EVERY_S = 0.25
 #: A changed file is read once it has been unchanged this long.
 SETTLE_S = 1.0
 
@@ -114,7 +115,7 @@ class ZoneWatcher(threading.Thread):
             self._pending = False
 
     def run(self) -> None:
-        while not self.stop_event.wait(POLL_S):
+        while not self.stop_event.wait(LOOK_EVERY_S):
             self.poll(time.monotonic())
 
     def poll(self, now: float) -> None:

@@ -43,8 +43,9 @@ log = logging.getLogger(__name__)
 
 MAX_VIEW_FPS = 10.0
 WRITE_TIMEOUT_S = 5.0
-POLL_S = 0.05
-EVENTS_POLL_S = 0.25
+#: How often a live viewer looks for a new frame, and for new events.
+FRAME_LOOK_S = 0.05
+EVENTS_LOOK_S = 0.25
 START_TIMEOUT_S = 10.0
 #: A request's headers must be complete this long after the connection opened.
 HEADER_TIMEOUT_S = 5.0
@@ -221,11 +222,11 @@ class WebServer:
         loop = asyncio.get_running_loop()
         while not self._stopping and not _gone(request):
             if self.hub.latest_seq(stream) == shown:
-                await asyncio.sleep(POLL_S)
+                await asyncio.sleep(FRAME_LOOK_S)
                 continue
             picture = await loop.run_in_executor(self.hub.encoder, self.hub.picture, stream)
             if picture is None:
-                await asyncio.sleep(POLL_S)
+                await asyncio.sleep(FRAME_LOOK_S)
                 continue
             part = (b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "
                     + str(len(picture.jpeg)).encode() + b"\r\n\r\n" + picture.jpeg + b"\r\n")
@@ -274,7 +275,7 @@ class WebServer:
                 data = f"data: {json.dumps(event, separators=(',', ':'))}\n\n"
                 await asyncio.wait_for(response.write(data.encode()), WRITE_TIMEOUT_S)
                 seen = n
-            await asyncio.sleep(EVENTS_POLL_S)
+            await asyncio.sleep(EVENTS_LOOK_S)
 
     async def _health(self, _request: web.Request) -> web.StreamResponse:
         s = self.board.current

@@ -1,0 +1,91 @@
+"""The JSON form of every event, byte for byte: what the event log writes, MQTT publishes
+and the README documents."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from coral_mfg.core import events as ev
+from coral_mfg.core.events import Stamp, event_json
+from tests.conftest import ROOT
+
+STAMP = Stamp(1764410400.25, "0123456789abcdef0123456789abcdef", "line-1")
+TAIL = '"timestamp":"2025-11-29T10:00:00.250Z","id":"0123456789abcdef0123456789abcdef",' \
+       '"station":"line-1"'
+
+
+@pytest.mark.parametrize(
+    ("event", "expected"),
+    [
+        (ev.KeepoutEnter(zone="press-1", track=7, frame=212, time=14.1, stream="worker_safety",
+                         stamp=STAMP, snapshot="/s/x.jpg"),
+         '{"type":"keepout_enter","zone":"press-1","track":7,"frame":212,"time":14.1,'
+         f'"stream":"worker_safety",{TAIL},"snapshot":"/s/x.jpg"}}'),
+        (ev.KeepoutEnter(zone="press-1", track=7, frame=212, time=14.1, stream="worker_safety",
+                         stamp=STAMP),
+         '{"type":"keepout_enter","zone":"press-1","track":7,"frame":212,"time":14.1,'
+         f'"stream":"worker_safety",{TAIL}}}'),
+        (ev.KeepoutExit(zone="press-1", track=7, frame=260, time=17.3, seconds_in_zone=3.2,
+                        stream="worker_safety", stamp=STAMP),
+         '{"type":"keepout_exit","zone":"press-1","track":7,"frame":260,"time":17.3,'
+         f'"seconds_in_zone":3.2,"stream":"worker_safety",{TAIL}}}'),
+        (ev.Graded(label="apple", track=2, grade="rotten_apple", passed=False,
+                   grade_score=0.62, frames=18, graded_frames=18, frame=40,
+                   stream="visual_inspection", stamp=STAMP),
+         '{"type":"graded","label":"apple","track":2,"grade":"rotten_apple","passed":false,'
+         '"grade_score":0.62,"frames":18,"graded_frames":18,"frame":40,'
+         f'"stream":"visual_inspection",{TAIL}}}'),
+        (ev.SourceLost(stream="worker_safety", reason="no frame", time=3.0, stamp=STAMP),
+         '{"type":"source_lost","stream":"worker_safety","reason":"no frame","time":3.0,'
+         f'{TAIL}}}'),
+        (ev.SourceRestored(stream="worker_safety", after_s=2.5, time=5.5, stamp=STAMP),
+         f'{{"type":"source_restored","stream":"worker_safety","after_s":2.5,"time":5.5,{TAIL}}}'),
+        (ev.AcceleratorLost(device="cpu", process="cpu-0", reason="killed by SIGKILL",
+                            time=9.0, stamp=STAMP),
+         '{"type":"accelerator_lost","device":"cpu","worker":"cpu-0",'
+         f'"reason":"killed by SIGKILL","time":9.0,{TAIL}}}'),
+        (ev.AcceleratorRestored(device="cpu", process="cpu-0", time=10.0, stamp=STAMP),
+         f'{{"type":"accelerator_restored","device":"cpu","worker":"cpu-0","time":10.0,{TAIL}}}'),
+        (ev.AcceleratorRestored(device="edgetpu", from_="cpu", time=10.0, stamp=STAMP),
+         f'{{"type":"accelerator_restored","device":"edgetpu","from":"cpu","time":10.0,{TAIL}}}'),
+        (ev.AcceleratorFallback(device="cpu", from_="edgetpu", reason="SIGABRT", time=11.0,
+                                stamp=STAMP),
+         '{"type":"accelerator_fallback","device":"cpu","from":"edgetpu","reason":"SIGABRT",'
+         f'"time":11.0,{TAIL}}}'),
+        (ev.ZonesReloaded(zones=("a", "b"), time=1.5, stamp=STAMP),
+         f'{{"type":"zones_reloaded","zones":["a","b"],"time":1.5,{TAIL}}}'),
+        (ev.ZonesError(error="bad", time=1.5, stamp=STAMP),
+         f'{{"type":"zones_error","error":"bad","time":1.5,{TAIL}}}'),
+        (ev.OutputFault(output="recording", reason="No space left on device",
+                        at="2025-11-29T09:59:59.000Z", time=7.0, stamp=STAMP),
+         '{"type":"output_fault","output":"recording","reason":"No space left on device",'
+         f'"at":"2025-11-29T09:59:59.000Z","time":7.0,{TAIL}}}'),
+        (ev.OutputRestored(output="recording", lost=12, at="2025-11-29T10:00:00.000Z",
+                           time=8.0, stamp=STAMP),
+         '{"type":"output_restored","output":"recording","lost":12,'
+         f'"at":"2025-11-29T10:00:00.000Z","time":8.0,{TAIL}}}'),
+    ],
+    ids=lambda v: v.type if hasattr(v, "type") else "",
+)
+def test_every_event_has_its_documented_json_form(event: ev.Event, expected: str) -> None:
+    assert json.dumps(event_json(event), separators=(",", ":")) == expected
+
+
+def test_the_readme_shows_the_same_forms() -> None:
+    """Each event the README shows whole has exactly the keys, in the order, made here."""
+    text = (ROOT / "README.md").read_text()
+    found = re.findall(r'(\{"type":"(?:keepout_enter|graded)",[^\n`]*\})', text)
+    # shortened in the README with ",...}": the keys shown must be the first ones, in order
+    shown = [json.loads(m.replace(",...}", "}")) for m in found]
+    assert shown
+    made = {"keepout_enter": event_json(ev.KeepoutEnter(
+        zone="z", track=1, frame=1, time=1.0, stream="s", stamp=STAMP, snapshot="x")),
+        "graded": event_json(ev.Graded(
+            label="a", track=1, grade="g", passed=True, grade_score=1.0, frames=1,
+            graded_frames=1, frame=1, stream="s", stamp=STAMP))}
+    for record in shown:
+        keys = list(made[record["type"]])
+        assert list(record) == keys[:len(record)]
