@@ -1,3 +1,3 @@
-"""coral_mfg: dual-stream manufacturing inspection on a Coral Edge TPU or the CPU."""
+"""coral_mfg: manufacturing inspection for one to eight cameras on Coral Edge TPUs or the CPU."""
 
 __version__ = "0.1.0"

@@ -26,7 +26,13 @@ from coral_mfg.config.settings import Settings, read_config_file
 from coral_mfg.config.zones import ZoneMode, ZoneSource
 from coral_mfg.core.errors import ConfigError
 from coral_mfg.core.events import Stamper, event_json
-from coral_mfg.runtime.zone_watch import SETTLE_S, ZonePlacement, ZoneWatcher, zones_of
+from coral_mfg.runtime.zone_watch import (
+    SETTLE_S,
+    ZonePlacement,
+    ZoneTarget,
+    ZoneWatcher,
+    zones_of,
+)
 from tests.conftest import ROOT, frames, wait_for
 
 SIZE = (960, 540)
@@ -34,7 +40,7 @@ SIZE = (960, 540)
 
 def zones_from_settings(settings: Settings) -> tuple[KeepoutZone, ...]:
     """The start-up zones on a picture that fills the output frame."""
-    return zones_of(settings, (0, 0, *settings.out_size))[2]
+    return zones_of(settings, settings.camera_list()[0], (0, 0, *settings.out_size))[2]
 SQUARE = [[100, 100], [300, 100], [300, 300], [100, 300]]
 
 
@@ -366,8 +372,9 @@ def _watching(tmp: Path) -> tuple[Path, ZoneWatcher, list[dict[str, Any]]]:
     store = ZoneStore(place_zones(read_config_file(config)["zones"], placement.picture, False,
                                   source))
     seen: list[dict[str, Any]] = []
-    watcher = ZoneWatcher(source, placement, store, threading.Event(),
-                          on_event=lambda e: seen.append(event_json(e)), stamper=Stamper("t"))
+    watcher = ZoneWatcher((ZoneTarget("worker_safety", source, placement, store),),
+                          threading.Event(), on_event=lambda e: seen.append(event_json(e)),
+                          stamper=Stamper("t"))
     return config, watcher, seen
 
 
@@ -400,7 +407,7 @@ def test_a_zone_file_is_read_only_once_it_has_settled(tmp_path: Path) -> None:
     watcher.poll(10.0 + SETTLE_S * 0.75)
     watcher.poll(10.0 + SETTLE_S * 1.8)
     assert len(_reloads(seen)) == 2 and not [e for e in seen if e["type"] == "zones_error"]
-    assert watcher.store.zones[1].color == (0, 255, 0)
+    assert watcher.targets[0].store.zones[1].color == (0, 255, 0)
     # a new file renamed over the old one is whole: read at the first look
     new = tmp_path / "site.toml.new"
     new.write_text(ZONE_B)

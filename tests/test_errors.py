@@ -189,7 +189,8 @@ def test_log_file_states_versions_models_inputs_and_stats(tmp_path: Path) -> Non
     text = log_file.read_text()
     for needle in ("versions: python", "numpy", "opencv", "ai_edge_litert", "detector:",
                    "inference: 2 cpu process(es): detector ", ", classifier ",
-                   "inputs: worker safety", "keep-out zones: keepout", "summary:"):
+                   "camera worker_safety: ", "camera visual_inspection: ",
+                   "keep-out zones keepout", "summary:"):
         assert needle in text, needle
 
 

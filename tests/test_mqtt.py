@@ -190,10 +190,13 @@ def test_events_state_and_availability_reach_the_broker(
         assert ISO.match(e["timestamp"]) and e["station"] == "line-7"
     assert len({e["id"] for e in published}) == len(published)
 
-    occupancy = _payloads(subscriber, "coral_mfg/zones/zone/occupancy")
+    occupancy = _payloads(subscriber, "coral_mfg/worker_safety/zones/zone/occupancy")
     assert occupancy[:3] == ["0", "1", "0"]
     counts = json.loads(_payloads(subscriber, "coral_mfg/inspection/counts")[-1])
     assert counts["fresh_apple"] >= 1 and counts["rotten_apple"] >= 1
+    # the station's counts are its one inspection camera's
+    assert json.loads(_payloads(
+        subscriber, "coral_mfg/visual_inspection/inspection/counts")[-1]) == counts
     state = json.loads(_payloads(subscriber, "coral_mfg/visual_inspection/state")[0])
     assert state["status"] == "live" and {"fps", "dropped", "errors"} <= set(state)
     assert json.loads(_payloads(subscriber, "coral_mfg/worker_safety/state")[-1])[
@@ -203,7 +206,8 @@ def test_events_state_and_availability_reach_the_broker(
     late = Subscriber(broker.port)
     try:
         wait_for(lambda: {"coral_mfg/available", "coral_mfg/worker_safety/state",
-                       "coral_mfg/zones/zone/occupancy", "coral_mfg/inspection/counts"}
+                       "coral_mfg/worker_safety/zones/zone/occupancy",
+                       "coral_mfg/inspection/counts"}
               <= {m.topic for m in late.all() if m.retain}, "retained topics")
     finally:
         late.close()
@@ -346,7 +350,8 @@ def test_zone_names_become_one_topic_level_each(
 ) -> None:
     config = _zones_config(tmp_path, list(ODD_NAMES))
     proc, events = _app(tmp_path, broker.port, "--config", str(config), csv=False)
-    topics = {f"coral_mfg/zones/{level}/occupancy" for level in ODD_NAMES.values()}
+    topics = {f"coral_mfg/worker_safety/zones/{level}/occupancy"
+              for level in ODD_NAMES.values()}
     try:
         wait_for(lambda: all("1" in _payloads(subscriber, t) for t in topics),
                  "every zone's occupancy, entered")

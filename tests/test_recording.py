@@ -52,6 +52,15 @@ def _probe(path: Path) -> tuple[str, str, int]:
     return s["codec_name"], s["pix_fmt"], int(s["nb_read_frames"])
 
 
+def _size(path: Path) -> tuple[int, int]:
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
+         "stream=width,height", "-of", "json", str(path)],
+        capture_output=True, text=True, check=True)
+    s = json.loads(out.stdout)["streams"][0]
+    return int(s["width"]), int(s["height"])
+
+
 def _opencv_frames(path: Path) -> int:
     cap = cv2.VideoCapture(str(path))
     count = 0
@@ -323,21 +332,40 @@ def test_retention_keeps_free_space_above_the_floor(small_disk: Path) -> None:
 
 
 def test_segments_roll_and_retention_runs_during_the_run(tmp_path: Path) -> None:
+    """Each camera records into a folder of its own, under its share of ``keep_gb``."""
     rec, events = tmp_path / "rec", tmp_path / "events.jsonl"
     proc = _start("--loop", "--events", str(events), "--record_dir", str(rec),
-                  "--segment_minutes", "0.02", "--keep_gb", "0.0006")
+                  "--segment_minutes", "0.02", "--keep_gb", "0.0012")
+    cameras = ("worker_safety", "visual_inspection")
     try:
-        wait_for(lambda: len(list(rec.glob("*.mp4"))) >= 2
+        wait_for(lambda: all(len(list((rec / c).glob("*.mp4"))) >= 2 for c in cameras)
               and _frames(_events(events)) >= 300, "several segments")
     finally:
         stderr = _stop(proc)
     assert proc.returncode == 0, stderr
-    seg = _events(events)[-1]["outputs"]["segments"]
-    assert seg["deleted"] > 0 and seg["files"] > len(list(rec.glob("*.mp4")))
+    assert sorted(p.name for p in rec.iterdir()) == sorted(cameras)
+    outputs = _events(events)[-1]["outputs"]
     assert "(retention)" in stderr
-    for path in sorted(rec.glob("*.mp4")):
-        assert _probe(path)[0] == "h264"
-    assert seg["recent"] and all(Path(p).is_file() for p in seg["recent"])  # none deleted
+    for camera in cameras:
+        seg = outputs[f"segments:{camera}"]
+        folder = rec / camera
+        assert seg["deleted"] > 0 and seg["files"] > len(list(folder.glob("*.mp4")))
+        for path in sorted(folder.glob("*.mp4")):
+            assert _probe(path)[0] == "h264" and _size(path) == (960, 540)  # one camera
+        assert seg["recent"] and all(Path(p).is_file() for p in seg["recent"])  # none deleted
+
+
+def test_composite_segments_tile_every_camera(tmp_path: Path) -> None:
+    rec, events = tmp_path / "rec", tmp_path / "events.jsonl"
+    proc = _start("--events", str(events), "--record_dir", str(rec), "--record_composite",
+                  "--max_frames", "30")
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr
+    files = sorted(rec.glob("*.mp4"))
+    assert len(files) == 1 and not [p for p in rec.iterdir() if p.is_dir()]
+    codec, _, frames = _probe(files[0])
+    assert codec == "h264" and _size(files[0]) == (1920, 540) and frames == 30
+    assert _events(events)[-1]["outputs"]["segments"]["written"] == 30
 
 
 def _decode_errors(path: Path) -> str:
@@ -382,7 +410,7 @@ def test_segments_on_a_full_disk_all_play(tmp_path: Path, small_disk: Path) -> N
     events, rec = tmp_path / "events.jsonl", small_disk / "rec"
     filler = _fill(small_disk, 900_000)
     proc = _start("--loop", "--events", str(events), "--record_dir", str(rec),
-                  "--segment_minutes", "0.05")
+                  "--segment_minutes", "0.05", "--record_composite")
     try:
         wait_for(lambda: any(e["type"] == "output_fault" for e in _events(events)), "the fault")
         at_fault = _frames(_events(events))

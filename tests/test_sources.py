@@ -108,13 +108,13 @@ def test_faulty_source_is_lost_and_restored_while_the_other_goes_on(fault: str) 
             pipeline.poll(0.1)
             kinds = [r["type"] for r in sink.records]
             if at_loss is None and "source_lost" in kinds:
-                at_loss = pipeline.safety.processed
+                at_loss = pipeline.units["worker_safety"].processor.processed
             if (at_loss is not None and "source_restored" in kinds
-                    and pipeline.safety.processed > at_loss + 5
+                    and pipeline.units["worker_safety"].processor.processed > at_loss + 5
                     and sink.frames.get("visual_inspection", 0) >= 10):
                 break
         status_seen = pipeline.assemble_status().stream("visual_inspection").reason
-        at_end = pipeline.safety.processed
+        at_end = pipeline.units["worker_safety"].processor.processed
     finally:
         summary = pipeline.close()
     kinds = [(r["type"], r["stream"]) for r in sink.records]

@@ -95,7 +95,8 @@ def test_endpoints_answer_with_the_run_state(app: App) -> None:
     state = json.loads(get(app.base + "/api/status")[2])
     assert set(state["streams"]) == {"worker_safety", "visual_inspection"}
     assert state["streams"]["worker_safety"]["status"] == "live"
-    assert state["zones"][0]["name"] == "zone"
+    assert state["streams"]["worker_safety"]["zones"][0]["name"] == "zone"
+    assert state["streams"]["visual_inspection"]["zones"] == []
     health = get(app.base + "/healthz")
     assert health[0] == 200 and json.loads(health[2])["status"] == "ok"
     wait_for(lambda: any(e["type"] == "keepout_enter"
@@ -105,7 +106,7 @@ def test_endpoints_answer_with_the_run_state(app: App) -> None:
 
 
 def test_metrics_have_conventional_names_and_labels(app: App) -> None:
-    wait_for(lambda: b'coral_mfg_keepout_entries_total{zone="zone"} 1.0'
+    wait_for(lambda: b'coral_mfg_keepout_entries_total{stream="worker_safety",zone="zone"} 1.0'
           in get(app.base + "/metrics")[2], "an entry counted")
     status, headers, body = get(app.base + "/metrics")
     assert status == 200 and headers["Content-Type"].startswith("text/plain")
@@ -119,8 +120,8 @@ def test_metrics_have_conventional_names_and_labels(app: App) -> None:
         'coral_mfg_latency_seconds_bucket{le="0.1",stream="worker_safety"}',
         'coral_mfg_inference_seconds_bucket{le="0.05",model="detector"}',
         'coral_mfg_inference_seconds_count{model="classifier"}',
-        'coral_mfg_zone_people{zone="zone"}',
-        'coral_mfg_inspected_total{grade="fresh_apple"}',
+        'coral_mfg_zone_people{stream="worker_safety",zone="zone"}',
+        'coral_mfg_inspected_total{grade="fresh_apple",stream="visual_inspection"}',
         'coral_mfg_accelerator_up{device="cpu"} 1.0',
         "coral_mfg_accelerator_fallback 0.0",
         "coral_mfg_uptime_seconds",

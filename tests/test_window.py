@@ -242,14 +242,14 @@ def test_keys_pause_hud_fullscreen_screenshot_and_quit(
 
     def script() -> None:
         try:
-            until(lambda: pipeline.safety.processed >= 5)
+            until(lambda: pipeline.units["worker_safety"].processor.processed >= 5)
             press(glfw.KEY_SPACE)
             until(lambda: pipeline.paused.is_set() and idle())
-            seen["paused_at"] = pipeline.safety.processed
+            seen["paused_at"] = pipeline.units["worker_safety"].processor.processed
             time.sleep(1.0)  # a whole second in which nothing may be processed
-            seen["still"] = pipeline.safety.processed
+            seen["still"] = pipeline.units["worker_safety"].processor.processed
             press(glfw.KEY_SPACE)
-            until(lambda: pipeline.safety.processed > seen["still"])
+            until(lambda: pipeline.units["worker_safety"].processor.processed > seen["still"])
             press(glfw.KEY_H)
             until(lambda: not app.show_hud)
             press(glfw.KEY_F)
@@ -273,7 +273,8 @@ def test_keys_pause_hud_fullscreen_screenshot_and_quit(
         app.finish()
         driver.join(10)
     assert seen["still"] == seen["paused_at"]  # nothing processed while paused
-    assert pipeline.safety.processed > seen["still"]  # and processing resumed
+    # and processing resumed
+    assert pipeline.units["worker_safety"].processor.processed > seen["still"]
     assert app.show_hud is False
     assert app.window.fullscreen is True
     assert list(tmp_path.glob("coral-mfg-*.png"))  # 's' saved a screenshot
@@ -423,8 +424,14 @@ def test_zone_editor_drag_insert_delete_new_and_save(
         win._on_key(None, k, 0, glfw.PRESS, mods)
         step()
 
+    def at(x: float, y: float) -> tuple[float, float]:
+        """Window coordinates of content point (x, y): editing enlarges the safety camera,
+        so its 960x540 pane sits in the middle of the 1920x540 window."""
+        vx, _, vw, _ = win.viewport()
+        return (vx + x * vw / win.content[0], y)
+
     def click(x: float, y: float, button: int = glfw.MOUSE_BUTTON_LEFT) -> None:
-        glfw.set_cursor_pos(win.handle, x, y)  # the window is 1920x540: content pixels
+        glfw.set_cursor_pos(win.handle, *at(x, y))
         win._on_mouse_button(None, button, glfw.PRESS, 0)
         step()
 
@@ -436,33 +443,39 @@ def test_zone_editor_drag_insert_delete_new_and_save(
     try:
         assert win.to_content(585, 390) == pytest.approx((585, 390))
         key(glfw.KEY_E)
-        assert app.editor.active
+        assert app.editor is not None and app.editor.active
+        assert app.focused == "worker_safety" and win.content == (W, H)
+        assert win.to_content(*at(585, 390)) == pytest.approx((585, 390))
+        store = pipeline.zone_store("worker_safety")
+        assert store is not None
         # drag vertex 0 from (585, 390) to (600, 420)
         click(585, 390)
-        glfw.set_cursor_pos(win.handle, 600, 420)
-        win._on_cursor(None, 600, 420)
+        glfw.set_cursor_pos(win.handle, *at(600, 420))
+        win._on_cursor(None, *at(600, 420))
         step()
         release()
-        live = pipeline.zone_store.zones[0].points.tolist()
+        live = store.zones[0].points.tolist()
         assert live[0] == [600, 420]
         # click the middle of edge 1-2 (720,335)-(420,205): a vertex is inserted there
         click(570, 270)
         release()
-        assert len(pipeline.zone_store.zones[0].points) == 5
-        assert pipeline.zone_store.zones[0].points[2].tolist() == [570, 270]
+        assert len(store.zones[0].points) == 5
+        assert store.zones[0].points[2].tolist() == [570, 270]
         # right-click it away again
         click(570, 270, glfw.MOUSE_BUTTON_RIGHT)
-        assert len(pipeline.zone_store.zones[0].points) == 4
+        assert len(store.zones[0].points) == 4
         # a new zone, selected with Tab
         key(glfw.KEY_N)
-        assert [z.name for z in pipeline.zone_store.zones] == ["press-1", "zone-2"]
+        assert [z.name for z in store.zones] == ["press-1", "zone-2"]
         key(glfw.KEY_TAB)
-        assert app.editor.zone is not None and app.editor.zone.name == "press-1"
+        assert app.editor is not None and app.editor.zone is not None
+        assert app.editor.zone.name == "press-1"
         app.render()
         shot = win.read_pixels()
+        handle_x = round(at(600, 420)[0])
         key(glfw.KEY_S, glfw.MOD_CONTROL)
         key(glfw.KEY_ESCAPE)  # leaves edit mode, does not quit
-        assert not app.editor.active and not app.quit
+        assert app.editor is None and not app.quit
     except BaseException as exc:  # keep the teardown below
         errors.append(exc)
     finally:
@@ -477,12 +490,13 @@ def test_zone_editor_drag_insert_delete_new_and_save(
     assert zones[0]["points"] == [[600, 420], [720, 335], [420, 205], [305, 235]]
     assert zones[0]["enter_frames"] == 2  # its own settings kept too
     # the handles of the selected zone are drawn (white squares at its vertices)
-    assert (shot[420, 594] > 200).all() and (shot[420, 606] > 200).all()
+    assert (shot[420, handle_x - 6] > 200).all() and (shot[420, handle_x + 6] > 200).all()
     # and the saved file is a valid config that loads the same zones
     from coral_mfg.runtime.zone_watch import zones_of
 
     again = resolve_settings(run_parser().parse_args(["--config", str(cfg)]))
-    assert zones_of(again, (0, 0, W, H))[2][0].points.tolist() == zones[0]["points"]
+    assert zones_of(again, again.camera_list()[0], (0, 0, W, H))[2][0].points.tolist() == \
+        zones[0]["points"]
 
 
 def test_csv_zone_is_saved_back_to_its_csv(xvfb: str, tmp_path: Path) -> None:
@@ -501,12 +515,14 @@ def test_csv_zone_is_saved_back_to_its_csv(xvfb: str, tmp_path: Path) -> None:
     pipeline = build_pipeline(settings, extra_sinks=[display])
     app = WindowApp(settings, pipeline, display)
     try:
-        app.editor.enter()
-        app.editor.press(305, 235)
-        app.editor.move(300, 250)
-        app.editor.release()
-        app.editor.new_zone()  # refused: a CSV holds one zone
-        assert "CSV file holds one zone" in app.editor.message
+        app.enter_editor()
+        editor = app.editor
+        assert editor is not None
+        editor.press(305, 235)
+        editor.move(300, 250)
+        editor.release()
+        editor.new_zone()  # refused: a CSV holds one zone
+        assert "CSV file holds one zone" in editor.message
         app.window._on_key(None, glfw.KEY_S, 0, glfw.PRESS, glfw.MOD_CONTROL)
         app.handle_keys()
     finally:
@@ -535,7 +551,8 @@ def test_window_close_stops_cleanly(xvfb: str) -> None:
 
     def close_soon() -> None:
         deadline = time.monotonic() + 60
-        while pipeline.safety.processed == 0 and time.monotonic() < deadline:
+        worker = pipeline.units["worker_safety"].processor
+        while worker.processed == 0 and time.monotonic() < deadline:
             time.sleep(0.02)
         closed["at"] = time.monotonic()
         glfw.set_window_should_close(app.window.handle, True)  # callable from any thread
@@ -552,7 +569,7 @@ def test_window_close_stops_cleanly(xvfb: str) -> None:
         app.finish()
         closer.join(5)
     assert done - closed["at"] < 2.0
-    assert pipeline.safety.processed > 0
+    assert pipeline.units["worker_safety"].processor.processed > 0
     assert not [t for t in set(threading.enumerate()) - before if t.is_alive()]
 
 
@@ -584,3 +601,97 @@ def test_window_fits_a_small_screen(monkeypatch: pytest.MonkeyPatch) -> None:
         proc.wait(10)
     assert (w, h) == (1280, 360)  # 2W x H scaled by 1280 / 1920
     assert x >= 0 and y >= 0 and x + w <= 1280 and y + h <= 720
+
+
+# --- a station of four cameras ----------------------------------------------------------------
+
+FOUR = (("press", "worker-zone-detection.mp4", ["safety"]),
+        ("belt", "apple-conveyor.mp4", ["inspection"]),
+        ("dock", "worker-zone-detection.mp4", ["safety"]),
+        ("packing", "apple-conveyor.mp4", ["inspection"]))
+
+
+def _four_cameras(tmp: Path) -> Path:
+    from tests.test_cameras import _camera, _config
+
+    return _config(tmp, {name: _camera(clip, roles) for name, clip, roles in FOUR})
+
+
+def test_four_cameras_fill_a_two_by_two_grid(xvfb: str, tmp_path: Path) -> None:
+    """A screenshot in which every pane shows its camera's video, where the grid puts it."""
+    shot, events = tmp_path / "shot.png", tmp_path / "events.jsonl"
+    result = subprocess.run(
+        [sys.executable, "-m", "coral_mfg", "--config", str(_four_cameras(tmp_path)),
+         "--device", "cpu", "--no-realtime", "--max_frames", "20", "--screenshot", str(shot),
+         "--events", str(events)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+        env={**os.environ, "DISPLAY": xvfb})
+    assert result.returncode == 0, result.stderr
+    saved = cv2.imread(str(shot))
+    assert saved is not None, f"no screenshot at {shot}"
+    image = cv2.cvtColor(saved, cv2.COLOR_BGR2RGB)
+    assert image.shape == (2 * H, 2 * W, 3)
+    lines = [json.loads(x) for x in events.read_text().splitlines()]
+    for i, (name, clip, _) in enumerate(FOUR):
+        index = _last(lines, name)["frame"]
+        expected = cv2.cvtColor(cv2.resize(frames(clip)[index], (W, H)), cv2.COLOR_BGR2RGB)
+        x0, y0 = (i % 2) * W, (i // 2) * H
+        shown = image[y0:y0 + H, x0:x0 + W]
+        region = (slice(H // 2, H), slice(0, W // 3))  # away from the HUD and most overlays
+        diff = np.abs(shown[region].astype(int) - expected[region].astype(int)).mean()
+        assert diff < 12, (name, diff)
+        hud = shown[8:110, 8:300]
+        assert np.all(hud > 200, axis=2).sum() > 300, name  # each pane has its HUD
+
+
+def test_a_number_key_or_a_click_enlarges_one_camera(xvfb: str, tmp_path: Path) -> None:
+    import glfw
+
+    from coral_mfg.config.flags import resolve_settings, run_parser
+    from coral_mfg.render.loop import WindowApp
+    from coral_mfg.render.window import DisplaySink
+    from coral_mfg.runtime.builder import build_pipeline
+
+    settings = resolve_settings(run_parser().parse_args(
+        ["--config", str(_four_cameras(tmp_path)), "--device", "cpu"]))
+    display = DisplaySink()
+    pipeline = build_pipeline(settings, extra_sinks=[display])
+    app = WindowApp(settings, pipeline, display)
+    win = app.window
+
+    def key(k: int) -> None:
+        win._on_key(None, k, 0, glfw.PRESS, 0)
+        app.handle_keys()
+
+    def click(x: float, y: float) -> None:
+        """A click at content point (x, y) of the grid (the window shows it 1:1)."""
+        glfw.set_cursor_pos(win.handle, x, y)
+        win._on_mouse_button(None, glfw.MOUSE_BUTTON_LEFT, glfw.PRESS, 0)
+        app.handle_mouse()
+
+    try:
+        assert win.content == (2 * W, 2 * H) and app.focused is None
+        assert win.framebuffer_size() == (2 * W, 2 * H)
+        key(glfw.KEY_3)
+        assert app.focused == "dock" and win.content == (W, H)
+        key(glfw.KEY_3)  # the same key again: the grid
+        assert app.focused is None and win.content == (2 * W, 2 * H)
+        key(glfw.KEY_2)
+        key(glfw.KEY_0)
+        assert app.focused is None
+        click(1.5 * W, 0.5 * H)  # top right: the second camera
+        assert app.focused == "belt"
+        click(W, H)  # anywhere on the enlarged camera: the grid again
+        assert app.focused is None
+        key(glfw.KEY_9)  # no ninth camera: the grid stays
+        assert app.focused is None
+        key(glfw.KEY_E)  # editing zones enlarges the first safety camera
+        assert app.editor is not None and app.focused == "press"
+        key(glfw.KEY_ESCAPE)
+        assert app.editor is None and not app.quit
+        key(glfw.KEY_2)
+        key(glfw.KEY_E)  # an inspection camera has no zones: said, not edited
+        assert app.editor is None and "no keep-out zones" in app.message
+    finally:
+        pipeline.close()
+        app.finish()

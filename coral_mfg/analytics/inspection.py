@@ -8,7 +8,6 @@ on, so the verdict reported on every frame is the object's, not the frame's.
 from __future__ import annotations
 
 import threading
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -22,10 +21,9 @@ from coral_mfg.core.events import Graded, Stamper
 from coral_mfg.core.frame import Frame
 from coral_mfg.core.geometry import letterbox
 from coral_mfg.core.results import (
-    VISUAL_INSPECTION,
     Box,
+    Candidates,
     FrameResult,
-    Inferred,
     InspectedObject,
     SnapshotRequest,
     StageTimes,
@@ -62,17 +60,32 @@ class Votes:
         return float(self.sums.max() / self.count) if self.count else 0.0
 
 
-@dataclass
-class VisualInspection:
-    """The inspection stream's processor: detect, crop, grade, and vote per tracked object."""
+@dataclass(frozen=True)
+class InspectionPart:
+    """What the inspection role made of one frame."""
 
+    objects: tuple[InspectedObject, ...]
+    events: tuple[Graded, ...]
+    snapshots: tuple[SnapshotRequest, ...]
+    graded: tuple[int, ...]  # which objects were graded on this frame
+
+
+@dataclass
+class InspectionRole:
+    """A camera's inspection role: objects of its inspected labels, cropped from the
+    full-resolution frame, graded, tracked, and voted over their frames.
+
+    ``finish`` runs for one frame after the other, in order, under ``lock`` (the
+    camera's), which :meth:`flush` and :meth:`counts` take too.
+    """
+
+    camera: str
     tracker: Tracker
     out_size: tuple[int, int]
     tracking: TrackingConfig
     stamper: Stamper
-    name: str = VISUAL_INSPECTION
-    processed: int = 0
-    labels: Labels | None = None  # the lane's, taken on the first frame
+    labels: Labels
+    lock: threading.Lock
     #: per live track, how often the detector gave each name to its object: the most
     #: frequent is the object's label, so one frame's odd name does not rename it
     track_labels: dict[int, Counter[str]] = field(default_factory=dict)
@@ -85,22 +98,16 @@ class VisualInspection:
     #: objects that ended, counted by verdict (None: never graded); only counts are kept,
     #: so memory stays flat however long the run
     ended_verdicts: dict[int | None, int] = field(default_factory=dict)
-    #: held by :meth:`finish`, :meth:`flush` and :meth:`counts`: the tracks are ended once,
-    #: by one of them, and counted as a whole
-    lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def infer(self, frame: Frame, lane: InferenceLane) -> Inferred:
-        """Objects on the frame and the grades of their crops (full resolution).
+    def infer(self, frame: Frame, detections: Detections, lane: InferenceLane,
+              times: StageTimes) -> Candidates:
+        """The frame's objects and the grades of their crops (full resolution).
 
         Weak detections are graded only where a track expects an object: they
         can only continue a track, and grading costs a classifier call each.
         """
-        times = StageTimes(decode=frame.decode_ms)
-        if self.labels is None:
-            self.labels = lane.labels
         t = self.tracking
-        found = lane.detect(frame.image, times).of_classes(self.labels.inspected,
-                                                             self.tracker.low)
+        found = detections.of_classes(self.labels.inspected, self.tracker.low)
         # an apple also scored as an orange is one object to grade
         found = found.deduplicated(t.duplicate_iou, t.duplicate_inside, by_class=False)
         crops = [as_box(c) for c in pixel_boxes(found.xyxy, frame.size)]
@@ -112,7 +119,7 @@ class VisualInspection:
             scores = lane.class_scores(frame.image, [crops[i] for i in graded], times)
             for row, i in enumerate(graded):
                 grades[i] = scores[row]
-        return Inferred(found, lane.device.value, times, tuple(grades), tuple(crops))
+        return Candidates(found, tuple(grades), tuple(crops))
 
     def _worth_grading(self, found: Detections, frame: Frame) -> npt.NDArray[np.bool_]:
         confident = found.scores > self.tracker.high
@@ -123,22 +130,17 @@ class VisualInspection:
         near = (iou_matrix(out, expected) >= self.tracker.min_iou).any(axis=1)
         return np.asarray(confident | near, dtype=bool)
 
-    def finish(self, frame: Frame, inferred: Inferred) -> FrameResult:
-        """Tracks and their votes, one frame after the other, in order."""
-        with self.lock:
-            return self._finish(frame, inferred)
-
-    def _finish(self, frame: Frame, inferred: Inferred) -> FrameResult:
-        times, found = inferred.times, inferred.detections
+    def finish(self, frame: Frame, part: Candidates) -> InspectionPart:
+        """Tracks and their votes; the graded events of the objects that ended."""
+        found = part.found
         picture = letterbox(self.out_size, frame.size)
-        t0 = time.perf_counter()
         seen = self.tracker.update(found.placed(picture, self.out_size).xyxy, found.scores)
         boxes = pixel_boxes(np.array([o.box for o in seen]).reshape(-1, 4), self.out_size)
         objects: list[InspectedObject] = []
         graded: list[int] = []
         for box, obs in zip(boxes, seen, strict=True):
             i = obs.detection
-            scores = inferred.grades[i] if i is not None else None
+            scores = part.grades[i] if i is not None else None
             names = self.track_labels.setdefault(obs.track.id, Counter())
             if i is not None:
                 names[self._label(int(found.class_ids[i]))] += 1
@@ -152,28 +154,27 @@ class VisualInspection:
                 self._grade(verdict), None if verdict is None else votes.score,
                 obs.track.id, obs.predicted, self._passed(verdict),
                 None if scores is None else self._grade(int(np.argmax(scores))),
-                None if scores is None or i is None else inferred.crops[i]))
+                None if scores is None or i is None else part.crops[i]))
         self.last_frame = frame.index
         events, snapshots = self._ended()
-        times.checks = (time.perf_counter() - t0) * 1000.0
-        self.processed += 1
-        result = FrameResult(frame, self.out_size, inferred.device, tuple(objects), times,
-                             events, snapshots)
-        for i in graded:
-            self.last_graded[objects[i].track] = (result, objects[i].box)
-        return result
+        return InspectionPart(tuple(objects), events, snapshots, tuple(graded))
+
+    def remember(self, result: FrameResult, part: InspectionPart) -> None:
+        """The frame each graded object was last graded on: its ``graded`` picture."""
+        for i in part.graded:
+            obj = part.objects[i]
+            self.last_graded[obj.track] = (result, obj.box)
 
     def _label(self, class_id: int) -> str:
-        assert self.labels is not None, "set by infer"
         return self.labels.inspected.get(class_id, str(class_id))
 
     def _grade(self, verdict: int | None) -> str | None:
-        if verdict is None or self.labels is None:
+        if verdict is None:
             return None
         return self.labels.classifier.get(verdict, str(verdict))
 
     def _passed(self, verdict: int | None) -> bool | None:
-        if verdict is None or self.labels is None:
+        if verdict is None:
             return None
         return verdict in self.labels.passing
 
@@ -203,8 +204,8 @@ class VisualInspection:
                            passed=bool(self._passed(verdict)),
                            grade_score=round(votes.score, 4), frames=track.hits,
                            graded_frames=votes.count, frame=self.last_frame,
-                           stream=self.name, stamp=stamp,
-                           snapshot=self.stamper.picture(Graded.type, stamp)
+                           stream=self.camera, stamp=stamp,
+                           snapshot=self.stamper.picture(Graded.type, stamp, self.camera)
                            if last is not None else None)
             events.append(event)
             if last is not None and event.snapshot is not None:
@@ -213,10 +214,7 @@ class VisualInspection:
 
     def counts(self) -> dict[str, int]:
         """Objects seen on enough frames to count, ended or in view, by their verdict's
-        grade name; every grade is listed once the models are known, so a zero is a zero,
-        not a gap."""
-        if self.labels is None:
-            return {}
+        grade name; every grade is listed, so a zero is a zero, not a gap."""
         with self.lock:
             verdicts = dict(self.ended_verdicts)
             for track in self.tracker.tracks:

@@ -16,19 +16,11 @@ import numpy as np
 from coral_mfg.analytics.tracking import Tracker
 from coral_mfg.analytics.zones import KeepoutZone
 from coral_mfg.config.settings import TrackingConfig
-from coral_mfg.core.detections import as_box, pixel_boxes
+from coral_mfg.core.detections import Detections, as_box, pixel_boxes
 from coral_mfg.core.events import KeepoutEnter, KeepoutExit, Stamper
 from coral_mfg.core.frame import Frame
 from coral_mfg.core.geometry import letterbox
-from coral_mfg.core.results import (
-    WORKER_SAFETY,
-    FrameResult,
-    Inferred,
-    PersonObject,
-    SnapshotRequest,
-    StageTimes,
-)
-from coral_mfg.inference.lane import InferenceLane
+from coral_mfg.core.results import PersonObject, SnapshotRequest, ZoneOutline
 from coral_mfg.inference.plan import PERSON_ID
 
 
@@ -176,31 +168,42 @@ class ZoneDebounce:
         return self.current
 
 
-@dataclass
-class WorkerSafety:
-    """The safety stream's processor: people, tracked and tested against the zones in force."""
+@dataclass(frozen=True)
+class SafetyPart:
+    """What the safety role made of one frame."""
 
+    objects: tuple[PersonObject, ...]
+    events: tuple[KeepoutEnter | KeepoutExit, ...]
+    snapshots: tuple[SnapshotRequest, ...]
+    zones: tuple[ZoneOutline, ...]
+
+
+@dataclass
+class SafetyRole:
+    """A camera's safety role: people, tracked and tested against its zones in force.
+
+    ``finish`` runs for one frame after the other, in order, under the camera's lock.
+    """
+
+    camera: str
     store: ZoneStore
     tracker: Tracker
     out_size: tuple[int, int]
     tracking: TrackingConfig
     stamper: Stamper
-    name: str = WORKER_SAFETY
     debounce: ZoneDebounce = field(default_factory=ZoneDebounce)
-    processed: int = 0
 
-    def infer(self, frame: Frame, lane: InferenceLane) -> Inferred:
+    def people(self, detections: Detections) -> Detections:
         """People on the frame, one box each; safe to run for several frames at once."""
-        times = StageTimes(decode=frame.decode_ms)
         t = self.tracking
-        people = lane.detect(frame.image, times).of_class(PERSON_ID, self.tracker.low)
-        return Inferred(people.deduplicated(t.duplicate_iou, t.duplicate_inside),
-                        lane.device.value, times)
+        people = detections.of_class(PERSON_ID, self.tracker.low)
+        return people.deduplicated(t.duplicate_iou, t.duplicate_inside)
 
-    def finish(self, frame: Frame, inferred: Inferred) -> FrameResult:
-        """Tracks, zones and events, one frame after the other, in order."""
-        times, people = inferred.times, inferred.detections
-        t0 = time.perf_counter()
+    def outlines(self) -> tuple[ZoneOutline, ...]:
+        return tuple(z.outline for z in self.store.zones if z.enabled)
+
+    def finish(self, frame: Frame, people: Detections) -> SafetyPart:
+        """Tracks, zones and events of one frame."""
         zones = self.store.zones
         for old, new in self.store.take_renames():
             self.debounce.rename(old, new)
@@ -221,10 +224,8 @@ class WorkerSafety:
         events = tuple(self._event(kind, zone, track, frame) for kind, zone, track in edges)
         shots = tuple(SnapshotRequest(e) for e in events
                       if isinstance(e, KeepoutEnter) and e.snapshot is not None)
-        times.checks = (time.perf_counter() - t0) * 1000.0
-        self.processed += 1
-        return FrameResult(frame, self.out_size, inferred.device, tuple(objects), times, events,
-                           shots, tuple(z.outline for z in zones if z.enabled))
+        return SafetyPart(tuple(objects), events, shots,
+                          tuple(z.outline for z in zones if z.enabled))
 
     def _event(self, kind: str, zone: str, track: int, frame: Frame
                ) -> KeepoutEnter | KeepoutExit:
@@ -232,11 +233,12 @@ class WorkerSafety:
         at = self.stamper.run_time(frame.captured)
         if kind == ENTER:
             return KeepoutEnter(zone=zone, track=track, frame=frame.index, time=at,
-                                stream=self.name, stamp=stamp,
-                                snapshot=self.stamper.picture(KeepoutEnter.type, stamp))
+                                stream=self.camera, stamp=stamp,
+                                snapshot=self.stamper.picture(KeepoutEnter.type, stamp,
+                                                              self.camera))
         stayed = self.debounce.stayed.pop((zone, track), 0.0)
         return KeepoutExit(zone=zone, track=track, frame=frame.index, time=at,
-                           seconds_in_zone=round(stayed, 2), stream=self.name, stamp=stamp)
+                           seconds_in_zone=round(stayed, 2), stream=self.camera, stamp=stamp)
 
     @property
     def violations(self) -> int:

@@ -1,9 +1,10 @@
 """``coral-mfg bench``: throughput of the real pipeline against the pure-inference bound.
 
-Both sample videos loop, unpaced and headless, for a fixed time; then the same
-interpreters run a tight invoke loop with the same process layout and the same
-share of classifier calls per frame. The ratio says how much the pipeline
-(decode, resize, checks, outputs, scheduling) costs on top of inference.
+Both sample videos loop (or, with ``--cameras N``, N cameras replicating them),
+unpaced and headless, for a fixed time; then the same interpreters run a tight
+invoke loop with the same process layout and the same share of classifier calls
+per frame. The ratio says how much the pipeline (decode, resize, checks,
+outputs, scheduling) costs on top of inference.
 """
 
 from __future__ import annotations
@@ -11,14 +12,20 @@ from __future__ import annotations
 import json
 import os
 import statistics
+import tempfile
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import fields
+from pathlib import Path
 from typing import Any
 
+import tomli_w
+
+from coral_mfg.config.cameras import MAX_CAMERAS
 from coral_mfg.config.flags import Parser, typed
 from coral_mfg.config.settings import Settings, load_settings
+from coral_mfg.config.zones import ZoneSpec, csv_spec
 from coral_mfg.core.results import FrameResult, InspectedObject, StageTimes
 from coral_mfg.outputs.base import SinkBase
 from coral_mfg.runtime.builder import build_pipeline
@@ -80,7 +87,9 @@ def run_bench(settings: Settings, seconds: float) -> dict[str, Any]:
         "cpu_threads": pool.clients()[0].config.cpu_threads,
         "process_hop_ms": {"median": round(hop_median, 3), "p99": round(hop_p99, 3)},
         "seconds": round(elapsed, 2),
+        "cameras": len(summary["frames"]),
         "fps": summary["fps"],
+        "skipped": summary["skipped"],
         "total_fps": round(achieved, 2),
         "stage_median_ms": stages,
         "classify_per_frame": round(share, 3),
@@ -113,7 +122,7 @@ class _Keep(SinkBase):
 
 
 def run_render_bench(settings: Settings, seconds: float) -> dict[str, Any]:
-    """Frames/s of drawing both panes with their overlays and HUD, nothing else."""
+    """Frames/s of drawing every camera's pane with its overlays and HUD, nothing else."""
     import glfw
     from OpenGL import GL
 
@@ -126,27 +135,25 @@ def run_render_bench(settings: Settings, seconds: float) -> dict[str, Any]:
     while not pipeline.poll(0.2):
         pass
     pipeline.close()
-    pairs = list(zip(
-        [r for r in keep.results if r.stream == "worker_safety"],
-        [r for r in keep.results if r.stream == "visual_inspection"],
-        strict=False,
-    ))
-    window = Window(settings.out_size)
+    cameras = tuple(c.name for c in settings.camera_list())
+    results = {c: [r for r in keep.results if r.stream == c] for c in cameras}
+    length = min(len(r) for r in results.values())
+    window = Window(settings.out_size, cameras=len(cameras))
     try:
         glfw.swap_interval(0)
         display = DisplaySink()
         hud = ["WORKER SAFETY  sample", " 30.0 fps   inference  7.5 ms", "CPU  model",
                "dropped 0", "in zone now 0   violations 0"]
+        panes = {cameras[i]: origin for i, origin in window.origins().items()}
         drawn = 0
         start = time.perf_counter()
         while time.perf_counter() - start < seconds:
-            ws, vi = pairs[drawn % len(pairs)]
-            display.write(ws)
-            display.write(vi)
-            window.set_pane(0, ws.frame.image)
-            window.set_pane(1, vi.frame.image)
-            layer = scene_for(display.snapshot(), window.atlas, window.pane_size, mask=None,
-                              hud=lambda _s: hud)
+            for i, camera in enumerate(cameras):
+                result = results[camera][drawn % length]
+                display.write(result)
+                window.set_pane(i, result.frame.image)
+            layer = scene_for(display.snapshot(), window.atlas, window.pane_size, panes,
+                              mask=None, hud=lambda _s: hud)
             window.draw(layer)
             window.swap()
             glfw.poll_events()
@@ -159,7 +166,7 @@ def run_render_bench(settings: Settings, seconds: float) -> dict[str, Any]:
         window.close()
     return {"render_fps": round(drawn / elapsed, 1), "frames": drawn,
             "seconds": round(elapsed, 2), "gl_renderer": renderer, "gl_errors": errors,
-            "size": [2 * settings.output.width, settings.output.height]}
+            "cameras": len(cameras), "size": list(window.content)}
 
 
 def _rss_mb() -> float:
@@ -214,6 +221,26 @@ def run_soak(settings: Settings, seconds: float) -> dict[str, Any]:
     }
 
 
+def replicated(settings: Settings, count: int, folder: Path) -> Path:
+    """A config file of ``count`` cameras taking turns at the sample videos (each camera
+    with the roles and zones of the original stream it replays)."""
+    originals = settings.camera_list()
+    tables: dict[str, Any] = {}
+    for i in range(count):
+        original = originals[i % len(originals)]
+        table: dict[str, Any] = {"input": original.input, "roles": list(original.roles)}
+        if original.safety:
+            table["zones"] = [z.to_table() for z in _zones(settings, original.zones)]
+        tables[f"{original.name}_{i // len(originals) + 1}"] = table
+    path = folder / "bench-cameras.toml"
+    path.write_text(tomli_w.dumps({"cameras": tables}), encoding="utf-8")
+    return path
+
+
+def _zones(settings: Settings, zones: tuple[ZoneSpec, ...]) -> tuple[ZoneSpec, ...]:
+    return zones or (csv_spec(settings.safety.keepout_points_path),)
+
+
 def main(argv: Sequence[str]) -> int:
     p = Parser(
         prog="coral-mfg bench",
@@ -232,6 +259,9 @@ def main(argv: Sequence[str]) -> int:
                    help="threads per interpreter")
     p.add_argument("--device", type=typed("device"), default=None,
                    help="auto, edgetpu or cpu")
+    p.add_argument("--cameras", type=int, metavar="N",
+                   help=f"N cameras (1 to {MAX_CAMERAS}) taking turns at the two sample "
+                   "videos, instead of the two streams")
     p.add_argument("--soak", type=float, metavar="SECONDS",
                    help="run this long and report memory (RSS) and threads at start and end")
     p.add_argument("--render", action="store_true",
@@ -243,11 +273,21 @@ def main(argv: Sequence[str]) -> int:
     p.add_argument("--encoder_preset", "--encoder-preset", type=typed("encoder_preset"),
                    help="x264 preset of the recording")
     args = p.parse_args(argv)
-    settings = load_settings({
+    if args.cameras is not None and not 1 <= args.cameras <= MAX_CAMERAS:
+        p.error(f"--cameras takes 1 to {MAX_CAMERAS}, got {args.cameras}")
+    flags = {
         "headless": True, "realtime": False, "loop": True, "events": os.devnull,
         "cpu_threads": args.cpu_threads, "cpu_processes": args.processes, "device": args.device,
         "output": args.output, "encoder_preset": args.encoder_preset, "http": args.http,
-    })
+    }
+    settings = load_settings(flags)
+    with tempfile.TemporaryDirectory(prefix="coral-mfg-bench-") as folder:
+        if args.cameras is not None:
+            settings = load_settings(flags, replicated(settings, args.cameras, Path(folder)))
+        return _measure(args, settings)
+
+
+def _measure(args: Any, settings: Settings) -> int:
     if args.soak:
         print(json.dumps(run_soak(settings, args.soak)))
     elif args.render:

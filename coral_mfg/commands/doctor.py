@@ -11,10 +11,11 @@ from pathlib import Path
 
 from coral_mfg.capture.sources import probe_source
 from coral_mfg.config.assets import Manifest, app_home, load_manifest, usable_pairs, verify
+from coral_mfg.config.cameras import CameraConfig
 from coral_mfg.config.settings import Settings
+from coral_mfg.config.validators import redact_url
 from coral_mfg.core.errors import DeviceError, UserError
 from coral_mfg.core.files import writable_folder
-from coral_mfg.core.results import STREAMS
 from coral_mfg.inference import device_lock, discovery, runtime, setup_guide
 from coral_mfg.inference.startup import probe_edgetpu
 
@@ -145,21 +146,22 @@ def _settings_checks(settings: Settings | UserError) -> list[Check]:
         return [Check("config", False, str(settings))]
     where = str(settings.config) if settings.config else "built-in defaults"
     checks = [Check("config", True, f"{where}: valid")]
-    for stream in STREAMS:
-        checks.append(_input_check(settings, stream))
+    for camera in settings.camera_list():
+        checks.append(_input_check(settings, camera))
     checks.extend(_folder_check(path, probe) for _, path, probe in settings.written())
     return checks
 
 
-def _input_check(settings: Settings, stream: str) -> Check:
-    config = settings.stream(stream)
+def _input_check(settings: Settings, camera: CameraConfig) -> Check:
+    config = settings.stream(camera)
+    name = f"input {camera.name}"
     try:
-        cap, first = probe_source(config.spec, *settings.out_size, stream)
+        cap, first = probe_source(config.spec, *settings.out_size, camera.name)
     except UserError as exc:
-        return Check(f"input {stream}", False, str(exc))
+        return Check(name, False, str(exc))
     cap.release()
     size = f"{first.size[0]}x{first.size[1]}" if first is not None else "?"
-    return Check(f"input {stream}", True, f"{config.spec} ({size})")
+    return Check(name, True, f"{redact_url(config.spec)} ({size})")
 
 
 def _folder_check(path: Path, probe: Path) -> Check:

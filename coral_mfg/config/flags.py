@@ -78,8 +78,9 @@ def run_parser(prog: str = "coral-mfg") -> argparse.ArgumentParser:
     """The run's parser: a flag for every setting, made from the settings model."""
     p = Parser(
         prog=prog,
-        description="Dual-stream manufacturing inspection: worker keep-out zones and grading "
-        "of detected objects (apples by default), on a Coral Edge TPU or the CPU.",
+        description="Manufacturing inspection for one to eight cameras: worker keep-out "
+        "zones and grading of detected objects (apples by default), on Coral Edge TPUs or "
+        "the CPU. Without [cameras] tables in the config, the original two streams run.",
         epilog="sub-commands: run (default), fetch-assets, doctor, bench, train-classifier. "
         "'coral-mfg SUBCOMMAND --help' for each.\n\n" + KEYS_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -28,6 +28,16 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 
+from coral_mfg.config.cameras import (
+    CAMERA_FILE_KEYS,
+    CAMERA_KEYS,
+    INSPECTION,
+    MAX_CAMERAS,
+    SAFETY,
+    VISUAL_INSPECTION,
+    WORKER_SAFETY,
+    CameraConfig,
+)
 from coral_mfg.config.validators import (
     Bind,
     FilePath,
@@ -247,8 +257,12 @@ class RecordingConfig(_Section):
         None, "record in segment files in DIR, the oldest deleted by retention",
         metavar="DIR")
     segment_minutes: PositiveFloat = setting(5.0, "length of a segment", metavar="M")
+    record_composite: Flag = setting(
+        False, "record every camera tiled in one picture, instead of a folder per camera",
+        kind="switch")
     keep_gb: PositiveFloat = setting(
-        50.0, "total size of the segments kept, the oldest deleted first", metavar="GB")
+        50.0, "total size of the segments kept (shared equally by the cameras), the oldest "
+        "deleted first", metavar="GB")
     keep_days: PositiveFloat = setting(
         30.0, "age of the oldest segment kept", metavar="D")
     min_free_gb: PositiveFloat = setting(
@@ -415,6 +429,7 @@ class Settings(_Section):
     window: WindowConfig = WindowConfig()
     safety: SafetyConfig = SafetyConfig()
     log: LogConfig = LogConfig()
+    cameras: tuple[CameraConfig, ...] = ()  # the config's [cameras.NAME] tables, if any
     config: Path | None = None  # the config file these came from, if any
     zones_from_csv: bool = True  # the legacy CSV is the zone (no zones in the config, or flag)
 
@@ -423,9 +438,10 @@ class Settings(_Section):
         if self.window.headless and self.window.screenshot is not None:
             raise ValueError("--screenshot needs the window: drop --headless, or drop "
                              "--screenshot and record with --output")
-        inputs = {Path(p).resolve() for p in (self.inputs.worker_safety_input,
-                                             self.inputs.visual_inspection_input)
-                  if p is not None and not _is_device_or_url(p)}
+        given = ([c.input for c in self.cameras] if self.cameras else
+                 [p for p in (self.inputs.worker_safety_input,
+                              self.inputs.visual_inspection_input) if p is not None])
+        inputs = {Path(p).resolve() for p in given if not _is_device_or_url(p)}
         for key in ("output", "events", "record_dir", "harvest_dir"):
             path = self.value(key)
             if path is not None and path.resolve() in inputs:
@@ -470,10 +486,21 @@ class Settings(_Section):
         loop = self.inputs.loop
         return loop if loop is not None else not self.window.headless
 
-    def stream(self, name: str) -> StreamConfig:
-        spec = getattr(self.inputs, f"{name}_input")
-        assert spec is not None, "inputs are filled in by build_settings"
-        return StreamConfig(name, spec, self.inputs.realtime, self.loop,
+    def camera_list(self) -> tuple[CameraConfig, ...]:
+        """The cameras that run: the config's enabled ``[cameras.NAME]`` tables, else the
+        original demo's two streams from their flags."""
+        if self.cameras:
+            return tuple(c for c in self.cameras if c.enabled)
+        i = self.inputs
+        assert i.worker_safety_input and i.visual_inspection_input, "filled in at build"
+        return (CameraConfig(name=WORKER_SAFETY, input=i.worker_safety_input, roles=(SAFETY,),
+                             zones=self.safety.zones),
+                CameraConfig(name=VISUAL_INSPECTION, input=i.visual_inspection_input,
+                             roles=(INSPECTION,)))
+
+    def stream(self, camera: CameraConfig) -> StreamConfig:
+        """How a camera's frames are read: its input, at the run's pace."""
+        return StreamConfig(camera.name, camera.input, self.inputs.realtime, self.loop,
                             self.inputs.stall_seconds, self.inputs.max_frames)
 
     def with_flags(self, **flags: Any) -> Settings:
@@ -499,6 +526,9 @@ def read_config_file(path: Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for written, value in data.items():
         key = ALIASES.get(written, written)
+        if key == "cameras":
+            out["cameras"] = _cameras(value, where, path.parent)
+            continue
         if key in TABLES:
             out.update(_table(key, value, where, path.parent))
             continue
@@ -526,15 +556,68 @@ def _table(name: str, value: Any, where: str, base: Path) -> dict[str, Any]:
     return {"zones": parse_zone_tables(zones, where)}
 
 
-def parse_zone_tables(tables: list[dict[str, Any]], where: str) -> tuple[ZoneSpec, ...]:
-    """``[[safety.zones]]`` tables as zone specs; geometry is checked once the size is known."""
+def _cameras(value: Any, where: str, base: Path) -> tuple[CameraConfig, ...]:
+    """``[cameras.NAME]`` tables, each checked, paths taken from the config's folder."""
+    if not isinstance(value, dict) or not all(isinstance(t, dict) for t in value.values()):
+        raise ConfigError(f"{where}: 'cameras' must be [cameras.NAME] tables")
+    if not 1 <= len(value) <= MAX_CAMERAS:
+        raise ConfigError(f"{where}: a station has 1 to {MAX_CAMERAS} cameras, the file "
+                          f"defines {len(value)}")
+    cameras = []
+    for name, table in value.items():
+        label = f"[cameras.{name}]"
+        unknown = sorted(set(table) - CAMERA_KEYS)
+        if unknown:
+            near = difflib.get_close_matches(unknown[0], CAMERA_KEYS, n=1)
+            hint = f" (did you mean {near[0]}?)" if near else _belongs(unknown[0])
+            raise ConfigError(f"{where}: {label}: unknown key '{unknown[0]}'{hint}; known: "
+                              + ", ".join(sorted(CAMERA_KEYS)))
+        zones = table.get("zones", [])
+        if not isinstance(zones, list) or not all(isinstance(z, dict) for z in zones):
+            raise ConfigError(f"{where}: {label}: zones must be [[cameras.{name}.zones]] "
+                              "tables")
+        fields = {k: v for k, v in table.items() if k != "zones"}
+        try:
+            camera = CameraConfig.model_validate({"name": name, **fields})
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            key = str(error["loc"][0]) if error["loc"] else ""
+            shown = "***" if key == "input" and "@" in str(error.get("input")) else (
+                repr(error.get("input")))
+            raise ConfigError(f"{where}: {label}: '{key}' must be {_reason(error)}, got "
+                              f"{shown}") from None
+        update: dict[str, Any] = {"zones": parse_zone_tables(
+            zones, f"{where}: {label}", header=f"[[cameras.{name}.zones]]")}
+        if not _is_device_or_url(camera.input):
+            update["input"] = str(_in_folder(Path(camera.input), base))
+        for key in CAMERA_FILE_KEYS:
+            if getattr(camera, key) is not None:
+                update[key] = _in_folder(getattr(camera, key), base)
+        if camera.safety and not update["zones"]:
+            raise ConfigError(f"{where}: {label} has the safety role but no keep-out zones: "
+                              f"add [[cameras.{name}.zones]] tables, or make its roles "
+                              '["inspection"]')
+        cameras.append(camera.model_copy(update=update))
+    if not any(c.enabled for c in cameras):
+        raise ConfigError(f"{where}: every camera has enabled = false; enable at least one")
+    return tuple(cameras)
+
+
+def _in_folder(path: Path, base: Path) -> Path:
+    p = path.expanduser()
+    return p if p.is_absolute() else (base / p).resolve()
+
+
+def parse_zone_tables(tables: list[dict[str, Any]], where: str,
+                      header: str = "[[safety.zones]]") -> tuple[ZoneSpec, ...]:
+    """Zone tables as zone specs; geometry is checked once the size is known."""
     specs: list[ZoneSpec] = []
     seen: set[str] = set()
     for i, table in enumerate(tables, start=1):
         label = zone_label(table, i)
         unknown = sorted(set(table) - ZONE_KEYS)
         if unknown:
-            raise ConfigError(f"{where}: {label}: {_unknown_zone_key(unknown[0], i)}")
+            raise ConfigError(f"{where}: {label}: {_unknown_zone_key(unknown[0], i, header)}")
         try:
             spec = ZoneSpec.model_validate(table)
         except ValidationError as exc:
@@ -567,12 +650,12 @@ def _unknown_top_level(key: str) -> str:
     return f"unknown key '{key}'{_belongs(key)}"
 
 
-def _unknown_zone_key(key: str, index: int) -> str:
+def _unknown_zone_key(key: str, index: int, header: str) -> str:
     known = "known: " + ", ".join(sorted(ZONE_KEYS))
     if key in FLAG_HOME:
         return (f"unknown key '{key}'; '{key}' is a top-level setting: TOML puts every key "
-                f"written after a [[safety.zones]] header into that zone (here zone {index}), "
-                "so move it above the first [[safety.zones]]")
+                f"written after a {header} header into that zone (here zone {index}), "
+                f"so move it above the first {header}")
     near = difflib.get_close_matches(key, ZONE_KEYS, n=1)
     hint = f" (did you mean {near[0]}?)" if near else ""
     return f"unknown key '{key}'{hint}; {known}"
@@ -607,7 +690,7 @@ def _is_device_or_url(value: str) -> bool:
 
 def _flags_to_sections(settings: Settings) -> dict[str, Any]:
     return {key: getattr(getattr(settings, FLAG_HOME[key]), key) for key in FLAG_HOME} | {
-        "zones": settings.safety.zones
+        "zones": settings.safety.zones, "cameras": settings.cameras,
     }
 
 
@@ -618,6 +701,7 @@ def _assemble(
     for key, value in flags.items():
         merged[key] = _resolve(key, check_value(key, value, f"--{key}"), Path.cwd())
     sections: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    cameras: tuple[CameraConfig, ...] = merged.pop("cameras", ())
     for key, value in merged.items():
         if key == "zones":
             sections["safety"]["zones"] = value
@@ -633,7 +717,7 @@ def _assemble(
             mqtt=MqttConfig(**sections["mqtt"]), http=HttpConfig(**sections["http"]),
             window=WindowConfig(**sections["window"]),
             safety=SafetyConfig(**sections["safety"]), log=LogConfig(**sections["log"]),
-            config=config, zones_from_csv=from_csv,
+            cameras=cameras, config=config, zones_from_csv=from_csv,
         )
     except ValidationError as exc:
         raise ConfigError(_reason(exc.errors()[0])) from None
@@ -654,8 +738,13 @@ def build_settings(
     explicit_csv = "keepout_points_path" in given
     from_csv = explicit_csv or not from_file.get("zones")
     base = dict(from_file)
+    if from_file.get("cameras"):
+        stray = next((k for k in (*INPUT_KEYS, "zones") if k in given or k in from_file), None)
+        if stray is not None:
+            raise ConfigError(f"{path}: defines [cameras], so '{stray}' does not apply: set "
+                              "each camera's input and zones in its [cameras.NAME] table")
     for key in INPUT_KEYS:
-        if key not in given and key not in base:
+        if key not in given and key not in base and not from_file.get("cameras"):
             base[key] = samples(key.removesuffix("_input"))
     if "keepout_points_path" not in base and "keepout_points_path" not in given:
         base["keepout_points_path"] = (

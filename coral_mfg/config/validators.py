@@ -84,6 +84,17 @@ def name(value: Any) -> str:
     return str(value)
 
 
+def camera_name(value: Any) -> str:
+    """A camera's name names its folders, its web address and its topics: letters (of any
+    script), digits, ``-`` and ``_`` only, so it is the same everywhere."""
+    problem = name_problem(value)
+    if problem is None and not all(c.isalnum() or c in "-_" for c in str(value)):
+        problem = "letters, digits, '-' and '_' only (it names folders and web addresses)"
+    if problem is not None:
+        raise ValueError(problem)
+    return str(value)
+
+
 def zone_name(value: Any) -> str:
     problem = name_problem(value)
     if problem is not None:
@@ -245,6 +256,7 @@ Bind = Annotated[str, PlainValidator(bind)]
 Names = Annotated[tuple[str, ...], PlainValidator(names)]
 SomeNames = Annotated[tuple[str, ...], PlainValidator(some_names)]
 Name = Annotated[str, PlainValidator(name)]
+CameraName = Annotated[str, PlainValidator(camera_name)]
 TopicPrefix = Annotated[str, PlainValidator(topic_prefix)]
 Points = Annotated[tuple[tuple[float, float], ...], PlainValidator(points)]
 Size = Annotated[tuple[int, int], PlainValidator(size)]

@@ -123,10 +123,12 @@ def _toml_value(value: Any) -> str:
 
 @dataclass(frozen=True)
 class ZoneSource:
-    """Where a zone came from, so the editor can save it back there."""
+    """Where a zone came from, so the editor can save it back there: a CSV, or a config
+    file's ``[[safety.zones]]`` (``camera`` None) or ``[[cameras.NAME.zones]]``."""
 
     path: Path
     kind: str  # "toml" or "csv"
+    camera: str | None = None
 
 
 def read_points_csv(path: Path) -> npt.NDArray[np.float64]:

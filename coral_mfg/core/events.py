@@ -37,12 +37,12 @@ class Stamp:
 class Stamper:
     """Stamps the events of one run, and names the pictures of the kinds that have one.
 
-    ``pictures(kind, stamp)`` is the snapshot policy (a path, or None); ``started``
+    ``pictures(kind, stamp, camera)`` is the snapshot policy (a path, or None); ``started``
     is the run's start on the monotonic clock, for the ``time`` of run events.
     """
 
     def __init__(self, station: str,
-                 pictures: Callable[[str, Stamp], str | None] | None = None) -> None:
+                 pictures: Callable[[str, Stamp, str], str | None] | None = None) -> None:
         self.station = station
         self.pictures = pictures
         self.started = time.monotonic()
@@ -50,8 +50,9 @@ class Stamper:
     def stamp(self, wall: float | None = None) -> Stamp:
         return Stamp(time.time() if wall is None else wall, uuid.uuid4().hex, self.station)
 
-    def picture(self, kind: str, stamp: Stamp) -> str | None:
-        return self.pictures(kind, stamp) if self.pictures is not None else None
+    def picture(self, kind: str, stamp: Stamp, camera: str) -> str | None:
+        """The file of the picture of ``camera``'s event of ``kind``, or None."""
+        return self.pictures(kind, stamp, camera) if self.pictures is not None else None
 
     def run_time(self, monotonic: float | None = None) -> float:
         """Seconds since the run started, as events carry it."""
@@ -157,8 +158,12 @@ class AcceleratorFallback:
 
 @dataclass(frozen=True, kw_only=True)
 class ZonesReloaded:
+    """A zone file was read again: the zones now in force (of camera ``stream``, when the
+    station names its cameras)."""
+
     type: ClassVar[str] = "zones_reloaded"
     zones: tuple[str, ...]
+    stream: str | None = field(default=None, metadata=OPTIONAL)
     time: float
     stamp: Stamp
 
@@ -167,6 +172,7 @@ class ZonesReloaded:
 class ZonesError:
     type: ClassVar[str] = "zones_error"
     error: str
+    stream: str | None = field(default=None, metadata=OPTIONAL)
     time: float
     stamp: Stamp
 
@@ -226,7 +232,8 @@ def frame_record(stream: str, index: int, *, pts: float, time: float, wall: floa
 
 
 def summary_record(status: RunStatus) -> dict[str, Any]:
-    """The summary a run ends with (the event log's last line, and the log's)."""
+    """The summary a run ends with (the event log's last line, and the log's): station
+    totals, and per camera what it saw."""
     streams = status.streams
     a = status.accelerator
     outputs = {o.name: o.as_dict() for o in status.outputs}
@@ -238,12 +245,15 @@ def summary_record(status: RunStatus) -> dict[str, Any]:
         "station": status.station,
         "frames": {s.name: s.frames for s in streams},
         "dropped": {s.name: s.dropped for s in streams},
-        "inspected": dict(status.inspected),
+        "inspected": status.inspected,
         "keepout_violations": status.violations,
-        "violations_by_zone": dict(status.entries),
+        "violations_by_zone": status.entries,
         "fps": {s.name: round(s.fps_run, 2) for s in streams},
         "errors": {s.name: s.errors for s in streams},
         "source_lost": {s.name: s.source_lost for s in streams},
+        "skipped": {s.name: s.skipped for s in streams},
+        "cameras": {s.name: {"roles": list(s.roles), "inspected": dict(s.inspected),
+                             "violations_by_zone": dict(s.entries)} for s in streams},
         "device": a.device,
         "accelerator": {"device": a.device, "lost": a.lost, "restored": a.restored,
                         "fallback": a.fallbacks, "failed_frames": a.failed_frames},

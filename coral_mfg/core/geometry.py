@@ -40,3 +40,30 @@ def from_rect(pixels: npt.NDArray[np.floating], rect: Rect) -> npt.NDArray[np.fl
     pairs = arr.reshape((*arr.shape[:-1], arr.shape[-1] // 2, 2))
     out = (pairs - np.array([x, y], np.float64)) / np.array([w, h], np.float64)
     return out.reshape(arr.shape)
+
+
+def grid_shape(count: int) -> tuple[int, int]:
+    """(columns, rows) of a grid holding ``count`` pictures: 1, 2 side by side, 2x2, 3x3.
+
+    Square-ish grids keep each picture as large as a wide screen allows; a row
+    of three would leave each pane a third of the width and most of the height empty.
+    """
+    if count <= 1:
+        return (1, 1)
+    if count == 2:
+        return (2, 1)
+    if count <= 4:
+        return (2, 2)
+    side = 3
+    while side * side < count:
+        side += 1
+    return (side, side)
+
+
+def grid_cells(count: int, area: tuple[int, int]) -> list[Rect]:
+    """Where each of ``count`` pictures goes in ``area`` (w, h), row by row, cells of equal
+    size (whole, even pixels, so an encoder takes them)."""
+    cols, rows = grid_shape(count)
+    w, h = area
+    cw, ch = (w // cols) & ~1, (h // rows) & ~1
+    return [((i % cols) * cw, (i // cols) * ch, cw, ch) for i in range(count)]

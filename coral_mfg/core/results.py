@@ -15,9 +15,6 @@ from coral_mfg.core.geometry import Rect, letterbox
 
 Box = tuple[int, int, int, int]  # x1, y1, x2, y2 in output-frame pixels
 
-WORKER_SAFETY = "worker_safety"
-VISUAL_INSPECTION = "visual_inspection"
-STREAMS = (WORKER_SAFETY, VISUAL_INSPECTION)
 
 
 @dataclass(frozen=True)
@@ -73,20 +70,30 @@ class StageTimes:
 
 
 @dataclass(frozen=True, eq=False)
-class Inferred:
-    """What the models said about one frame, before the stream's in-order bookkeeping.
+class Candidates:
+    """The inspection role's part of a frame before tracking: its objects, one box each
+    (frame pixels), and per object the scores of its crop and the crop itself."""
 
-    Inference of a stream's frames may overlap; tracking, zones and votes then
-    take the frames strictly in order (see the scheduler).
+    found: Detections
+    grades: tuple[npt.NDArray[np.float32] | None, ...]
+    crops: tuple[Box, ...]
+
+
+@dataclass(frozen=True, eq=False)
+class Inferred:
+    """What the models said about one frame, before the camera's in-order bookkeeping.
+
+    Inference of a camera's frames may overlap; tracking, zones and votes then
+    take the frames strictly in order (see the scheduler). ``people`` is the
+    safety role's part, ``found`` the inspection role's (its objects, their
+    grades and crops); ``skipped``: the frame was held, not detected on.
     """
 
-    detections: Detections  # the stream's own objects, above its threshold, frame pixels
     device: str
     times: StageTimes
-    #: per detection, the classifier's scores (inspection), or None when not graded
-    grades: tuple[npt.NDArray[np.float32] | None, ...] = ()
-    #: per detection, the crop that was graded, in frame pixels (inspection)
-    crops: tuple[Box, ...] = ()
+    people: Detections | None = None
+    found: Candidates | None = None
+    skipped: bool = False
 
 
 @dataclass(frozen=True, eq=False)
@@ -116,7 +123,7 @@ class FrameResult:
     frame: Frame
     out_size: tuple[int, int]
     device: str
-    objects: tuple[PersonObject, ...] | tuple[InspectedObject, ...]
+    objects: tuple[PersonObject | InspectedObject, ...]
     times: StageTimes = field(default_factory=StageTimes)
     events: tuple[Event, ...] = ()  # e.g. keepout_enter / keepout_exit
     snapshots: tuple[SnapshotRequest, ...] = ()

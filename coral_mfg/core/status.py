@@ -20,39 +20,6 @@ LIVE, NO_SIGNAL, ERROR = "live", "no_signal", "error"
 
 
 @dataclass(frozen=True)
-class StreamStatus:
-    """One stream now: its state (and why, in words, when it is not live) and its counts."""
-
-    name: str
-    source: str  # the input as given: a file, /dev/videoN or a URL
-    state: str  # LIVE, NO_SIGNAL or ERROR
-    reason: str | None  # what the screen says when it shows no live video
-    fps: float  # over the last seconds
-    fps_run: float  # over the whole run
-    inference_ms: float  # median of the recent frames' model calls
-    frames: int
-    dropped: int
-    errors: int
-    source_lost: int
-
-    @property
-    def live(self) -> bool:
-        return self.state == LIVE
-
-
-@dataclass(frozen=True)
-class AcceleratorStatus:
-    device: str  # "cpu" or "edgetpu": where inference runs now
-    detector: str  # the detector's name
-    down: str | None  # why no inference runs now, or None
-    fallback: bool  # on the CPU after the Edge TPU failed
-    lost: int
-    restored: int
-    fallbacks: int
-    failed_frames: int
-
-
-@dataclass(frozen=True)
 class ZoneStatus:
     name: str
     enabled: bool
@@ -66,6 +33,53 @@ class Occupant:
     zone: str
     track: int
     since: float
+
+
+@dataclass(frozen=True)
+class StreamStatus:
+    """One camera now: its state (and why, in words, when it is not live), its counts, its
+    zones and who is in them, its inspected objects by grade."""
+
+    name: str
+    source: str  # the input as given: a file, /dev/videoN or a URL
+    state: str  # LIVE, NO_SIGNAL or ERROR
+    reason: str | None  # what the screen says when it shows no live video
+    fps: float  # over the last seconds
+    fps_run: float  # over the whole run
+    inference_ms: float  # median of the recent frames' model calls
+    frames: int
+    dropped: int
+    errors: int
+    source_lost: int
+    roles: tuple[str, ...] = ()
+    skipped: int = 0  # frames held by the motion gate or the detect_fps cap
+    zones: tuple[ZoneStatus, ...] = ()
+    occupants: tuple[Occupant, ...] = ()
+    entries: tuple[tuple[str, int], ...] = ()  # keep-out entries by zone
+    inspected: tuple[tuple[str, int], ...] = ()  # counted objects by grade
+
+    @property
+    def live(self) -> bool:
+        return self.state == LIVE
+
+    def in_zone(self, zone: str) -> int:
+        return sum(1 for o in self.occupants if o.zone == zone)
+
+    @property
+    def violations(self) -> int:
+        return sum(n for _, n in self.entries)
+
+
+@dataclass(frozen=True)
+class AcceleratorStatus:
+    device: str  # "cpu" or "edgetpu": where inference runs now
+    detector: str  # the detector's name
+    down: str | None  # why no inference runs now, or None
+    fallback: bool  # on the CPU after the Edge TPU failed
+    lost: int
+    restored: int
+    fallbacks: int
+    failed_frames: int
 
 
 @dataclass(frozen=True)
@@ -89,12 +103,8 @@ class RunStatus:
     at: float  # wall clock
     uptime: float  # seconds since the process began (monotonic)
     station: str
-    streams: tuple[StreamStatus, ...]
+    streams: tuple[StreamStatus, ...]  # the cameras, in the config's order
     accelerator: AcceleratorStatus
-    zones: tuple[ZoneStatus, ...] = ()
-    occupants: tuple[Occupant, ...] = ()
-    entries: tuple[tuple[str, int], ...] = ()  # keep-out entries by zone
-    inspected: tuple[tuple[str, int], ...] = ()  # counted objects by grade
     outputs: tuple[OutputStatus, ...] = ()
     sink_failures: tuple[tuple[str, int], ...] = ()
     output_warning: str | None = None  # a failing output or a nearly full disk
@@ -106,22 +116,38 @@ class RunStatus:
 
     @property
     def violations(self) -> int:
-        return sum(n for _, n in self.entries)
+        return sum(s.violations for s in self.streams)
+
+    @property
+    def entries(self) -> dict[str, int]:
+        """Keep-out entries by zone, over every camera."""
+        out: dict[str, int] = {}
+        for s in self.streams:
+            for zone, n in s.entries:
+                out[zone] = out.get(zone, 0) + n
+        return out
+
+    @property
+    def inspected(self) -> dict[str, int]:
+        """Counted objects by grade, over every camera."""
+        out: dict[str, int] = {}
+        for s in self.streams:
+            for grade, n in s.inspected:
+                out[grade] = out.get(grade, 0) + n
+        return out
 
     @property
     def healthy(self) -> bool:
         return self.accelerator.down is None and all(s.live for s in self.streams)
 
-    def in_zone(self, zone: str) -> int:
-        return sum(1 for o in self.occupants if o.zone == zone)
-
 
 def stream_record(status: RunStatus, stream: StreamStatus, *, stopped: bool = False
                   ) -> dict[str, Any]:
-    """A stream's state as plant systems get it (MQTT's retained ``<stream>/state``)."""
+    """A camera's state as plant systems get it (MQTT's retained ``<camera>/state``)."""
     return {"status": "stopped" if stopped else stream.state, "reason": stream.reason,
             "fps": round(stream.fps, 2), "frames": stream.frames, "dropped": stream.dropped,
-            "errors": stream.errors, "device": status.accelerator.device,
+            "skipped": stream.skipped, "errors": stream.errors,
+            "device": status.accelerator.device, "roles": list(stream.roles),
             "timestamp": iso_utc(status.at), "station": status.station}
 
 

@@ -156,3 +156,15 @@ class Labels:
                                      "pass_grades", "grade of the classifier"))
                    if plan.pass_grades else frozenset({min(grades)}))
         return cls(detector, grades, inspected, passing)
+
+    def narrowed(self, plan: ModelPlan, inspect_labels: tuple[str, ...] | None,
+                 pass_grades: tuple[str, ...] | None, camera: str) -> Labels:
+        """A camera's own inspected labels and passing grades (None: the station's), checked
+        against the same files, with a message that names the camera."""
+        inspected = self.inspected if inspect_labels is None else _ids_of(
+            inspect_labels, self.detector, plan.detector_labels,
+            f"inspect_labels of camera {camera}", "label of the detector")
+        passing = self.passing if pass_grades is None else frozenset(_ids_of(
+            pass_grades, self.classifier, plan.classifier_labels,
+            f"pass_grades of camera {camera}", "grade of the classifier"))
+        return Labels(self.detector, self.classifier, inspected, passing)

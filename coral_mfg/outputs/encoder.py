@@ -18,7 +18,7 @@ import queue
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -57,6 +57,11 @@ class RecordTarget:
         where = self.folder if self.folder is not None else self.file
         assert where is not None, "a target names a file or a folder"
         return where
+
+    def within(self, camera: str, retention: Retention | None) -> RecordTarget:
+        """The same recording, for one camera: in a folder of its own, under its share."""
+        assert self.folder is not None, "only a folder holds one per camera"
+        return replace(self, folder=self.folder / camera, retention=retention)
 
     @property
     def directory(self) -> Path:
@@ -167,13 +172,13 @@ class H264Writer(threading.Thread):
     """Encodes submitted frames into the target; survives a full or failing disk."""
 
     def __init__(self, target: RecordTarget, size: tuple[int, int], fps: float, *,
-                 lossless: bool) -> None:
-        super().__init__(name="recording", daemon=True)
+                 lossless: bool, name: str = "recording") -> None:
+        super().__init__(name=name, daemon=True)
         self.target = target
         self.size = size
         self.fps = fps
         self.lossless = lossless
-        self.health = OutputHealth("recording")
+        self.health = OutputHealth(name)
         self.queue: queue.Queue[npt.NDArray[np.uint8] | None] = queue.Queue(QUEUE_FRAMES)
         self.received = 0  # = written + dropped + lost, once the queue is empty
         self.segments = 0

@@ -5,14 +5,16 @@ Topics, under a prefix (default ``coral_mfg``):
 - ``available``: ``online`` once connected, ``offline`` at a clean stop and as
   the broker's last will when the application dies; retained.
 - ``events``: one JSON message per event, QoS 1.
-- ``<stream>/state``: status, fps, dropped, errors; retained.
-- ``zones/<zone>/occupancy``: people in the zone now; retained, on change.
-- ``inspection/counts``: objects by grade; retained, on change.
+- ``<camera>/state``: status, fps, dropped, skipped, errors, roles; retained,
+  QoS 1 (queued while the broker is away, like the events).
+- ``<camera>/zones/<zone>/occupancy``: people in the zone now; retained, on change.
+- ``<camera>/inspection/counts``: the camera's objects by grade; retained, on change.
+- ``inspection/counts``: the station's objects by grade (every camera's); retained.
 
 A name in a topic (a zone's) is one level, percent-encoded where it holds
 ``/``, ``+``, ``#`` or ``%`` (:func:`~coral_mfg.core.names.name_part`): ``Press #2``
-is published as ``zones/Press %232/occupancy``; payloads carry the name as
-written.
+is published as ``<camera>/zones/Press %232/occupancy``; payloads carry the name
+as written.
 
 paho's network thread does the talking. Publishing only queues a message, so
 a slow or absent broker never holds up the output thread; the queue is
@@ -174,14 +176,18 @@ class MqttPublisher(SinkBase):
         self._send(self.topic("events"), json.dumps(event_json(event), separators=(",", ":")))
 
     def status(self, status: RunStatus) -> None:
-        """Occupancy and counts when they change; each stream's state every
-        ``mqtt_state_seconds``."""
-        for zone in status.zones:
-            if zone.enabled:
-                self._retained(self.topic("zones", zone.name, "occupancy"),
-                               status.in_zone(zone.name))
+        """Per camera, occupancy and counts when they change, and the station's counts;
+        each camera's state every ``mqtt_state_seconds``."""
+        for stream in status.streams:
+            for zone in stream.zones:
+                if zone.enabled:
+                    self._retained(self.topic(stream.name, "zones", zone.name, "occupancy"),
+                                   stream.in_zone(zone.name))
+            if stream.inspected:
+                self._retained(self.topic(stream.name, "inspection", "counts"),
+                               dict(stream.inspected))
         if status.inspected:
-            self._retained(self.topic("inspection", "counts"), dict(status.inspected))
+            self._retained(self.topic("inspection", "counts"), status.inspected)
         now = time.monotonic()
         if now - self._state_at >= self.state_every:
             self._state_at = now
@@ -195,7 +201,7 @@ class MqttPublisher(SinkBase):
         for stream in status.streams:
             record = stream_record(status, stream, stopped=stopped)
             self._send(self.topic(stream.name, "state"),
-                       json.dumps(record, separators=(",", ":")), qos=0, retain=True)
+                       json.dumps(record, separators=(",", ":")), qos=1, retain=True)
 
     def close(self) -> None:
         """Say ``offline`` (retained) and leave; the last will covers every other exit."""

@@ -12,7 +12,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -28,6 +28,11 @@ class Retention:
     max_age_s: float
     min_free_bytes: int
     pattern: str = "*.mp4"
+
+    def shared(self, ways: int) -> Retention:
+        """An equal share of the space, for one of ``ways`` folders kept side by side (the
+        age and the free-space floor stay: they hold for each)."""
+        return replace(self, max_bytes=self.max_bytes // max(1, ways))
 
 
 @dataclass(frozen=True)

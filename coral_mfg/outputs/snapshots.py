@@ -18,6 +18,7 @@ import cv2
 from coral_mfg.core.clock import file_utc
 from coral_mfg.core.events import Stamp
 from coral_mfg.core.files import make_folder
+from coral_mfg.core.names import name_part
 from coral_mfg.core.results import Box, FrameResult, SnapshotRequest
 from coral_mfg.outputs.base import SinkBase
 from coral_mfg.outputs.health import OutputHealth, os_reason
@@ -43,12 +44,14 @@ class Snapshots(SinkBase):
             p for p in folder.glob("*.jpg") if not p.name.endswith("-crop.jpg")))
         self.deleted = 0
 
-    def name(self, kind: str, stamp: Stamp) -> str | None:
-        """The file for the picture of an event of ``kind`` (when, what, and the start of
-        its id), or None when that kind is not pictured: the events' maker asks."""
+    def name(self, kind: str, stamp: Stamp, camera: str) -> str | None:
+        """The file for the picture of ``camera``'s event of ``kind`` (when, which camera,
+        what, and the start of its id), or None when that kind is not pictured: the
+        events' maker asks."""
         if kind not in self.kinds:
             return None
-        return str(self.folder / f"{file_utc(stamp.wall)}-{kind}-{stamp.id[:8]}.jpg")
+        return str(self.folder / f"{file_utc(stamp.wall)}-{name_part(camera)}-{kind}-"
+                   f"{stamp.id[:8]}.jpg")
 
     def write(self, result: FrameResult) -> None:
         self._take(result.snapshots, result)

@@ -2,7 +2,8 @@
 
 Edits apply live (a zone that would cross itself is held back until it is
 valid again) and Ctrl+S writes them back to the file they came from: the
-config's ``[[safety.zones]]`` (its other settings kept) or the zone CSV.
+camera's ``[[cameras.NAME.zones]]`` or the config's ``[[safety.zones]]`` (the
+file's other settings kept), or the zone CSV.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import tomli_w
 
-from coral_mfg.analytics.safety import ZoneStore
 from coral_mfg.analytics.zones import KeepoutZone, place_zone
 from coral_mfg.config.zones import ZoneSource, ZoneSpec, relative_points
 from coral_mfg.core.errors import ConfigError
@@ -22,7 +22,7 @@ from coral_mfg.core.files import replacing
 from coral_mfg.outputs.overlay import WHITE
 from coral_mfg.render.scene import HUD_HEIGHT, Layer, rect, rgba, thick_polyline
 from coral_mfg.render.text import GlyphAtlas
-from coral_mfg.runtime.zone_watch import ZoneWatcher
+from coral_mfg.runtime.zone_watch import ZoneTarget, ZoneWatcher
 
 log = logging.getLogger(__name__)
 
@@ -39,17 +39,18 @@ def _segment_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
 
 
 class ZoneEditor:
-    """Edits the zones in force with the mouse; saves them where they came from."""
+    """Edits one camera's zones in force with the mouse; saves them where they came from."""
 
-    def __init__(self, store: ZoneStore, watcher: ZoneWatcher, size: tuple[int, int]) -> None:
-        self.store = store
+    def __init__(self, target: ZoneTarget, watcher: ZoneWatcher, size: tuple[int, int]) -> None:
+        self.camera = target.camera
+        self.store = target.store
         self.size = size  # the pane, in output pixels
         self.watcher = watcher
-        self.placement = watcher.placement
+        self.placement = target.placement
         self.active = False
         self.selected = 0
         self.dragging: int | None = None
-        self.zones: list[KeepoutZone] = list(store.zones)
+        self.zones: list[KeepoutZone] = list(target.store.zones)
         self.message = ""
 
     # --- mode -----------------------------------------------------------------------------
@@ -182,8 +183,15 @@ class ZoneEditor:
 
     def _toml(self, source: ZoneSource) -> str:
         data = tomllib.loads(source.path.read_text(encoding="utf-8"))
-        safety = data.setdefault("safety", {})
-        safety["zones"] = [z.as_spec(self.placement.picture).to_table() for z in self.zones]
+        tables = [z.as_spec(self.placement.picture).to_table() for z in self.zones]
+        if source.camera is not None:
+            camera = data.get("cameras", {}).get(source.camera)
+            if not isinstance(camera, dict):
+                raise ConfigError(f"{source.path}: camera '{source.camera}' is no longer in "
+                                  "it; its zones were not saved")
+            camera["zones"] = tables
+        else:
+            data.setdefault("safety", {})["zones"] = tables
         return tomli_w.dumps(data)
 
     # --- drawing --------------------------------------------------------------------------
@@ -200,7 +208,8 @@ class ZoneEditor:
                     layer.solid.append(rect(x - HANDLE_PX + 2, y - HANDLE_PX + 2,
                                             x + HANDLE_PX - 2, y + HANDLE_PX - 2, rgba(z.color)))
         w, h = self.size
-        lines = [HELP, f"zone: {self.zone.name if self.zone else '-'}  {self.message}"]
+        lines = [HELP, f"{self.camera}  zone: {self.zone.name if self.zone else '-'}  "
+                       f"{self.message}"]
         y0 = h - HUD_HEIGHT * len(lines) - 10
         layer.solid.append(rect(0, y0 - 4, w, h, (0.0, 0.0, 0.0, 0.7)))
         for i, line in enumerate(lines):

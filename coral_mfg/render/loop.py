@@ -1,4 +1,9 @@
-"""The window's main loop: keys, pause, HUD, and drawing each stream's newest result."""
+"""The window's main loop: keys, pause, HUD, and drawing each camera's newest result.
+
+The cameras fill a grid fitted to the screen; a number key (or a click on a
+pane) enlarges one camera, and the same key, 0 or another click brings the grid
+back. Zone editing (``e``) works on an enlarged safety camera.
+"""
 
 from __future__ import annotations
 
@@ -12,14 +17,16 @@ import glfw
 from coral_mfg.config.settings import Settings
 from coral_mfg.core.clock import file_utc
 from coral_mfg.core.errors import UserError
-from coral_mfg.core.results import STREAMS, VISUAL_INSPECTION, WORKER_SAFETY
+from coral_mfg.core.status import RunStatus, StreamStatus
 from coral_mfg.render.editor import ZoneEditor
 from coral_mfg.render.window import IDLE_WAIT_S, DisplaySink, Window, scene_for
 from coral_mfg.runtime.control import RunControl
 
 log = logging.getLogger(__name__)
 
-TITLES = {WORKER_SAFETY: "WORKER SAFETY", VISUAL_INSPECTION: "VISUAL INSPECTION"}
+NUMBER_KEYS = {getattr(glfw, f"KEY_{n}"): n for n in range(10)}
+NUMBER_KEYS.update({getattr(glfw, f"KEY_KP_{n}"): n for n in range(10)})
+HUD_WIDTH = 110  # characters of a HUD line at most
 
 
 class WindowApp:
@@ -29,44 +36,101 @@ class WindowApp:
         self.settings = settings
         self.control = run
         self.display = display
-        self.window = Window(settings.out_size, fullscreen=settings.window.fullscreen)
+        self.cameras = tuple(s.name for s in run.board.current.streams)
+        self.window = Window(settings.out_size, fullscreen=settings.window.fullscreen,
+                             cameras=len(self.cameras))
         self.show_hud = True
-        watcher = run.zone_watcher
-        self.editor = ZoneEditor(run.zone_store, watcher, settings.out_size)
+        self.editor: ZoneEditor | None = None
+        self.message = ""  # a one-off answer to a key, until the next key
         self.quit = False
         self._shown: dict[str, int] = {}
         self._dirty = True
 
+    # --- layout ----------------------------------------------------------------------------
+
+    @property
+    def focused(self) -> str | None:
+        """The camera enlarged, if one is."""
+        shown = self.window.shown
+        return self.cameras[shown[0]] if len(shown) == 1 and len(self.cameras) > 1 else None
+
+    def focus(self, camera: str | None) -> None:
+        """Enlarge ``camera``, or (None) show the grid again; editing ends either way."""
+        self.leave_editor()
+        if camera is None:
+            self.window.show(tuple(range(len(self.cameras))))
+        else:
+            self.window.show((self.cameras.index(camera),))
+        self._dirty = True
+
+    def _number(self, n: int) -> None:
+        if n == 0 or n > len(self.cameras) or self.focused == self.cameras[n - 1]:
+            self.focus(None)
+        else:
+            self.focus(self.cameras[n - 1])
+
+    # --- zone editing ------------------------------------------------------------------------
+
+    def enter_editor(self) -> None:
+        """Edit the zones of the camera enlarged, else of the only (or first) safety camera,
+        which is enlarged for it."""
+        watcher = self.control.zone_watcher
+        if watcher is None:
+            self.message = "no camera has keep-out zones to edit"
+            return
+        camera = self.focused or (self.cameras[0] if len(self.cameras) == 1 else None)
+        target = watcher.target(camera) if camera is not None else watcher.targets[0]
+        if target is None:
+            self.message = f"camera {camera} has no keep-out zones: enlarge a safety camera"
+            return
+        if len(self.cameras) > 1:
+            self.window.show((self.cameras.index(target.camera),))
+        self.editor = ZoneEditor(target, watcher, self.settings.out_size)
+        self.editor.enter()
+
+    def leave_editor(self) -> None:
+        if self.editor is not None:
+            self.editor.leave()
+        self.editor = None
+
     # --- HUD -------------------------------------------------------------------------------
 
-    def hud(self, stream: str) -> list[str]:
+    def hud(self, camera: str) -> list[str]:
         """The HUD of a pane, made from the run's status."""
         s = self.control.board.current
-        st = s.stream(stream)
+        st = s.stream(camera)
         device = "Edge TPU" if s.accelerator.device == "edgetpu" else "CPU"
         if s.accelerator.fallback:
             device += " (Edge TPU failed: fallback)"
+        number = f"{self.cameras.index(camera) + 1}  " if len(self.cameras) > 1 else ""
         lines = [
-            f"{TITLES[stream]}  {Path(st.source).name}",
+            f"{number}{camera.upper().replace('_', ' ')}  {Path(st.source).name}",
             f"{st.fps:5.1f} fps   inference {st.inference_ms:5.1f} ms",
             f"{device}  {s.accelerator.detector}",
-            f"dropped {st.dropped}",
+            f"dropped {st.dropped}" + (f"   skipped {st.skipped}" if st.skipped else ""),
         ]
-        if stream == WORKER_SAFETY:
-            now = time.monotonic()
-            in_zone = ", ".join(f"{o.zone} #{o.track} {now - o.since:.0f} s"
-                                for o in s.occupants) or "nobody"
-            lines.append(f"in zone now: {in_zone}")
-            lines.append(f"violations {s.violations}   zones "
-                         + ", ".join(z.name for z in s.zones if z.enabled))
-            if s.zone_error:
-                lines.append(f"ZONE FILE REFUSED: {s.zone_error}"[:110])
-        else:
-            lines.append("   ".join(f"{grade} {n}" for grade, n in s.inspected)[:110])
+        if st.zones:
+            lines += self._safety_lines(s, st)
+        if st.inspected:
+            lines.append("   ".join(f"{grade} {n}" for grade, n in st.inspected))
         if s.paused:
             lines.append("PAUSED (space to resume)")
         if s.output_warning:
-            lines.append(s.output_warning[:110])
+            lines.append(s.output_warning)
+        if self.message:
+            lines.append(self.message)
+        return [line[:HUD_WIDTH] for line in lines]
+
+    @staticmethod
+    def _safety_lines(s: RunStatus, st: StreamStatus) -> list[str]:
+        now = time.monotonic()
+        in_zone = ", ".join(f"{o.zone} #{o.track} {now - o.since:.0f} s"
+                            for o in st.occupants) or "nobody"
+        lines = [f"in zone now: {in_zone}",
+                 f"violations {st.violations}   zones "
+                 + ", ".join(z.name for z in st.zones if z.enabled)]
+        if s.zone_error:
+            lines.append(f"ZONE FILE REFUSED: {s.zone_error}")
         return lines
 
     # --- keys ------------------------------------------------------------------------------
@@ -75,7 +139,8 @@ class WindowApp:
         while self.window.keys:
             key, mods = self.window.keys.popleft()
             self._dirty = True
-            if self.editor.active and self._edit_key(key, mods):
+            self.message = ""
+            if self.editor is not None and self._edit_key(self.editor, key, mods):
                 continue
             if key in (glfw.KEY_Q, glfw.KEY_ESCAPE):
                 self.quit = True
@@ -84,27 +149,29 @@ class WindowApp:
             elif key == glfw.KEY_F:
                 self.window.toggle_fullscreen()
             elif key == glfw.KEY_E:
-                self.editor.enter()
+                self.enter_editor()
             elif key == glfw.KEY_H:
                 self.show_hud = not self.show_hud
+            elif key in NUMBER_KEYS:
+                self._number(NUMBER_KEYS[key])
             elif key == glfw.KEY_S:
                 path = Path(f"coral-mfg-{file_utc(time.time())}.png").resolve()
                 self.render()
                 log.info("screenshot saved to %s", self.window.screenshot(path))
 
-    def _edit_key(self, key: int, mods: int) -> bool:
+    def _edit_key(self, editor: ZoneEditor, key: int, mods: int) -> bool:
         """Keys that mean something else in edit mode; True when handled."""
         if key in (glfw.KEY_ESCAPE, glfw.KEY_E):
-            self.editor.leave()
+            self.leave_editor()
         elif key == glfw.KEY_N:
-            self.editor.new_zone()
+            editor.new_zone()
         elif key == glfw.KEY_TAB:
-            self.editor.next_zone()
+            editor.next_zone()
         elif key == glfw.KEY_S and mods & glfw.MOD_CONTROL:
             try:
-                self.editor.save()
+                editor.save()
             except UserError as exc:
-                self.editor.message = str(exc)
+                editor.message = str(exc)
                 log.warning("%s", exc)
         else:
             return False
@@ -113,33 +180,42 @@ class WindowApp:
     def handle_mouse(self) -> None:
         while self.window.mouse:
             kind, button, x, y = self.window.mouse.popleft()
-            if not self.editor.active:
+            editor = self.editor
+            if editor is None:
+                if kind == "press" and button == glfw.MOUSE_BUTTON_LEFT \
+                        and len(self.cameras) > 1:
+                    index = self.window.pane_at(x, y)
+                    if index is not None:
+                        self.focus(None if self.focused else self.cameras[index])
                 continue
             self._dirty = True
             if kind == "press":
-                self.editor.press(x, y, right=button == glfw.MOUSE_BUTTON_RIGHT)
+                editor.press(x, y, right=button == glfw.MOUSE_BUTTON_RIGHT)
             elif kind == "release":
-                self.editor.release()
+                editor.release()
             else:
-                self.editor.move(x, y)
+                editor.move(x, y)
 
     # --- drawing ---------------------------------------------------------------------------
 
     def render(self) -> None:
         snap = self.display.snapshot()
-        for i, stream in enumerate(STREAMS):
-            if stream in snap and self._shown.get(stream) != snap[stream][0]:
-                self.window.set_pane(i, snap[stream][1].frame.image)
-                self._shown[stream] = snap[stream][0]
+        for i, camera in enumerate(self.cameras):
+            if camera in snap and self._shown.get(camera) != snap[camera][0]:
+                self.window.set_pane(i, snap[camera][1].frame.image)
+                self._shown[camera] = snap[camera][0]
         status = self.control.board.current
-        editing = (tuple(z.outline for z in self.control.zone_store.zones if z.enabled)
-                   if self.editor.active else None)
+        editor = self.editor
+        editing = ((editor.camera, tuple(z.outline for z in editor.store.zones if z.enabled))
+                   if editor is not None else None)
+        panes = {self.cameras[i]: origin for i, origin in self.window.origins().items()}
         layer = scene_for(
-            snap, self.window.atlas, self.window.pane_size, mask=self.settings.mask,
+            snap, self.window.atlas, self.window.pane_size, panes, mask=self.settings.mask,
             hud=self.hud if self.show_hud else None,
-            status=lambda stream: status.stream(stream).reason, zones=editing,
+            status=lambda camera: status.stream(camera).reason, editing=editing,
         )
-        self.editor.draw(self.window.atlas, layer)
+        if editor is not None:
+            editor.draw(self.window.atlas, layer)
         self.window.draw(layer)
 
     def _changed(self) -> bool:

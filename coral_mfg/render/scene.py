@@ -72,14 +72,15 @@ class Layer:
         return solid, text
 
 
-def overlay_layer(overlay: Overlay, atlas: GlyphAtlas, dx: float, layer: Layer) -> None:
-    """Add an overlay (in pane pixels) to ``layer``, shifted right by ``dx``."""
+def overlay_layer(overlay: Overlay, atlas: GlyphAtlas, dx: float, layer: Layer,
+                  dy: float = 0.0) -> None:
+    """Add an overlay (in pane pixels) to ``layer``, its pane at (``dx``, ``dy``)."""
     for poly in overlay.polygons:
-        pts = np.array(poly.points, np.float64) + np.array([dx, 0.0])
+        pts = np.array(poly.points, np.float64) + np.array([dx, dy])
         layer.solid.append(thick_polyline(pts, poly.thickness, rgba(poly.color), closed=True))
     for mark in overlay.boxes:
         x1, y1, x2, y2 = (float(v) for v in mark.box)
-        x1, x2 = x1 + dx, x2 + dx
+        x1, x2, y1, y2 = x1 + dx, x2 + dx, y1 + dy, y2 + dy
         if mark.filled:
             layer.solid.append(rect(x1, y1, x2, y2, rgba(BLACK)))
         if not mark.label:
@@ -87,7 +88,7 @@ def overlay_layer(overlay: Overlay, atlas: GlyphAtlas, dx: float, layer: Layer) 
         corners = np.array([(x1, y1), (x2, y1), (x2, y2), (x1, y2)])
         layer.solid.append(thick_polyline(corners, BOX_THICKNESS, rgba(mark.color), closed=True))
         tw = atlas.width(mark.label, LABEL_HEIGHT)
-        ty = max(y1 - LABEL_HEIGHT, 0.0)
+        ty = max(y1 - LABEL_HEIGHT, dy)
         layer.solid.append(rect(x1, ty, x1 + tw + 6, ty + LABEL_HEIGHT, rgba(mark.color)))
         layer.text.append(atlas.quads(mark.label, x1 + 3, ty, LABEL_HEIGHT, rgba(WHITE)))
 

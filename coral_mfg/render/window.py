@@ -1,4 +1,5 @@
-"""The glfw window: both panes, overlays, HUD and keys, all on the main thread.
+"""The glfw window: a pane per camera in a grid (or one camera enlarged), overlays, HUD
+and keys, all on the main thread.
 
 Each pane's texture is allocated once at the source resolution and updated
 with glTexSubImage2D; the GPU scales it into the pane. Overlays are built from
@@ -22,8 +23,8 @@ import numpy.typing as npt
 from OpenGL import GL
 
 from coral_mfg.core.errors import UserError
-from coral_mfg.core.geometry import Rect, letterbox
-from coral_mfg.core.results import STREAMS, FrameResult, ZoneOutline
+from coral_mfg.core.geometry import Rect, grid_shape, letterbox
+from coral_mfg.core.results import FrameResult, ZoneOutline
 from coral_mfg.outputs.base import SinkBase
 from coral_mfg.outputs.overlay import build_overlay
 from coral_mfg.render.gl import Program, StreamBuffer, Texture
@@ -54,12 +55,26 @@ class DisplaySink(SinkBase):
             return {s: (self.seq[s], r) for s, r in self.latest.items()}
 
 
+def grid_content(pane_size: tuple[int, int], count: int) -> tuple[int, int]:
+    """The content pixels of ``count`` panes in their grid."""
+    cols, rows = grid_shape(count)
+    return (cols * pane_size[0], rows * pane_size[1])
+
+
+def pane_origins(pane_size: tuple[int, int], count: int) -> list[tuple[float, float]]:
+    """The top-left corner of each of ``count`` panes in the grid, row by row."""
+    cols, _ = grid_shape(count)
+    w, h = pane_size
+    return [(float((i % cols) * w), float((i // cols) * h)) for i in range(count)]
+
+
 class Window:
-    """A GL 3.3 core window of 2W x H content pixels, letterboxed when resized."""
+    """A GL 3.3 core window showing ``cameras`` panes of W x H content pixels in a grid
+    (or one of them, enlarged), letterboxed when resized."""
 
     def __init__(
         self, pane_size: tuple[int, int], title: str = "coral-mfg", fullscreen: bool = False,
-        visible: bool = True,
+        visible: bool = True, cameras: int = 2,
     ) -> None:
         if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
             raise UserError("no display to open a window on (DISPLAY is not set); "
@@ -73,7 +88,10 @@ class Window:
         glfw.window_hint(glfw.OPENGL_FORWARD_COMPAT, True)
         glfw.window_hint(glfw.VISIBLE, visible)
         self.pane_size = pane_size
-        self.content = (2 * pane_size[0], pane_size[1])
+        self.cameras = cameras
+        self.content = grid_content(pane_size, cameras)
+        #: the cameras shown (indices), in grid order: all, or one enlarged
+        self.shown: tuple[int, ...] = tuple(range(cameras))
         monitor = glfw.get_primary_monitor() if fullscreen else None
         size = self.content
         if monitor is not None:
@@ -107,8 +125,8 @@ class Window:
         h, w = self.atlas.image.shape
         self.atlas_tex = Texture(w, h, 1)
         self.atlas_tex.upload(self.atlas.image)
-        self.panes: list[Texture | None] = [None, None]
-        self.pictures: list[Rect] = [(0, 0, *pane_size), (0, 0, *pane_size)]
+        self.panes: list[Texture | None] = [None] * cameras
+        self.pictures: list[Rect] = [(0, 0, *pane_size)] * cameras
         self.gl_errors = 0
         self.frames_drawn = 0
         GL.glEnable(GL.GL_BLEND)
@@ -136,6 +154,24 @@ class Window:
         cx = (x * sx - vx) * self.content[0] / vw
         cy = (y * sy - top) * self.content[1] / vh
         return cx, cy
+
+    def show(self, shown: tuple[int, ...]) -> None:
+        """Show these cameras (indices) in their grid: all of them, or one enlarged."""
+        self.shown = shown
+        self.content = grid_content(self.pane_size, len(shown))
+
+    def origins(self) -> dict[int, tuple[float, float]]:
+        """Where each shown camera's pane starts, in content pixels."""
+        return dict(zip(self.shown, pane_origins(self.pane_size, len(self.shown)),
+                        strict=True))
+
+    def pane_at(self, x: float, y: float) -> int | None:
+        """The camera whose pane holds content point (x, y), if any."""
+        w, h = self.pane_size
+        for index, (ox, oy) in self.origins().items():
+            if ox <= x < ox + w and oy <= y < oy + h:
+                return index
+        return None
 
     @property
     def should_close(self) -> bool:
@@ -166,13 +202,14 @@ class Window:
         GL.glClear(GL.GL_COLOR_BUFFER_BIT)
         GL.glViewport(*self.viewport())
         self.video.use(self.content)
-        for i, tex in enumerate(self.panes):
+        for i, (ox, oy) in self.origins().items():
+            tex = self.panes[i]
             if tex is None:
                 continue
             tex.bind()
-            px, y0, pw, ph = self.pictures[i]
-            x0 = float(i * self.pane_size[0] + px)
-            x1, y1 = x0 + pw, float(y0 + ph)
+            px, py, pw, ph = self.pictures[i]
+            x0, y0 = ox + px, oy + py
+            x1, y1 = x0 + pw, y0 + ph
             quad = np.array([
                 (x0, y0, 0, 0), (x1, y0, 1, 0), (x1, y1, 1, 1),
                 (x0, y0, 0, 0), (x1, y1, 1, 1), (x0, y1, 0, 1),
@@ -249,25 +286,26 @@ def scene_for(
     snapshot: dict[str, tuple[int, FrameResult]],
     atlas: GlyphAtlas,
     pane_size: tuple[int, int],
+    panes: dict[str, tuple[float, float]],
     *,
     mask: float | None,
     hud: Callable[[str], list[str]] | None,
     status: Callable[[str], str | None] | None = None,
-    zones: tuple[ZoneOutline, ...] | None = None,
+    editing: tuple[str, tuple[ZoneOutline, ...]] | None = None,
 ) -> Layer:
-    """Overlays of the shown results (each with the zones it was checked against, or
-    ``zones`` on the safety pane while they are being edited) and, optionally, the HUD."""
+    """Overlays of the shown results (each with the zones it was checked against, or, on
+    the camera whose zones are being edited, those zones) and, optionally, the HUD;
+    ``panes`` says where each shown camera's pane starts."""
     layer = Layer()
-    for i, stream in enumerate(STREAMS):
-        dx = float(i * pane_size[0])
-        if stream in snapshot:
-            result = snapshot[stream][1]
-            override = zones if i == 0 else None
-            overlay_layer(build_overlay(result, mask, override), atlas, dx, layer)
-        message = status(stream) if status is not None else None
+    for camera, (dx, dy) in panes.items():
+        if camera in snapshot:
+            result = snapshot[camera][1]
+            override = editing[1] if editing is not None and editing[0] == camera else None
+            overlay_layer(build_overlay(result, mask, override), atlas, dx, layer, dy)
+        message = status(camera) if status is not None else None
         if message:
-            pane = (dx, 0.0, float(pane_size[0]), float(pane_size[1]))
+            pane = (dx, dy, float(pane_size[0]), float(pane_size[1]))
             status_layer(message, atlas, pane, layer)
         if hud is not None:
-            hud_layer(hud(stream), atlas, dx + 8, 8, layer)
+            hud_layer(hud(camera), atlas, dx + 8, dy + 8, layer)
     return layer

@@ -18,8 +18,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from coral_mfg.analytics.inspection import VisualInspection
-from coral_mfg.analytics.safety import WorkerSafety, ZoneStore
+from coral_mfg.analytics.camera import CameraProcessor
+from coral_mfg.analytics.inspection import InspectionRole
+from coral_mfg.analytics.motion import MotionGate
+from coral_mfg.analytics.safety import SafetyRole, ZoneStore
 from coral_mfg.analytics.tracking import Tracker
 from coral_mfg.analytics.zones import KeepoutZone
 from coral_mfg.capture.sources import (
@@ -32,13 +34,15 @@ from coral_mfg.capture.sources import (
     source_fps,
     source_kind,
 )
+from coral_mfg.config.cameras import CameraConfig
 from coral_mfg.config.settings import Settings, StreamConfig
+from coral_mfg.config.validators import redact_url
+from coral_mfg.config.zones import ZoneSource
 from coral_mfg.core.errors import UserError
 from coral_mfg.core.events import Stamper
 from coral_mfg.core.files import writable_folder
 from coral_mfg.core.frame import Frame
 from coral_mfg.core.geometry import letterbox
-from coral_mfg.core.results import STREAMS, VISUAL_INSPECTION, WORKER_SAFETY
 from coral_mfg.inference.runtime import runtime_backend
 from coral_mfg.inference.startup import Inference, start_inference
 from coral_mfg.outputs.base import OutputThread, Sink
@@ -46,13 +50,13 @@ from coral_mfg.outputs.encoder import RecordTarget
 from coral_mfg.outputs.event_log import EventLog, Rotation
 from coral_mfg.outputs.harvest import Harvester
 from coral_mfg.outputs.mqtt import MqttPublisher
-from coral_mfg.outputs.recording import SideBySideRecorder
+from coral_mfg.outputs.recording import Recorder, recorders
 from coral_mfg.outputs.retention import GB, Retention
 from coral_mfg.outputs.snapshots import Snapshots
 from coral_mfg.runtime.context import RunContext
 from coral_mfg.runtime.pipeline import Pipeline, Reported, StreamUnit
-from coral_mfg.runtime.scheduler import Scheduler, StreamProcessor, StreamState
-from coral_mfg.runtime.zone_watch import ZoneWatcher, zones_of
+from coral_mfg.runtime.scheduler import Scheduler, StreamState
+from coral_mfg.runtime.zone_watch import ZonePlacement, ZoneTarget, ZoneWatcher, zones_of
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +77,10 @@ def build_pipeline(
     extra_sinks: Sequence[Sink] = (),
     openers: dict[str, Opener] | None = None,
 ) -> Pipeline:
-    """Open and check everything a run needs; a one-line error for what cannot be used."""
+    """Open and check everything a run needs; a one-line error for what cannot be used.
+
+    ``openers`` replaces how a camera (by name) is opened: tests feed frames their own way.
+    """
     # OpenCV's own thread pool splits each small resize across cores that inference
     # already keeps busy; one thread measured 3 % more frames/s on 2 cores.
     cv2.setNumThreads(1)
@@ -81,10 +88,11 @@ def build_pipeline(
     _check_files(settings)
     with ExitStack() as stack:
         probes: dict[str, _Probe] = {}
-        for name in STREAMS:
-            probe = _probe(settings.stream(name), settings.out_size, (openers or {}).get(name))
+        for camera in settings.camera_list():
+            probe = _probe(settings.stream(camera), settings.out_size,
+                           (openers or {}).get(camera.name))
             stack.callback(probe.cap.release)  # only if the build fails: see pop_all below
-            probes[name] = probe
+            probes[camera.name] = probe
         pipeline = _assemble(settings, probes, list(extra_sinks), stack)
         stack.pop_all()  # built: the pipeline owns what was opened, and closes it
         return pipeline
@@ -94,22 +102,19 @@ def build_pipeline(
 def _assemble(settings: Settings, probes: dict[str, _Probe], extra: list[Sink],
               stack: ExitStack) -> Pipeline:
     out = settings.output
+    cameras = settings.camera_list()
     snapshots = _snapshots(settings)
     stamper = Stamper(settings.station, snapshots.name if snapshots is not None else None)
     stop = threading.Event()
-    ctx = RunContext(OutputThread([], stop), stop, stamper, STREAMS)
-    source, placement, zones = zones_of(
-        settings, letterbox(settings.out_size, probes[WORKER_SAFETY].size))
-    _note_scaled(zones, placement.picture)
+    ctx = RunContext(OutputThread([], stop), stop, stamper, tuple(c.name for c in cameras))
+    # zones first: a bad zone is refused before the models are loaded
+    placed = {c.name: zones_of(settings, c, letterbox(settings.out_size, probes[c.name].size))
+              for c in cameras if c.safety}
+    for _, placement, zones in placed.values():
+        _note_scaled(zones, placement.picture)
     inference = start_inference(settings.models, ctx.event, stamper)
     stack.callback(inference.pool.close)
-    _log_start(settings, inference, zones)
-    store = ZoneStore(zones)
-    safety = WorkerSafety(store, _tracker(settings, inference.plan.worker_threshold),
-                          settings.out_size, settings.tracking, stamper)
-    inspection = VisualInspection(
-        _tracker(settings, inference.plan.inspection_threshold, report_ended=True),
-        settings.out_size, settings.tracking, stamper)
+    _log_start(settings, inference, cameras, placed)
     sinks: list[Sink] = []
     reported: list[Reported] = []
     events = None
@@ -120,14 +125,12 @@ def _assemble(settings: Settings, probes: dict[str, _Probe], extra: list[Sink],
         sinks.append(events)
         reported.append(Reported("events", events.health, events.counts))
     fps = max(p.fps for p in probes.values())
-    for target in _record_targets(settings):
-        recorder = SideBySideRecorder(target, settings.out_size, fps, settings.mask,
-                                      lossless=not settings.inputs.realtime)
+    names = tuple(c.name for c in cameras)
+    for key, recorder in _recorders(settings, names, fps):
         stack.callback(recorder.close)
         sinks.append(recorder)
         writer = recorder.writer
-        reported.append(Reported("recording" if target.folder is None else "segments",
-                                 writer.health, writer.counts, writer.disk_warning_now))
+        reported.append(Reported(key, writer.health, writer.counts, writer.disk_warning_now))
     if snapshots is not None:
         sinks.append(snapshots)
         reported.append(Reported("snapshots", snapshots.health, snapshots.counts))
@@ -145,16 +148,49 @@ def _assemble(settings: Settings, probes: dict[str, _Probe], extra: list[Sink],
     ctx.outputs.sinks.extend(sinks)
     scheduler = Scheduler([], inference.pool, ctx.cond, ctx.stop, on_result=ctx.result,
                           on_stream_done=ctx.stream_done, paused=ctx.paused)
-    processors: dict[str, StreamProcessor] = {WORKER_SAFETY: safety,
-                                              VISUAL_INSPECTION: inspection}
-    units = {name: _unit(settings.stream(name), probes[name], processors[name], ctx,
-                         scheduler) for name in STREAMS}
-    watcher = ZoneWatcher(source, placement, store, ctx.stop, on_event=ctx.event,
-                          stamper=stamper)
+    units: dict[str, StreamUnit] = {}
+    targets: list[ZoneTarget] = []
+    for camera in cameras:
+        zones = placed[camera.name][2] if camera.safety else ()
+        processor = _processor(settings, camera, inference, stamper, zones)
+        if processor.safety is not None:
+            source, placement, _ = placed[camera.name]
+            targets.append(ZoneTarget(camera.name, source, placement, processor.safety.store))
+        units[camera.name] = _unit(settings, camera, probes[camera.name], processor, ctx=ctx,
+                                   scheduler=scheduler)
+    watcher = (ZoneWatcher(tuple(targets), ctx.stop, on_event=ctx.event, stamper=stamper)
+               if targets else None)
     return Pipeline(settings, inference, units, ctx=ctx, scheduler=scheduler,
-                    zone_store=store, zone_watcher=watcher, safety=safety,
-                    inspection=inspection, sinks=sinks, reported=reported, event_log=events,
+                    zone_watcher=watcher, sinks=sinks, reported=reported, event_log=events,
                     mqtt=mqtt)
+
+
+def _processor(settings: Settings, camera: CameraConfig, inference: Inference,
+               stamper: Stamper, zones: tuple[KeepoutZone, ...]) -> CameraProcessor:
+    """A camera's roles, each with its own tracker, thresholds and labels."""
+    plan = inference.plan
+    lock = threading.Lock()
+    safety = inspection = None
+    if camera.safety:
+        threshold = _own(camera.worker_threshold, plan.worker_threshold)
+        safety = SafetyRole(camera.name, ZoneStore(zones), _tracker(settings, threshold),
+                            settings.out_size, settings.tracking, stamper)
+    if camera.inspection:
+        threshold = _own(camera.inspection_threshold, plan.inspection_threshold)
+        labels = inference.labels.narrowed(plan, camera.inspect_labels, camera.pass_grades,
+                                           camera.name)
+        inspection = InspectionRole(
+            camera.name, _tracker(settings, threshold, report_ended=True), settings.out_size,
+            settings.tracking, stamper, labels, lock)
+    gate = (MotionGate(camera.motion_area, camera.motion_recheck_seconds)
+            if camera.motion_gate else None)
+    interval = 1.0 / camera.detect_fps if camera.detect_fps else 0.0
+    return CameraProcessor(camera.name, settings.out_size, lock, safety, inspection, gate,
+                           interval)
+
+
+def _own(value: float | None, station: float) -> float:
+    return station if value is None else value
 
 
 def _tracker(settings: Settings, high: float, report_ended: bool = False) -> Tracker:
@@ -208,29 +244,39 @@ def _snapshots(settings: Settings) -> Snapshots | None:
     return Snapshots(folder, kinds, out.snapshot_keep, settings.mask)
 
 
-def _record_targets(settings: Settings) -> list[RecordTarget]:
+def _recorders(settings: Settings, cameras: tuple[str, ...], fps: float
+               ) -> list[tuple[str, Recorder]]:
+    """``--output``: one file of every camera's pane, tiled; ``--record_dir``: segments of
+    each camera in a folder of its own, or (``record_composite``) of the tiled picture."""
     rec = settings.recording
     retention = Retention(round(rec.keep_gb * GB), rec.keep_days * 86400.0,
                           round(rec.min_free_gb * GB))
-    targets = []
+    lossless = not settings.inputs.realtime
+    out: list[tuple[str, Recorder]] = []
     if settings.output.output is not None:
-        targets.append(RecordTarget(file=settings.output.output, retention=retention,
-                                    preset=rec.encoder_preset))
+        target = RecordTarget(file=settings.output.output, retention=retention,
+                              preset=rec.encoder_preset)
+        out += [("recording", r) for r in recorders(
+            target, cameras, settings.out_size, fps, settings.mask, lossless=lossless,
+            composite=True)]
     if rec.record_dir is not None:
-        targets.append(RecordTarget(folder=rec.record_dir, segment_s=rec.segment_minutes * 60,
-                                    retention=retention, preset=rec.encoder_preset))
-    return targets
+        target = RecordTarget(folder=rec.record_dir, segment_s=rec.segment_minutes * 60,
+                              retention=retention, preset=rec.encoder_preset)
+        made = recorders(target, cameras, settings.out_size, fps, settings.mask,
+                         lossless=lossless, composite=rec.record_composite)
+        out += [("segments" if r.camera is None else f"segments:{r.camera}", r) for r in made]
+    return out
 
 
-def _log_start(settings: Settings, inference: Inference,
-               zones: tuple[KeepoutZone, ...]) -> None:
+def _log_start(
+    settings: Settings, inference: Inference, cameras: tuple[CameraConfig, ...],
+    placed: dict[str, tuple[ZoneSource, ZonePlacement, tuple[KeepoutZone, ...]]],
+) -> None:
     backend = runtime_backend()
     log.info("versions: python %s, numpy %s, opencv %s, %s %s", platform.python_version(),
              np.__version__, cv2.__version__, backend.name, backend.version)
     for line in inference.notes:
         log.info("inference: %s", line)
-    log.info("inputs: worker safety %s; visual inspection %s",
-             settings.inputs.worker_safety_input, settings.inputs.visual_inspection_input)
     plan = inference.plan
     log.info("detector: %s; thresholds worker %.2f, inspection %.2f", plan.note,
              plan.worker_threshold, plan.inspection_threshold)
@@ -239,16 +285,30 @@ def _log_start(settings: Settings, inference: Inference,
              ", ".join(dict.fromkeys(labels.inspected.values())),
              ", ".join(labels.classifier.values()),
              ", ".join(labels.classifier[i] for i in sorted(labels.passing)))
-    log.info("keep-out zones: %s", "; ".join(
-        f"{z.name} ({z.mode}, enter {z.enter_frames}, exit {z.exit_frames}"
-        f"{'' if z.enabled else ', disabled'}) from {z.source.path if z.source else '-'}"
-        for z in zones))
+    for camera in cameras:
+        extra = [f"at most {camera.detect_fps:g} detections/s"] if camera.detect_fps else []
+        if camera.motion_gate:
+            extra.append("motion gate on")
+        log.info("camera %s: %s; %s%s", camera.name, _shown(camera.input),
+                 " and ".join(camera.roles), f" ({', '.join(extra)})" if extra else "")
+        if camera.name in placed:
+            _, _, zones = placed[camera.name]
+            log.info("camera %s: keep-out zones %s", camera.name, "; ".join(
+                f"{z.name} ({z.mode}, enter {z.enter_frames}, exit {z.exit_frames}"
+                f"{'' if z.enabled else ', disabled'}) from "
+                f"{z.source.path if z.source else '-'}" for z in zones))
+
+
+def _shown(spec: str) -> str:
+    """An input as it may be logged: a URL's password is not."""
+    return redact_url(spec)
 
 
 def _unit(
-    config: StreamConfig, probe: _Probe, processor: StreamProcessor, ctx: RunContext,
-    scheduler: Scheduler,
+    settings: Settings, camera: CameraConfig, probe: _Probe, processor: CameraProcessor, *,
+    ctx: RunContext, scheduler: Scheduler,
 ) -> StreamUnit:
+    config = settings.stream(camera)
     leaky = config.realtime or source_kind(config.spec) is not SourceKind.FILE
     slot = FrameSlot(ctx.cond, leaky=leaky)
     source = SourceSupervisor(
@@ -258,4 +318,4 @@ def _unit(
     )
     state = StreamState(processor, slot, config.max_frames)
     scheduler.streams.append(state)
-    return StreamUnit(config, source, state)
+    return StreamUnit(camera, config, source, state, processor)

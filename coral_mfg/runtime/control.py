@@ -6,7 +6,6 @@ from __future__ import annotations
 import threading
 from typing import Protocol
 
-from coral_mfg.analytics.safety import ZoneStore
 from coral_mfg.runtime.status import StatusBoard
 from coral_mfg.runtime.zone_watch import ZoneWatcher
 
@@ -15,8 +14,7 @@ class RunControl(Protocol):
     """A running pipeline, as its views see it."""
 
     board: StatusBoard
-    zone_store: ZoneStore
-    zone_watcher: ZoneWatcher
+    zone_watcher: ZoneWatcher | None  # None: no camera has the safety role
 
     @property
     def paused(self) -> threading.Event: ...

@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from coral_mfg.analytics.inspection import VisualInspection
-from coral_mfg.analytics.safety import WorkerSafety, ZoneStore
+from coral_mfg.analytics.camera import CameraProcessor
+from coral_mfg.analytics.safety import ZoneStore
 from coral_mfg.capture.sources import SourceSupervisor
+from coral_mfg.config.cameras import CameraConfig
 from coral_mfg.config.settings import Settings, StreamConfig
 from coral_mfg.core.clock import PROCESS_START
 from coral_mfg.core.events import summary_record
@@ -54,11 +55,14 @@ STATUS_EVERY_S = 0.5
 
 @dataclass
 class StreamUnit:
-    """One stream, built: how it is read, its supervised source and its processing state."""
+    """One camera, built: what it is, how it is read, its supervised source, its processor
+    and its scheduling state."""
 
+    camera: CameraConfig
     config: StreamConfig
     source: SourceSupervisor
     state: StreamState
+    processor: CameraProcessor
 
 
 @dataclass(frozen=True)
@@ -77,8 +81,7 @@ class Pipeline:
 
     def __init__(
         self, settings: Settings, inference: Inference, units: dict[str, StreamUnit], *,
-        ctx: RunContext, scheduler: Scheduler, zone_store: ZoneStore,
-        zone_watcher: ZoneWatcher, safety: WorkerSafety, inspection: VisualInspection,
+        ctx: RunContext, scheduler: Scheduler, zone_watcher: ZoneWatcher | None,
         sinks: list[Sink], reported: list[Reported], event_log: EventLog | None,
         mqtt: MqttPublisher | None,
     ) -> None:
@@ -87,10 +90,7 @@ class Pipeline:
         self.units = units
         self.ctx = ctx
         self.scheduler = scheduler
-        self.zone_store = zone_store
         self.zone_watcher = zone_watcher
-        self.safety = safety
-        self.inspection = inspection
         self.sinks = sinks
         self.reported = reported
         self.event_log = event_log
@@ -137,7 +137,8 @@ class Pipeline:
         self._started = True
         self._publish(force=True)
         self.scheduler.start()
-        self.zone_watcher.start()
+        if self.zone_watcher is not None:
+            self.zone_watcher.start()
         for unit in self.units.values():
             unit.source.start()
 
@@ -171,37 +172,38 @@ class Pipeline:
         if self._started:
             self.ctx.outputs.put(status)
 
+    def zone_store(self, camera: str) -> ZoneStore | None:
+        """The zones in force of a safety camera (None for another)."""
+        safety = self.units[camera].processor.safety
+        return safety.store if safety is not None else None
+
     def assemble_status(self) -> RunStatus:
         """The run as it is now, read from its parts (each read is of a whole value)."""
         pool = self.inference.pool
-        debounce = self.safety.debounce
         counts = pool.counts
         accelerator = AcceleratorStatus(
             device=pool.device.value, detector=self.inference.plan.detector_name,
             down=pool.status(), fallback=pool.fallen_back, lost=counts.lost,
             restored=counts.restored, fallbacks=counts.fallback,
             failed_frames=counts.failed_frames)
+        errors = [s.error for u in self.units.values()
+                  if (s := self.zone_store(u.camera.name)) is not None and s.error]
         return RunStatus(
             at=time.time(), uptime=time.monotonic() - PROCESS_START,
             station=self.ctx.stamper.station,
             streams=tuple(self._stream(name, unit, accelerator.down)
                           for name, unit in self.units.items()),
             accelerator=accelerator,
-            zones=tuple(ZoneStatus(z.name, z.enabled, str(z.mode))
-                        for z in self.zone_store.zones),
-            occupants=tuple(Occupant(z, t, since) for z, t, since in debounce.occupancy()),
-            entries=tuple(debounce.violations.copy().items()),
-            inspected=tuple(self.inspection.counts().items()),
             outputs=tuple(OutputStatus(r.key, tuple(r.counts().items()))
                           for r in self.reported),
             sink_failures=tuple(self.ctx.outputs.failures.copy().items()),
             output_warning=self._output_warning(),
-            zone_error=self.zone_store.error,
+            zone_error=errors[0] if errors else None,
             paused=self.ctx.paused.is_set(),
         )
 
     def _stream(self, name: str, unit: StreamUnit, down: str | None) -> StreamStatus:
-        state = unit.state
+        state, processor = unit.state, unit.processor
         fps, infer_ms = self.ctx.rates(name)
         if unit.source.lost_reason is not None:
             kind, reason = NO_SIGNAL, f"NO SIGNAL: {unit.source.lost_reason}"
@@ -212,11 +214,22 @@ class Pipeline:
             reason = f"ERROR: {state.consecutive_errors} frames failed ({state.last_error})"
         else:
             kind, reason = LIVE, None
+        safety, inspection = processor.safety, processor.inspection
+        zones: tuple[ZoneStatus, ...] = ()
+        occupants: tuple[Occupant, ...] = ()
+        entries: tuple[tuple[str, int], ...] = ()
+        if safety is not None:
+            debounce = safety.debounce
+            zones = tuple(ZoneStatus(z.name, z.enabled, str(z.mode)) for z in safety.store.zones)
+            occupants = tuple(Occupant(z, t, since) for z, t, since in debounce.occupancy())
+            entries = tuple(debounce.violations.copy().items())
         return StreamStatus(
             name=name, source=unit.config.spec, state=kind, reason=reason, fps=fps,
-            fps_run=state.fps(), inference_ms=infer_ms, frames=state.processor.processed,
+            fps_run=state.fps(), inference_ms=infer_ms, frames=processor.processed,
             dropped=unit.source.dropped, errors=state.errors,
-            source_lost=unit.source.lost_count)
+            source_lost=unit.source.lost_count, roles=unit.camera.roles,
+            skipped=processor.skipped, zones=zones, occupants=occupants, entries=entries,
+            inspected=tuple(inspection.counts().items()) if inspection is not None else ())
 
     def _output_warning(self) -> str | None:
         """A failing output or a nearly full disk, for the screen; None when all is well."""
@@ -274,11 +287,13 @@ class Pipeline:
             self.inference.pool.stop_processes()  # first: a call waiting on a hung one returns
         self.scheduler.join(JOIN_S)
         # objects still in view end now: every counted verdict gets its event
-        self.ctx.final_events(*self.inspection.flush())
+        for unit in self.units.values():
+            if unit.processor.inspection is not None:
+                self.ctx.final_events(*unit.processor.inspection.flush())
         if not keep_inference:
             self.inference.pool.release()
         for t in (*(u.source for u in self.units.values()), self.zone_watcher):
-            if t.ident is not None:  # started
+            if t is not None and t.ident is not None:  # started
                 t.join(JOIN_S)
         self.ctx.flush_ended()
         self._publish(force=True)  # the last counts, to every output, after the last events

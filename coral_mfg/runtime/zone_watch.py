@@ -17,6 +17,7 @@ from pathlib import Path
 
 from coral_mfg.analytics.safety import ZoneStore
 from coral_mfg.analytics.zones import KeepoutZone, place_zones
+from coral_mfg.config.cameras import CameraConfig
 from coral_mfg.config.settings import Settings, read_config_file
 from coral_mfg.config.zones import ZoneSource, ZoneSpec, csv_spec
 from coral_mfg.core.errors import ConfigError, UserError
@@ -33,14 +34,29 @@ SETTLE_S = 1.0
 
 @dataclass(frozen=True)
 class ZonePlacement:
-    """Where zones land: the worker-safety picture in the output frame, and the default mode."""
+    """Where a camera's zones land: its picture in the output frame, and the default mode."""
 
     picture: Rect
     whole_box: bool
 
 
-def zone_source(settings: Settings) -> ZoneSource:
-    """The file the zones come from: the config's tables, or the original CSV."""
+@dataclass(frozen=True)
+class ZoneTarget:
+    """One safety camera's zones: the file they come from, where they land, where they are
+    kept in force."""
+
+    camera: str
+    source: ZoneSource
+    placement: ZonePlacement
+    store: ZoneStore
+
+
+def zone_source(settings: Settings, camera: CameraConfig) -> ZoneSource:
+    """The file a camera's zones come from: its ``[[cameras.NAME.zones]]``, the config's
+    ``[[safety.zones]]`` (the original streams), or the original demo's CSV."""
+    if settings.cameras:
+        assert settings.config is not None, "cameras come from a config file"
+        return ZoneSource(settings.config, "toml", camera.name)
     if settings.zones_from_csv or settings.config is None:
         return ZoneSource(settings.safety.keepout_points_path, "csv")
     return ZoneSource(settings.config, "toml")
@@ -49,7 +65,13 @@ def zone_source(settings: Settings) -> ZoneSource:
 def read_zone_specs(source: ZoneSource) -> tuple[ZoneSpec, ...]:
     if source.kind == "csv":
         return (csv_spec(source.path),)
-    specs: tuple[ZoneSpec, ...] = read_config_file(source.path).get("zones", ())
+    read = read_config_file(source.path)
+    if source.camera is not None:
+        camera = next((c for c in read.get("cameras", ()) if c.name == source.camera), None)
+        if camera is None:
+            raise ConfigError(f"{source.path}: camera '{source.camera}' is no longer in it")
+        return tuple(camera.zones)
+    specs: tuple[ZoneSpec, ...] = read.get("zones", ())
     if not specs:
         raise ConfigError(f"{source.path}: it no longer defines any [[safety.zones]]")
     return specs
@@ -64,12 +86,12 @@ def load_zones(
 
 
 def zones_of(
-    settings: Settings, picture: Rect
+    settings: Settings, camera: CameraConfig, picture: Rect
 ) -> tuple[ZoneSource, ZonePlacement, tuple[KeepoutZone, ...]]:
-    """The start-up zones, placed where the worker-safety ``picture`` lies in the output."""
-    source = zone_source(settings)
+    """A camera's start-up zones, placed where its ``picture`` lies in the output."""
+    source = zone_source(settings, camera)
     placement = ZonePlacement(picture, settings.safety.safety_check_whole_box)
-    specs = None if source.kind == "csv" else settings.safety.zones
+    specs = None if source.kind == "csv" else camera.zones
     return source, placement, load_zones(source, placement, specs)
 
 
@@ -83,35 +105,37 @@ def _stamp(path: Path) -> tuple[int, int, int] | None:
 
 
 class ZoneWatcher(threading.Thread):
-    """Polls the zone file and swaps the zones in force when it changes."""
+    """Polls the zone file (the cameras' zones all come from one) and swaps each camera's
+    zones in force when it changes."""
 
     def __init__(
         self,
-        source: ZoneSource,
-        placement: ZonePlacement,
-        store: ZoneStore,
+        targets: tuple[ZoneTarget, ...],
         stop: threading.Event,
         *,
         on_event: EventSink,
         stamper: Stamper,
     ) -> None:
         super().__init__(name="zone-watch", daemon=True)
-        self.source = source
-        self.placement = placement
-        self.store = store
+        assert targets and len({t.source.path for t in targets}) == 1, "one file"
+        self.targets = targets
+        self.path = targets[0].source.path
         self.stop_event = stop
         self.on_event = on_event
         self.stamper = stamper
-        self._seen = _stamp(source.path)
+        self._seen = _stamp(self.path)
         self._pending = False  # a change seen and not yet read
         self._changing: tuple[int, int, int] | None = None  # the file as last seen meanwhile
         self._since = 0.0  # when it last changed
         self._lock = threading.Lock()  # the editor's save and the watcher's look
 
+    def target(self, camera: str) -> ZoneTarget | None:
+        return next((t for t in self.targets if t.camera == camera), None)
+
     def mark_saved(self) -> None:
         """The app itself just wrote the file: do not reload what it already has."""
         with self._lock:
-            self._seen = _stamp(self.source.path)
+            self._seen = _stamp(self.path)
             self._pending = False
 
     def run(self) -> None:
@@ -125,7 +149,7 @@ class ZoneWatcher(threading.Thread):
             self._poll(now)
 
     def _poll(self, now: float) -> None:
-        stamp = _stamp(self.source.path)
+        stamp = _stamp(self.path)
         if not self._pending:
             if stamp == self._seen:
                 return
@@ -143,21 +167,28 @@ class ZoneWatcher(threading.Thread):
             self.check_now()
 
     def check_now(self) -> None:
+        for target in self.targets:
+            self._reload(target)
+
+    def _reload(self, target: ZoneTarget) -> None:
+        store, camera = target.store, target.source.camera
         try:
-            zones = load_zones(self.source, self.placement)
+            zones = load_zones(target.source, target.placement)
         except UserError as exc:
             message = str(exc)
-            if message != self.store.error:
+            if message != store.error:
                 log.warning("zones not reloaded, the last good ones stay: %s", message)
-                self.on_event(ZonesError(error=message, time=self.stamper.run_time(),
+                self.on_event(ZonesError(error=message, stream=camera,
+                                         time=self.stamper.run_time(),
                                          stamp=self.stamper.stamp()))
-            self.store.fail(message)
+            store.fail(message)
             return
         except Exception:  # a bug in reloading must not take the app down either
             log.exception("zone reload failed")
-            self.store.fail("zone reload failed (see the log)")
+            store.fail("zone reload failed (see the log)")
             return
-        self.store.replace(zones)
-        log.info("zones reloaded from %s: %s", self.source.path, ", ".join(z.name for z in zones))
-        self.on_event(ZonesReloaded(zones=tuple(z.name for z in zones),
+        store.replace(zones)
+        log.info("zones of %s reloaded from %s: %s", target.camera, self.path,
+                 ", ".join(z.name for z in zones))
+        self.on_event(ZonesReloaded(zones=tuple(z.name for z in zones), stream=camera,
                                     time=self.stamper.run_time(), stamp=self.stamper.stamp()))

@@ -54,17 +54,18 @@ class _RunCollector:
         s = self.board.current
         yield from _streams(s)
         people = GaugeMetricFamily("coral_mfg_zone_people", "People in a keep-out zone now",
-                                   labels=["zone"])
+                                   labels=["stream", "zone"])
         entries = CounterMetricFamily("coral_mfg_keepout_entries", "Entries into a zone",
-                                      labels=["zone"])
-        violations = dict(s.entries)
-        for zone in s.zones:
-            people.add_metric([zone.name], s.in_zone(zone.name))
-            entries.add_metric([zone.name], violations.get(zone.name, 0))
+                                      labels=["stream", "zone"])
         graded = CounterMetricFamily("coral_mfg_inspected", "Inspected objects by grade",
-                                     labels=["grade"])
-        for grade, n in s.inspected:
-            graded.add_metric([grade], n)
+                                     labels=["stream", "grade"])
+        for stream in s.streams:
+            violations = dict(stream.entries)
+            for zone in stream.zones:
+                people.add_metric([stream.name, zone.name], stream.in_zone(zone.name))
+                entries.add_metric([stream.name, zone.name], violations.get(zone.name, 0))
+            for grade, n in stream.inspected:
+                graded.add_metric([stream.name, grade], n)
         a = s.accelerator
         accel = GaugeMetricFamily("coral_mfg_accelerator_up",
                                   "1 while inference answers on this device", labels=["device"])
@@ -95,6 +96,10 @@ def _streams(s: RunStatus) -> Iterator[Metric]:
                            labels=["stream"])
     fps = GaugeMetricFamily("coral_mfg_fps", "Frames per second over the recent frames",
                             labels=["stream"])
+    skipped = CounterMetricFamily(
+        "coral_mfg_skipped_frames",
+        "Frames not detected on: held by the motion gate or the detect_fps cap",
+        labels=["stream"])
     for stream in s.streams:
         frames.add_metric([stream.name], stream.frames)
         dropped.add_metric([stream.name], stream.dropped)
@@ -102,4 +107,5 @@ def _streams(s: RunStatus) -> Iterator[Metric]:
         lost.add_metric([stream.name], stream.source_lost)
         up.add_metric([stream.name], 0 if stream.state == NO_SIGNAL else 1)
         fps.add_metric([stream.name], stream.fps)
-    yield from (frames, dropped, errors, lost, up, fps)
+        skipped.add_metric([stream.name], stream.skipped)
+    yield from (frames, dropped, errors, lost, up, fps, skipped)

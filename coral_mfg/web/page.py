@@ -1,10 +1,14 @@
-"""The live page: both panes, their status, counts, zones and events, from this server only.
+"""The live page: a pane per camera with its status, zones and counts, the station's
+counts and its events, from this server only.
 
 One self-contained HTML document (no CDN, no build step): it reads well on a
 phone (the panes stack) and on a wall screen (side by side).
 """
 
 from __future__ import annotations
+
+import html
+from urllib.parse import quote
 
 STYLE = """
 body{margin:0;background:#111;color:#eee;font:15px system-ui,sans-serif}
@@ -17,45 +21,66 @@ main{display:grid;grid-template-columns:repeat(auto-fit,minmax(320px,1fr));gap:8
 #events img{height:48px;vertical-align:middle;margin-left:8px}
 """
 
-PAGE = f"""<!doctype html>
+_PAGE = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>coral_mfg</title><style>{STYLE}</style></head>
 <body>
 <header><h1>coral_mfg</h1><span id="accelerator"></span><span id="counts"></span>
-<span id="zones"></span><span id="warning"></span></header>
-<main>
- <section class="pane"><img id="video-worker_safety" src="/video/worker_safety.mjpg"
-   alt="worker safety"><div class="status" id="status-worker_safety"></div></section>
- <section class="pane"><img id="video-visual_inspection" src="/video/visual_inspection.mjpg"
-   alt="visual inspection"><div class="status" id="status-visual_inspection"></div></section>
-</main>
+<span id="warning"></span></header>
+<main id="cameras">{{panes}}</main>
 <ul id="events"></ul>
 <script>
 const text = (id, t) => {{ document.getElementById(id).textContent = t; }};
+function pane(name) {{
+  let el = document.getElementById("pane-" + name);
+  if (el) return el;
+  el = document.createElement("section");  // a camera the page did not know at load
+  el.className = "pane";
+  el.id = "pane-" + name;
+  const img = document.createElement("img");
+  img.id = "video-" + name;
+  img.src = "/video/" + encodeURIComponent(name) + ".mjpg";
+  img.alt = name;
+  const st = document.createElement("div");
+  st.className = "status";
+  st.id = "status-" + name;
+  const zones = document.createElement("div");
+  zones.className = "zones";
+  el.append(img, st, zones);
+  document.getElementById("cameras").appendChild(el);
+  return el;
+}}
 async function status() {{
   try {{
     const s = await (await fetch("/api/status")).json();
     for (const [name, st] of Object.entries(s.streams)) {{
-      const el = document.getElementById("status-" + name);
-      el.className = "status " + st.status;
-      el.textContent = name + ": " + (st.reason || st.status) + " · " + st.fps.toFixed(1)
-        + " fps · dropped " + st.dropped + " · errors " + st.errors;
+      const el = pane(name);
+      const line = el.querySelector(".status");
+      line.className = "status " + st.status;
+      line.textContent = name + ": " + (st.reason || st.status) + " · " + st.fps.toFixed(1)
+        + " fps · dropped " + st.dropped + " · skipped " + st.skipped
+        + " · errors " + st.errors;
+      const parts = [];
+      if (st.zones.length) parts.push("zones: " + st.zones.filter(z => z.enabled)
+        .map(z => z.name + (z.people ? " (" + z.people + " in)" : "")).join(", ")
+        + " · keep-out entries " + st.violations);
+      const counts = Object.entries(st.counts);
+      if (counts.length) parts.push(counts.map(([k, v]) => k + " " + v).join(" · "));
+      el.querySelector(".zones").textContent = parts.join(" · ");
     }}
     const accel = s.accelerator;
     text("accelerator", accel.device + (accel.status ? ": " + accel.status : ""));
     text("counts", Object.entries(s.counts).map(([k, v]) => k + " " + v).join(" · ")
       + " · keep-out entries " + s.violations);
-    text("zones", "zones: " + s.zones.filter(z => z.enabled).map(z => z.name).join(", ")
-      + (s.in_zone.length
-         ? " · in zone: " + s.in_zone.map(p => p.zone + " #" + p.track).join(", ") : ""));
     text("warning", s.warning || "");
   }} catch (e) {{ text("warning", "no answer from the station"); }}
 }}
 function show(e) {{
   const li = document.createElement("li");
   li.className = "event " + e.type;
-  const what = e.type + (e.zone ? " " + e.zone : "") + (e.track ? " #" + e.track : "")
+  const what = (e.stream ? e.stream + ": " : "") + e.type + (e.zone ? " " + e.zone : "")
+    + (e.track ? " #" + e.track : "")
     + (e.grade ? " " + e.grade : "") + (e.reason ? ": " + e.reason : "")
     + (e.seconds_in_zone !== undefined ? " (" + e.seconds_in_zone + " s)" : "");
   li.textContent = (e.timestamp || "").replace("T", " ").replace("Z", " UTC") + "  " + what;
@@ -74,6 +99,19 @@ status(); setInterval(status, 1000);
 </script>
 </body></html>
 """
+
+PANE = """<section class="pane" id="pane-{id}"><img id="video-{id}" src="/video/{url}.mjpg"
+ alt="{id}"><div class="status" id="status-{id}"></div><div class="zones"></div></section>
+"""
+
+
+def page(cameras: tuple[str, ...]) -> str:
+    """The page, with a pane per camera (names are escaped, though they were checked
+    where they entered)."""
+    panes = "".join(PANE.format(id=html.escape(c, quote=True), url=quote(c, safe=""))
+                    for c in cameras)
+    return _PAGE.replace("{panes}", panes)
+
 
 LOGIN_PAGE = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">

@@ -37,7 +37,7 @@ from coral_mfg.web.guard import (
     loop_exception_handler,
 )
 from coral_mfg.web.hub import WebHub, yield_to_inspection
-from coral_mfg.web.page import LOGIN_PAGE, PAGE
+from coral_mfg.web.page import LOGIN_PAGE, page
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +178,8 @@ class WebServer:
         return response
 
     async def _page(self, _request: web.Request) -> web.StreamResponse:
-        return web.Response(text=PAGE, content_type="text/html",
+        cameras = tuple(s.name for s in self.board.current.streams)
+        return web.Response(text=page(cameras), content_type="text/html",
                             headers={"Cache-Control": "no-store"})
 
     async def _video(self, request: web.Request) -> web.StreamResponse:
@@ -238,13 +239,18 @@ class WebServer:
         """``/api/status``: the run's status, as the page shows it."""
         s = self.board.current
         return {
-            "streams": {stream.name: stream_record(s, stream) for stream in s.streams},
+            "streams": {stream.name: {
+                **stream_record(s, stream),
+                "zones": [{"name": z.name, "enabled": z.enabled, "mode": z.mode,
+                           "people": stream.in_zone(z.name)} for z in stream.zones],
+                "in_zone": [{"zone": o.zone, "track": o.track} for o in stream.occupants],
+                "violations": stream.violations,
+                "counts": dict(stream.inspected),
+            } for stream in s.streams},
             "accelerator": {"device": s.accelerator.device, "status": s.accelerator.down,
                             "fallback": s.accelerator.fallback},
-            "zones": [{"name": z.name, "enabled": z.enabled, "mode": z.mode} for z in s.zones],
-            "in_zone": [{"zone": o.zone, "track": o.track} for o in s.occupants],
             "violations": s.violations,
-            "counts": dict(s.inspected),
+            "counts": s.inspected,
             "warning": s.output_warning or s.zone_error,
             "viewers": self.viewers,
             "connections": self.connection_counts(),
