@@ -117,7 +117,7 @@ class EdgeTpuTargets:
 
 
 def edgetpu_targets(models: ModelsConfig, found: list[Coral]) -> EdgeTpuTargets:
-    """``edgetpu_devices`` when set (``all``: every Coral sysfs shows, but those another
+    """``edgetpu_devices`` when set (``all``: every Coral sysfs shows, except those another
     coral-mfg holds), else the one ``edgetpu_device``."""
     wanted = models.edgetpu_devices
     if not wanted:
