@@ -49,6 +49,14 @@ TAIL = '"timestamp":"2025-11-29T10:00:00.250Z","id":"0123456789abcdef0123456789a
          f'"reason":"killed by SIGKILL","time":9.0,{TAIL}}}'),
         (ev.AcceleratorRestored(device="cpu", process="cpu-0", time=10.0, stamp=STAMP),
          f'{{"type":"accelerator_restored","device":"cpu","worker":"cpu-0","time":10.0,{TAIL}}}'),
+        (ev.AcceleratorLost(device="edgetpu", process="edgetpu-1", reason="killed by SIGABRT",
+                            time=9.0, stamp=STAMP, edgetpu_device="usb:1"),
+         '{"type":"accelerator_lost","device":"edgetpu","worker":"edgetpu-1",'
+         f'"reason":"killed by SIGABRT","time":9.0,{TAIL},"edgetpu_device":"usb:1"}}'),
+        (ev.AcceleratorRestored(device="edgetpu", process="edgetpu-1", time=10.0, stamp=STAMP,
+                                edgetpu_device="usb:1"),
+         '{"type":"accelerator_restored","device":"edgetpu","worker":"edgetpu-1","time":10.0,'
+         f'{TAIL},"edgetpu_device":"usb:1"}}'),
         (ev.AcceleratorRestored(device="edgetpu", from_="cpu", time=10.0, stamp=STAMP),
          f'{{"type":"accelerator_restored","device":"edgetpu","from":"cpu","time":10.0,{TAIL}}}'),
         (ev.AcceleratorFallback(device="cpu", from_="edgetpu", reason="SIGABRT", time=11.0,

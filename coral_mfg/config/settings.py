@@ -11,6 +11,7 @@ expected, never a validation dump.
 from __future__ import annotations
 
 import difflib
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PlainValidator,
     TypeAdapter,
     ValidationError,
     model_validator,
@@ -83,6 +85,42 @@ class _Section(BaseModel):
     title: ClassVar[str] = ""
 
 
+#: pycoral's and libedgetpu's device strings: usb, usb:N, pci, pci:N, :N.
+EDGETPU_DEVICE = re.compile(r"^(?:(usb|pci)(?::(\d+))?|:(\d+))$")
+_DEVICES = "Edge TPU device strings (usb:N, pci:N or :N) or all, each named once"
+
+
+def edgetpu_device_list(value: Any) -> tuple[str, ...]:
+    """Several Edge TPUs: a list, the comma-separated string a flag gives, or ``all``.
+
+    In a list of several, each must name one device (``usb`` alone means any USB
+    Coral, so two processes could open the same one); ``usb:01`` is ``usb:1``.
+    """
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
+        raise ValueError(_DEVICES)
+    given = [i.strip() for i in items if i.strip()]
+    if given == ["all"]:
+        return ("all",)
+    out: list[str] = []
+    for item in given:
+        match = EDGETPU_DEVICE.match(item)
+        if item == "all" or match is None:
+            raise ValueError(f"{_DEVICES} ('{item}' is not one)")
+        kind, index = match.group(1) or "", match.group(2) or match.group(3)
+        if index is None and len(given) > 1:
+            raise ValueError(f"{_DEVICES} ('{item}' may be any {kind.upper()} Edge TPU; "
+                             f"name one, like {kind}:0)")
+        device = f"{kind}:{int(index)}" if index is not None else kind
+        if device in out:
+            raise ValueError(f"{_DEVICES} ('{device}' is named twice)")
+        out.append(device)
+    return tuple(out)
+
+
+EdgeTpuDevices = Annotated[tuple[str, ...], PlainValidator(edgetpu_device_list)]
+
+
 class ModelsConfig(_Section):
     """What inference opens: the model files, the device, the CPU layout."""
 
@@ -101,6 +139,9 @@ class ModelsConfig(_Section):
     edgetpu_device: Text | None = setting(
         None, "which Edge TPU: usb, usb:N, pci, pci:N or :N (default: the first)",
         metavar="DEV")
+    edgetpu_devices: EdgeTpuDevices = setting(
+        (), "several Edge TPUs, one inference process each, sharing the frames: usb:0,usb:1 "
+        "or all (every Coral found); supersedes edgetpu_device", metavar="DEV[,DEV]|all")
     cpu_processes: PositiveInt = setting(
         2, "inference processes on the CPU, an interpreter pair each (one per stream "
         "measured best)", metavar="N", aliases=("cpu_workers",))

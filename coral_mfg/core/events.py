@@ -123,7 +123,7 @@ class SourceRestored:
 @dataclass(frozen=True, kw_only=True)
 class AcceleratorLost:
     """An inference process died or hung; ``process`` names it (``worker`` in JSON, the
-    documented key)."""
+    documented key), ``edgetpu_device`` the Edge TPU it drove (``usb:1``), if any."""
 
     type: ClassVar[str] = "accelerator_lost"
     device: str
@@ -131,12 +131,13 @@ class AcceleratorLost:
     reason: str
     time: float
     stamp: Stamp
+    edgetpu_device: str | None = field(default=None, metadata=OPTIONAL)
 
 
 @dataclass(frozen=True, kw_only=True)
 class AcceleratorRestored:
-    """An inference process answers again (``process``), or inference moved back to the
-    Edge TPU from the CPU (``from_``)."""
+    """An inference process answers again (``process``, on ``edgetpu_device`` if an Edge
+    TPU), or inference moved back to the Edge TPU from the CPU (``from_``)."""
 
     type: ClassVar[str] = "accelerator_restored"
     device: str
@@ -144,6 +145,7 @@ class AcceleratorRestored:
     from_: str | None = field(default=None, metadata={"json": "from", **OPTIONAL})
     time: float
     stamp: Stamp
+    edgetpu_device: str | None = field(default=None, metadata=OPTIONAL)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -21,6 +21,7 @@ from collections import deque
 from enum import StrEnum
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import NamedTuple
 
 from coral_mfg.inference.errors import (
     ProcessDownError,
@@ -66,6 +67,19 @@ STDERR_TAIL = 3
 ERRORS_BEFORE_RESTART = 5
 MESSAGE_MAX = 200
 HOPS_KEPT = 2000
+#: Replies whose work is kept for the load figures: several seconds at a busy device's rate.
+WORK_KEPT = 4096
+#: How fast the estimate of a call's time follows the latest calls (a moving average).
+CALL_AVERAGE = 0.1
+
+
+class Work(NamedTuple):
+    """One request as the process spent it: when its reply came (monotonic), how long the
+    process worked on it, and whether it was a frame's detection."""
+
+    end: float
+    busy_s: float
+    frame: bool
 
 
 class ProcessState(StrEnum):
@@ -104,6 +118,13 @@ class ProcessClient:
         self._stats_lock = threading.Lock()
         self.generation = 0  # processes started so far: tells one loss from its echoes
         self.runtime = ""  # "libedgetpu.so.1 <its edgetpu_version()>" once a process loaded it
+        #: the process's own time on recent requests, under _stats_lock; kept across
+        #: restarts: it is the device's, whichever process drives it
+        self._work: deque[Work] = deque(maxlen=WORK_KEPT)
+        #: a moving average of the process's time per request (seconds; 0 until one ran):
+        #: how long a request queued behind another waits, for the pool's choice of process
+        self.call_s = 0.0
+        self.first_up: float | None = None  # when a process of this client first answered
 
     @property
     def start_timeout(self) -> float:
@@ -168,6 +189,8 @@ class ProcessClient:
                 raise
             with self._stats_lock:
                 self.errors_in_a_row = 0
+                if self.first_up is None:
+                    self.first_up = time.monotonic()
             self._set_state(ProcessState.UP, "")
             self._forward_stderr()
             return detail
@@ -279,6 +302,11 @@ class ProcessClient:
         with self._stats_lock:
             return list(self._hops)
 
+    def work(self) -> list[Work]:
+        """The process's own time on its recent requests, oldest first, a copy."""
+        with self._stats_lock:
+            return list(self._work)
+
     # --- calls -----------------------------------------------------------------------------
 
     def call(self, request: Request, timeout: float | None = None) -> Reply:
@@ -313,8 +341,12 @@ class ProcessClient:
         busy = getattr(reply, "busy_s", None)
         with self._stats_lock:
             self.errors_in_a_row = 0
-            if busy is not None and not queued:
-                self._hops.append(time.perf_counter() - sent - busy)
+            if busy is not None:
+                if not queued:
+                    self._hops.append(time.perf_counter() - sent - busy)
+                self._work.append(Work(time.monotonic(), busy, isinstance(reply, Detected)))
+                self.call_s = busy if not self.call_s else (
+                    self.call_s + CALL_AVERAGE * (busy - self.call_s))
         return reply
 
     def _receive(

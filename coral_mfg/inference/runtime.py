@@ -23,6 +23,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from coral_mfg.config.settings import EDGETPU_DEVICE
 from coral_mfg.core.errors import DeviceError, ModelError
 from coral_mfg.inference import discovery
 from coral_mfg.inference.discovery import SETUP_DOC, Coral
@@ -31,8 +32,6 @@ from coral_mfg.inference.model_file import ModelInfo, inspect_model, twin_path
 from coral_mfg.inference.protocol import Step
 
 log = logging.getLogger(__name__)
-
-_DEVICE_RE = re.compile(r"^(?:(usb|pci)(?::(\d+))?|:(\d+))$")
 
 
 class Device(StrEnum):
@@ -56,7 +55,7 @@ def parse_device_string(device: str | None) -> str | None:
     """Validate pycoral's device strings: ``usb``, ``usb:N``, ``pci``, ``pci:N``, ``:N``."""
     if device is None or device == "":
         return None
-    if not _DEVICE_RE.match(device):
+    if not EDGETPU_DEVICE.match(device):
         raise DeviceError(
             f"Edge TPU device '{device}' is not valid; use usb, usb:N, pci, pci:N or :N"
         )

@@ -9,13 +9,19 @@ both models once, and given the classifier's known answer: a runtime that
 crashes or answers wrongly there (a libedgetpu built for another TensorFlow)
 costs a one-line note and the run goes on on the CPU; with ``--device
 edgetpu`` it is a one-line error and exit status 2.
+
+Several Edge TPUs (``edgetpu_devices``) get one process each, with the same
+models: each is placed and checked like a lone one, and the run starts once
+any answers (the others are retried in the background, as a lost one is).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 from coral_mfg.config.settings import ModelsConfig
@@ -64,6 +70,7 @@ class EdgeTpuPlace:
     name: str  # "usb:0", or the device string when discovery cannot place it
     key: str  # the lock
     refusal: ProcessStartError | None
+    device: str | None = None  # the device string asked for (None: the first found)
 
     def describe(self) -> str:
         if self.target is not None:
@@ -71,11 +78,19 @@ class EdgeTpuPlace:
         return f"Edge TPU {self.name}: not shown by sysfs (libedgetpu will look for it)"
 
 
-def place_edgetpu(device: str | None) -> EdgeTpuPlace:
-    """Find the Coral ``device`` names and whether it may be opened, touching no device."""
-    found = discovery.survey()
+def place_edgetpu(device: str | None, found: list[Coral] | None = None, *,
+                  several: bool = False) -> EdgeTpuPlace:
+    """Find the Coral ``device`` names and whether it may be opened, touching no device.
+
+    One of ``several`` that sysfs does not show gets a lock of its own string.
+    """
+    found = discovery.survey() if found is None else found
     target, name = discovery.select(found, device)
-    key = target.key if target is not None else device_lock.ANY_DEVICE
+    if target is not None:
+        key = target.key
+    else:
+        key = f"{device_lock.ANY_DEVICE}-{device}" if several and device else (
+            device_lock.ANY_DEVICE)
     refusal = None
     if target is not None and target.problem:
         what = "USB" if target.kind == "usb" else "PCIe"
@@ -85,17 +100,119 @@ def place_edgetpu(device: str | None) -> EdgeTpuPlace:
     elif (holder := device_lock.holder(key)) is not None:
         refusal = ProcessStartError(f"Edge TPU {name} is in use by {holder.describe()}",
                                    kind="in_use", stage="checking the Edge TPU", step=Step.CLAIM)
-    return EdgeTpuPlace(found, target, name, key, refusal)
+    return EdgeTpuPlace(found, target, name, key, refusal, device)
 
 
-def _placed(tpu: ProcessSet, place: EdgeTpuPlace, clf: Builds) -> ProcessSet:
-    """The Edge TPU set told its device's lock, and how to check the classifier's answers."""
+@dataclass(frozen=True)
+class EdgeTpuTargets:
+    """The devices the Edge TPU processes drive, one process each, and what was said
+    about choosing them."""
+
+    devices: tuple[str | None, ...]  # None: the first libedgetpu finds
+    notes: tuple[str, ...] = ()
+
+    @property
+    def several(self) -> bool:
+        return len(self.devices) > 1
+
+
+def edgetpu_targets(models: ModelsConfig, found: list[Coral]) -> EdgeTpuTargets:
+    """``edgetpu_devices`` when set (``all``: every Coral sysfs shows, except those another
+    coral-mfg holds), else the one ``edgetpu_device``."""
+    wanted = models.edgetpu_devices
+    if not wanted:
+        return EdgeTpuTargets((models.edgetpu_device,))
+    notes = []
+    if models.edgetpu_device is not None:
+        notes.append(f"edgetpu_device {models.edgetpu_device} not used: edgetpu_devices "
+                     "names the Edge TPUs")
+    if wanted != ("all",):
+        return EdgeTpuTargets(tuple(wanted), tuple(notes))
+    devices: list[str | None] = []
+    for coral in found:
+        name = discovery.name_of(found, coral)
+        holder = device_lock.holder(coral.key)
+        if holder is not None:
+            notes.append(f"Edge TPU {name} left out: in use by {holder.describe()}")
+        else:
+            devices.append(name)
+    if not devices:
+        notes.append("edgetpu_devices all: sysfs shows no Coral free to use; libedgetpu will "
+                     "look for one")
+        devices.append(None)
+    return EdgeTpuTargets(tuple(devices), tuple(notes))
+
+
+def place_edgetpus(targets: EdgeTpuTargets, found: list[Coral]) -> list[EdgeTpuPlace]:
+    """Each device placed; two strings that name one Coral are refused in one line.
+
+    Of several, one that sysfs does not show while it shows others is refused: it
+    could not be found again by its port, and an index alone may name, once it
+    appears, a Coral another process drives.
+    """
+    places = [place_edgetpu(d, found, several=targets.several) for d in targets.devices]
+    seen: dict[str, EdgeTpuPlace] = {}
+    for i, place in enumerate(places):
+        if place.target is None:
+            if targets.several and found and place.refusal is None:
+                shown = ", ".join(f"{discovery.name_of(found, c)} ({c.sysname})" for c in found)
+                places[i] = replace(place, refusal=ProcessStartError(
+                    f"Edge TPU {place.name} is not shown by sysfs (it shows {shown}): plug it "
+                    "in, or leave it out of edgetpu_devices", kind="setup",
+                    stage="checking the Edge TPU", step=Step.CLAIM))
+            continue
+        twin = seen.setdefault(place.key, place)
+        if twin is not place:
+            raise DeviceError(f"edgetpu_devices names one Edge TPU twice: {twin.device} and "
+                              f"{place.device} are both {place.target.describe()}; list each "
+                              "Coral once ('coral-mfg doctor' lists them)")
+    return places
+
+
+def _placed(tpu: ProcessSet, places: Sequence[EdgeTpuPlace], clf: Builds) -> ProcessSet:
+    """The Edge TPU set told each device's lock, and how to check the classifier's answers.
+
+    Several Corals that sysfs shows are found again before each start: see
+    :func:`current_device`.
+    """
     answer = None
     if clf.tpu is not None and clf.cpu is not None:
         answer = KnownAnswer(str(KNOWN_ANSWER_CROP), str(clf.cpu.path), KNOWN_ANSWER_STEPS)
     configs = tuple(replace(c, edgetpu_lock=place.key, edgetpu_name=place.name,
-                            known_answer=answer) for c in tpu.configs)
-    return replace(tpu, configs=configs)
+                            known_answer=answer)
+                    for c, place in zip(tpu.configs, places, strict=True))
+    names = tuple(place.name if place.target is not None
+                  else place.device or Device.EDGETPU.value for place in places)
+    placed = frozenset(place.key for place in places if place.target is not None)
+    several = len(places) > 1
+    return replace(tpu, configs=configs, names=names, serial=several,
+                   prepare=partial(current_device, placed) if several and placed else None)
+
+
+def current_device(placed: frozenset[str], config: ProcessConfig) -> ProcessConfig:
+    """The process's config with the index that names its Coral now.
+
+    libedgetpu numbers USB Corals waiting for their firmware before those
+    running it, so opening one renumbers the others: ``usb:1`` at start-up may
+    be ``usb:0`` a moment later, and an index kept from then would open (and
+    reset) a Coral another process drives. So the Coral is found again by its
+    port, just before its process starts; one sysfs no longer shows is not
+    opened at all.
+    """
+    if config.edgetpu_lock not in placed:
+        return config
+    found = discovery.survey()
+    coral = next((c for c in found if c.key == config.edgetpu_lock), None)
+    kind, _, port = config.edgetpu_lock.partition("-")
+    where = f"{'USB' if kind == 'usb' else 'PCIe'} {port}"
+    if coral is None:
+        raise ProcessStartError(f"Edge TPU {config.edgetpu_name} ({where}) is no longer shown "
+                                "by sysfs: unplugged, or its cable or port failed",
+                                kind="no_device", stage="checking the Edge TPU", step=Step.CLAIM)
+    if coral.problem:
+        raise ProcessStartError(f"Edge TPU {config.edgetpu_name} ({where}): {coral.problem}",
+                                kind="setup", stage="checking the Edge TPU", step=Step.CLAIM)
+    return replace(config, edgetpu_device=discovery.name_of(found, coral))
 
 
 def _check_note(clf: Builds) -> str | None:
@@ -128,18 +245,21 @@ def _spec(choice: ModelChoice) -> ModelSpec:
 
 
 def _set(
-    device: Device, det: ModelChoice, clf: ModelChoice, count: int, *, models: ModelsConfig,
-    backend: Backend,
+    device: Device, det: ModelChoice, clf: ModelChoice, edgetpus: Sequence[str | None], *,
+    models: ModelsConfig, backend: Backend,
 ) -> ProcessSet:
+    """One process per entry of ``edgetpus``: the Edge TPU it drives (None for the CPU's,
+    or for the first Edge TPU found)."""
+    count = len(edgetpus)
     threads = models.cpu_threads or default_cpu_threads(count)
     configs = tuple(
         ProcessConfig(
             name=f"{device.value}-{i}", runtime=backend.interpreter_module.__name__,
-            device=device.value, edgetpu_device=models.edgetpu_device,
+            device=device.value, edgetpu_device=edgetpu,
             edgetpu_library=edgetpu_library(), cpu_threads=threads,
             detector=_spec(det), classifier=_spec(clf), arena="",
         )
-        for i in range(count)
+        for i, edgetpu in enumerate(edgetpus)
     )
     where = f"detector {det.path.name} on {det.device}, classifier {clf.path.name} on {clf.device}"
     return ProcessSet(device, configs, f"{count} {device.value} process(es): {where}")
@@ -171,13 +291,14 @@ class _Models:
         assert grader is not None, "find_builds always finds the named file"
         return cls(plan, det, clf, Labels.read(plan, grader), runtime_backend())
 
-    def tpu_set(self, models: ModelsConfig) -> ProcessSet:
-        """One Edge TPU process; a model without an Edge TPU build runs on its CPU."""
-        return _set(Device.EDGETPU, _prefer_tpu(self.det), _prefer_tpu(self.clf), 1,
-                    models=models, backend=self.backend)
+    def tpu_set(self, models: ModelsConfig, targets: EdgeTpuTargets) -> ProcessSet:
+        """One process per Edge TPU; a model without an Edge TPU build runs on its CPU."""
+        return _set(Device.EDGETPU, _prefer_tpu(self.det), _prefer_tpu(self.clf),
+                    targets.devices, models=models, backend=self.backend)
 
 
-def _sets(models: ModelsConfig, m: _Models) -> tuple[ProcessSet, ProcessSet | None]:
+def _sets(models: ModelsConfig, m: _Models,
+          targets: EdgeTpuTargets) -> tuple[ProcessSet, ProcessSet | None]:
     det, clf, backend = m.det, m.clf, m.backend
     requested = Device(models.device)
     if requested is Device.CPU:
@@ -187,35 +308,41 @@ def _sets(models: ModelsConfig, m: _Models) -> tuple[ProcessSet, ProcessSet | No
         if det.tpu is None and clf.tpu is None:
             det.on(Device.EDGETPU)  # nothing to run on it: say which build is missing
         # The device is checked first (the more basic problem); a missing build after.
-        return m.tpu_set(models), None
+        return m.tpu_set(models, targets), None
     has_cpu = det.cpu is not None and clf.cpu is not None
-    cpu = (_set(Device.CPU, det.on(Device.CPU), clf.on(Device.CPU), models.cpu_processes,
-                models=models, backend=backend) if has_cpu or requested is Device.CPU else None)
+    cpu = (_set(Device.CPU, det.on(Device.CPU), clf.on(Device.CPU),
+                [None] * models.cpu_processes, models=models, backend=backend)
+           if has_cpu or requested is Device.CPU else None)
     if requested is Device.CPU or (det.tpu is None and clf.tpu is None):
         assert cpu is not None
         return cpu, None
-    return m.tpu_set(models), cpu
+    return m.tpu_set(models, targets), cpu
 
 
 def start_inference(models: ModelsConfig, on_event: EventSink, stamper: Stamper) -> Inference:
     """Plan the models, choose the device, start the processes; one-line errors otherwise."""
     m = _Models.read(models)
     det, clf, labels, backend = m.det, m.clf, m.labels, m.backend
-    primary, fallback = _sets(models, m)
+    found = discovery.survey() if Device(models.device) is not Device.CPU else []
+    targets = edgetpu_targets(models, found)
+    primary, fallback = _sets(models, m, targets)
     notes = [primary.describe]
-    place = None
+    places: list[EdgeTpuPlace] = []
     if primary.device is Device.EDGETPU:
-        place = place_edgetpu(models.edgetpu_device)
-        primary = _placed(primary, place, clf)
-        notes.append(place.describe())
+        places = place_edgetpus(targets, found)
+        primary = _placed(primary, places, clf)
+        notes.extend(targets.notes)
+        notes.extend(place.describe() for place in places)
         notes.extend(n for n in [_check_note(clf)] if n)
     pool = ProcessPool(primary, fallback, labels, timeout=models.inference_timeout,
                        on_event=on_event, stamper=stamper, retry_s=models.edgetpu_retry_seconds)
+    refused = next((place for place in places if place.refusal is not None), None)
     try:
-        if place is not None and place.refusal is not None:
-            raise place.refusal
+        if refused is not None and refused.refusal is not None:
+            raise refused.refusal
         details = pool.start()
         notes.extend(_runtime_notes(details))
+        notes.extend(_not_started(pool, places, backend))
     except ProcessStartError as exc:
         pool.close()
         if exc.kind == "model":
@@ -223,8 +350,10 @@ def start_inference(models: ModelsConfig, on_event: EventSink, stamper: Stamper)
                              "another model") from None
         if primary.device is not Device.EDGETPU:
             raise UserError(f"the inference process could not start: {exc}") from None
-        message = edgetpu_failure(exc, models.edgetpu_device, backend,
-                                  place.found if place is not None else None)
+        failed = refused or places[pool.start_failures[0][0]]
+        message = edgetpu_failure(exc, failed.device, backend, found)
+        if refused is None and len(places) > 1:
+            message = f"none of Edge TPUs {', '.join(p.name for p in places)} started: {message}"
         if fallback is None:
             lone = next((b for b in (det, clf) if b.cpu is None), None)
             if Device(models.device) is Device.AUTO and lone is not None:
@@ -246,10 +375,28 @@ def start_inference(models: ModelsConfig, on_event: EventSink, stamper: Stamper)
     return Inference(m.plan, labels, pool, tuple(notes))
 
 
+def _not_started(pool: ProcessPool, places: Sequence[EdgeTpuPlace], backend: Backend, *,
+                 retried: bool = True) -> list[str]:
+    """The processes that did not start with the others, each in one line (an Edge TPU's
+    with its cause and fix)."""
+    then = ", retried in the background" if retried else ""
+    notes = []
+    for i, exc in pool.start_failures:
+        if i < len(places):
+            place = places[i]
+            why = edgetpu_failure(exc, place.device, backend, place.found)
+            notes.append(f"Edge TPU {place.name} did not start{then}: {why}")
+        else:
+            notes.append(f"inference process {pool.clients()[i].name} did not start{then}: "
+                         f"{exc}")
+    return notes
+
+
 def _runtime_notes(details: list[str]) -> list[str]:
-    """What each Edge TPU process said when it was ready: its libedgetpu, the answer check."""
-    return [f"Edge TPU runtime {d.split('; ', 1)[1]}" for d in details
-            if "the Edge TPU delegate; " in d]
+    """What the Edge TPU processes said when ready: their libedgetpu, the answer check
+    (said once when several say the same)."""
+    return list(dict.fromkeys(f"Edge TPU runtime {d.split('; ', 1)[1]}" for d in details
+                              if "the Edge TPU delegate; " in d))
 
 
 @dataclass(frozen=True)
@@ -266,28 +413,35 @@ class Probe:
 
 
 def probe_edgetpu(models: ModelsConfig) -> Probe:
-    """Start an Edge TPU process for these models once, and stop it: does the runtime work,
-    and does it give the classifier's known answer?
+    """Start the Edge TPU processes for these models once, and stop them: does the runtime
+    work, and does each device give the classifier's known answer?
 
     A device this user may not open, or one in use, is reported without touching it.
     """
     m = _Models.read(models)
     if m.det.tpu is None and m.clf.tpu is None:
         return Probe(False, "no Edge TPU build of the detector or the classifier is present")
-    place = place_edgetpu(models.edgetpu_device)
-    tpu = _placed(m.tpu_set(models), place, m.clf)
-    if place.refusal is not None:
-        return Probe(False, edgetpu_failure(place.refusal, models.edgetpu_device, m.backend,
-                                            place.found))
+    found = discovery.survey()
+    targets = edgetpu_targets(models, found)
+    places = place_edgetpus(targets, found)
+    tpu = _placed(m.tpu_set(models, targets), places, m.clf)
+    refused = next((place for place in places if place.refusal is not None), None)
+    if refused is not None and refused.refusal is not None:
+        return Probe(False, edgetpu_failure(refused.refusal, refused.device, m.backend,
+                                            refused.found))
     pool = ProcessPool(tpu, None, m.labels, timeout=models.inference_timeout,
                        on_event=lambda event: None, stamper=Stamper("doctor"))
     try:
         details = pool.start()
     except ProcessStartError as exc:
-        return Probe(False, edgetpu_failure(exc, models.edgetpu_device, m.backend, place.found),
+        first = places[pool.start_failures[0][0]] if pool.start_failures else places[0]
+        return Probe(False, edgetpu_failure(exc, first.device, m.backend, found),
                      runtime_fault(exc))
     finally:
         pool.close()
+    if pool.start_failures:
+        return Probe(False, "; ".join(_not_started(pool, places, m.backend, retried=False)),
+                     any(runtime_fault(exc) for _, exc in pool.start_failures))
     extra = [_check_note(m.clf) or "", *_runtime_notes(details)]
     return Probe(True, "; ".join([f"{tpu.describe}: both models built and answered",
                                   *(e for e in extra if e)]))

@@ -15,6 +15,7 @@
  *   error:N    fail every invoke from the Nth on (a PCIe device gone bad)
  *   openhang:N sleep N s while opening the device, then find none: what libedgetpu
  *              does when the user may not open a USB Coral (25 tries, 1 s apart)
+ *   slow:N     a working delegate whose every invoke takes N ms more (a slower device)
  *
  * With $FAKE_EDGETPU_OUTPUT naming a file, every invoke of a claimed node writes
  * that file's bytes into the node's first output tensor: a device that answers
@@ -25,6 +26,15 @@
  *
  * With $FAKE_EDGETPU_MODE_FILE set, the mode is read from that file at every
  * call instead, so a test can repair (or break) the "device" while a run goes on.
+ *
+ * Several devices: $FAKE_EDGETPU_DEVICES lists those attached ("usb:0,usb:1,pci:0").
+ * The create-delegate call's "device" option picks one as libedgetpu does ("" the
+ * first, "usb" the first USB one, "usb:N" the Nth USB one, ":N" the Nth of all);
+ * one not in the list is "no Edge TPU device found". Without the list, any device
+ * string is taken as given. Once a process has opened a device, its mode is looked
+ * up per device first: a "%s" in $FAKE_EDGETPU_MODE_FILE becomes the device with
+ * ':' as '_' ("mode-usb_1"), then $FAKE_EDGETPU_MODE_usb_1, then the common mode.
+ * So a test can unplug one device while another works.
  *
  * Each event is appended to $FAKE_EDGETPU_LOG with this process's id:
  * "create device=..", "prepare claimed=N", "invoke".
@@ -131,6 +141,8 @@ const char fake_edgetpu_version[] = "BuildLabel(fake-for-tests), RuntimeVersion(
 
 static long invokes = 0;
 static int verbosity = 0;
+/* The device this process opened, ':' as '_' ("usb_1"); empty before it opened one. */
+static char device_key[64] = "";
 
 static void note(const char* what) {
   const char* path = getenv("FAKE_EDGETPU_LOG");
@@ -141,18 +153,37 @@ static void note(const char* what) {
   fclose(f);
 }
 
-static const char* mode(void) {
+static const char* read_mode(const char* path) {
   static char from_file[64];
+  FILE* f = fopen(path, "r");
+  if (f == NULL) return NULL;
+  size_t n = fread(from_file, 1, sizeof from_file - 1, f);
+  fclose(f);
+  while (n > 0 && (from_file[n - 1] == '\n' || from_file[n - 1] == ' ')) n--;
+  from_file[n] = '\0';
+  return from_file;
+}
+
+static const char* mode(void) {
   const char* path = getenv("FAKE_EDGETPU_MODE_FILE");
   if (path != NULL) {
-    FILE* f = fopen(path, "r");
-    if (f != NULL) {
-      size_t n = fread(from_file, 1, sizeof from_file - 1, f);
-      fclose(f);
-      while (n > 0 && (from_file[n - 1] == '\n' || from_file[n - 1] == ' ')) n--;
-      from_file[n] = '\0';
-      return from_file;
+    const char* hole = strstr(path, "%s");
+    if (hole == NULL) {
+      const char* m = read_mode(path);
+      if (m != NULL) return m;
+    } else if (device_key[0] != '\0') {
+      char per_device[512];
+      snprintf(per_device, sizeof per_device, "%.*s%s%s", (int)(hole - path), path,
+               device_key, hole + 2);
+      const char* m = read_mode(per_device);
+      if (m != NULL) return m;
     }
+  }
+  if (device_key[0] != '\0') {
+    char name[96];
+    snprintf(name, sizeof name, "FAKE_EDGETPU_MODE_%s", device_key);
+    const char* m = getenv(name);
+    if (m != NULL) return m;
   }
   const char* m = getenv("FAKE_EDGETPU_MODE");
   return m != NULL ? m : "nodevice";
@@ -191,6 +222,7 @@ static int replay(TfLiteContext* context, TfLiteNodeHead* node) {
 static TfLiteStatus kernel_invoke(TfLiteContext* context, void* node) {
   invokes++;
   note("invoke");
+  if (nth("slow") > 0) usleep((useconds_t)(nth("slow") * 1000));
   if (nth("abort") && invokes >= nth("abort")) abort();
   if (nth("hang") && invokes >= nth("hang")) {
     for (;;) pause();
@@ -243,14 +275,57 @@ static TfLiteStatus delegate_prepare(TfLiteContext* context, TfLiteDelegate* del
   return status;
 }
 
+/* The attached device that a "device" option names, as libedgetpu picks it, copied
+ * into out; 0 when none is attached there. Without $FAKE_EDGETPU_DEVICES, the
+ * option itself. */
+static int pick_device(const char* wanted, char* out, size_t size) {
+  const char* attached = getenv("FAKE_EDGETPU_DEVICES");
+  if (attached == NULL) {
+    snprintf(out, size, "%s", wanted);
+    return 1;
+  }
+  char kind[8] = "";
+  long index = -1; /* any */
+  const char* colon = strchr(wanted, ':');
+  if (colon != NULL) {
+    snprintf(kind, sizeof kind, "%.*s", (int)(colon - wanted), wanted);
+    index = atol(colon + 1);
+  } else {
+    snprintf(kind, sizeof kind, "%s", wanted);
+  }
+  char list[256];
+  snprintf(list, sizeof list, "%s", attached);
+  long seen = 0;
+  for (char* save = NULL, *item = strtok_r(list, ",", &save); item != NULL;
+       item = strtok_r(NULL, ",", &save)) {
+    if (kind[0] != '\0' && strncmp(item, kind, strlen(kind)) != 0) continue;
+    if (index < 0 || seen == index) {
+      snprintf(out, size, "%s", item);
+      return 1;
+    }
+    seen++;
+  }
+  return 0;
+}
+
 void* tflite_plugin_create_delegate(char** keys, char** values, size_t n,
                                     void (*report_error)(const char*)) {
   char line[256] = "create";
+  const char* wanted = "";
   for (size_t i = 0; i < n; i++) {
     size_t used = strlen(line);
     snprintf(line + used, sizeof line - used, " %s=%s", keys[i], values[i]);
+    if (strcmp(keys[i], "device") == 0) wanted = values[i];
   }
   note(line);
+  char device[64];
+  int attached = pick_device(wanted, device, sizeof device);
+  if (attached) {
+    snprintf(device_key, sizeof device_key, "%s", device);
+    for (char* c = device_key; *c != '\0'; c++) {
+      if (*c == ':') *c = '_';
+    }
+  }
   long hang = nth("openhang");
   if (hang > 0) {
     sleep((unsigned)hang);
@@ -260,7 +335,7 @@ void* tflite_plugin_create_delegate(char** keys, char** values, size_t n,
     }
     return NULL; /* the real library reports nothing through report_error */
   }
-  if (strcmp(mode(), "nodevice") == 0) {
+  if (!attached || strcmp(mode(), "nodevice") == 0) {
     if (report_error != NULL) report_error("fake libedgetpu: no Edge TPU device found");
     return NULL;
   }
