@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import threading
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,7 +33,7 @@ from coral_mfg.inference.pool import ProcessPool, ProcessSet, process_load
 from coral_mfg.inference.protocol import LANES, ModelSpec, ProcessConfig
 from coral_mfg.inference.runtime import Device
 from coral_mfg.inference.startup import current_device, start_inference
-from tests.conftest import ROOT, frames, wait_for
+from tests.conftest import ROOT, frames, free_port, wait_for
 from tests.test_accelerator import _env, _events, _kinds, _processes, _run
 
 TWO = "usb:0,usb:1"
@@ -100,6 +101,63 @@ def test_two_edgetpus_share_the_frames(fake_libedgetpu: Path, tmp_path: Path) ->
     assert _events(events)[-1]["accelerator"] == {"device": "edgetpu", "lost": 0,
                                                   "restored": 0, "fallback": 0,
                                                   "failed_frames": 0}
+
+
+def test_each_edgetpu_load_is_shown_in_metrics_status_and_bench(fake_libedgetpu: Path,
+                                                                 tmp_path: Path) -> None:
+    """Per device: its process, inference time, busy share and capacity, where an
+    operator looks (the metrics, the web view's status) and in the benchmark."""
+    env = _two(fake_libedgetpu, tmp_path)
+    port = free_port()
+    app = subprocess.Popen(
+        [sys.executable, "-m", "coral_mfg", "--headless", "--loop", "--edgetpu_devices", TWO,
+         "--http", f"127.0.0.1:{port}"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+
+    def read(path: str) -> str:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
+                return str(r.read().decode())
+        except OSError:
+            return ""
+
+    def capacities() -> dict[str, float]:
+        out = {}
+        for line in read("/metrics").splitlines():
+            if line.startswith("coral_mfg_process_capacity_fps{"):
+                device = line.split('device="')[1].split('"')[0]
+                out[device] = float(line.rsplit(" ", 1)[1])
+        return out
+
+    try:
+        wait_for(lambda: app.poll() is not None or (
+            len(c := capacities()) == 2 and all(v > 0 for v in c.values())),
+            "both devices' capacity in /metrics")
+        assert app.poll() is None
+        metrics = read("/metrics")
+        status = json.loads(read("/api/status"))
+    finally:
+        app.send_signal(signal.SIGTERM)
+        _, stderr = app.communicate(timeout=60)
+    assert app.returncode == 0, stderr
+    for device, process in (("usb:0", "edgetpu-0"), ("usb:1", "edgetpu-1")):
+        key = f'{{device="{device}",process="{process}"}}'
+        assert f"coral_mfg_process_up{key} 1.0" in metrics
+        assert f"coral_mfg_process_busy_ratio{key}" in metrics
+        assert f"coral_mfg_process_inference_ms{key}" in metrics
+    shown = {p["device"]: p for p in status["accelerator"]["processes"]}
+    assert set(shown) == {"usb:0", "usb:1"} and all(p["state"] == "up"
+                                                   for p in shown.values())
+    assert all(p["median_ms"] > 0 and p["capacity_fps"] > 0 for p in shown.values())
+
+    result = subprocess.run(
+        [sys.executable, "-m", "coral_mfg", "bench", "--seconds", "3", "--edgetpu_devices",
+         TWO], cwd=ROOT, env=_two(fake_libedgetpu, tmp_path), capture_output=True, text=True,
+        timeout=300, check=False)
+    assert result.returncode == 0, result.stderr
+    devices = json.loads(result.stdout.strip().splitlines()[-1])["devices"]
+    assert [d["device"] for d in devices] == ["usb:0", "usb:1"]
+    assert all(d["capacity_fps"] > 0 and 0 < d["busy_share"] <= 1 for d in devices)
 
 
 @pytest.fixture

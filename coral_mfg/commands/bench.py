@@ -27,6 +27,7 @@ from coral_mfg.config.flags import Parser, typed
 from coral_mfg.config.settings import Settings, load_settings
 from coral_mfg.config.zones import ZoneSpec, csv_spec
 from coral_mfg.core.results import FrameResult, InspectedObject, StageTimes
+from coral_mfg.core.status import device_record
 from coral_mfg.outputs.base import SinkBase
 from coral_mfg.runtime.builder import build_pipeline
 from coral_mfg.web.view import WebView
@@ -75,6 +76,7 @@ def run_bench(settings: Settings, seconds: float) -> dict[str, Any]:
     share = collector.inspected / max(collector.frames, 1)
     pool = pipeline.inference.pool
     hop_median, hop_p99 = pool.hop_ms()
+    devices = [device_record(d) for d in pipeline.assemble_status().accelerator.devices]
     try:
         bound = pool.measure_bound(share, min(seconds, BOUND_MAX_S))
     finally:
@@ -97,6 +99,7 @@ def run_bench(settings: Settings, seconds: float) -> dict[str, Any]:
         "ratio": round(achieved / bound, 3) if bound else None,
         "dropped": summary["dropped"],
         "errors": summary["errors"],
+        "devices": devices,
         **_recording(summary, elapsed),
     }
 
@@ -259,6 +262,8 @@ def main(argv: Sequence[str]) -> int:
                    help="threads per interpreter")
     p.add_argument("--device", type=typed("device"), default=None,
                    help="auto, edgetpu or cpu")
+    p.add_argument("--edgetpu_devices", "--edgetpu-devices", type=typed("edgetpu_devices"),
+                   help="several Edge TPUs, as --edgetpu_devices of a run (usb:0,usb:1 or all)")
     p.add_argument("--cameras", type=int, metavar="N",
                    help=f"N cameras (1 to {MAX_CAMERAS}) taking turns at the two sample "
                    "videos, instead of the two streams")
@@ -278,6 +283,7 @@ def main(argv: Sequence[str]) -> int:
     flags = {
         "headless": True, "realtime": False, "loop": True, "events": os.devnull,
         "cpu_threads": args.cpu_threads, "cpu_processes": args.processes, "device": args.device,
+        "edgetpu_devices": args.edgetpu_devices,
         "output": args.output, "encoder_preset": args.encoder_preset, "http": args.http,
     }
     settings = load_settings(flags)

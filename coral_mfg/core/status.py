@@ -71,6 +71,20 @@ class StreamStatus:
 
 
 @dataclass(frozen=True)
+class DeviceLoad:
+    """One inference process now: the device it drives, and how loaded it is (its median
+    detection time, the share of recent time it worked, the frames per second it could
+    take at this station's work)."""
+
+    process: str  # "edgetpu-0", "cpu-1"
+    device: str  # "usb:0", "pci:0", "edgetpu" (any), "cpu"
+    state: str  # up, starting, down, stopped
+    median_ms: float
+    busy_share: float
+    capacity_fps: float
+
+
+@dataclass(frozen=True)
 class AcceleratorStatus:
     device: str  # "cpu" or "edgetpu": where inference runs now
     detector: str  # the detector's name
@@ -80,6 +94,7 @@ class AcceleratorStatus:
     restored: int
     fallbacks: int
     failed_frames: int
+    devices: tuple[DeviceLoad, ...] = ()  # the processes in use, in order
 
 
 @dataclass(frozen=True)
@@ -149,6 +164,13 @@ def stream_record(status: RunStatus, stream: StreamStatus, *, stopped: bool = Fa
             "skipped": stream.skipped, "errors": stream.errors,
             "device": status.accelerator.device, "roles": list(stream.roles),
             "timestamp": iso_utc(status.at), "station": status.station}
+
+
+def device_record(device: DeviceLoad) -> dict[str, Any]:
+    """An inference process's load as the web view and the benchmark give it."""
+    return {"process": device.process, "device": device.device, "state": device.state,
+            "median_ms": round(device.median_ms, 2), "busy_share": round(device.busy_share, 3),
+            "capacity_fps": round(device.capacity_fps, 1)}
 
 
 def summary_line(summary: dict[str, Any]) -> str:

@@ -109,6 +109,9 @@ class WindowApp:
             f"{device}  {s.accelerator.detector}",
             f"dropped {st.dropped}" + (f"   skipped {st.skipped}" if st.skipped else ""),
         ]
+        if camera == self.cameras[0] and len(s.accelerator.devices) > 1:
+            lines.append("   ".join(f"{d.device} {d.busy_share:4.0%}"
+                                    for d in s.accelerator.devices))
         if st.zones:
             lines += self._safety_lines(s, st)
         if st.inspected:

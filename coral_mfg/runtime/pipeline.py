@@ -29,6 +29,7 @@ from coral_mfg.core.status import (
     LIVE,
     NO_SIGNAL,
     AcceleratorStatus,
+    DeviceLoad,
     Occupant,
     OutputStatus,
     RunStatus,
@@ -185,7 +186,9 @@ class Pipeline:
             device=pool.device.value, detector=self.inference.plan.detector_name,
             down=pool.status(), fallback=pool.fallen_back, lost=counts.lost,
             restored=counts.restored, fallbacks=counts.fallback,
-            failed_frames=counts.failed_frames)
+            failed_frames=counts.failed_frames,
+            devices=tuple(DeviceLoad(d.process, d.device, str(d.state), d.median_ms,
+                                     d.busy_share, d.capacity_fps) for d in pool.load()))
         errors = [s.error for u in self.units.values()
                   if (s := self.zone_store(u.camera.name)) is not None and s.error]
         return RunStatus(

@@ -70,6 +70,7 @@ class _RunCollector:
         accel = GaugeMetricFamily("coral_mfg_accelerator_up",
                                   "1 while inference answers on this device", labels=["device"])
         accel.add_metric([a.device], 0 if a.down else 1)
+        yield from _devices(s)
         fallback = GaugeMetricFamily("coral_mfg_accelerator_fallback",
                                      "1 while running on the CPU after the Edge TPU failed")
         fallback.add_metric([], 1 if a.fallback else 0)
@@ -109,3 +110,27 @@ def _streams(s: RunStatus) -> Iterator[Metric]:
         fps.add_metric([stream.name], stream.fps)
         skipped.add_metric([stream.name], stream.skipped)
     yield from (frames, dropped, errors, lost, up, fps, skipped)
+
+
+def _devices(s: RunStatus) -> Iterator[Metric]:
+    """Each inference process's load, labelled by process and the device it drives."""
+    labels = ["process", "device"]
+    up = GaugeMetricFamily("coral_mfg_process_up", "1 while the inference process answers",
+                           labels=labels)
+    ms = GaugeMetricFamily("coral_mfg_process_inference_ms",
+                           "Median detection time in the process, recent frames",
+                           labels=labels)
+    busy = GaugeMetricFamily("coral_mfg_process_busy_ratio",
+                             "Share of recent time the process spent working (0 to 1)",
+                             labels=labels)
+    capacity = GaugeMetricFamily(
+        "coral_mfg_process_capacity_fps",
+        "Frames per second the process could take at this station's recent work",
+        labels=labels)
+    for d in s.accelerator.devices:
+        key = [d.process, d.device]
+        up.add_metric(key, 1 if d.state == "up" else 0)
+        ms.add_metric(key, d.median_ms)
+        busy.add_metric(key, d.busy_share)
+        capacity.add_metric(key, d.capacity_fps)
+    yield from (up, ms, busy, capacity)

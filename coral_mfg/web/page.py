@@ -70,7 +70,10 @@ async function status() {{
       el.querySelector(".zones").textContent = parts.join(" · ");
     }}
     const accel = s.accelerator;
-    text("accelerator", accel.device + (accel.status ? ": " + accel.status : ""));
+    text("accelerator", accel.device + (accel.status ? ": " + accel.status : "")
+      + (accel.processes.length > 1 ? " · " + accel.processes.map(p => p.device + " "
+         + Math.round(p.busy_share * 100) + "% busy, " + p.capacity_fps + " fps max")
+         .join(" · ") : ""));
     text("counts", Object.entries(s.counts).map(([k, v]) => k + " " + v).join(" · ")
       + " · keep-out entries " + s.violations);
     text("warning", s.warning || "");

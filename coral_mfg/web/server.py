@@ -27,7 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from coral_mfg.config.validators import is_loopback, parse_bind
 from coral_mfg.core.errors import UserError
-from coral_mfg.core.status import stream_record
+from coral_mfg.core.status import device_record, stream_record
 from coral_mfg.runtime.status import StatusBoard
 from coral_mfg.web.guard import (
     BadRequests,
@@ -248,7 +248,8 @@ class WebServer:
                 "counts": dict(stream.inspected),
             } for stream in s.streams},
             "accelerator": {"device": s.accelerator.device, "status": s.accelerator.down,
-                            "fallback": s.accelerator.fallback},
+                            "fallback": s.accelerator.fallback,
+                            "processes": [device_record(d) for d in s.accelerator.devices]},
             "violations": s.violations,
             "counts": s.inspected,
             "warning": s.output_warning or s.zone_error,
