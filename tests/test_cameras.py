@@ -348,3 +348,60 @@ def test_bench_replicates_the_samples_to_n_cameras() -> None:
     assert figures["cameras"] == 3 and set(figures["fps"]) == names
     assert set(figures["skipped"]) == names
     assert figures["total_fps"] > 0 and figures["bound_fps"] > 0 and figures["ratio"] > 0
+
+
+# --- a camera's own classifier ----------------------------------------------------------------
+
+
+def test_a_camera_grades_with_its_own_classifier_and_labels(tmp_path: Path) -> None:
+    """The second belt grades with a classifier of its own (here the same network under
+    other grade names, so both cameras must agree object by object)."""
+    from tests.conftest import model
+
+    own = tmp_path / "own"
+    own.mkdir()
+    (own / "belt.tflite").write_bytes(model("classifier.tflite").read_bytes())
+    (own / "classifier_labels.txt").write_text("good\nbad\n")
+    config = _config(tmp_path, {
+        "belt_a": _camera(APPLES, ["inspection"]),
+        "belt_b": _camera(APPLES, ["inspection"], classifier_model=str(own / "belt.tflite"),
+                          pass_grades=["good"]),
+    })
+    events, stderr = _run(config, tmp_path)
+    assert "camera classifier belt.tflite on cpu" in stderr
+    graded = {c: [(e["track"], e["grade"], e["passed"]) for e in events
+                  if e["type"] == "graded" and e["stream"] == c] for c in ("belt_a", "belt_b")}
+    names = {"fresh_apple": "good", "rotten_apple": "bad"}
+    assert graded["belt_a"] and [(t, names[g], p) for t, g, p in graded["belt_a"]] == \
+        graded["belt_b"]
+    summary = events[-1]
+    assert set(summary["cameras"]["belt_b"]["inspected"]) <= {"good", "bad"}
+
+
+def test_a_camera_classifier_without_labels_is_refused(tmp_path: Path) -> None:
+    from tests.conftest import model
+
+    (tmp_path / "belt.tflite").write_bytes(model("classifier.tflite").read_bytes())
+    config = _config(tmp_path, {"belt": _camera(
+        APPLES, ["inspection"], classifier_model=str(tmp_path / "belt.tflite"))})
+    result = subprocess.run([*APP, "--config", str(config)], cwd=ROOT, capture_output=True,
+                            text=True, timeout=300, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert "[cameras.belt]: no classifier_labels set" in last and "set classifier_labels" in last
+
+
+def test_crop_slots_serve_classifiers_of_every_input_size() -> None:
+    from coral_mfg.inference.protocol import CROP_SLOTS, LANES, InputArena
+
+    arena = InputArena.create((300, 300), (224, 224))
+    try:
+        small = arena.crops_at((96, 128))
+        assert small.shape == (LANES, CROP_SLOTS, 128, 96, 3)
+        small[1, 3] = 7  # the same memory as the crop slots, never the detector's
+        assert int(arena.detector.sum()) == 0 and int(arena.crops.sum()) > 0
+        with pytest.raises(AssertionError):
+            arena.crops_at((320, 320))
+    finally:
+        del small
+        arena.close()

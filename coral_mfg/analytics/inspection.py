@@ -98,6 +98,7 @@ class InspectionRole:
     #: objects that ended, counted by verdict (None: never graded); only counts are kept,
     #: so memory stays flat however long the run
     ended_verdicts: dict[int | None, int] = field(default_factory=dict)
+    classifier: int = 0  # which classifier grades: 0 the co-compiled one, else a camera's own
 
     def infer(self, frame: Frame, detections: Detections, lane: InferenceLane,
               times: StageTimes) -> Candidates:
@@ -116,7 +117,8 @@ class InspectionRole:
                   if wanted[i] and x2 - x1 >= MIN_CROP_PX and y2 - y1 >= MIN_CROP_PX]
         grades: list[npt.NDArray[np.float32] | None] = [None] * len(found)
         if graded:
-            scores = lane.class_scores(frame.image, [crops[i] for i in graded], times)
+            scores = lane.class_scores(frame.image, [crops[i] for i in graded], times,
+                                       self.classifier)
             for row, i in enumerate(graded):
                 grades[i] = scores[row]
         return Candidates(found, tuple(grades), tuple(crops))

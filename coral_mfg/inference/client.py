@@ -394,8 +394,8 @@ class ProcessClient:
         assert isinstance(reply, Detected)
         return reply
 
-    def classify(self, lane: int, count: int) -> Classified:
-        reply = self.call(Classify(lane, count))
+    def classify(self, lane: int, count: int, classifier: int = 0) -> Classified:
+        reply = self.call(Classify(lane, count, classifier))
         assert isinstance(reply, Classified)
         return reply
 

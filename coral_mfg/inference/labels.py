@@ -12,6 +12,10 @@ _ID_LABEL = re.compile(r"^\s*(\d+)[\s:,]+(.+?)\s*$")
 #: class the exported model does not emit.
 _PLACEHOLDER = "???"
 
+#: The labels file ``train-classifier`` writes beside its model (and a camera's own
+#: classifier is read with, unless its ``classifier_labels`` says otherwise).
+LABELS_FILE = "classifier_labels.txt"
+
 
 def parse_labels(text: str) -> dict[int, str]:
     """Parse Coral's ``id  label`` form or a plain one-label-per-line form.

@@ -50,17 +50,20 @@ class InferenceLane:
 
     def class_scores(
         self, frame: npt.NDArray[np.uint8], rois: list[tuple[int, int, int, int]],
-        times: StageTimes | None = None,
+        times: StageTimes | None = None, classifier: int = 0,
     ) -> npt.NDArray[np.float32]:
-        """Scores of every grade for each ``x1, y1, x2, y2`` crop (frame pixels), one row each."""
+        """Scores of every grade for each ``x1, y1, x2, y2`` crop (frame pixels), one row
+        each, from a classifier: 0 the co-compiled one, 1, 2 ... the cameras' own."""
         t0 = time.perf_counter()
         rows: list[npt.NDArray[np.float32]] = []
+        size = self.client.config.all_classifiers[classifier].input_size
+        crops = self.arena.crops_at(size)
         for start in range(0, len(rois), CROP_SLOTS):
             batch = rois[start:start + CROP_SLOTS]
             for slot, (x1, y1, x2, y2) in enumerate(batch):
-                adapters.resize_rgb(frame[y1:y2, x1:x2], self.arena.crops[self.lane, slot])
-            rows.append(self.client.classify(self.lane, len(batch)).scores)
+                adapters.resize_rgb(frame[y1:y2, x1:x2], crops[self.lane, slot])
+            rows.append(self.client.classify(self.lane, len(batch), classifier).scores)
         if times is not None:
             times.classify += (time.perf_counter() - t0) * 1000.0
-        classes = len(self.labels.classifier)
+        classes = len(self.labels.classifier) if classifier == 0 else 0
         return np.vstack(rows) if rows else np.zeros((0, classes), np.float32)

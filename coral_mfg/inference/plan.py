@@ -158,13 +158,23 @@ class Labels:
         return cls(detector, grades, inspected, passing)
 
     def narrowed(self, plan: ModelPlan, inspect_labels: tuple[str, ...] | None,
-                 pass_grades: tuple[str, ...] | None, camera: str) -> Labels:
-        """A camera's own inspected labels and passing grades (None: the station's), checked
-        against the same files, with a message that names the camera."""
+                 pass_grades: tuple[str, ...] | None, camera: str,
+                 grades: tuple[Path, ModelInfo] | None = None) -> Labels:
+        """A camera's own inspected labels and passing grades (None: the station's), and,
+        with a classifier of its own, its grades (``grades``: the labels file and the
+        model), checked like the station's, with a message that names the camera."""
         inspected = self.inspected if inspect_labels is None else _ids_of(
             inspect_labels, self.detector, plan.detector_labels,
             f"inspect_labels of camera {camera}", "label of the detector")
-        passing = self.passing if pass_grades is None else frozenset(_ids_of(
-            pass_grades, self.classifier, plan.classifier_labels,
-            f"pass_grades of camera {camera}", "grade of the classifier"))
-        return Labels(self.detector, self.classifier, inspected, passing)
+        classifier, grades_path = self.classifier, plan.classifier_labels
+        passing = self.passing
+        if grades is not None:
+            grades_path, model = grades
+            classifier = read_labels(grades_path)
+            _check_classifier_labels(classifier, grades_path, model.outputs[0].shape[-1])
+            passing = frozenset({min(classifier)})
+        if pass_grades is not None:
+            passing = frozenset(_ids_of(pass_grades, classifier, grades_path,
+                                        f"pass_grades of camera {camera}",
+                                        "grade of the classifier"))
+        return Labels(self.detector, classifier, inspected, passing)

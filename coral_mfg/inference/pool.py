@@ -242,11 +242,11 @@ class _SlotLane(InferenceLane):
 
     def class_scores(
         self, frame: npt.NDArray[np.uint8], rois: list[tuple[int, int, int, int]],
-        times: StageTimes | None = None,
+        times: StageTimes | None = None, classifier: int = 0,
     ) -> npt.NDArray[np.float32]:
         taken = self._pool.take(self._detected_on)
         try:
-            return self._use(taken).class_scores(frame, rois, times)
+            return self._use(taken).class_scores(frame, rois, times, classifier)
         finally:
             self._pool.give_back(taken)
 
@@ -287,7 +287,7 @@ class ProcessPool:
     @staticmethod
     def _member(config: ProcessConfig, s: ProcessSet, index: int, labels: Labels,
                 timeout: float) -> _Member:
-        arena = InputArena.create(config.detector.input_size, config.classifier.input_size)
+        arena = InputArena.create(config.detector.input_size, config.crop_size)
         client = ProcessClient(replace(config, arena=arena.name), arena, timeout)
         lanes = tuple(InferenceLane(client, arena, lane, s.device, labels)
                       for lane in range(LANES))

@@ -86,11 +86,11 @@ class _Model:
         self.layout = adapters.DetectionLayout(*spec.layout) if spec.layout else None
 
 
-def _open(config: ProcessConfig, conn: Connection) -> tuple[_Model, _Model, str]:
+def _open(config: ProcessConfig, conn: Connection) -> tuple[_Model, list[_Model], str]:
     litert = importlib.import_module(config.runtime)
     delegate = None
     runtime = ""
-    if config.detector.edgetpu or config.classifier.edgetpu:
+    if config.detector.edgetpu or any(c.edgetpu for c in config.all_classifiers):
         runtime = _load_edgetpu(config, conn)
         name = config.edgetpu_name or "the Edge TPU"
         conn.send(Stage(f"opening the Edge TPU {name}", Step.OPEN))
@@ -104,7 +104,9 @@ def _open(config: ProcessConfig, conn: Connection) -> tuple[_Model, _Model, str]
         finally:
             _verbosity(config.edgetpu_library, 0)  # its reason is in the log; quiet from here
     models = []
-    for role, spec in (("detector", config.detector), ("classifier", config.classifier)):
+    roles = [("detector", config.detector), ("classifier", config.classifier),
+             *((f"camera classifier {Path(c.path).name}", c) for c in config.classifiers)]
+    for role, spec in roles:
         conn.send(Stage(f"building the {role} interpreter", Step.BUILD))
         try:
             # One delegate for both models: co-compiled models share the device's cache.
@@ -125,8 +127,8 @@ def _open(config: ProcessConfig, conn: Connection) -> tuple[_Model, _Model, str]
         conn.send(Stage("checking the classifier's answers against its CPU build", Step.CHECK))
         check = "; " + _known_answer(litert, models[1], config.known_answer, config.cpu_threads)
     via = "the Edge TPU delegate" if delegate is not None else "the CPU"
-    return models[0], models[1], (f"{config.name}: pid {os.getpid()}, models on {via}"
-                                  f"{runtime}{check}")
+    return models[0], models[1:], (f"{config.name}: pid {os.getpid()}, models on {via}"
+                                   f"{runtime}{check}")
 
 
 def _load_edgetpu(config: ProcessConfig, conn: Connection) -> str:
@@ -239,8 +241,9 @@ def _detect(det: _Model, arena: InputArena, lane: int) -> Detected:
 def _classify(clf: _Model, arena: InputArena, lane: int, count: int) -> Classified:
     start = time.perf_counter()
     rows = []
+    crops = arena.crops_at(clf.spec.input_size)
     for i in range(count):
-        adapters.write_rgb(clf.interpreter, arena.crops[lane, i])
+        adapters.write_rgb(clf.interpreter, crops[lane, i])
         clf.interpreter.invoke()
         rows.append(adapters.class_scores(clf.interpreter))
     scores = np.stack(rows) if rows else np.zeros((0, 0), np.float32)
@@ -262,10 +265,9 @@ def _bound(det: _Model, clf: _Model, request: MeasureBound) -> Bound:
 
 def serve(conn: Connection) -> int:
     config: ProcessConfig = conn.recv()
-    arena = InputArena.attach(config.arena, config.detector.input_size,
-                              config.classifier.input_size)
+    arena = InputArena.attach(config.arena, config.detector.input_size, config.crop_size)
     try:
-        det, clf, detail = _open(config, conn)
+        det, clfs, detail = _open(config, conn)
     except _RefusedError as exc:
         conn.send(Failed(str(exc), exc.kind))
         return 3
@@ -284,9 +286,10 @@ def serve(conn: Connection) -> int:
             if isinstance(request, Detect):
                 conn.send(_detect(det, arena, request.lane))
             elif isinstance(request, Classify):
-                conn.send(_classify(clf, arena, request.lane, request.count))
+                conn.send(_classify(clfs[request.classifier], arena, request.lane,
+                                    request.count))
             elif isinstance(request, MeasureBound):
-                conn.send(_bound(det, clf, request))
+                conn.send(_bound(det, clfs[0], request))
         except Exception as exc:  # e.g. an Edge TPU that errors on every invoke
             conn.send(Failed(_message(exc)))
 

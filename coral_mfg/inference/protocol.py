@@ -63,6 +63,17 @@ class ProcessConfig:
     edgetpu_lock: str = ""  # the device's lock (see device_lock), held for the process's life
     edgetpu_name: str = ""  # how messages call the device: "usb:0", "the Edge TPU"
     known_answer: KnownAnswer | None = None
+    #: cameras' own classifiers, after the co-compiled one: ``Classify.classifier`` 1, 2 ...
+    classifiers: tuple[ModelSpec, ...] = ()
+
+    @property
+    def all_classifiers(self) -> tuple[ModelSpec, ...]:
+        return (self.classifier, *self.classifiers)
+
+    @property
+    def crop_size(self) -> tuple[int, int]:
+        """The crop slots' size: room for the largest classifier input."""
+        return max((c.input_size for c in self.all_classifiers), key=lambda s: s[0] * s[1])
 
 
 @dataclass(frozen=True)
@@ -74,10 +85,12 @@ class Detect:
 
 @dataclass(frozen=True)
 class Classify:
-    """Run the classifier on the first ``count`` crop slots of ``lane``."""
+    """Run a classifier (0: the co-compiled one) on the first ``count`` crop slots of
+    ``lane``."""
 
     lane: int
     count: int
+    classifier: int = 0
 
 
 @dataclass(frozen=True)
@@ -179,7 +192,8 @@ class InputArena:
     The application writes RGB uint8 pixels at each model's input size; the
     process converts them to the model's input type while copying them in.
     There are :data:`LANES` of each, so the next request can be written while
-    one runs.
+    one runs. The crop slots have room for the largest classifier's input; a
+    smaller classifier's crops use the same memory (:meth:`crops_at`).
     """
 
     detector_size: tuple[int, int]
@@ -216,6 +230,16 @@ class InputArena:
         # registers every attach with the resource tracker).
         resource_tracker.unregister(shm._name, "shared_memory")  # type: ignore[attr-defined]
         return cls(detector_size, classifier_size, shm, owner=False)
+
+    def crops_at(self, size: tuple[int, int]) -> npt.NDArray[np.uint8]:
+        """The crop slots, for a classifier whose input is ``size`` (w, h)."""
+        w, h = size
+        cw, ch = self.classifier_size
+        assert w * h <= cw * ch, "the arena was made for the largest classifier"
+        if (w, h) == (cw, ch):
+            return self.crops
+        start = LANES * self.detector_size[0] * self.detector_size[1] * 3
+        return np.ndarray((LANES, CROP_SLOTS, h, w, 3), np.uint8, self.shm.buf, start)
 
     @property
     def name(self) -> str:

@@ -246,7 +246,7 @@ def _spec(choice: ModelChoice) -> ModelSpec:
 
 def _set(
     device: Device, det: ModelChoice, clf: ModelChoice, edgetpus: Sequence[str | None], *,
-    models: ModelsConfig, backend: Backend,
+    models: ModelsConfig, backend: Backend, extras: Sequence[ModelChoice] = (),
 ) -> ProcessSet:
     """One process per entry of ``edgetpus``: the Edge TPU it drives (None for the CPU's,
     or for the first Edge TPU found)."""
@@ -258,10 +258,12 @@ def _set(
             device=device.value, edgetpu_device=edgetpu,
             edgetpu_library=edgetpu_library(), cpu_threads=threads,
             detector=_spec(det), classifier=_spec(clf), arena="",
+            classifiers=tuple(_spec(c) for c in extras),
         )
         for i, edgetpu in enumerate(edgetpus)
     )
     where = f"detector {det.path.name} on {det.device}, classifier {clf.path.name} on {clf.device}"
+    where += "".join(f", camera classifier {c.path.name} on {c.device}" for c in extras)
     return ProcessSet(device, configs, f"{count} {device.value} process(es): {where}")
 
 
@@ -280,21 +282,24 @@ class _Models:
     clf: Builds
     labels: Labels
     backend: Backend
+    extras: tuple[Builds, ...] = ()  # the cameras' own classifiers
 
     @classmethod
-    def read(cls, models: ModelsConfig) -> _Models:
+    def read(cls, models: ModelsConfig, classifiers: Sequence[Path] = ()) -> _Models:
         parse_device_string(models.edgetpu_device)
         plan = plan_models(models)
         det = find_builds("detector", plan.detector)
         clf = find_builds("classifier", plan.classifier)
         grader = clf.cpu or clf.tpu
         assert grader is not None, "find_builds always finds the named file"
-        return cls(plan, det, clf, Labels.read(plan, grader), runtime_backend())
+        extras = tuple(find_builds("classifier", path) for path in classifiers)
+        return cls(plan, det, clf, Labels.read(plan, grader), runtime_backend(), extras)
 
     def tpu_set(self, models: ModelsConfig, targets: EdgeTpuTargets) -> ProcessSet:
         """One process per Edge TPU; a model without an Edge TPU build runs on its CPU."""
         return _set(Device.EDGETPU, _prefer_tpu(self.det), _prefer_tpu(self.clf),
-                    targets.devices, models=models, backend=self.backend)
+                    targets.devices, models=models, backend=self.backend,
+                    extras=[_prefer_tpu(b) for b in self.extras])
 
 
 def _sets(models: ModelsConfig, m: _Models,
@@ -302,16 +307,17 @@ def _sets(models: ModelsConfig, m: _Models,
     det, clf, backend = m.det, m.clf, m.backend
     requested = Device(models.device)
     if requested is Device.CPU:
-        det.refuse_cpu()
-        clf.refuse_cpu()
+        for builds in (det, clf, *m.extras):
+            builds.refuse_cpu()
     if requested is Device.EDGETPU:
         if det.tpu is None and clf.tpu is None:
             det.on(Device.EDGETPU)  # nothing to run on it: say which build is missing
         # The device is checked first (the more basic problem); a missing build after.
         return m.tpu_set(models, targets), None
-    has_cpu = det.cpu is not None and clf.cpu is not None
+    has_cpu = all(b.cpu is not None for b in (det, clf, *m.extras))
     cpu = (_set(Device.CPU, det.on(Device.CPU), clf.on(Device.CPU),
-                [None] * models.cpu_processes, models=models, backend=backend)
+                [None] * models.cpu_processes, models=models, backend=backend,
+                extras=[b.on(Device.CPU) for b in m.extras])
            if has_cpu or requested is Device.CPU else None)
     if requested is Device.CPU or (det.tpu is None and clf.tpu is None):
         assert cpu is not None
@@ -319,9 +325,13 @@ def _sets(models: ModelsConfig, m: _Models,
     return m.tpu_set(models, targets), cpu
 
 
-def start_inference(models: ModelsConfig, on_event: EventSink, stamper: Stamper) -> Inference:
-    """Plan the models, choose the device, start the processes; one-line errors otherwise."""
-    m = _Models.read(models)
+def start_inference(models: ModelsConfig, on_event: EventSink, stamper: Stamper,
+                    classifiers: Sequence[Path] = ()) -> Inference:
+    """Plan the models, choose the device, start the processes; one-line errors otherwise.
+
+    ``classifiers`` are the cameras' own, loaded in every process after the co-compiled
+    one (``class_scores(..., classifier=1)`` is the first of them)."""
+    m = _Models.read(models, classifiers)
     det, clf, labels, backend = m.det, m.clf, m.labels, m.backend
     found = discovery.survey() if Device(models.device) is not Device.CPU else []
     targets = edgetpu_targets(models, found)

@@ -14,6 +14,7 @@ import time
 from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -43,6 +44,8 @@ from coral_mfg.core.events import Stamper
 from coral_mfg.core.files import writable_folder
 from coral_mfg.core.frame import Frame
 from coral_mfg.core.geometry import letterbox
+from coral_mfg.inference.labels import LABELS_FILE
+from coral_mfg.inference.model_file import inspect_model
 from coral_mfg.inference.runtime import runtime_backend
 from coral_mfg.inference.startup import Inference, start_inference
 from coral_mfg.outputs.base import OutputThread, Sink
@@ -112,7 +115,9 @@ def _assemble(settings: Settings, probes: dict[str, _Probe], extra: list[Sink],
               for c in cameras if c.safety}
     for _, placement, zones in placed.values():
         _note_scaled(zones, placement.picture)
-    inference = start_inference(settings.models, ctx.event, stamper)
+    own = tuple(dict.fromkeys(c.classifier_model for c in cameras
+                              if c.inspection and c.classifier_model is not None))
+    inference = start_inference(settings.models, ctx.event, stamper, own)
     stack.callback(inference.pool.close)
     _log_start(settings, inference, cameras, placed)
     sinks: list[Sink] = []
@@ -152,7 +157,7 @@ def _assemble(settings: Settings, probes: dict[str, _Probe], extra: list[Sink],
     targets: list[ZoneTarget] = []
     for camera in cameras:
         zones = placed[camera.name][2] if camera.safety else ()
-        processor = _processor(settings, camera, inference, stamper, zones)
+        processor = _processor(settings, camera, inference, stamper, zones=zones, own=own)
         if processor.safety is not None:
             source, placement, _ = placed[camera.name]
             targets.append(ZoneTarget(camera.name, source, placement, processor.safety.store))
@@ -166,7 +171,8 @@ def _assemble(settings: Settings, probes: dict[str, _Probe], extra: list[Sink],
 
 
 def _processor(settings: Settings, camera: CameraConfig, inference: Inference,
-               stamper: Stamper, zones: tuple[KeepoutZone, ...]) -> CameraProcessor:
+               stamper: Stamper, *, zones: tuple[KeepoutZone, ...],
+               own: tuple[Path, ...]) -> CameraProcessor:
     """A camera's roles, each with its own tracker, thresholds and labels."""
     plan = inference.plan
     lock = threading.Lock()
@@ -177,16 +183,30 @@ def _processor(settings: Settings, camera: CameraConfig, inference: Inference,
                             settings.out_size, settings.tracking, stamper)
     if camera.inspection:
         threshold = _own(camera.inspection_threshold, plan.inspection_threshold)
+        model = camera.classifier_model
+        grades = None if model is None else (_grades_file(camera, model), inspect_model(model))
         labels = inference.labels.narrowed(plan, camera.inspect_labels, camera.pass_grades,
-                                           camera.name)
+                                           camera.name, grades)
         inspection = InspectionRole(
             camera.name, _tracker(settings, threshold, report_ended=True), settings.out_size,
-            settings.tracking, stamper, labels, lock)
+            settings.tracking, stamper, labels, lock,
+            classifier=0 if model is None else own.index(model) + 1)
     gate = (MotionGate(camera.motion_area, camera.motion_recheck_seconds)
             if camera.motion_gate else None)
     interval = 1.0 / camera.detect_fps if camera.detect_fps else 0.0
     return CameraProcessor(camera.name, settings.out_size, lock, safety, inspection, gate,
                            interval)
+
+
+def _grades_file(camera: CameraConfig, model: Path) -> Path:
+    """A camera classifier's labels: as set, else the file training writes beside it."""
+    if camera.classifier_labels is not None:
+        return camera.classifier_labels
+    beside = model.parent / LABELS_FILE
+    if not beside.is_file():
+        raise UserError(f"[cameras.{camera.name}]: no classifier_labels set and no {LABELS_FILE}"
+                        f" beside {model}; set classifier_labels to the classifier's labels")
+    return beside
 
 
 def _own(value: float | None, station: float) -> float:

@@ -19,6 +19,7 @@ from typing import Any
 from coral_mfg.config.flags import Parser
 from coral_mfg.core.errors import UserError
 from coral_mfg.core.files import make_folder
+from coral_mfg.inference.labels import LABELS_FILE
 from coral_mfg.training import edgetpu_compile
 from coral_mfg.training.dataset import GradeFolders, Images, check_counts, load_images, split
 from coral_mfg.training.keras_model import (
@@ -40,7 +41,6 @@ from coral_mfg.training.quantize import (
 from coral_mfg.training.report import CURVES_PNG, REPORT_MD, Scores, plot_curves, write_report
 
 MODEL_FILE = "classifier.tflite"
-LABELS_FILE = "classifier_labels.txt"
 AGREEMENT_WARN = 0.95
 
 
