@@ -1,7 +1,8 @@
 """Command line: the original demo's flags, plus sub-commands.
 
-``coral-mfg [run] [flags]`` runs the inspection; ``fetch-assets``, ``doctor``
-and ``bench`` are the other sub-commands. User errors end in one line and exit
+``coral-mfg [run] [flags]`` runs the inspection; ``fetch-assets``, ``doctor``,
+``bench``, ``train-classifier``, ``train-anomaly`` and ``eval-anomaly`` are the
+other sub-commands. User errors end in one line and exit
 status 2; anything else is a bug and keeps its traceback.
 """
 
@@ -81,6 +82,20 @@ def cmd_train_classifier(argv: Sequence[str]) -> int:
     return train_main(argv)
 
 
+def cmd_train_anomaly(argv: Sequence[str]) -> int:
+    _setup_logging("info")
+    from coral_mfg.training.anomaly import train_main
+
+    return train_main(argv)
+
+
+def cmd_eval_anomaly(argv: Sequence[str]) -> int:
+    _setup_logging("info")
+    from coral_mfg.training.anomaly import eval_main
+
+    return eval_main(argv)
+
+
 def cmd_doctor(argv: Sequence[str]) -> int:
     parser = run_parser("coral-mfg doctor")
     parser.description = ("Check the runtime, accelerators, assets and display, and the run "
@@ -97,6 +112,8 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "doctor": cmd_doctor,
     "bench": cmd_bench,
     "train-classifier": cmd_train_classifier,
+    "train-anomaly": cmd_train_anomaly,
+    "eval-anomaly": cmd_eval_anomaly,
 }
 
 

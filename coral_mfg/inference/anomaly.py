@@ -1,0 +1,252 @@
+"""A model of normal: embeddings of good parts, and how far a new crop lies from them.
+
+``coral-mfg train-anomaly`` writes it as a folder: ``anomaly.json`` (the
+method, the threshold, how it was calibrated, and which extractor made the
+embeddings) and ``model.npz`` (the method's arrays). Two methods:
+
+- ``gaussian`` (the default): the good crops' embeddings as one Gaussian, its
+  covariance shrunk towards a multiple of the identity (Ledoit and Wolf's
+  estimate, so a few dozen crops in 1024 dimensions still give an invertible
+  one); a crop's distance is its Mahalanobis distance from their mean. It
+  weighs most the directions in which good parts hardly vary, which is where a
+  defect moves an embedding; on the sample apples it separates painted
+  defects from held-out good crops better than the nearest neighbour does.
+- ``neighbours``: a coreset of the L2-normalised embeddings; a crop's distance
+  is the Euclidean distance of its normalised embedding to the nearest kept
+  one (the mean over the ``neighbours`` nearest), 0 to 2.
+
+A crop's *score* is its distance over the threshold, so 1.0 is the threshold
+whatever the model, and a consumer of the events can judge a score without
+knowing the model.
+
+Embeddings from another extractor live in another space: a folder records the
+digest of the extractor it was trained with, and is refused by any other.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from coral_mfg.config.assets import Manifest, load_manifest
+from coral_mfg.core.errors import UserError
+
+FORMAT = 1
+MODEL_JSON = "anomaly.json"
+ARRAYS_NPZ = "model.npz"
+GAUSSIAN, NEIGHBOURS = "gaussian", "neighbours"
+METHODS = (GAUSSIAN, NEIGHBOURS)
+RETRAIN = "train it again with 'coral-mfg train-anomaly'"
+
+Embeddings = npt.NDArray[np.float32]
+
+
+class AnomalyModelError(UserError):
+    """An anomaly model folder that cannot be used as it is."""
+
+
+@dataclass(frozen=True)
+class ExtractorId:
+    """Which extractor made a model's embeddings: its CPU build's file name and digest, the
+    embedding's length and the picture size it takes."""
+
+    file: str
+    sha256: str
+    dims: int
+    input_size: tuple[int, int]  # (width, height)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"file": self.file, "sha256": self.sha256, "dims": self.dims,
+                "input_size": list(self.input_size)}
+
+    @classmethod
+    def of(cls, data: Any) -> ExtractorId:
+        w, h = data["input_size"]
+        return cls(str(data["file"]), str(data["sha256"]), int(data["dims"]), (int(w), int(h)))
+
+
+def station_extractor(manifest: Manifest | None = None) -> tuple[str, tuple[str, ...]]:
+    """The station's extractor: its CPU build's file name and the digests it may have."""
+    manifest = manifest or load_manifest()
+    if manifest.extractor is None:
+        raise AnomalyModelError("the asset manifest names no embedding extractor; reinstall "
+                                "coral-mfg")
+    asset = manifest.asset(manifest.extractor.cpu)
+    return asset.name, tuple(d.sha256 for d in asset.accept if d.sha256)
+
+
+def normalised(embeddings: npt.NDArray[np.floating]) -> Embeddings:
+    """Rows scaled to length 1 (a row of zeros stays zeros)."""
+    e = np.asarray(embeddings, np.float32).reshape(len(embeddings), -1)
+    norms = np.linalg.norm(e, axis=1, keepdims=True)
+    return np.asarray(e / np.maximum(norms, 1e-12), np.float32)
+
+
+def nearest(query: Embeddings, memory: Embeddings, neighbours: int = 1) -> Embeddings:
+    """Per normalised query row, the mean Euclidean distance to its ``neighbours`` nearest
+    rows of ``memory`` (normalised too): from their dot products, one matrix product."""
+    if len(query) == 0:
+        return np.zeros(0, np.float32)
+    dots = query @ memory.T
+    squared = np.maximum(2.0 - 2.0 * dots, 0.0)
+    k = min(neighbours, memory.shape[0])
+    if k == 1:
+        best = squared.min(axis=1)
+        return np.asarray(np.sqrt(best), np.float32)
+    part = np.partition(squared, k - 1, axis=1)[:, :k]
+    return np.asarray(np.sqrt(part).mean(axis=1), np.float32)
+
+
+def shrunk_covariance(embeddings: npt.NDArray[np.floating]) -> npt.NDArray[np.float64]:
+    """Ledoit and Wolf's covariance: the sample one shrunk towards a multiple of the identity
+    by the amount that minimises the expected error, which is what makes it invertible and
+    steady with fewer crops than dimensions."""
+    x = np.asarray(embeddings, np.float64)
+    n, p = x.shape
+    xc = x - x.mean(axis=0)
+    sample = xc.T @ xc / n
+    mu = float(np.trace(sample)) / p
+    delta = float(np.sum((sample - mu * np.eye(p)) ** 2)) / p
+    # the mean squared distance of each crop's outer product from the sample covariance
+    norms = np.sum(xc * xc, axis=1)
+    spread = (float(np.sum(norms ** 2)) - 2.0 * float(np.sum((xc @ sample) * xc))
+              + n * float(np.sum(sample ** 2))) / (p * n * n)
+    shrink = 1.0 if delta <= 0 else min(spread, delta) / delta
+    return np.asarray(shrink * mu * np.eye(p) + (1.0 - shrink) * sample, np.float64)
+
+
+@dataclass(frozen=True, eq=False)
+class Gaussian:
+    """The good crops' embeddings as a Gaussian: their mean and the inverse of their
+    shrunk covariance."""
+
+    mean: Embeddings
+    precision: Embeddings
+
+    @classmethod
+    def fit(cls, embeddings: npt.NDArray[np.floating]) -> Gaussian:
+        x = np.asarray(embeddings, np.float64)
+        precision = np.linalg.inv(shrunk_covariance(x))
+        return cls(np.asarray(x.mean(axis=0), np.float32), np.asarray(precision, np.float32))
+
+    def distances(self, embeddings: npt.NDArray[np.floating]) -> Embeddings:
+        d = np.asarray(embeddings, np.float32).reshape(len(embeddings), -1) - self.mean
+        squared = np.einsum("ij,ij->i", d @ self.precision, d)
+        return np.asarray(np.sqrt(np.maximum(squared, 0.0)), np.float32)
+
+
+@dataclass(frozen=True, eq=False)
+class AnomalyModel:
+    """A model of good crops and the distance above which a crop is anomalous: a Gaussian,
+    or kept embeddings (``memory``) and their nearest ``neighbours``."""
+
+    method: str
+    threshold: float  # a distance
+    extractor: ExtractorId
+    false_alarm_rate: float  # the rate the threshold was calibrated for
+    gaussian: Gaussian | None = None
+    memory: Embeddings | None = None  # (kept, dims), normalised rows
+    neighbours: int = 1
+    folder: Path | None = None
+    info: dict[str, Any] | None = None  # the rest of anomaly.json: how it was made
+
+    @property
+    def size(self) -> int:
+        """Embeddings kept (neighbours), or 1 (one Gaussian)."""
+        return 1 if self.memory is None else len(self.memory)
+
+    def distances(self, embeddings: npt.NDArray[np.floating]) -> Embeddings:
+        """Each embedding's distance from the good crops, as the extractor gave it."""
+        if self.gaussian is not None:
+            return self.gaussian.distances(embeddings)
+        assert self.memory is not None
+        return nearest(normalised(embeddings), self.memory, self.neighbours)
+
+    def scores(self, embeddings: npt.NDArray[np.floating]) -> Embeddings:
+        """Distances over the threshold: above 1.0 is anomalous."""
+        return np.asarray(self.distances(embeddings) / self.threshold, np.float32)
+
+    def save(self, folder: Path, info: dict[str, Any]) -> None:
+        """Write the folder's model files; ``info`` (how it was made) goes into the json."""
+        arrays = ({"mean": self.gaussian.mean, "precision": self.gaussian.precision}
+                  if self.gaussian is not None else {"memory": self.memory})
+        with (folder / ARRAYS_NPZ).open("wb") as f:
+            np.savez(f, **arrays)
+        data = {"format": FORMAT, "method": self.method, "extractor": self.extractor.to_dict(),
+                "threshold": self.threshold, "neighbours": self.neighbours,
+                "false_alarm_rate": self.false_alarm_rate, **info}
+        (folder / MODEL_JSON).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+def load_anomaly_model(folder: Path, *, manifest: Manifest | None = None,
+                       where: str = "--anomaly") -> AnomalyModel:
+    """A folder written by ``train-anomaly``, checked against the station's extractor;
+    one line naming the folder and the fix otherwise."""
+    if not folder.is_dir():
+        raise AnomalyModelError(f"{where} {folder}: no such folder; pass the --out folder of "
+                                "'coral-mfg train-anomaly'")
+    path = folder / MODEL_JSON
+    if not path.is_file():
+        raise AnomalyModelError(f"{where} {folder} is not an anomaly model (no {MODEL_JSON} "
+                                "in it); pass the --out folder of 'coral-mfg train-anomaly'")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        version = data["format"]
+        method = data["method"]
+        extractor = ExtractorId.of(data["extractor"])
+        threshold = float(data["threshold"])
+        neighbours = int(data["neighbours"])
+        rate = float(data["false_alarm_rate"])
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
+        raise AnomalyModelError(f"{where} {path} cannot be read ({why}); {RETRAIN}") from None
+    if version != FORMAT:
+        raise AnomalyModelError(f"{where} {path} is of format {version!r}, this coral-mfg "
+                                f"reads format {FORMAT}; {RETRAIN}")
+    if method not in METHODS:
+        raise AnomalyModelError(f"{where} {path}: unknown method {method!r}; {RETRAIN}")
+    name, digests = station_extractor(manifest)
+    if extractor.file != name or extractor.sha256 not in digests:
+        ours = f"{name} (sha256 {digests[0][:12]}...)" if digests else name
+        raise AnomalyModelError(
+            f"{where} {folder} was trained on embeddings of {extractor.file} (sha256 "
+            f"{extractor.sha256[:12]}...), not of this station's extractor {ours}; {RETRAIN}")
+    gaussian, memory = _arrays(folder, method, extractor, where)
+    if not (math.isfinite(threshold) and threshold > 0) or neighbours < 1 or not 0 < rate < 1:
+        raise AnomalyModelError(f"{where} {path}: threshold, neighbours or false_alarm_rate "
+                                f"out of range; {RETRAIN}")
+    info = {k: v for k, v in data.items() if k not in {
+        "format", "method", "extractor", "threshold", "neighbours", "false_alarm_rate"}}
+    return AnomalyModel(method, threshold, extractor, rate, gaussian, memory, neighbours,
+                        folder, info)
+
+
+def _arrays(folder: Path, method: str, extractor: ExtractorId, where: str
+            ) -> tuple[Gaussian | None, Embeddings | None]:
+    path = folder / ARRAYS_NPZ
+    dims = extractor.dims
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: np.asarray(npz[k], np.float32) for k in npz.files}
+    except (OSError, ValueError, EOFError) as exc:
+        raise AnomalyModelError(f"{where} {path} cannot be read ({exc}); {RETRAIN}") from None
+    shapes = {GAUSSIAN: {"mean": (dims,), "precision": (dims, dims)}, NEIGHBOURS: {}}[method]
+    memory = arrays.get("memory")
+    fits = (all(k in arrays and arrays[k].shape == shape for k, shape in shapes.items())
+            if method == GAUSSIAN else
+            memory is not None and memory.ndim == 2 and memory.shape[0] > 0
+            and memory.shape[1] == dims)
+    if not fits:
+        found = ", ".join(f"{k} {v.shape}" for k, v in arrays.items()) or "nothing"
+        raise AnomalyModelError(f"{where} {path} holds {found}, not a {method} model of "
+                                f"{dims}-value embeddings; {RETRAIN}")
+    if method == GAUSSIAN:
+        return Gaussian(arrays["mean"], arrays["precision"]), None
+    assert memory is not None
+    return None, normalised(memory)
