@@ -22,6 +22,8 @@ RED: Color = (230, 0, 0)
 BLACK: Color = (0, 0, 0)
 WHITE: Color = (255, 255, 255)
 BOX_THICKNESS = 3
+#: the verdict of an anomalous object on a camera without a classifier: already said
+ANOMALOUS = "anomalous"
 ZONE_THICKNESS = 4
 
 
@@ -72,10 +74,13 @@ def build_overlay(
                                      filled=True))
             boxes.append(BoxMark(obj.box, color, f"person: {seen}"))
         elif isinstance(obj, InspectedObject):
-            color = RED if obj.passed is False else GREEN
+            color = RED if obj.passed is False or obj.anomalous else GREEN
             grade = obj.grade or obj.label
             score = obj.grade_score if obj.grade_score is not None else obj.score
-            label = f"{grade}: {score:.2f}" + (" (predicted)" if obj.predicted else "")
+            label = f"{grade}: {score:.2f}"
+            if obj.anomalous and obj.grade != ANOMALOUS:
+                label += f"  ANOMALY {obj.anomaly_score:.2f}"
+            label += " (predicted)" if obj.predicted else ""
             boxes.append(BoxMark(obj.box, color, label))
     return Overlay(result.out_size, polygons, tuple(boxes))
 

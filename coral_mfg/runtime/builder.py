@@ -13,14 +13,19 @@ import threading
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from coral_mfg.analytics.camera import CameraProcessor
-from coral_mfg.analytics.inspection import InspectionRole
+from coral_mfg.analytics.inspection import (
+    ANOMALOUS_COUNT,
+    ANOMALY_GRADES,
+    AnomalyScoring,
+    InspectionRole,
+)
 from coral_mfg.analytics.motion import MotionGate
 from coral_mfg.analytics.safety import SafetyRole, ZoneStore
 from coral_mfg.analytics.tracking import Tracker
@@ -35,15 +40,22 @@ from coral_mfg.capture.sources import (
     source_fps,
     source_kind,
 )
+from coral_mfg.config.assets import app_home, load_manifest
 from coral_mfg.config.cameras import CameraConfig
 from coral_mfg.config.settings import Settings, StreamConfig
 from coral_mfg.config.validators import redact_url
 from coral_mfg.config.zones import ZoneSource
-from coral_mfg.core.errors import UserError
+from coral_mfg.core.errors import ConfigError, ModelError, UserError
 from coral_mfg.core.events import Stamper
 from coral_mfg.core.files import writable_folder
 from coral_mfg.core.frame import Frame
 from coral_mfg.core.geometry import letterbox
+from coral_mfg.inference.anomaly import (
+    RETRAIN,
+    AnomalyModel,
+    load_anomaly_model,
+    station_extractor,
+)
 from coral_mfg.inference.labels import LABELS_FILE
 from coral_mfg.inference.model_file import inspect_model
 from coral_mfg.inference.runtime import runtime_backend
@@ -116,10 +128,20 @@ def _assemble(settings: Settings, probes: dict[str, _Probe], extra: list[Sink],
     for _, placement, zones in placed.values():
         _note_scaled(zones, placement.picture)
     own = tuple(dict.fromkeys(c.classifier_model for c in cameras
-                              if c.inspection and c.classifier_model is not None))
-    inference = start_inference(settings.models, ctx.event, stamper, own)
+                              if c.inspection and c.classifier_model is not None
+                              and (settings.models.classify if c.classify is None
+                                   else c.classify)))
+    anomaly = _anomaly_models(settings, cameras)
+    extractor = _extractor(anomaly) if anomaly.models else None
+    inference = start_inference(settings.models, ctx.event, stamper, own, extractor)
     stack.callback(inference.pool.close)
     _log_start(settings, inference, cameras, placed)
+    for name, folder in anomaly.of_camera.items():
+        model = anomaly.models[folder]
+        log.info("camera %s: anomaly model %s (%s, threshold %.4g, calibrated for %.1f%% false "
+                 "alarms), extractor every %d frame(s) with objects", name, folder,
+                 model.method, model.threshold, 100 * model.false_alarm_rate,
+                 settings.models.anomaly_every)
     sinks: list[Sink] = []
     reported: list[Reported] = []
     events = None
@@ -157,7 +179,8 @@ def _assemble(settings: Settings, probes: dict[str, _Probe], extra: list[Sink],
     targets: list[ZoneTarget] = []
     for camera in cameras:
         zones = placed[camera.name][2] if camera.safety else ()
-        processor = _processor(settings, camera, inference, stamper, zones=zones, own=own)
+        processor = _processor(settings, camera, inference, stamper, zones=zones, own=own,
+                               anomaly=anomaly)
         if processor.safety is not None:
             source, placement, _ = placed[camera.name]
             targets.append(ZoneTarget(camera.name, source, placement, processor.safety.store))
@@ -170,9 +193,73 @@ def _assemble(settings: Settings, probes: dict[str, _Probe], extra: list[Sink],
                     mqtt=mqtt)
 
 
+@dataclass(frozen=True)
+class _Anomaly:
+    """The anomaly models the cameras use, read and checked once, and each camera's."""
+
+    models: dict[Path, AnomalyModel]
+    of_camera: dict[str, Path]
+
+    def scoring(self, camera: str, inference: Inference, every: int) -> AnomalyScoring | None:
+        folder = self.of_camera.get(camera)
+        if folder is None:
+            return None
+        index = inference.pool.clients()[0].config.extractor_index
+        assert index is not None, "the extractor is loaded when any camera scores anomalies"
+        return AnomalyScoring(self.models[folder], index, every)
+
+
+def _anomaly_models(settings: Settings, cameras: tuple[CameraConfig, ...]) -> _Anomaly:
+    """Each inspection camera's anomaly model (its own, else the station's), and whether it
+    may go without a classifier: one without either has nothing to judge objects by."""
+    models: dict[Path, AnomalyModel] = {}
+    of_camera: dict[str, Path] = {}
+    for camera in cameras:
+        if not camera.inspection:
+            continue
+        folder = camera.anomaly or settings.models.anomaly
+        classify = settings.models.classify if camera.classify is None else camera.classify
+        if folder is None:
+            if not classify:
+                where = (f"[cameras.{camera.name}] classify = false" if camera.classify is False
+                         else "--no-classify")
+                raise ConfigError(f"{where} leaves camera {camera.name} nothing to judge its "
+                                  "objects by: give it an anomaly model (--anomaly DIR, or "
+                                  "anomaly = \"DIR\" in its table), or let it classify")
+            continue
+        if folder not in models:
+            where = (f"[cameras.{camera.name}] anomaly" if camera.anomaly is not None
+                     else "--anomaly")
+            models[folder] = load_anomaly_model(folder, where=where)
+        of_camera[camera.name] = folder
+    return _Anomaly(models, of_camera)
+
+
+def _extractor(anomaly: _Anomaly) -> Path:
+    """The station's extractor (the CPU build, else the Edge TPU one), checked against the
+    models: their embeddings must be its."""
+    manifest = load_manifest()
+    home = app_home()
+    name, _ = station_extractor(manifest)
+    extractor = manifest.extractor
+    assert extractor is not None, "station_extractor names one"
+    cpu = manifest.path(name, home)
+    tpu = manifest.path(extractor.edgetpu, home) if extractor.edgetpu else None
+    path = cpu if cpu.is_file() or tpu is None or not tpu.is_file() else tpu
+    if not path.is_file():
+        raise ModelError(f"the anomaly extractor {cpu} is missing; run 'coral-mfg "
+                         "fetch-assets'")
+    dims = int(np.prod(inspect_model(path).outputs[0].shape))
+    for folder, model in anomaly.models.items():
+        if model.extractor.dims != dims:
+            raise ModelError(f"anomaly model {folder} holds {model.extractor.dims}-value "
+                             f"embeddings but {path.name} gives {dims}; {RETRAIN}")
+    return path
+
+
 def _processor(settings: Settings, camera: CameraConfig, inference: Inference,
                stamper: Stamper, *, zones: tuple[KeepoutZone, ...],
-               own: tuple[Path, ...]) -> CameraProcessor:
+               own: tuple[Path, ...], anomaly: _Anomaly) -> CameraProcessor:
     """A camera's roles, each with its own tracker, thresholds and labels."""
     plan = inference.plan
     lock = threading.Lock()
@@ -184,13 +271,19 @@ def _processor(settings: Settings, camera: CameraConfig, inference: Inference,
     if camera.inspection:
         threshold = _own(camera.inspection_threshold, plan.inspection_threshold)
         model = camera.classifier_model
-        grades = None if model is None else (_grades_file(camera, model), inspect_model(model))
+        classify = settings.models.classify if camera.classify is None else camera.classify
+        grades = None if model is None or not classify else (_grades_file(camera, model),
+                                                             inspect_model(model))
         labels = inference.labels.narrowed(plan, camera.inspect_labels, camera.pass_grades,
                                            camera.name, grades)
+        if not classify:
+            labels = replace(labels, classifier=dict(ANOMALY_GRADES), passing=frozenset({0}))
         inspection = InspectionRole(
             camera.name, _tracker(settings, threshold, report_ended=True), settings.out_size,
             settings.tracking, stamper, labels, lock,
-            classifier=0 if model is None else own.index(model) + 1)
+            classifier=0 if model is None or not classify else own.index(model) + 1,
+            classify=classify,
+            anomaly=anomaly.scoring(camera.name, inference, settings.models.anomaly_every))
     gate = (MotionGate(camera.motion_area, camera.motion_recheck_seconds)
             if camera.motion_gate else None)
     interval = 1.0 / camera.detect_fps if camera.detect_fps else 0.0
@@ -257,7 +350,8 @@ def _note_scaled(zones: tuple[KeepoutZone, ...], picture: tuple[int, int, int, i
 def _snapshots(settings: Settings) -> Snapshots | None:
     out = settings.output
     kinds = frozenset(k for k, on in (("keepout_enter", out.snapshot_keepout),
-                                      ("graded", out.snapshot_graded)) if on)
+                                      ("graded", out.snapshot_graded),
+                                      (ANOMALOUS_COUNT, out.snapshot_anomalous)) if on)
     folder = settings.snapshot_folder
     if folder is None or not kinds:
         return None

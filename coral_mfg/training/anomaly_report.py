@@ -53,8 +53,8 @@ def draw_histograms(path: Path, training: npt.NDArray[np.floating],
     edges = np.linspace(0.0, top, BINS + 1)
     counts = [np.histogram(training, edges)[0], np.histogram(held_out, edges)[0]]
     most = max(1, int(max(c.max() for c in counts)))
-    step = next(m * 10 ** e for e in range(9) for m in (1, 2, 5) if m * 10 ** e * 4 >= most)
-    tallest = step * -(-most // step)
+    step = int(next(m * 10 ** e for e in range(9) for m in (1, 2, 5) if m * 10 ** e * 4 >= most))
+    tallest = int(step * -(-most // step))
     image = np.full((HEIGHT, WIDTH, 3), 255, np.uint8)
     x0, x1, y0, y1 = LEFT, WIDTH - RIGHT, HEIGHT - BOTTOM, TOP
 
