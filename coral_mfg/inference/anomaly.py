@@ -7,7 +7,8 @@ embeddings) and ``model.npz`` (the method's arrays). Two methods:
 - ``gaussian`` (the default): the good crops' embeddings as one Gaussian, its
   covariance shrunk towards a multiple of the identity (Ledoit and Wolf's
   estimate, so a few dozen crops in 1024 dimensions still give an invertible
-  one); a crop's distance is its Mahalanobis distance from their mean. It
+  one); a crop's distance is its Mahalanobis distance from their mean (after
+  Rippel, Mertens and Merhof, who model pre-trained features of good parts so). It
   weighs most the directions in which good parts hardly vary, which is where a
   defect moves an embedding; on the sample apples it separates painted
   defects from held-out good crops better than the nearest neighbour does.
@@ -103,41 +104,57 @@ def nearest(query: Embeddings, memory: Embeddings, neighbours: int = 1) -> Embed
     return np.asarray(np.sqrt(part).mean(axis=1), np.float32)
 
 
-def shrunk_covariance(embeddings: npt.NDArray[np.floating]) -> npt.NDArray[np.float64]:
-    """Ledoit and Wolf's covariance: the sample one shrunk towards a multiple of the identity
-    by the amount that minimises the expected error, which is what makes it invertible and
-    steady with fewer crops than dimensions."""
-    x = np.asarray(embeddings, np.float64)
-    n, p = x.shape
-    xc = x - x.mean(axis=0)
-    sample = xc.T @ xc / n
-    mu = float(np.trace(sample)) / p
-    delta = float(np.sum((sample - mu * np.eye(p)) ** 2)) / p
-    # the mean squared distance of each crop's outer product from the sample covariance
-    norms = np.sum(xc * xc, axis=1)
-    spread = (float(np.sum(norms ** 2)) - 2.0 * float(np.sum((xc @ sample) * xc))
-              + n * float(np.sum(sample ** 2))) / (p * n * n)
-    shrink = 1.0 if delta <= 0 else min(spread, delta) / delta
-    return np.asarray(shrink * mu * np.eye(p) + (1.0 - shrink) * sample, np.float64)
+def _shrinkage(xc: npt.NDArray[np.float64]) -> tuple[float, float]:
+    """Ledoit and Wolf's shrinkage of the sample covariance of centred rows ``xc``
+    towards ``mu`` times the identity: (the share taken from ``mu`` I, ``mu``), the share
+    that minimises the expected error. Worked out from the rows' Gram matrix, so a few
+    dozen crops cost a few dozen squared, not 1024 squared."""
+    n, p = xc.shape
+    gram = xc @ xc.T
+    mu = float(np.trace(gram)) / (n * p)
+    sample_sq = float(np.sum(gram * gram)) / (n * n)  # |S|^2 (Frobenius)
+    delta = (sample_sq - 2.0 * mu * float(np.trace(gram)) / n + mu * mu * p) / p
+    # the mean squared distance of each row's outer product from S
+    norms = np.diag(gram)
+    spread = (float(np.sum(norms ** 2)) - float(np.sum(gram * gram)) / n) / (p * n * n)
+    shrink = 1.0 if delta <= 0 else min(max(spread, 0.0), delta) / delta
+    return shrink, mu
 
 
 @dataclass(frozen=True, eq=False)
 class Gaussian:
-    """The good crops' embeddings as a Gaussian: their mean and the inverse of their
-    shrunk covariance."""
+    """The good crops' embeddings as a Gaussian: their mean and their shrunk covariance,
+    kept as its few directions of its own variance (``components``, ``variances``) and the
+    one variance of every other direction (``rest``), which is what shrinking towards a
+    multiple of the identity leaves. A distance then costs a product with those few
+    directions instead of a 1024 x 1024 matrix."""
 
     mean: Embeddings
-    precision: Embeddings
+    components: Embeddings  # (k, dims), orthonormal rows
+    variances: Embeddings  # (k,)
+    rest: float
 
     @classmethod
     def fit(cls, embeddings: npt.NDArray[np.floating]) -> Gaussian:
         x = np.asarray(embeddings, np.float64)
-        precision = np.linalg.inv(shrunk_covariance(x))
-        return cls(np.asarray(x.mean(axis=0), np.float32), np.asarray(precision, np.float32))
+        n, _ = x.shape
+        mean = x.mean(axis=0)
+        xc = x - mean
+        shrink, mu = _shrinkage(xc)
+        _, sigma, vt = np.linalg.svd(xc, full_matrices=False)
+        own = sigma ** 2 / n  # the sample covariance's variances along vt's rows
+        keep = own > 1e-12 * max(float(own.max(initial=0.0)), 1e-30)
+        rest = max(shrink * mu, 1e-12 * max(mu, 1e-30))
+        variances = rest + (1.0 - shrink) * own[keep]
+        return cls(np.asarray(mean, np.float32), np.asarray(vt[keep], np.float32),
+                   np.asarray(variances, np.float32), float(rest))
 
     def distances(self, embeddings: npt.NDArray[np.floating]) -> Embeddings:
         d = np.asarray(embeddings, np.float32).reshape(len(embeddings), -1) - self.mean
-        squared = np.einsum("ij,ij->i", d @ self.precision, d)
+        along = d @ self.components.T
+        inside = np.sum(along * along, axis=1)
+        outside = np.maximum(np.sum(d * d, axis=1) - inside, 0.0)
+        squared = np.sum(along * along / self.variances, axis=1) + outside / self.rest
         return np.asarray(np.sqrt(np.maximum(squared, 0.0)), np.float32)
 
 
@@ -174,8 +191,10 @@ class AnomalyModel:
 
     def save(self, folder: Path, info: dict[str, Any]) -> None:
         """Write the folder's model files; ``info`` (how it was made) goes into the json."""
-        arrays = ({"mean": self.gaussian.mean, "precision": self.gaussian.precision}
-                  if self.gaussian is not None else {"memory": self.memory})
+        g = self.gaussian
+        arrays = ({"mean": g.mean, "components": g.components, "variances": g.variances,
+                   "rest": np.asarray(g.rest, np.float32)}
+                  if g is not None else {"memory": self.memory})
         with (folder / ARRAYS_NPZ).open("wb") as f:
             np.savez(f, **arrays)
         data = {"format": FORMAT, "method": self.method, "extractor": self.extractor.to_dict(),
@@ -236,17 +255,23 @@ def _arrays(folder: Path, method: str, extractor: ExtractorId, where: str
             arrays = {k: np.asarray(npz[k], np.float32) for k in npz.files}
     except (OSError, ValueError, EOFError) as exc:
         raise AnomalyModelError(f"{where} {path} cannot be read ({exc}); {RETRAIN}") from None
-    shapes = {GAUSSIAN: {"mean": (dims,), "precision": (dims, dims)}, NEIGHBOURS: {}}[method]
     memory = arrays.get("memory")
-    fits = (all(k in arrays and arrays[k].shape == shape for k, shape in shapes.items())
-            if method == GAUSSIAN else
-            memory is not None and memory.ndim == 2 and memory.shape[0] > 0
-            and memory.shape[1] == dims)
+    if method == GAUSSIAN:
+        mean, parts = arrays.get("mean"), arrays.get("components")
+        spread, rest = arrays.get("variances"), arrays.get("rest")
+        fits = (mean is not None and mean.shape == (dims,) and parts is not None
+                and parts.ndim == 2 and parts.shape[1] == dims and spread is not None
+                and spread.shape == (len(parts),) and bool(np.all(spread > 0))
+                and rest is not None and rest.shape == () and float(rest) > 0)
+    else:
+        fits = (memory is not None and memory.ndim == 2 and memory.shape[0] > 0
+                and memory.shape[1] == dims)
     if not fits:
         found = ", ".join(f"{k} {v.shape}" for k, v in arrays.items()) or "nothing"
         raise AnomalyModelError(f"{where} {path} holds {found}, not a {method} model of "
                                 f"{dims}-value embeddings; {RETRAIN}")
     if method == GAUSSIAN:
-        return Gaussian(arrays["mean"], arrays["precision"]), None
+        return Gaussian(arrays["mean"], arrays["components"], arrays["variances"],
+                        float(arrays["rest"])), None
     assert memory is not None
     return None, normalised(memory)
