@@ -317,6 +317,54 @@ def test_eval_prints_auroc_and_both_rates(painted: tuple[Path, Path, Path]) -> N
     assert figures["auroc"] >= 0.9 and figures["false_alarm_rate"] == 0.0
 
 
+# --- the threshold keeps the false-alarm rate ---------------------------------------------------
+
+
+def _good_parts(seed: int) -> Any:
+    """Embeddings of good parts as the extractor gives them: 1024 values around a mean,
+    spread along a few directions (how parts vary) and a little everywhere (noise)."""
+    rng = np.random.default_rng(seed)
+    directions = rng.normal(size=(24, 1024)) / 32
+    spread = np.linspace(24, 4, 24)
+    mean = rng.uniform(0, 2, 1024)
+
+    def draw(n: int) -> npt.NDArray[np.float32]:
+        varied = (rng.normal(size=(n, 24)) * spread) @ directions
+        return np.asarray(mean + varied + rng.normal(scale=0.2, size=(n, 1024)), np.float32)
+
+    return draw
+
+
+@pytest.mark.parametrize("method", ["gaussian", "neighbours"])
+def test_the_threshold_keeps_the_false_alarm_rate_on_new_good_crops(method: str) -> None:
+    """Trained on 200 good crops for 0.5 %, new good crops of the same parts exceed the
+    threshold at most that often, over five lines of parts (one line's own rate varies
+    with the few crops its threshold rests on)."""
+    from coral_mfg.inference.anomaly import ExtractorId
+    from coral_mfg.training.anomaly import Embedded, Recipe, fit
+
+    extractor = ExtractorId("extractor.tflite", "0" * 64, 1024, (224, 224))
+    rates = []
+    for seed in range(5):
+        draw = _good_parts(seed)
+        trained = fit(Embedded(draw(200), (), ()), extractor, Recipe(method=method))
+        assert float(np.mean(trained.held_out > trained.model.threshold)) <= 0.005
+        new = trained.model.scores(draw(10_000))
+        rates.append(float(np.mean(new > 1.0)))
+    print(method, "false-alarm rates on new good crops:", rates)
+    assert float(np.mean(rates)) <= 0.005 and max(rates) <= 0.015, rates
+
+
+def test_calibration_takes_the_conformal_rank() -> None:
+    from coral_mfg.training.anomaly import calibrate
+
+    held = np.arange(1, 1001, dtype=np.float64)  # 1..1000
+    # ceil(1001 * 0.995) = 996: four of the thousand above it
+    assert calibrate(held, 0.005) == 996.0
+    assert calibrate(held[:150], 0.005) == 150.0  # too few to leave any above: the largest
+    assert calibrate(held[:100], 0.1) == 91.0  # ceil(101 * 0.9) = 91
+
+
 # --- bad input: one line, exit 2 ---------------------------------------------------------------
 
 

@@ -6,12 +6,15 @@ crop (unreadable files skipped and counted, identical pictures kept once),
 score each crop with a model that never saw it (the crops split into folds of
 consecutive files, so a crop's neighbours from the next frames are mostly held
 out with it), take the threshold that at most the chosen share of those
-held-out scores exceed, then fit the model on every crop (see
-:mod:`coral_mfg.inference.anomaly` for the two methods) and write the report.
+held-out scores exceed (a new good crop exceeds it with that chance at most,
+as far as the held-out ones tell), then keep the folds' models (a Gaussian) or
+fit one on every crop (nearest neighbours; see :mod:`coral_mfg.inference.anomaly`
+for the two methods) and write the report.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import shlex
 import sys
@@ -179,32 +182,38 @@ def folds(n: int, count: int) -> list[npt.NDArray[np.intp]]:
 
 def model_of(embeddings: Embeddings, recipe: Recipe, extractor: ExtractorId,
              threshold: float = 1.0) -> AnomalyModel:
-    """The recipe's model of these embeddings (as the extractor gave them)."""
+    """The recipe's model of these embeddings (as the extractor gave them): one Gaussian, or
+    a coreset of them."""
     if recipe.method == GAUSSIAN:
         return AnomalyModel(GAUSSIAN, threshold, extractor, recipe.rate,
-                            gaussian=Gaussian.fit(embeddings))
+                            gaussians=(Gaussian.fit(embeddings),))
     unit = normalised(embeddings)
     return AnomalyModel(NEIGHBOURS, threshold, extractor, recipe.rate,
                         memory=unit[coreset(unit, recipe.memory)],
                         neighbours=recipe.neighbours)
 
 
-def held_out_distances(embeddings: Embeddings, recipe: Recipe,
-                       extractor: ExtractorId) -> Embeddings:
-    """Each row's distance from a model made of the other folds only."""
+def held_out_distances(embeddings: Embeddings, recipe: Recipe, extractor: ExtractorId
+                       ) -> tuple[Embeddings, tuple[AnomalyModel, ...]]:
+    """Each row's distance from a model made of the other folds only, and those models."""
     out = np.zeros(len(embeddings), np.float32)
+    models = []
     for part in folds(len(embeddings), recipe.folds):
         rest = np.setdiff1d(np.arange(len(embeddings)), part)
-        out[part] = model_of(embeddings[rest], recipe, extractor).distances(embeddings[part])
-    return out
+        models.append(model_of(embeddings[rest], recipe, extractor))
+        out[part] = models[-1].distances(embeddings[part])
+    return out, tuple(models)
 
 
 def calibrate(held_out: npt.NDArray[np.floating], rate: float) -> float:
-    """The threshold that at most ``rate`` of the held-out distances exceed: the largest
-    of them when there are fewer than 1 / rate."""
+    """The threshold that a new good crop exceeds with a chance of at most ``rate``, if it
+    is like the held-out ones: the ceil((n + 1) (1 - rate))-th smallest of the n held-out
+    distances (as conformal prediction takes it), the largest of them when there are
+    fewer than 1 / rate - 1. At most ``rate`` of the held-out distances exceed it."""
     ordered = np.sort(np.asarray(held_out, np.float64))
-    allowed = int(np.floor(rate * len(ordered)))
-    return float(ordered[len(ordered) - 1 - allowed])
+    n = len(ordered)
+    rank = min(n, math.ceil((n + 1) * (1.0 - rate) - 1e-9))
+    return float(ordered[rank - 1])
 
 
 @dataclass(frozen=True, eq=False)
@@ -216,7 +225,9 @@ class Trained:
 
 
 def fit(embedded: Embedded, extractor: ExtractorId, recipe: Recipe) -> Trained:
-    """The model of normal and its calibrated threshold, from good crops' embeddings."""
+    """The model of normal and its calibrated threshold, from good crops' embeddings: the
+    folds' Gaussians (see :mod:`coral_mfg.inference.anomaly` for why), or the nearest
+    neighbours among every crop, whose distances are never larger than a fold's."""
     _, first = np.unique(embedded.embeddings, axis=0, return_index=True)
     keep = np.sort(first)
     duplicates = len(embedded.embeddings) - len(keep)
@@ -227,12 +238,16 @@ def fit(embedded: Embedded, extractor: ExtractorId, recipe: Recipe) -> Trained:
         raise AnomalyDataError(f"only {len(good)} different good crop(s) could be read{extra}, "
                                f"fewer than {needed}; add crops of more good parts (or lower "
                                "--min_images)")
-    held_out = held_out_distances(good, recipe, extractor)
+    held_out, fold_models = held_out_distances(good, recipe, extractor)
     threshold = calibrate(held_out, recipe.rate)
     if not threshold > 0:
         raise AnomalyDataError("every held-out good crop is identical to another: harvest "
                                "crops of more parts, or of one part from more angles")
-    model = model_of(good, recipe, extractor, threshold)
+    if recipe.method == GAUSSIAN:
+        model = AnomalyModel(GAUSSIAN, threshold, extractor, recipe.rate,
+                             gaussians=tuple(g for m in fold_models for g in m.gaussians))
+    else:
+        model = model_of(good, recipe, extractor, threshold)
     return Trained(model, model.distances(good), held_out, duplicates)
 
 

@@ -147,8 +147,9 @@ def markdown(report: dict[str, Any]) -> str:
 
 def _method(report: dict[str, Any]) -> str:
     if report["method"] == "gaussian":
-        return ("the model is their Gaussian (shrunk covariance); a crop's distance is its "
-                "Mahalanobis distance from their mean.")
+        return (f"the model is {report['memory']} Gaussians (shrunk covariance), each of "
+                "them without one calibration fold; a crop's distance is the mean of its "
+                "Mahalanobis distances from them.")
     return (f"the model keeps {report['memory']} of them; a crop's distance is to the "
             f"nearest {report['neighbours']} kept.")
 
