@@ -13,8 +13,10 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,8 @@ import numpy.typing as npt
 import pytest
 import tomli_w
 
-from tests.conftest import ROOT, video
+from tests.conftest import ROOT, free_port, video, wait_for
+from tests.test_mqtt import Broker, Subscriber
 
 APP = [sys.executable, "-m", "coral_mfg"]
 FRAME = re.compile(r"_f(\d+)_t(\d+)_")
@@ -217,6 +220,83 @@ def test_frame_objects_carry_the_running_anomaly_verdict(
                                      for o in scored)
     last = {o["track"]: o for o in scored}
     assert last[1]["anomalous"] is False and last[2]["anomalous"] is True
+
+
+def _get(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        body = response.read().decode()
+    return json.loads(body) if url.split("/")[3] == "api" else body
+
+
+def test_mqtt_the_web_view_and_metrics_carry_the_verdicts(
+        trained: tuple[Path, subprocess.CompletedProcess[str]], tmp_path: Path) -> None:
+    """A looping run with a broker and the web view: the graded events published and served
+    carry the anomaly score and verdict, and the counts (retained topics, /api/status, the
+    page's, the HUD's, /metrics) count the anomalous object."""
+    broker = Broker(tmp_path)
+    broker.start()
+    subscriber = Subscriber(broker.port)
+    port = free_port()
+    proc = subprocess.Popen(
+        [*APP, "--headless", "--device", "cpu", "--loop", "--anomaly", str(trained[0]),
+         "--mqtt", f"mqtt://127.0.0.1:{broker.port}", "--http", f"127.0.0.1:{port}",
+         "--events", str(tmp_path / "events.jsonl"), "--snapshot_dir", str(tmp_path / "s")],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        def graded() -> list[dict[str, Any]]:
+            return [e for e in subscriber.events() if e["type"] == "graded"]
+
+        wait_for(lambda: len(graded()) >= 2, "two graded events on the broker", timeout=120)
+        status = _get(f"{base}/api/status")
+        served = [e for e in _get(f"{base}/api/events") if e["type"] == "graded"]
+        page = _get(base + "/")
+        metrics = _get(f"{base}/metrics")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+        subscriber.close()
+        broker.stop()
+    assert proc.returncode == 0, stderr
+    fresh, rotten = graded()[:2]
+    assert (fresh["grade"], fresh["anomalous"], rotten["grade"], rotten["anomalous"]) == (
+        "fresh_apple", False, "rotten_apple", True)
+    assert fresh["anomaly_score"] < 0.8 and rotten["anomaly_score"] > 1.2
+    assert [(e["id"], e["anomaly_score"]) for e in served[:2]] == [
+        (e["id"], e["anomaly_score"]) for e in (fresh, rotten)]
+    counts = [json.loads(m.payload) for m in subscriber.all()
+              if m.topic == "coral_mfg/visual_inspection/inspection/counts"]
+    assert counts[-1]["anomalous"] >= 1 and counts[-1]["rotten_apple"] >= 1
+    station = [json.loads(m.payload) for m in subscriber.all()
+               if m.topic == "coral_mfg/inspection/counts"]
+    assert station[-1]["anomalous"] >= 1
+    assert status["streams"]["visual_inspection"]["counts"]["anomalous"] >= 1
+    assert status["counts"]["anomalous"] >= 1
+    assert "ANOMALY" in page and "anomaly_score" in page
+    assert 'coral_mfg_inspected_total{grade="anomalous",stream="visual_inspection"}' in metrics
+
+
+def test_the_overlay_marks_an_anomalous_object() -> None:
+    """The box the window, the web view's video and recordings draw: red, with the score."""
+    from coral_mfg.core.frame import Frame
+    from coral_mfg.core.results import FrameResult, InspectedObject
+    from coral_mfg.outputs.overlay import GREEN, RED, build_overlay
+
+    objects = (
+        InspectedObject("apple", 0.9, (10, 10, 60, 60), "fresh_apple", 0.97, 1, False, True,
+                        anomaly_score=0.31, anomalous=False),
+        InspectedObject("apple", 0.9, (100, 10, 160, 60), "fresh_apple", 0.91, 2, False,
+                        False, anomaly_score=1.62, anomalous=True),
+        InspectedObject("apple", 0.9, (200, 10, 260, 60), "anomalous", 1.4, 3, False, False,
+                        anomaly_score=1.4, anomalous=True),
+    )
+    frame = Frame("visual_inspection", 0, 0.0, 0.0, np.zeros((540, 960, 3), np.uint8), 1.0)
+    marks = build_overlay(FrameResult(frame, (960, 540), "cpu", objects)).boxes
+    assert [(m.color, m.label) for m in marks] == [
+        (GREEN, "fresh_apple: 0.97"),
+        (RED, "fresh_apple: 0.91  ANOMALY 1.62"),
+        (RED, "anomalous: 1.40"),
+    ]
 
 
 # --- painted defects, held-out good crops --------------------------------------------------------
@@ -426,3 +506,15 @@ def test_eval_needs_good_and_bad_folders(
     _images(tmp_path / "good", 2)
     line = _one_error(_cli("eval-anomaly", str(trained[0]), str(tmp_path)))
     assert "bad" in line and "does not exist" in line
+
+
+def test_eval_skips_and_counts_unreadable_crops(
+        trained: tuple[Path, subprocess.CompletedProcess[str]], tmp_path: Path) -> None:
+    _images(tmp_path / "good", 3)
+    _images(tmp_path / "bad", 2)
+    (tmp_path / "good" / "torn.jpg").write_bytes(b"\xff\xd8 not a picture")
+    result = _cli("eval-anomaly", str(trained[0]), str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "skipped 1 unreadable image(s)" in result.stdout
+    assert "3 good and 2 bad crops" in result.stdout
+    assert _evaluate(trained[0], tmp_path)["unreadable"] == 1

@@ -19,6 +19,7 @@ main{display:grid;grid-template-columns:repeat(auto-fit,minmax(320px,1fr));gap:8
 .status{padding:4px 0}.live{color:#6d6}.no_signal,.error{color:#f66}
 #events{padding:0 8px 16px}#events li{list-style:none;padding:4px 0;border-bottom:1px solid #333}
 #events img{height:48px;vertical-align:middle;margin-left:8px}
+#events li.anomalous{color:#f66}
 """
 
 _PAGE = f"""<!doctype html>
@@ -81,10 +82,12 @@ async function status() {{
 }}
 function show(e) {{
   const li = document.createElement("li");
-  li.className = "event " + e.type;
+  li.className = "event " + e.type + (e.anomalous ? " anomalous" : "");
   const what = (e.stream ? e.stream + ": " : "") + e.type + (e.zone ? " " + e.zone : "")
     + (e.track ? " #" + e.track : "")
     + (e.grade ? " " + e.grade : "") + (e.reason ? ": " + e.reason : "")
+    + (e.anomaly_score !== undefined ? (e.anomalous && e.grade !== "anomalous"
+       ? " ANOMALY " : " anomaly ") + e.anomaly_score.toFixed(2) : "")
     + (e.seconds_in_zone !== undefined ? " (" + e.seconds_in_zone + " s)" : "");
   li.textContent = (e.timestamp || "").replace("T", " ").replace("Z", " UTC") + "  " + what;
   if (e.snapshot) {{
