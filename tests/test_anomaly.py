@@ -206,7 +206,7 @@ def test_without_a_classifier_the_verdict_is_normal_or_anomalous(
         ("normal", False, True), ("anomalous", True, False)]
     for e in plain.values():
         assert e["grade_score"] == e["anomaly_score"]
-        assert e["graded_frames"] >= 10
+        assert e["graded_frames"] >= 5  # the extractor on every 3rd frame on the CPU
     assert events[-1]["cameras"]["plain"]["inspected"] == {"normal": 1, "anomalous": 1}
 
 

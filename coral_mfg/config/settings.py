@@ -139,10 +139,10 @@ class ModelsConfig(_Section):
     anomaly: FilePath | None = setting(
         None, "score every inspected object against the model of good parts in DIR (made by "
         "coral-mfg train-anomaly); one unlike them is anomalous, and fails", metavar="DIR")
-    anomaly_every: PositiveInt = setting(
-        1, "run the anomaly extractor on every N-th frame with objects to inspect (its cost "
-        "on the CPU, divided by N; an object's score is a vote over the frames scored)",
-        metavar="N")
+    anomaly_every: PositiveInt | None = setting(
+        None, "run the anomaly extractor on every N-th frame with objects to inspect (its "
+        "cost divided by N; an object's score is a vote over the frames scored); default: "
+        "every 3rd on the CPU, where it costs most, every one on an Edge TPU", metavar="N")
     device: Annotated[str, one_of("auto", "edgetpu", "cpu")] = setting(
         "auto", "where inference runs: auto (the Edge TPU if one answers, else the CPU), "
         "edgetpu or cpu", metavar="auto|edgetpu|cpu")
