@@ -75,6 +75,40 @@ TAIL = '"timestamp":"2025-11-29T10:00:00.250Z","id":"0123456789abcdef0123456789a
                            time=8.0, stamp=STAMP),
          '{"type":"output_restored","output":"recording","lost":12,'
          f'"at":"2025-11-29T10:00:00.000Z","time":8.0,{TAIL}}}'),
+        (ev.KeepoutEnter(zone="press-1", track=7, frame=212, time=14.1, stream="press",
+                         stamp=STAMP, entered_at="2025-11-29T09:59:59.900Z"),
+         '{"type":"keepout_enter","zone":"press-1","track":7,"frame":212,"time":14.1,'
+         f'"stream":"press",{TAIL},"entered_at":"2025-11-29T09:59:59.900Z"}}'),
+        (ev.ZoneDwellExceeded(zone="press-1", track=7, seconds=61.2, max_seconds=60.0,
+                              frame=1130, time=75.3, stream="press", stamp=STAMP,
+                              entered_at="2025-11-29T09:58:58.900Z"),
+         '{"type":"zone_dwell_exceeded","zone":"press-1","track":7,"seconds":61.2,'
+         '"max_seconds":60.0,"frame":1130,"time":75.3,"stream":"press",'
+         f'{TAIL},"entered_at":"2025-11-29T09:58:58.900Z"}}'),
+        (ev.LineCrossed(line="end", direction="down", track=2, label="apple", frame=62,
+                        time=3.6, stream="belt", stamp=STAMP, grade="rotten_apple",
+                        passed=False),
+         '{"type":"line_crossed","line":"end","direction":"down","track":2,"label":"apple",'
+         f'"frame":62,"time":3.6,"stream":"belt",{TAIL},"grade":"rotten_apple",'
+         '"passed":false}'),
+        (ev.LineCrossed(line="door", direction="in", track=4, label="person", frame=9,
+                        time=0.6, stream="hall", stamp=STAMP),
+         '{"type":"line_crossed","line":"door","direction":"in","track":4,"label":"person",'
+         f'"frame":9,"time":0.6,"stream":"hall",{TAIL}}}'),
+        (ev.PresenceMissing(check="shelf", label="bottle", expected=3, seen=2, frame=90,
+                            time=6.0, stream="shelf_cam", stamp=STAMP),
+         '{"type":"presence_missing","check":"shelf","label":"bottle","expected":3,"seen":2,'
+         f'"frame":90,"time":6.0,"stream":"shelf_cam",{TAIL}}}'),
+        (ev.PresenceRestored(check="shelf", label="bottle", expected=3, seen=3, frame=130,
+                             time=8.6, stream="shelf_cam", stamp=STAMP),
+         '{"type":"presence_restored","check":"shelf","label":"bottle","expected":3,'
+         f'"seen":3,"frame":130,"time":8.6,"stream":"shelf_cam",{TAIL}}}'),
+        (ev.CameraBlind(stream="press", reason="NO SIGNAL: no frame for 10 s", time=30.0,
+                        stamp=STAMP),
+         '{"type":"camera_blind","stream":"press","reason":"NO SIGNAL: no frame for 10 s",'
+         f'"time":30.0,{TAIL}}}'),
+        (ev.CameraRestored(stream="press", blind_s=12.5, time=42.5, stamp=STAMP),
+         f'{{"type":"camera_restored","stream":"press","blind_s":12.5,"time":42.5,{TAIL}}}'),
     ],
     ids=lambda v: v.type if hasattr(v, "type") else "",
 )

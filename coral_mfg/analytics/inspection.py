@@ -156,7 +156,8 @@ class InspectionRole:
                 self._grade(verdict), None if verdict is None else votes.score,
                 obs.track.id, obs.predicted, self._passed(verdict),
                 None if scores is None else self._grade(int(np.argmax(scores))),
-                None if scores is None or i is None else part.crops[i]))
+                None if scores is None or i is None else part.crops[i],
+                self.tracker.is_counted(obs.track)))
         self.last_frame = frame.index
         events, snapshots = self._ended()
         return InspectionPart(tuple(objects), events, snapshots, tuple(graded))

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -36,6 +36,7 @@ from coral_mfg.config.cameras import (
     INSPECTION,
     MAX_CAMERAS,
     SAFETY,
+    SHAPE_TABLES,
     VISUAL_INSPECTION,
     WORKER_SAFETY,
     CameraConfig,
@@ -58,7 +59,7 @@ from coral_mfg.config.validators import (
     one_of,
     redact_url,
 )
-from coral_mfg.config.zones import ZONE_KEYS, ZoneSpec, zone_label
+from coral_mfg.config.zones import ZONE_KEYS, LineSpec, PresenceSpec, ZoneSpec, zone_label
 from coral_mfg.core.errors import ConfigError, read_user_text
 
 ENCODER_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium")
@@ -203,6 +204,10 @@ class InputsConfig(_Section):
         kind="toggle")
     stall_seconds: PositiveFloat = setting(
         10.0, "a source with no frame for S seconds is lost and reopened", metavar="S")
+    frozen_seconds: PositiveFloat = setting(
+        10.0, "a camera or stream whose picture has not changed at all for S seconds (a "
+        "stuck encoder, a covered lens) is blind until it changes; files are exempt",
+        metavar="S")
     max_frames: NonNegativeInt = setting(
         0, "stop each stream after N processed frames (0: no limit)", metavar="N")
 
@@ -613,11 +618,12 @@ def _cameras(value: Any, where: str, base: Path) -> tuple[CameraConfig, ...]:
             hint = f" (did you mean {near[0]}?)" if near else _belongs(unknown[0])
             raise ConfigError(f"{where}: {label}: unknown key '{unknown[0]}'{hint}; known: "
                               + ", ".join(sorted(CAMERA_KEYS)))
-        zones = table.get("zones", [])
-        if not isinstance(zones, list) or not all(isinstance(z, dict) for z in zones):
-            raise ConfigError(f"{where}: {label}: zones must be [[cameras.{name}.zones]] "
-                              "tables")
-        fields = {k: v for k, v in table.items() if k != "zones"}
+        for kind in SHAPE_TABLES:
+            tables = table.get(kind, [])
+            if not isinstance(tables, list) or not all(isinstance(z, dict) for z in tables):
+                raise ConfigError(f"{where}: {label}: {kind} must be [[cameras.{name}.{kind}]] "
+                                  "tables")
+        fields = {k: v for k, v in table.items() if k not in SHAPE_TABLES}
         try:
             camera = CameraConfig.model_validate({"name": name, **fields})
         except ValidationError as exc:
@@ -628,7 +634,10 @@ def _cameras(value: Any, where: str, base: Path) -> tuple[CameraConfig, ...]:
             raise ConfigError(f"{where}: {label}: '{key}' must be {_reason(error)}, got "
                               f"{shown}") from None
         update: dict[str, Any] = {"zones": parse_zone_tables(
-            zones, f"{where}: {label}", header=f"[[cameras.{name}.zones]]")}
+            table.get("zones", []), f"{where}: {label}", header=f"[[cameras.{name}.zones]]")}
+        for kind, model in (("lines", LineSpec), ("presence", PresenceSpec)):
+            update[kind] = _shape_tables(table.get(kind, []), model,
+                                         f"{where}: [[cameras.{name}.{kind}]]")
         if not _is_device_or_url(camera.input):
             update["input"] = str(_in_folder(Path(camera.input), base))
         for key in CAMERA_FILE_KEYS:
@@ -638,6 +647,10 @@ def _cameras(value: Any, where: str, base: Path) -> tuple[CameraConfig, ...]:
             raise ConfigError(f"{where}: {label} has the safety role but no keep-out zones: "
                               f"add [[cameras.{name}.zones]] tables, or make its roles "
                               '["inspection"]')
+        if not camera.roles and not update["presence"]:
+            raise ConfigError(f"{where}: {label} has no roles and no presence checks: give it "
+                              'roles = ["safety"] or ["inspection"], or '
+                              f"[[cameras.{name}.presence]] tables")
         cameras.append(camera.model_copy(update=update))
     if not any(c.enabled for c in cameras):
         raise ConfigError(f"{where}: every camera has enabled = false; enable at least one")
@@ -647,6 +660,33 @@ def _cameras(value: Any, where: str, base: Path) -> tuple[CameraConfig, ...]:
 def _in_folder(path: Path, base: Path) -> Path:
     p = path.expanduser()
     return p if p.is_absolute() else (base / p).resolve()
+
+
+Shape = TypeVar("Shape", LineSpec, PresenceSpec)
+
+
+def _shape_tables(tables: list[dict[str, Any]], model: type[Shape], where: str
+                  ) -> tuple[Shape, ...]:
+    """Line or presence tables, each checked, their names unique on the camera."""
+    out: list[Shape] = []
+    keys = frozenset(model.model_fields)
+    for i, table in enumerate(tables, start=1):
+        label = f"{where} {i}" + (f" '{table['name']}'" if isinstance(table.get("name"), str)
+                                   else "")
+        unknown = sorted(set(table) - keys)
+        if unknown:
+            near = difflib.get_close_matches(unknown[0], keys, n=1)
+            hint = f" (did you mean {near[0]}?)" if near else ""
+            raise ConfigError(f"{label}: unknown key '{unknown[0]}'{hint}; known: "
+                              + ", ".join(sorted(keys)))
+        try:
+            spec = model.model_validate(table)
+        except ValidationError as exc:
+            raise ConfigError(f"{label}: {_zone_reason(exc)}") from None
+        if any(s.name == spec.name for s in out):
+            raise ConfigError(f"{label}: the name is used twice; names must be unique")
+        out.append(spec)
+    return tuple(out)
 
 
 def parse_zone_tables(tables: list[dict[str, Any]], where: str,

@@ -156,6 +156,25 @@ def points(value: Any) -> tuple[tuple[float, float], ...]:
     return tuple(out)
 
 
+def two_points(value: Any) -> tuple[tuple[float, float], ...]:
+    """A line's two ``[x, y]`` ends, distinct."""
+    if not isinstance(value, list | tuple) or len(value) != 2:
+        raise SentenceError(f"points must be two [x, y] ends, got {value!r}")
+    ends = points([*value, [0, 0]])[:2]  # the pairs checked as a zone's are
+    if ends[0] == ends[1]:
+        raise SentenceError("points must be two different ends")
+    return ends
+
+
+def direction_names(value: Any) -> tuple[str, str]:
+    """Two names for a line's directions: the first for crossing to the right of the line
+    as seen from its first point, the second for the way back."""
+    if (not isinstance(value, list | tuple) or len(value) != 2
+            or any(name_problem(v) is not None for v in value) or value[0] == value[1]):
+        raise ValueError("two different names, e.g. [\"in\", \"out\"]")
+    return (str(value[0]), str(value[1]))
+
+
 def size(value: Any) -> tuple[int, int]:
     if (isinstance(value, list | tuple) and len(value) == 2
             and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)):
@@ -259,6 +278,8 @@ Name = Annotated[str, PlainValidator(name)]
 CameraName = Annotated[str, PlainValidator(camera_name)]
 TopicPrefix = Annotated[str, PlainValidator(topic_prefix)]
 Points = Annotated[tuple[tuple[float, float], ...], PlainValidator(points)]
+TwoPoints = Annotated[tuple[tuple[float, float], ...], PlainValidator(two_points)]
+Directions = Annotated[tuple[str, str], PlainValidator(direction_names)]
 Size = Annotated[tuple[int, int], PlainValidator(size)]
 Color = Annotated[str, PlainValidator(color)]
 ZoneName = Annotated[str, PlainValidator(zone_name)]

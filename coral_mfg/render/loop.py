@@ -112,10 +112,19 @@ class WindowApp:
         if camera == self.cameras[0] and len(s.accelerator.devices) > 1:
             lines.append("   ".join(f"{d.device} {d.busy_share:4.0%}"
                                     for d in s.accelerator.devices))
+        if st.blind:
+            lines.append("BLIND: zones, lines and presence UNKNOWN")
         if st.zones:
             lines += self._safety_lines(s, st)
         if st.inspected:
             lines.append("   ".join(f"{grade} {n}" for grade, n in st.inspected))
+        for line in st.lines:
+            lines.append(f"{line.name}: " + "  ".join(f"{d} {line.total(d)}"
+                                                       for d in line.directions))
+        for check in st.presence:
+            state = "?" if st.blind else (f"{check.seen}/{check.expected}"
+                                          + ("  MISSING" if check.missing else ""))
+            lines.append(f"{check.name} ({check.label}): {state}")
         if s.paused:
             lines.append("PAUSED (space to resume)")
         if s.output_warning:
@@ -126,12 +135,14 @@ class WindowApp:
 
     @staticmethod
     def _safety_lines(s: RunStatus, st: StreamStatus) -> list[str]:
-        now = time.monotonic()
+        now = st.clock
         in_zone = ", ".join(f"{o.zone} #{o.track} {now - o.since:.0f} s"
                             for o in st.occupants) or "nobody"
         lines = [f"in zone now: {in_zone}",
                  f"violations {st.violations}   zones "
                  + ", ".join(z.name for z in st.zones if z.enabled)]
+        lines += [f"DWELL ALARM: {o.zone} #{o.track} {now - o.since:.0f} s"
+                  for o in st.dwelling]
         if s.zone_error:
             lines.append(f"ZONE FILE REFUSED: {s.zone_error}")
         return lines

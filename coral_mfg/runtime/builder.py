@@ -7,6 +7,7 @@ what was opened before a failure is closed again on the way out.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import platform
 import threading
@@ -21,7 +22,9 @@ import numpy as np
 
 from coral_mfg.analytics.camera import CameraProcessor
 from coral_mfg.analytics.inspection import InspectionRole
+from coral_mfg.analytics.lines import place_line
 from coral_mfg.analytics.motion import MotionGate
+from coral_mfg.analytics.presence import place_check
 from coral_mfg.analytics.safety import SafetyRole, ZoneStore
 from coral_mfg.analytics.tracking import Tracker
 from coral_mfg.analytics.zones import KeepoutZone
@@ -39,11 +42,17 @@ from coral_mfg.config.cameras import CameraConfig
 from coral_mfg.config.settings import Settings, StreamConfig
 from coral_mfg.config.validators import redact_url
 from coral_mfg.config.zones import ZoneSource
-from coral_mfg.core.errors import UserError
-from coral_mfg.core.events import Stamper
+from coral_mfg.core.errors import ConfigError, UserError
+from coral_mfg.core.events import (
+    Graded,
+    KeepoutEnter,
+    PresenceMissing,
+    Stamper,
+    ZoneDwellExceeded,
+)
 from coral_mfg.core.files import writable_folder
 from coral_mfg.core.frame import Frame
-from coral_mfg.core.geometry import letterbox
+from coral_mfg.core.geometry import Rect, letterbox
 from coral_mfg.inference.labels import LABELS_FILE
 from coral_mfg.inference.model_file import inspect_model
 from coral_mfg.inference.runtime import runtime_backend
@@ -157,7 +166,11 @@ def _assemble(settings: Settings, probes: dict[str, _Probe], extra: list[Sink],
     targets: list[ZoneTarget] = []
     for camera in cameras:
         zones = placed[camera.name][2] if camera.safety else ()
-        processor = _processor(settings, camera, inference, stamper, zones=zones, own=own)
+        picture = letterbox(settings.out_size, probes[camera.name].size)
+        processor = _processor(settings, camera, inference, stamper, zones=zones, own=own,
+                               picture=picture)
+        if source_kind(camera.input) is not SourceKind.FILE:
+            processor.frozen_after = settings.inputs.frozen_seconds
         if processor.safety is not None:
             source, placement, _ = placed[camera.name]
             targets.append(ZoneTarget(camera.name, source, placement, processor.safety.store))
@@ -172,8 +185,9 @@ def _assemble(settings: Settings, probes: dict[str, _Probe], extra: list[Sink],
 
 def _processor(settings: Settings, camera: CameraConfig, inference: Inference,
                stamper: Stamper, *, zones: tuple[KeepoutZone, ...],
-               own: tuple[Path, ...]) -> CameraProcessor:
-    """A camera's roles, each with its own tracker, thresholds and labels."""
+               own: tuple[Path, ...], picture: Rect) -> CameraProcessor:
+    """A camera's roles, each with its own tracker, thresholds and labels, and its lines
+    and presence checks placed where its picture lies in the output frame."""
     plan = inference.plan
     lock = threading.Lock()
     safety = inspection = None
@@ -194,8 +208,32 @@ def _processor(settings: Settings, camera: CameraConfig, inference: Inference,
     gate = (MotionGate(camera.motion_area, camera.motion_recheck_seconds)
             if camera.motion_gate else None)
     interval = 1.0 / camera.detect_fps if camera.detect_fps else 0.0
+    where = f"{settings.config}: [cameras.{camera.name}]"
+    names = {v: k for k, v in inference.labels.detector.items()}
+
+    def label_id(label: str, what: str) -> int:
+        if label not in names:
+            near = difflib.get_close_matches(label, names, n=1)
+            hint = f" (did you mean '{near[0]}'?)" if near else ""
+            raise ConfigError(f"{where}: {what}: '{label}' is not a label of the detector"
+                              f"{hint}; see {inference.plan.detector_labels}")
+        return names[label]
+
+    counted = ({"person"} if camera.safety else set()) | (
+        set(inspection.labels.inspected.values()) if inspection is not None else set())
+    lines = []
+    for spec in camera.lines:
+        crossing = set(spec.labels) if spec.labels is not None else counted
+        if not crossing:
+            raise ConfigError(f"{where}: line '{spec.name}' counts nothing on a camera with no "
+                              "roles: set its labels (e.g. labels = [\"person\"])")
+        for label in crossing:
+            label_id(label, f"line '{spec.name}'")
+        lines.append(place_line(spec, picture, frozenset(crossing), where))
+    checks = tuple(place_check(spec, picture, label_id(spec.label, f"presence '{spec.name}'"),
+                               where) for spec in camera.presence)
     return CameraProcessor(camera.name, settings.out_size, lock, safety, inspection, gate,
-                           interval)
+                           interval, tuple(lines), checks, stamper)
 
 
 def _grades_file(camera: CameraConfig, model: Path) -> Path:
@@ -256,8 +294,9 @@ def _note_scaled(zones: tuple[KeepoutZone, ...], picture: tuple[int, int, int, i
 
 def _snapshots(settings: Settings) -> Snapshots | None:
     out = settings.output
-    kinds = frozenset(k for k, on in (("keepout_enter", out.snapshot_keepout),
-                                      ("graded", out.snapshot_graded)) if on)
+    alarms = (KeepoutEnter.type, ZoneDwellExceeded.type, PresenceMissing.type)
+    kinds = frozenset([*(alarms if out.snapshot_keepout else ()),
+                       *((Graded.type,) if out.snapshot_graded else ())])
     folder = settings.snapshot_folder
     if folder is None or not kinds:
         return None

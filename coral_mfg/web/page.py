@@ -62,9 +62,17 @@ async function status() {{
         + " fps · dropped " + st.dropped + " · skipped " + st.skipped
         + " · errors " + st.errors;
       const parts = [];
+      if (st.blind) parts.push("BLIND (" + st.blind + "): zones, lines and presence unknown");
       if (st.zones.length) parts.push("zones: " + st.zones.filter(z => z.enabled)
-        .map(z => z.name + (z.people ? " (" + z.people + " in)" : "")).join(", ")
+        .map(z => z.name + (z.people === null ? " (?)" : z.people ? " (" + z.people + " in)" : "")
+             + (z.dwell_alarm ? " DWELL ALARM" : "")).join(", ")
         + " · keep-out entries " + st.violations);
+      for (const [name, c] of Object.entries(st.lines))
+        parts.push(name + ": " + Object.entries(c).filter(([k]) => k !== "by_grade")
+          .map(([k, v]) => k + " " + v).join(", "));
+      for (const [name, p] of Object.entries(st.presence))
+        parts.push(name + ": " + (p.state === "unknown" ? "unknown"
+          : p.seen + "/" + p.expected + " " + p.label + (p.missing ? " MISSING" : "")));
       const counts = Object.entries(st.counts);
       if (counts.length) parts.push(counts.map(([k, v]) => k + " " + v).join(" · "));
       el.querySelector(".zones").textContent = parts.join(" · ");

@@ -27,7 +27,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from coral_mfg.config.validators import is_loopback, parse_bind
 from coral_mfg.core.errors import UserError
-from coral_mfg.core.status import device_record, stream_record
+from coral_mfg.core.status import (
+    device_record,
+    line_record,
+    presence_record,
+    stream_record,
+)
 from coral_mfg.runtime.status import StatusBoard
 from coral_mfg.web.guard import (
     BadRequests,
@@ -241,11 +246,16 @@ class WebServer:
         return {
             "streams": {stream.name: {
                 **stream_record(s, stream),
+                "blind": stream.blind,
                 "zones": [{"name": z.name, "enabled": z.enabled, "mode": z.mode,
-                           "people": stream.in_zone(z.name)} for z in stream.zones],
+                           "people": stream.occupancy(z.name),
+                           "dwell_alarm": any(o.zone == z.name for o in stream.dwelling)}
+                          for z in stream.zones],
                 "in_zone": [{"zone": o.zone, "track": o.track} for o in stream.occupants],
                 "violations": stream.violations,
                 "counts": dict(stream.inspected),
+                "lines": {line.name: line_record(line) for line in stream.lines},
+                "presence": {c.name: presence_record(stream, c) for c in stream.presence},
             } for stream in s.streams},
             "accelerator": {"device": s.accelerator.device, "status": s.accelerator.down,
                             "fallback": s.accelerator.fallback,
