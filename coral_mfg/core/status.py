@@ -86,6 +86,7 @@ class StreamStatus:
     #: the camera's clock at its last frame (Frame.clock): occupants' and dwellers' ``since``
     #: are on it
     clock: float = 0.0
+    passing: tuple[str, ...] = ()  # the grades that pass, on an inspection camera
 
     @property
     def live(self) -> bool:

@@ -270,7 +270,9 @@ class Pipeline:
             source_lost=unit.source.lost_count, roles=unit.camera.roles,
             skipped=processor.skipped, zones=zones, occupants=occupants, entries=entries,
             inspected=tuple(inspection.counts().items()) if inspection is not None else (),
-            dwelling=dwelling, lines=lines, presence=presence, clock=processor.clock)
+            dwelling=dwelling, lines=lines, presence=presence, clock=processor.clock,
+            passing=() if inspection is None else tuple(
+                inspection.labels.classifier[i] for i in sorted(inspection.labels.passing)))
 
     def _output_warning(self) -> str | None:
         """A failing output or a nearly full disk, for the screen; None when all is well."""
