@@ -116,6 +116,8 @@ class WindowApp:
             lines += self._safety_lines(s, st)
         if st.inspected:
             lines.append("   ".join(f"{grade} {n}" for grade, n in st.inspected))
+        if s.shift is not None and (shift := s.shift.line(camera)):
+            lines.append(shift)  # this shift over every run, beside this run's counts
         if s.paused:
             lines.append("PAUSED (space to resume)")
         if s.output_warning:
