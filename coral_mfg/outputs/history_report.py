@@ -244,8 +244,8 @@ def as_table(r: Report, source: Path | None = None) -> str:
         totals: dict[EventKey, int] = {}
         for row in r.rows:
             totals[row.key] = totals.get(row.key, 0) + row.count
-        rows += [{**_cells(ReportRow("total", k, n))} for k, n in sorted(
-            totals.items(), key=lambda kv: tuple("" if v is None else str(v) for v in kv[0]))]
+        rows += [_cells(ReportRow("total", k, n)) for k, n in sorted(
+            totals.items(), key=lambda kv: _order(kv[0]))]
     if not rows:
         return lines[0] + "\n"
     shown = [c for c in COLUMNS if c in ("period", "type", "count")
@@ -260,6 +260,11 @@ def as_table(r: Report, source: Path | None = None) -> str:
     if r.truncated:
         lines.append("(more rows than shown: ask for a shorter range)")
     return "\n".join(lines) + "\n"
+
+
+def _order(key: EventKey) -> tuple[str, ...]:
+    """The rows' order: camera, then type, then the keys (None first)."""
+    return tuple("" if v is None else str(v) for v in (key.camera, *key))
 
 
 def _local(wall: float) -> str:
