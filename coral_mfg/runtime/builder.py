@@ -116,6 +116,10 @@ def _assemble(settings: Settings, probes: dict[str, _Probe], extra: list[Sink],
               for c in cameras if c.safety}
     for _, placement, zones in placed.values():
         _note_scaled(zones, placement.picture)
+    # the history too: a file that is not one is refused before the models are loaded
+    history = _history(settings, stamper.station)
+    if history is not None:
+        stack.callback(history.close)
     own = tuple(dict.fromkeys(c.classifier_model for c in cameras
                               if c.inspection and c.classifier_model is not None))
     inference = start_inference(settings.models, ctx.event, stamper, own)
@@ -130,9 +134,7 @@ def _assemble(settings: Settings, probes: dict[str, _Probe], extra: list[Sink],
         stack.callback(events.close)
         sinks.append(events)
         reported.append(Reported("events", events.health, events.counts))
-    history = _history(settings, stamper.station)
     if history is not None:
-        stack.callback(history.close)
         sinks.append(history)
         reported.append(Reported("history", history.health, history.counts))
     fps = max(p.fps for p in probes.values())
