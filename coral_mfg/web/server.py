@@ -6,7 +6,7 @@ at most ``MAX_VIEW_FPS`` per stream, and a viewer that cannot take a frame
 within ``WRITE_TIMEOUT_S`` is dropped (and counted). Connections are capped
 and held to deadlines (:mod:`coral_mfg.web.guard`); live viewers (video and
 event streams) have a cap of their own; history queries run one at a time on a
-thread of their own, within bounds. No endpoint writes anything. Away
+thread of their own, within bounds, and few may wait. No endpoint writes anything. Away
 from loopback a token is required, as a bearer header or as the cookie the
 login form sets.
 """
