@@ -1,8 +1,9 @@
 """Command line: the original demo's flags, plus sub-commands.
 
-``coral-mfg [run] [flags]`` runs the inspection; ``fetch-assets``, ``doctor``
-and ``bench`` are the other sub-commands. User errors end in one line and exit
-status 2; anything else is a bug and keeps its traceback.
+``coral-mfg [run] [flags]`` runs the inspection; ``fetch-assets``, ``doctor``,
+``bench``, ``train-classifier`` and ``report`` are the other sub-commands. User
+errors end in one line and exit status 2; anything else is a bug and keeps its
+traceback.
 """
 
 from __future__ import annotations
@@ -81,6 +82,12 @@ def cmd_train_classifier(argv: Sequence[str]) -> int:
     return train_main(argv)
 
 
+def cmd_report(argv: Sequence[str]) -> int:
+    from coral_mfg.commands.report import main as report_main
+
+    return report_main(argv)
+
+
 def cmd_doctor(argv: Sequence[str]) -> int:
     parser = run_parser("coral-mfg doctor")
     parser.description = ("Check the runtime, accelerators, assets and display, and the run "
@@ -97,6 +104,7 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "doctor": cmd_doctor,
     "bench": cmd_bench,
     "train-classifier": cmd_train_classifier,
+    "report": cmd_report,
 }
 
 

@@ -61,6 +61,7 @@ from coral_mfg.config.validators import (
 )
 from coral_mfg.config.zones import ZONE_KEYS, LineSpec, PresenceSpec, ZoneSpec, zone_label
 from coral_mfg.core.errors import ConfigError, read_user_text
+from coral_mfg.core.shifts import shift_times
 
 ENCODER_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium")
 
@@ -120,6 +121,7 @@ def edgetpu_device_list(value: Any) -> tuple[str, ...]:
 
 
 EdgeTpuDevices = Annotated[tuple[str, ...], PlainValidator(edgetpu_device_list)]
+ShiftTimes = Annotated[tuple[str, ...], PlainValidator(shift_times)]
 
 
 class ModelsConfig(_Section):
@@ -248,6 +250,21 @@ class OutputConfig(_Section):
         "on", metavar="DIR")
     harvest_max_mb: PositiveFloat = setting(
         2000.0, "stop harvesting when DIR holds MB megabytes", metavar="MB")
+    history: FilePath | None = setting(
+        None, "keep every event in this SQLite file, for shift totals across restarts, "
+        "'coral-mfg report' and /api/history (default: history.sqlite beside the event log)",
+        metavar="FILE.sqlite")
+    no_history: Flag = setting(False, "keep no history, even beside the event log",
+                               kind="switch")
+    history_keep_days: PositiveFloat = setting(
+        365.0, "events older than D days are deleted from the history", metavar="D")
+    history_max_mb: PositiveFloat = setting(
+        1000.0, "the history is kept under MB megabytes, the oldest events deleted first",
+        metavar="MB")
+    shifts: ShiftTimes = setting(
+        (), "shift start times (local), e.g. 06:00,14:00,22:00: totals per shift survive "
+        "restarts and reports count per shift (default: one a day, from 00:00)",
+        metavar="HH:MM[,HH:MM]")
 
 
 class HttpConfig(_Section):
@@ -429,7 +446,8 @@ def check_value(key: str, value: Any, where: str) -> Any:
 
 #: Settings naming what a run writes; True: a folder that takes the files itself.
 WRITTEN_KEYS = (("output", False), ("events", False), ("log_file", False),
-                ("record_dir", True), ("snapshot_dir", True), ("harvest_dir", True))
+                ("record_dir", True), ("snapshot_dir", True), ("harvest_dir", True),
+                ("history", False))
 #: Keys whose values may hold a password: never echoed whole.
 SECRET_KEYS = frozenset({"mqtt", "mqtt_password", "http_token"})
 
@@ -488,11 +506,19 @@ class Settings(_Section):
                  [p for p in (self.inputs.worker_safety_input,
                               self.inputs.visual_inspection_input) if p is not None])
         inputs = {Path(p).resolve() for p in given if not _is_device_or_url(p)}
-        for key in ("output", "events", "record_dir", "harvest_dir"):
+        for key in ("output", "events", "record_dir", "harvest_dir", "history"):
             path = self.value(key)
             if path is not None and path.resolve() in inputs:
                 raise ValueError(f"--{key} {path} is an input video and would be overwritten; "
                                  f"pass another path to --{key}")
+        out = self.output
+        if out.no_history and out.history is not None:
+            raise ValueError(f"--no-history and --history {out.history} say the opposite: "
+                             "drop one")
+        if self.history_file is not None and out.events is not None and (
+                self.history_file.resolve() == out.events.resolve()):
+            raise ValueError(f"--history {self.history_file} is the event log too: pass "
+                             "another path to --history")
         return self
 
     @property
@@ -514,6 +540,15 @@ class Settings(_Section):
         """Where snapshots go: the setting, else "snapshots" beside the event log, if any."""
         out = self.output
         return out.snapshot_dir or (out.events.parent / "snapshots" if out.events else None)
+
+    @property
+    def history_file(self) -> Path | None:
+        """Where the history is kept: the setting, else "history.sqlite" beside the event
+        log, if any; None with ``no_history``."""
+        out = self.output
+        if out.no_history:
+            return None
+        return out.history or (out.events.parent / "history.sqlite" if out.events else None)
 
     @property
     def station(self) -> str:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from coral_mfg.core.clock import iso_utc
+from coral_mfg.core.tally import PeriodTotals
 
 #: The states a stream can be in, as MQTT, the web view and health report them.
 LIVE, NO_SIGNAL, ERROR = "live", "no_signal", "error"
@@ -165,6 +166,8 @@ class RunStatus:
     output_warning: str | None = None  # a failing output or a nearly full disk
     zone_error: str | None = None  # a refused zone edit
     paused: bool = False
+    #: this shift's counts over every run of it (the history's), beside this run's own
+    shift: PeriodTotals | None = None
 
     def stream(self, name: str) -> StreamStatus:
         return next(s for s in self.streams if s.name == name)

@@ -141,6 +141,9 @@ def build_panel(status: RunStatus | None, camera: str, wall: float, *, details: 
         counts = [Segment(c.text) for c in counts]
     if counts:
         lines.append(tuple(counts))
+    shift = status.shift.line(camera) if status.shift is not None else ""
+    if shift and len(lines) < 3:
+        lines.append((Segment(shift[:110], DIM),))  # this shift over every run
     if details and len(lines) < 3:
         device = "Edge TPU" if status.accelerator.device == "edgetpu" else "CPU"
         extra = [f"inference {s.inference_ms:.0f} ms on {device}", f"dropped {s.dropped}"]

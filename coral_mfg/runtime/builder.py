@@ -61,6 +61,7 @@ from coral_mfg.outputs.base import OutputThread, Sink
 from coral_mfg.outputs.encoder import RecordTarget
 from coral_mfg.outputs.event_log import EventLog, Rotation
 from coral_mfg.outputs.harvest import Harvester
+from coral_mfg.outputs.history import HistoryLimits, HistoryWriter
 from coral_mfg.outputs.mqtt import MqttPublisher
 from coral_mfg.outputs.recording import Recorder, recorders
 from coral_mfg.outputs.retention import GB, Retention
@@ -124,6 +125,10 @@ def _assemble(settings: Settings, probes: dict[str, _Probe], extra: list[Sink],
               for c in cameras if c.safety}
     for _, placement, zones in placed.values():
         _note_scaled(zones, placement.picture)
+    # the history too: a file that is not one is refused before the models are loaded
+    history = _history(settings, stamper.station)
+    if history is not None:
+        stack.callback(history.close)
     own = tuple(dict.fromkeys(c.classifier_model for c in cameras
                               if c.inspection and c.classifier_model is not None))
     inference = start_inference(settings.models, ctx.event, stamper, own)
@@ -138,6 +143,9 @@ def _assemble(settings: Settings, probes: dict[str, _Probe], extra: list[Sink],
         stack.callback(events.close)
         sinks.append(events)
         reported.append(Reported("events", events.health, events.counts))
+    if history is not None:
+        sinks.append(history)
+        reported.append(Reported("history", history.health, history.counts))
     fps = max(p.fps for p in probes.values())
     names = tuple(c.name for c in cameras)
     for key, recorder in _recorders(settings, names, fps):
@@ -180,7 +188,7 @@ def _assemble(settings: Settings, probes: dict[str, _Probe], extra: list[Sink],
                if targets else None)
     return Pipeline(settings, inference, units, ctx=ctx, scheduler=scheduler,
                     zone_watcher=watcher, sinks=sinks, reported=reported, event_log=events,
-                    mqtt=mqtt)
+                    mqtt=mqtt, history=history)
 
 
 def _processor(settings: Settings, camera: CameraConfig, inference: Inference,
@@ -290,6 +298,15 @@ def _note_scaled(zones: tuple[KeepoutZone, ...], picture: tuple[int, int, int, i
             fw, fh = z.spec.frame_size
             log.info("zone '%s': its points are pixels of a %dx%d frame; scaled to the %dx%d "
                      "picture", z.name, fw, fh, pw, ph)
+
+
+def _history(settings: Settings, station: str) -> HistoryWriter | None:
+    """Every event also into the history (beside the event log unless told otherwise)."""
+    path, out = settings.history_file, settings.output
+    if path is None:
+        return None
+    return HistoryWriter(path, station, out.shifts,
+                         HistoryLimits(out.history_keep_days, round(out.history_max_mb * 2**20)))
 
 
 def _snapshots(settings: Settings) -> Snapshots | None:

@@ -42,6 +42,7 @@ from coral_mfg.inference.startup import Inference
 from coral_mfg.outputs.base import Sink
 from coral_mfg.outputs.event_log import EventLog
 from coral_mfg.outputs.health import OutputHealth
+from coral_mfg.outputs.history import HistoryWriter
 from coral_mfg.outputs.mqtt import MqttPublisher
 from coral_mfg.runtime.context import RunContext
 from coral_mfg.runtime.scheduler import Scheduler, StreamState
@@ -86,7 +87,7 @@ class Pipeline:
         self, settings: Settings, inference: Inference, units: dict[str, StreamUnit], *,
         ctx: RunContext, scheduler: Scheduler, zone_watcher: ZoneWatcher | None,
         sinks: list[Sink], reported: list[Reported], event_log: EventLog | None,
-        mqtt: MqttPublisher | None,
+        mqtt: MqttPublisher | None, history: HistoryWriter | None = None,
     ) -> None:
         self.settings = settings
         self.inference = inference
@@ -98,6 +99,7 @@ class Pipeline:
         self.reported = reported
         self.event_log = event_log
         self.mqtt = mqtt
+        self.history = history
         self.board = StatusBoard(self.assemble_status())
         self._status_at = 0.0
         self._closed = False
@@ -230,6 +232,7 @@ class Pipeline:
             output_warning=self._output_warning(),
             zone_error=errors[0] if errors else None,
             paused=self.ctx.paused.is_set(),
+            shift=self.history.totals() if self.history is not None else None,
         )
 
     def _stream(self, name: str, unit: StreamUnit, down: str | None) -> StreamStatus:

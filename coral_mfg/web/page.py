@@ -27,7 +27,7 @@ _PAGE = f"""<!doctype html>
 <title>coral_mfg</title><style>{STYLE}</style></head>
 <body>
 <header><h1>coral_mfg</h1><span id="accelerator"></span><span id="counts"></span>
-<span id="warning"></span></header>
+<span id="shift"></span><span id="warning"></span></header>
 <main id="cameras">{{panes}}</main>
 <ul id="events"></ul>
 <script>
@@ -84,6 +84,10 @@ async function status() {{
          .join(" · ") : ""));
     text("counts", Object.entries(s.counts).map(([k, v]) => k + " " + v).join(" · ")
       + " · keep-out entries " + s.violations);
+    const sh = s.shift;  // this shift over every run of it, from the history
+    text("shift", sh ? "shift " + sh.name.slice(-5) + ": " + Object.entries(sh.counts)
+      .map(([k, v]) => k + " " + v).concat(["keep-out entries " + sh.violations])
+      .join(" · ") : "");
     text("warning", s.warning || "");
   }} catch (e) {{ text("warning", "no answer from the station"); }}
 }}

@@ -5,7 +5,8 @@ can hold up inspection: pictures are encoded by the hub on its own thread,
 at most ``MAX_VIEW_FPS`` per stream, and a viewer that cannot take a frame
 within ``WRITE_TIMEOUT_S`` is dropped (and counted). Connections are capped
 and held to deadlines (:mod:`coral_mfg.web.guard`); live viewers (video and
-event streams) have a cap of their own. No endpoint writes anything. Away
+event streams) have a cap of their own; history queries run one at a time on a
+thread of their own, within bounds, and few may wait. No endpoint writes anything. Away
 from loopback a token is required, as a bearer header or as the cookie the
 login form sets.
 """
@@ -13,12 +14,15 @@ login form sets.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +36,17 @@ from coral_mfg.core.status import (
     line_record,
     presence_record,
     stream_record,
+)
+from coral_mfg.outputs.history_db import open_reader
+from coral_mfg.outputs.history_report import (
+    WEB_DEADLINE_S,
+    WEB_MAX_ROWS,
+    Query,
+    Report,
+    as_csv,
+    as_json,
+    report,
+    web_query,
 )
 from coral_mfg.runtime.status import StatusBoard
 from coral_mfg.web.guard import (
@@ -60,6 +75,8 @@ KEEPALIVE_S = 15.0
 BODY_TIMEOUT_S = 10.0
 #: Connections waiting to be accepted; the event loop also accepts this many at once.
 BACKLOG = 32
+#: History queries waiting or running at once; more get 503.
+HISTORY_QUERIES = 2
 COOKIE = "coral_mfg_token"
 ENV_TOKEN = "CORAL_MFG_HTTP_TOKEN"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -70,7 +87,8 @@ class WebServer:
 
     def __init__(self, bind: str, token: str | None, hub: WebHub, board: StatusBoard,
                  snapshots: Path | None, *, max_connections: int = 64,
-                 max_viewers: int = 8) -> None:
+                 max_viewers: int = 8, history: Path | None = None,
+                 shifts: tuple[str, ...] = ()) -> None:
         self.host, self.port = parse_bind(bind)
         self.token = token or os.environ.get(ENV_TOKEN) or None
         if self.token is None and not is_loopback(self.host):
@@ -80,6 +98,11 @@ class WebServer:
         self.hub = hub
         self.board = board
         self.snapshots = snapshots
+        self.history = history
+        self.shifts = shifts
+        self.history_queries = 0
+        self._counter = ThreadPoolExecutor(1, thread_name_prefix="web-history",
+                                           initializer=yield_to_inspection)
         self.max_connections = max_connections
         self.max_viewers = max_viewers
         self.viewers = 0
@@ -139,6 +162,7 @@ class WebServer:
         if self._thread.is_alive():
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout)
+        self._counter.shutdown(wait=False, cancel_futures=True)
 
     # --- the application -----------------------------------------------------------------
 
@@ -150,6 +174,7 @@ class WebServer:
         app.router.add_get("/api/status", self._status)
         app.router.add_get("/api/events", self._events)
         app.router.add_get("/api/events/stream", self._event_stream)
+        app.router.add_get("/api/history", self._history)
         app.router.add_get("/healthz", self._health)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/snapshots/{name}", self._snapshot)
@@ -262,6 +287,7 @@ class WebServer:
                             "processes": [device_record(d) for d in s.accelerator.devices]},
             "violations": s.violations,
             "counts": s.inspected,
+            "shift": s.shift.record() if s.shift is not None else None,
             "warning": s.output_warning or s.zone_error,
             "viewers": self.viewers,
             "connections": self.connection_counts(),
@@ -294,6 +320,39 @@ class WebServer:
                 seen = n
             await asyncio.sleep(EVENTS_LOOK_S)
 
+    async def _history(self, request: web.Request) -> web.StreamResponse:
+        """Counts from the history per hour, shift or day, as ``coral-mfg report --format
+        json`` gives them: the range and the rows bounded, one query at a time."""
+        if self.history is None:
+            return _error(404, "this station keeps no history (it has no event log and no "
+                               "--history, or --no-history)")
+        if len(request.query) != len(set(request.query)):
+            return _error(400, "each parameter at most once")
+        try:
+            query = web_query(dict(request.query), time.time(), self.shifts)
+        except ValueError as exc:
+            return _error(400, str(exc))
+        if self.history_queries >= HISTORY_QUERIES:
+            return _closing(_error(503, "the history is busy with other questions; retry "
+                                        "later", retry=5))
+        self.history_queries += 1
+        try:
+            made = await asyncio.get_running_loop().run_in_executor(
+                self._counter, self._count, query)
+        except (TimeoutError, UserError) as exc:
+            return _error(503, str(exc))
+        finally:
+            self.history_queries -= 1
+        if request.query.get("format") == "csv":
+            return web.Response(text=as_csv(made), content_type="text/csv",
+                                headers={"Cache-Control": "no-store"})
+        return web.json_response(as_json(made), headers={"Cache-Control": "no-store"})
+
+    def _count(self, query: Query) -> Report:
+        assert self.history is not None
+        with contextlib.closing(open_reader(self.history)) as conn:
+            return report(conn, query, max_rows=WEB_MAX_ROWS, deadline_s=WEB_DEADLINE_S)
+
     async def _health(self, _request: web.Request) -> web.StreamResponse:
         s = self.board.current
         body = {"status": "ok" if s.healthy else "unhealthy",
@@ -320,6 +379,12 @@ class WebServer:
 def _gone(request: web.Request) -> bool:
     """The viewer closed its connection (a live response notices only when it writes)."""
     return request.transport is None or request.transport.is_closing()
+
+
+def _error(status: int, message: str, retry: int | None = None) -> web.Response:
+    """A JSON error in one line, for the API's callers."""
+    headers = {"Retry-After": str(retry)} if retry is not None else None
+    return web.json_response({"error": message}, status=status, headers=headers)
 
 
 def _closing(response: web.Response) -> web.Response:

@@ -38,7 +38,9 @@ class WebView:
         self.server = WebServer(http.http, http.http_token, self.hub, board,
                                 self.settings.snapshot_folder,
                                 max_connections=http.http_max_connections,
-                                max_viewers=http.http_max_viewers)
+                                max_viewers=http.http_max_viewers,
+                                history=self.settings.history_file,
+                                shifts=self.settings.output.shifts)
         self.server.start()
 
     def stop(self) -> None:
