@@ -8,6 +8,7 @@ traceback.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 import sys
@@ -15,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from coral_mfg.config.assets import ENV_MIRROR, app_home, fetch_all, load_manifest, usable_pairs
-from coral_mfg.config.flags import Parser, resolve_settings, run_parser
+from coral_mfg.config.flags import SUB_COMMANDS, Parser, resolve_settings, run_parser
 from coral_mfg.core.errors import AssetError, UserError
 from coral_mfg.core.quiet import quiet_libraries
 
@@ -106,6 +107,7 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "train-classifier": cmd_train_classifier,
     "report": cmd_report,
 }
+assert tuple(COMMANDS) == SUB_COMMANDS, "the run's --help names every sub-command"
 
 
 def _setup_logging(level: str, log_file: Path | None = None) -> None:
@@ -126,13 +128,24 @@ def _setup_logging(level: str, log_file: Path | None = None) -> None:
     )
 
 
+def _command(args: list[str]) -> Callable[[Sequence[str]], int]:
+    """The sub-command the first word names (taken off ``args``), else the run; a word that
+    names none is refused with the closest one suggested."""
+    if not args or args[0].startswith("-"):
+        return COMMANDS["run"]
+    word = args.pop(0)
+    if word in COMMANDS:
+        return COMMANDS[word]
+    close = difflib.get_close_matches(word, COMMANDS, n=1, cutoff=0.5)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    raise UserError(f"unknown sub-command '{word}' ({hint}sub-commands: {', '.join(COMMANDS)}; "
+                    "flags start with --)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    command = COMMANDS["run"]
-    if args and args[0] in COMMANDS:
-        command = COMMANDS[args.pop(0)]
     try:
-        return command(args)
+        return _command(args)(args)
     except UserError as exc:
         message = "; ".join(part.strip() for part in str(exc).splitlines() if part.strip())
         print(f"coral-mfg: error: {message}", file=sys.stderr)

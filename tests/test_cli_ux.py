@@ -1,0 +1,106 @@
+"""The command line as a new user meets it: no guessing at half-typed flags, a help that
+lists each flag once, outputs that may be folders, files that are not files, and what a
+run says at its start and its end."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from coral_mfg.commands.cli import main
+from coral_mfg.config.flags import run_parser
+from coral_mfg.config.settings import FLAG_HOME
+from tests.conftest import ROOT
+
+APP = [sys.executable, "-m", "coral_mfg"]
+
+
+def _cli(*args: str, cwd: Path = ROOT, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*APP, *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, check=False, env=os.environ.copy())
+
+
+def _one_error(result: subprocess.CompletedProcess[str]) -> str:
+    """Refused with status 2 in one error line, the last, and no traceback."""
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) <= 3, lines
+    assert "error: " in lines[-1], lines
+    return lines[-1]
+
+
+# --- flags are never guessed ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "suggested"),
+    [(["--headles"], "--headless"), (["--worker_thresh", "0.4"], "--worker_threshold"),
+     (["--max-frame", "3"], "--max-frames"), (["--no-realtim"], "--no-realtime")],
+)
+def test_an_abbreviated_flag_is_refused_with_the_full_one_suggested(
+    argv: list[str], suggested: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as stop:
+        run_parser().parse_args(argv)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert f"unrecognized arguments: {argv[0]}" in err
+    assert f"did you mean {suggested}?" in err
+
+
+@pytest.mark.parametrize(
+    ("command", "needed"),
+    [("doctor", []), ("report", ["--history", "h.sqlite"]), ("bench", []),
+     ("train-classifier", ["crops"]), ("fetch-assets", [])],
+)
+def test_sub_commands_take_no_abbreviations_either(
+    command: str, needed: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as stop:
+        main([command, *needed, "--hel"])
+    assert stop.value.code == 2
+    assert "unrecognized arguments: --hel (did you mean --help?)" in capsys.readouterr().err
+
+
+def test_an_unknown_sub_command_suggests_the_closest(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["doctr"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("coral-mfg: error: unknown sub-command 'doctr' (did you mean "
+                           "'doctor'?")
+    assert main(["frobnicate"]) == 2
+    line = capsys.readouterr().err.strip()
+    assert "unknown sub-command 'frobnicate'" in line and "did you mean" not in line
+    assert "fetch-assets" in line
+
+
+# --- the help ---------------------------------------------------------------------------------
+
+
+def test_help_lists_each_flag_once_grouped_with_examples_at_the_end() -> None:
+    text = run_parser().format_help()
+    listed = re.findall(r"^  (--\S+)", text, flags=re.MULTILINE)
+    assert len(listed) == len(set(listed)), "a flag listed twice"
+    names = {re.sub(r"^--(\[no-\])?", "", f) for f in listed}
+    settings = {k for k in FLAG_HOME if k != "mqtt_password"}
+    assert settings - names <= {"mqtt_password"}
+    assert "--worker-threshold" not in text and "--cpu_workers" not in text  # spellings
+    assert "--[no-]realtime" in text
+    for group in ("models and devices:", "inputs:", "output:", "window:", "log:"):
+        assert f"\n{group}\n" in text
+    assert text.rstrip().rsplit("\n\n", 1)[1].startswith("examples:")
+    assert "coral-mfg doctor" in text.rsplit("examples:", 1)[1]
+    assert len(text.splitlines()) < 210
+
+
+def test_dashed_spellings_and_aliases_still_work() -> None:
+    args = run_parser().parse_args(["--worker-threshold", "0.4", "--cpu_workers", "1",
+                                    "--no-snapshot-keepout"])
+    assert args.worker_threshold == 0.4 and args.cpu_processes == 1
+    assert args.snapshot_keepout is False
