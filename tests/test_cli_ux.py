@@ -104,3 +104,78 @@ def test_dashed_spellings_and_aliases_still_work() -> None:
                                     "--no-snapshot-keepout"])
     assert args.worker_threshold == 0.4 and args.cpu_processes == 1
     assert args.snapshot_keepout is False
+
+
+# --- outputs that are folders, inputs that are not files ------------------------------------
+
+
+@pytest.mark.parametrize("form", ["existing", "slash"])
+def test_output_naming_a_folder_records_a_new_file_in_it(tmp_path: Path, form: str) -> None:
+    folder = tmp_path / "out"
+    if form == "existing":
+        folder.mkdir()
+    given = str(folder) + ("/" if form == "slash" else "")
+    doctor = _cli("doctor", "--output", given)
+    assert re.search(rf"\[ok \] output coral-mfg-\d{{8}}-\d{{6}}\.mp4: {folder} writable",
+                     doctor.stdout), doctor.stdout
+    run = _cli("--headless", "--device", "cpu", "--no-realtime", "--max_frames", "3",
+               "--output", given)
+    assert run.returncode == 0, run.stderr
+    (made,) = folder.iterdir()
+    assert re.fullmatch(r"coral-mfg-\d{8}-\d{6}\.mp4", made.name)
+    assert made.stat().st_size > 0
+    assert not (tmp_path / "out.mp4").exists()
+
+
+def test_output_folder_is_relative_to_the_config_file(tmp_path: Path) -> None:
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "rec").mkdir()
+    cfg = tmp_path / "site" / "station.toml"
+    cfg.write_text('output = "rec"\n')
+    from coral_mfg.config.flags import resolve_settings
+
+    settings = resolve_settings(run_parser().parse_args(["--config", str(cfg)]))
+    assert settings.output.output is not None
+    assert settings.output.output.parent == tmp_path / "site" / "rec"
+
+
+@pytest.mark.parametrize("kind", ["folder", "fifo"])
+def test_doctor_and_the_run_refuse_an_output_file_that_is_not_one(
+    tmp_path: Path, kind: str
+) -> None:
+    target = tmp_path / "events.jsonl"
+    if kind == "folder":
+        target.mkdir()
+        said = f"--events {target} is a folder: pass a file in it, like {target}/events.jsonl"
+    else:
+        os.mkfifo(target)
+        said = f"--events {target} is a named pipe (FIFO): the run would block"
+    run = _one_error(_cli("--headless", "--device", "cpu", "--events", str(target)))
+    assert said in run
+    doctor = _cli("doctor", "--events", str(target))
+    assert doctor.returncode == 1
+    assert f"[ERR] output events.jsonl: {said}" in doctor.stdout
+
+
+@pytest.mark.parametrize(
+    ("flag", "what"),
+    [("--detection_model", "model file"), ("--classifier_labels", "labels file"),
+     ("--keepout_points_path", "keep-out points file"), ("--config", "config file"),
+     ("--worker_safety_input", "")],
+)
+@pytest.mark.parametrize("kind", ["folder", "fifo"])
+def test_a_folder_or_fifo_where_a_file_is_read_is_named_for_what_it_is(
+    tmp_path: Path, flag: str, what: str, kind: str
+) -> None:
+    thing = tmp_path / "thing"
+    if kind == "folder":
+        thing.mkdir()
+    else:
+        os.mkfifo(thing)  # nothing ever writes to it: opening it would wait for ever
+    line = _one_error(_cli("--headless", "--device", "cpu", flag, str(thing), timeout=120))
+    if kind == "folder":
+        assert f"{thing} is a folder, not a" in line
+    else:
+        assert f"{thing} is a named pipe (FIFO)" in line
+    assert line.startswith(f"coral-mfg: error: {what}".rstrip())
+    assert "not found" not in line and "pass a" in line

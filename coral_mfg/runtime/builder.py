@@ -42,7 +42,7 @@ from coral_mfg.config.cameras import CameraConfig
 from coral_mfg.config.settings import Settings, StreamConfig
 from coral_mfg.config.validators import redact_url
 from coral_mfg.config.zones import ZoneSource
-from coral_mfg.core.errors import ConfigError, UserError
+from coral_mfg.core.errors import ConfigError, UserError, not_a_file
 from coral_mfg.core.events import (
     Graded,
     KeepoutEnter,
@@ -50,7 +50,6 @@ from coral_mfg.core.events import (
     Stamper,
     ZoneDwellExceeded,
 )
-from coral_mfg.core.files import writable_folder
 from coral_mfg.core.frame import Frame
 from coral_mfg.core.geometry import Rect, letterbox
 from coral_mfg.inference.labels import LABELS_FILE
@@ -277,17 +276,21 @@ def _probe(config: StreamConfig, out_size: tuple[int, int], opener: Opener | Non
 
 def _check_outputs(settings: Settings) -> None:
     """Output folders that cannot be written fail before anything slow is opened."""
-    for flag, path, probe in settings.written():
-        problem = writable_folder(probe)
+    for _, _, _, problem in settings.written_problems():
         if problem:
-            raise UserError(f"--{flag} {path}: {problem}; pass a writable path")
+            raise UserError(problem)
 
 
 def _check_files(settings: Settings) -> None:
     """Files a run reads besides its inputs and models: the broker's TLS files."""
     for key in ("mqtt_ca_file", "mqtt_cert_file", "mqtt_key_file"):
         path = settings.value(key)
-        if path is not None and not path.is_file():
+        if path is None:
+            continue
+        problem = not_a_file(path, f"--{key}", "pass a PEM file")
+        if problem:
+            raise UserError(problem)
+        if not path.is_file():
             raise UserError(f"--{key} {path} not found: pass an existing PEM file")
 
 
