@@ -179,3 +179,40 @@ def test_a_folder_or_fifo_where_a_file_is_read_is_named_for_what_it_is(
         assert f"{thing} is a named pipe (FIFO)" in line
     assert line.startswith(f"coral-mfg: error: {what}".rstrip())
     assert "not found" not in line and "pass a" in line
+
+
+# --- what a run says at its start -------------------------------------------------------------
+
+
+def _home_without_mobiledet(tmp_path: Path) -> Path:
+    """An application home with the fallback detector only (as when MobileDet's source
+    could not be reached)."""
+    home = tmp_path / "home"
+    for sub in ("models", "videos", "images", "configs"):
+        (home / sub).mkdir(parents=True)
+        for p in (ROOT / sub).iterdir():
+            if "mobiledet" not in p.name:
+                (home / sub / p.name).symlink_to(p.resolve())
+    return home
+
+
+def test_a_detector_not_installed_is_one_start_up_line(tmp_path: Path) -> None:
+    home = _home_without_mobiledet(tmp_path)
+    env = {**os.environ, "CORAL_MFG_HOME": str(home)}
+    run = subprocess.run([*APP, "--headless", "--device", "cpu", "--no-realtime",
+                          "--max_frames", "2"], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=300, check=False, env=env)
+    assert run.returncode == 0, run.stderr
+    said = [line for line in run.stderr.splitlines() if "MobileDet" in line]
+    assert len(said) == 1, said
+    assert "SSDLite MobileDet not installed: using SSD MobileNet v1" in said[0]
+    for noise in ("MISSING", "unreachable", "first available"):
+        assert noise not in run.stderr
+    fetch = subprocess.run([*APP, "fetch-assets", "--offline", "--from", str(tmp_path)],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                           check=False, env=env)
+    assert fetch.returncode == 0, fetch.stderr
+    assert "MISSING" not in fetch.stdout
+    assert [line for line in fetch.stdout.splitlines() if "MobileDet" in line] == [
+        "note     SSDLite MobileDet not installed: using SSD MobileNet v1 (optional; fetched "
+        "when its source can be reached)"]
