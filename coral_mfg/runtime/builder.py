@@ -44,8 +44,10 @@ from coral_mfg.config.validators import redact_url
 from coral_mfg.config.zones import ZoneSource
 from coral_mfg.core.errors import ConfigError, UserError, not_a_file
 from coral_mfg.core.events import (
+    EventSink,
     Graded,
     KeepoutEnter,
+    ModelWarning,
     PresenceMissing,
     Stamper,
     ZoneDwellExceeded,
@@ -54,6 +56,7 @@ from coral_mfg.core.frame import Frame
 from coral_mfg.core.geometry import Rect, letterbox
 from coral_mfg.inference.labels import LABELS_FILE
 from coral_mfg.inference.model_file import inspect_model
+from coral_mfg.inference.model_report import warnings_beside
 from coral_mfg.inference.runtime import runtime_backend
 from coral_mfg.inference.startup import Inference, start_inference
 from coral_mfg.outputs.base import OutputThread, Sink
@@ -167,6 +170,7 @@ def _assemble(settings: Settings, probes: dict[str, _Probe], extra: list[Sink],
         reported.append(Reported("harvest", harvester.health, harvester.counts))
     sinks.extend(extra)
     ctx.outputs.sinks.extend(sinks)
+    model_warning = _model_warnings(inference.plan.classifier, own, ctx.event, stamper)
     scheduler = Scheduler([], inference.pool, ctx.cond, ctx.stop, on_result=ctx.result,
                           on_stream_done=ctx.stream_done, paused=ctx.paused)
     units: dict[str, StreamUnit] = {}
@@ -187,7 +191,21 @@ def _assemble(settings: Settings, probes: dict[str, _Probe], extra: list[Sink],
                if targets else None)
     return Pipeline(settings, inference, units, ctx=ctx, scheduler=scheduler,
                     zone_watcher=watcher, sinks=sinks, reported=reported, event_log=events,
-                    mqtt=mqtt, history=history)
+                    mqtt=mqtt, history=history, model_warning=model_warning)
+
+
+def _model_warnings(classifier: Path, own: tuple[Path, ...], on_event: EventSink,
+                    stamper: Stamper) -> str | None:
+    """Warn (log, event log) of each classifier whose training report says it is unfit to
+    run; the first warning, for the screens, or None."""
+    first = None
+    for model in dict.fromkeys((classifier, *own)):
+        for warning in warnings_beside(model):
+            log.warning("classifier %s: %s", model, warning)
+            on_event(ModelWarning(model=str(model), warning=warning,
+                                  time=stamper.run_time(), stamp=stamper.stamp()))
+            first = first or f"{model.parent.name}/{model.name}: {warning}"
+    return first
 
 
 def _processor(settings: Settings, camera: CameraConfig, inference: Inference,

@@ -88,6 +88,7 @@ class Pipeline:
         ctx: RunContext, scheduler: Scheduler, zone_watcher: ZoneWatcher | None,
         sinks: list[Sink], reported: list[Reported], event_log: EventLog | None,
         mqtt: MqttPublisher | None, history: HistoryWriter | None = None,
+        model_warning: str | None = None,
     ) -> None:
         self.settings = settings
         self.inference = inference
@@ -100,6 +101,7 @@ class Pipeline:
         self.event_log = event_log
         self.mqtt = mqtt
         self.history = history
+        self.model_warning = model_warning
         self.board = StatusBoard(self.assemble_status())
         self._status_at = 0.0
         self._closed = False
@@ -231,6 +233,7 @@ class Pipeline:
             sink_failures=tuple(self.ctx.outputs.failures.copy().items()),
             output_warning=self._output_warning(),
             zone_error=errors[0] if errors else None,
+            model_warning=self.model_warning,
             paused=self.ctx.paused.is_set(),
             shift=self.history.totals() if self.history is not None else None,
         )
