@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 from coral_mfg.commands.cli import main
 from coral_mfg.config.flags import run_parser
 from coral_mfg.config.settings import FLAG_HOME
-from tests.conftest import ROOT
+from tests.conftest import ROOT, wait_for
 
 APP = [sys.executable, "-m", "coral_mfg"]
 
@@ -216,3 +217,46 @@ def test_a_detector_not_installed_is_one_start_up_line(tmp_path: Path) -> None:
     assert [line for line in fetch.stdout.splitlines() if "MobileDet" in line] == [
         "note     SSDLite MobileDet not installed: using SSD MobileNet v1 (optional; fetched "
         "when its source can be reached)"]
+
+
+# --- however a run ends -----------------------------------------------------------------------
+
+
+def _session_alive(sid: int) -> bool:
+    """Whether a process of session ``sid`` (the run, its inference processes, Python's
+    resource tracker) still runs."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid and fields[0] != "Z":
+            return True
+    return False
+
+
+@pytest.mark.parametrize("interrupts", [1, 2], ids=["ctrl-c", "ctrl-c-twice"])
+def test_no_shared_memory_warning_on_ctrl_c(tmp_path: Path, interrupts: int) -> None:
+    """Ctrl-C as a terminal sends it: to the whole process group, the second while the first
+    is still stopping the run."""
+    log = tmp_path / "run.log"
+    with log.open("w") as err:
+        proc = subprocess.Popen([*APP, "--headless", "--device", "cpu", "--loop"], cwd=ROOT,
+                                stdout=err, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for(lambda: "camera visual_inspection" in log.read_text(), "the run to start",
+                 timeout=180)
+        os.killpg(proc.pid, signal.SIGINT)
+        if interrupts == 2:
+            wait_for(lambda: "SIGINT: stopping" in log.read_text(), "the first to be seen")
+            os.killpg(proc.pid, signal.SIGINT)
+        code = proc.wait(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    wait_for(lambda: not _session_alive(proc.pid), "every process of the run to end",
+             timeout=120)
+    text = log.read_text()
+    assert code in (0, 130), text
+    for warning in ("resource_tracker", "leaked", "Traceback"):
+        assert warning not in text

@@ -19,6 +19,7 @@ from coral_mfg.commands.service import Watchdog, notify
 from coral_mfg.config.settings import Settings
 from coral_mfg.core.clock import POLL_S
 from coral_mfg.core.status import summary_line
+from coral_mfg.inference.protocol import remove_shared_memory
 from coral_mfg.runtime.builder import build_pipeline
 from coral_mfg.web.guard import raise_open_file_limit
 from coral_mfg.web.view import WebView
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 def _install_signals(stop: threading.Event) -> None:
     def handle(signum: int, _frame: FrameType | None) -> None:
         if stop.is_set() and signum == signal.SIGINT:
+            remove_shared_memory()
             os._exit(130)
         log.info("%s: stopping", signal.Signals(signum).name)
         stop.set()
