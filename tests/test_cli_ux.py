@@ -260,3 +260,16 @@ def test_no_shared_memory_warning_on_ctrl_c(tmp_path: Path, interrupts: int) -> 
     assert code in (0, 130), text
     for warning in ("resource_tracker", "leaked", "Traceback"):
         assert warning not in text
+
+
+def test_a_run_ends_with_a_short_summary_in_words(tmp_path: Path) -> None:
+    events = tmp_path / "events.jsonl"
+    run = _cli("--headless", "--device", "cpu", "--no-realtime", "--max_frames", "3",
+               "--events", str(events), "--output", f"{tmp_path}/rec/")
+    assert run.returncode == 0, run.stderr
+    tail = [x for x in run.stderr.splitlines() if x.startswith("coral-mfg: ")]
+    assert tail[0] == "coral-mfg: processed 6 frames (worker_safety 3, visual_inspection 3)"
+    assert tail[1].startswith("coral-mfg: keep-out entries 0; inspected ")
+    (recording,) = (tmp_path / "rec").iterdir()
+    assert f"recording {recording}" in tail[2] and f"events {events} (" in tail[2]
+    assert any("summary: {" in x for x in run.stderr.splitlines())  # the JSON line stays

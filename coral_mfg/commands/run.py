@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import threading
 from types import FrameType
 from typing import Any
@@ -50,7 +51,36 @@ def run(settings: Settings) -> int:
     else:
         summary = _run_window(settings, stop)
     log.info("summary: %s", summary_line(summary))
+    for line in plain_summary(settings, summary):
+        print(f"coral-mfg: {line}", file=sys.stderr)
     return 0
+
+
+def plain_summary(settings: Settings, summary: dict[str, Any]) -> list[str]:
+    """The end of a run in a few words: what it saw, and what it wrote where."""
+    frames: dict[str, int] = summary.get("frames", {})
+    lines = [f"processed {sum(frames.values())} frames ("
+             + ", ".join(f"{name} {n}" for name, n in frames.items()) + ")"]
+    counted = {g: n for g, n in summary.get("inspected", {}).items() if n}
+    seen = [f"keep-out entries {summary.get('keepout_violations', 0)}"]
+    if counted or any("inspection" in c.get("roles", ())
+                      for c in summary.get("cameras", {}).values()):
+        seen.append("inspected " + (", ".join(f"{n} {g}" for g, n in counted.items())
+                                    or "nothing"))
+    lines.append("; ".join(seen))
+    outputs: dict[str, dict[str, Any]] = summary.get("outputs", {})
+    wrote = []
+    for key, what in (("recording", "recording"), ("record_dir", "segments")):
+        for path in outputs.get(key, {}).get("recent", [])[-1:]:
+            wrote.append(f"{what} {path}")
+    paths = {"events": settings.output.events, "history": settings.history_file,
+             "snapshots": settings.snapshot_folder, "harvest": settings.output.harvest_dir}
+    for key, path in paths.items():
+        if key in outputs and path is not None:
+            wrote.append(f"{key} {path} ({outputs[key].get('written', 0)} written)")
+    lines.append("wrote " + ", ".join(wrote) if wrote else "wrote no files (--output, "
+                 "--events or --record_dir keep what a run sees)")
+    return lines
 
 
 def _run_headless(settings: Settings, stop: threading.Event) -> dict[str, Any]:
