@@ -43,7 +43,7 @@ def test_the_shipped_config_shows_an_entry_its_snapshot_and_the_red_panel(
                        and e["stream"] == "worker_safety"
                        and any(o["zones"] for o in e["objects"]))
     cap = cv2.VideoCapture(str(output))
-    index, red_at, calm_at = 0, [], []
+    index, red_at, calm_at = 0, list[int](), list[int]()
     while True:
         ok, image = cap.read()
         if not ok:
