@@ -95,10 +95,13 @@ def alarms_of(s: StreamStatus, people: Sequence[PersonObject] | None) -> list[st
     return out
 
 
-def _counts(s: StreamStatus) -> list[Segment]:
+def _counts(s: StreamStatus, people: Sequence[PersonObject] | None) -> list[Segment]:
     parts: list[Segment] = []
     if s.zones:
-        parts.append(Segment(f"entries {s.violations}"))
+        # an entry on the very frame drawn is not in the (slightly older) status yet
+        known = {(o.zone, o.track) for o in s.occupants}
+        new = {(z, p.track) for p in people or () for z in p.zones} - known
+        parts.append(Segment(f"entries {s.violations + len(new)}"))
     for grade, n in s.inspected:
         ok = grade in s.passing
         parts.append(Segment(f"{display_name(grade)} {n} {'PASS' if ok else 'FAIL'}",
@@ -136,7 +139,7 @@ def build_panel(status: RunStatus | None, camera: str, wall: float, *, details: 
     lines: list[tuple[Segment, ...]] = [first]
     if alarms:
         lines.append((Segment("  ".join(alarms)[:110]),))
-    counts = _counts(s)
+    counts = _counts(s, people)
     if alarms:
         counts = [Segment(c.text) for c in counts]
     if counts:
