@@ -229,32 +229,19 @@ function charts(rows) {{
   }}
   const box = $("charts");
   box.replaceChildren();
-  const NS = "http://www.w3.org/2000/svg";
   for (const [name, pick, color] of SERIES) {{
     const n = hours.map(h => rows.filter(r => r.period === h && pick(r))
       .reduce((a, r) => a + r.count, 0));
     const top = Math.max(1, ...n);
     const div = el("div", "chart");
     div.dataset.series = name;
-    const svg = document.createElementNS(NS, "svg");
-    svg.setAttribute("viewBox", "0 0 240 90");
-    svg.setAttribute("preserveAspectRatio", "none");
-    n.forEach((v, i) => {{
-      const r = document.createElementNS(NS, "rect");
-      const h = 70 * v / top;
-      r.setAttribute("x", i * 10 + 1); r.setAttribute("width", 8);
-      r.setAttribute("y", 78 - h); r.setAttribute("height", h);
-      r.setAttribute("fill", color);
-      const t = document.createElementNS(NS, "title");
-      t.textContent = hours[i].slice(11) + ": " + v;
-      r.appendChild(t);
-      svg.appendChild(r);
-    }});
-    const label = document.createElementNS(NS, "text");
-    label.setAttribute("x", 2); label.setAttribute("y", 88); label.setAttribute("class", "t");
-    label.textContent = name + " · " + n.reduce((a, b) => a + b, 0) + " in 24 h · peak " + top;
-    svg.appendChild(label);
-    div.appendChild(svg);
+    // only numbers and the page's own words go into the drawing
+    const bars = n.map((v, i) => '<rect x="' + (i * 10 + 1) + '" width="8" y="'
+      + (78 - 70 * v / top) + '" height="' + (70 * v / top) + '" fill="' + color + '"><title>'
+      + hours[i].slice(11) + ": " + v + "</title></rect>").join("");
+    div.innerHTML = '<svg viewBox="0 0 240 90" preserveAspectRatio="none">' + bars
+      + '<text x="2" y="88" class="t">' + name + " · " + n.reduce((a, b) => a + b, 0)
+      + " in 24 h · peak " + top + "</text></svg>";
     box.appendChild(div);
   }}
 }}
