@@ -210,6 +210,21 @@ def _pop_trailing(table: Table) -> list[Item]:
     return out
 
 
+def _take_heading(container: Table) -> list[Item]:
+    """The comment block at the very end of ``container`` (after its last blank line), or
+    at the end of its last table: the heading of the section that follows it."""
+    last = container
+    for _, item in container.value.body:
+        if isinstance(item, AoT) and len(item):
+            last = item[-1]
+    trailing = _pop_trailing(last)
+    cut = max((i + 1 for i, t in enumerate(trailing) if isinstance(t, Whitespace)), default=0)
+    _add_trivia(last, trailing[:cut])
+    if last is not container and not _ends_blank(last):
+        last.add(tomlkit.nl())
+    return trailing[cut:]
+
+
 def _add_trivia(table: Table, items: list[Item]) -> None:
     for item in items:
         table.value.body.append((None, item))
@@ -248,6 +263,8 @@ def _replace(container: Table, kind: str, specs: list[Spec]) -> None:
     trailing = [_pop_trailing(t) for t in old]
     above = [[], *trailing[:-1]]  # the comments above each old table but the first
     tail = trailing[-1] if old else []
+    if not old and specs:  # new tables go last: the heading of what follows goes after them
+        tail = [tomlkit.nl(), *_take_heading(container)]
     names = [str(t.get("name", "")) for t in old]
     wanted = [s.name for s in specs]
     chosen: list[int | None] = [None] * len(specs)
