@@ -116,7 +116,8 @@ status(); setInterval(status, 1000);
 """
 
 PANE = """<section class="pane" id="pane-{id}"><img id="video-{id}" src="/video/{url}.mjpg"
- alt="{id}"><div class="status" id="status-{id}"></div><div class="zones"></div></section>
+ alt="{id}"><div class="status" id="status-{id}"></div><div class="zones"></div>
+<a class="edit-zones" href="/cameras/{url}/zones">zones</a></section>
 """
 
 
