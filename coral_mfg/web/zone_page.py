@@ -90,10 +90,13 @@ function fromPane(s, q) {{
   return [Math.round(r[0] * s.frame_size[0] * 10) / 10,
           Math.round(r[1] * s.frame_size[1] * 10) / 10];
 }}
+function frame() {{  // the picture sent: the pane, and the strip under it
+  const v = $("video");
+  return v.naturalWidth ? [S.pane[0], S.pane[0] * v.naturalHeight / v.naturalWidth] : S.pane;
+}}
 function at(ev) {{
-  const b = $("shapes").getBoundingClientRect();
-  return [(ev.clientX - b.left) / b.width * S.pane[0],
-          (ev.clientY - b.top) / b.height * S.pane[1]];
+  const b = $("shapes").getBoundingClientRect(), f = frame();
+  return [(ev.clientX - b.left) / b.width * f[0], (ev.clientY - b.top) / b.height * f[1]];
 }}
 function el(name, attrs) {{
   const e = document.createElementNS(SVG, name);
@@ -102,8 +105,9 @@ function el(name, attrs) {{
 }}
 function draw() {{
   const svg = $("shapes");
-  svg.setAttribute("viewBox", "0 0 " + S.pane[0] + " " + S.pane[1]);
-  $("stage").style.aspectRatio = S.pane[0] + " / " + S.pane[1];
+  const f = frame();
+  svg.setAttribute("viewBox", "0 0 " + f[0] + " " + f[1]);
+  $("stage").style.aspectRatio = f[0] + " / " + f[1];
   svg.replaceChildren();
   for (const kind of Object.keys(KINDS)) S[kind].forEach((s, i) => {{
     const pts = s.points.map(p => toPane(s, p));
@@ -276,6 +280,9 @@ $("revert").addEventListener("click", () => {{
   draw(); list(); say("");
 }});
 load().catch(e => say("no answer from the station", "error"));
+const sized = setInterval(() => {{  // once the first picture gives its size
+  if (S && $("video").naturalWidth) {{ clearInterval(sized); draw(); }}
+}}, 200);
 </script>
 </body></html>
 """
