@@ -1,5 +1,5 @@
 """The JSON form of every event, byte for byte: what the event log writes, MQTT publishes
-and the README documents."""
+and the docs document."""
 
 from __future__ import annotations
 
@@ -122,11 +122,11 @@ def test_every_event_has_its_documented_json_form(event: ev.Event, expected: str
     assert json.dumps(event_json(event), separators=(",", ":")) == expected
 
 
-def test_the_readme_shows_the_same_forms() -> None:
-    """Each event the README shows whole has exactly the keys, in the order, made here."""
-    text = (ROOT / "README.md").read_text()
+def test_the_docs_show_the_same_forms() -> None:
+    """Each event the docs show has exactly the keys, in the order, made here."""
+    text = "\n".join(p.read_text() for p in sorted((ROOT / "docs").glob("*.md")))
     found = re.findall(r'(\{"type":"(?:keepout_enter|graded)",[^\n`]*\})', text)
-    # shortened in the README with ",...}": the keys shown must be the first ones, in order
+    # shortened in the docs with ",...}": the keys shown must be the first ones, in order
     shown = [json.loads(m.replace(",...}", "}")) for m in found]
     assert shown
     made = {"keepout_enter": event_json(ev.KeepoutEnter(

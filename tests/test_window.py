@@ -718,3 +718,33 @@ def test_a_number_key_or_a_click_enlarges_one_camera(xvfb: str, tmp_path: Path) 
     finally:
         pipeline.close()
         app.finish()
+
+
+def test_a_person_in_a_zone_shows_the_red_strip_and_border(xvfb: str, tmp_path: Path) -> None:
+    """The shipped config's walkway, entered by the sample worker by frame 60: the
+    window's last frame has the red strip naming the zone and a red border round the
+    picture; the other camera stays calm."""
+    shot, events = tmp_path / "shot.png", tmp_path / "events.jsonl"
+    result = subprocess.run(
+        [sys.executable, "-m", "coral_mfg", "--device", "cpu", "--no-realtime",
+         "--max_frames", "60", "--screenshot", str(shot), "--events", str(events),
+         "--no-history"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+        env={**os.environ, "DISPLAY": xvfb})
+    assert result.returncode == 0, result.stderr
+    last = _last([json.loads(x) for x in events.read_text().splitlines()], "worker_safety")
+    assert any("walkway" in o["zones"] for o in last["objects"])
+    saved = cv2.imread(str(shot))
+    assert saved is not None
+    image = cv2.cvtColor(saved, cv2.COLOR_BGR2RGB)
+    (ROOT / "out" / "screenshots").mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(ROOT / "out" / "screenshots" / "window-alarm.png"), saved)
+
+    def red(area: np.ndarray) -> float:
+        r, g, b = (area[..., i].astype(np.int32) for i in range(3))
+        return float(((r > 180) & (g < 80) & (b < 80)).mean())
+
+    worker, apples = image[:, :W], image[:, W:]
+    assert red(worker[H + 4:, :]) > 0.5  # the strip
+    assert red(worker[: H, :3]) > 0.9 and red(worker[: H, -3:]) > 0.9  # the border
+    assert red(apples[H + 4:, :]) < 0.1 and red(apples[: H, :3]) < 0.1

@@ -55,7 +55,7 @@ def display_name(label: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-def _health(status: RunStatus, s: StreamStatus) -> tuple[str, Color, str]:
+def health_of(status: RunStatus, s: StreamStatus) -> tuple[str, Color, str]:
     """live / degraded / blind, its colour, and the reason in words."""
     if s.blind:
         return "blind", ALARM_RED, s.blind
@@ -71,7 +71,7 @@ def _health(status: RunStatus, s: StreamStatus) -> tuple[str, Color, str]:
     return "live", OK, f"{s.fps:.1f} fps"
 
 
-def _alarms(s: StreamStatus, people: Sequence[PersonObject] | None) -> list[str]:
+def alarms_of(s: StreamStatus, people: Sequence[PersonObject] | None) -> list[str]:
     """What is wrong on the floor now, in words, most urgent first. ``people``, the
     frame's own, say who is in a zone on the very frame drawn (the status may be a
     moment older: the entry's own picture must show its alarm)."""
@@ -128,8 +128,8 @@ def build_panel(status: RunStatus | None, camera: str, wall: float, *, details: 
     s = next((x for x in status.streams if x.name == camera), None) if status else None
     if status is None or s is None:
         return Panel(((title, clock),), DIM, False, "live")
-    health, dot, reason = _health(status, s)
-    alarms = _alarms(s, people)
+    health, dot, reason = health_of(status, s)
+    alarms = alarms_of(s, people)
     # on the red strip of an alarm, every word is white: colour on red is unreadable
     first = (title, Segment(f"{health.upper()}: {reason}  "[:80], TEXT if alarms else dot),
              Segment(clock.text, TEXT if alarms else DIM))

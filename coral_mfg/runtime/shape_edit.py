@@ -115,18 +115,21 @@ class ShapeEditor:
             **{kind: [_json(s) for s in shapes.of(kind)] for kind in KINDS},
         }
 
-    def replace(self, name: str, shapes: Shapes, kinds: Sequence[str], by: str
-                ) -> tuple[str, ...]:
+    def replace(self, name: str, shapes: Shapes, kinds: Sequence[str], by: str,
+                before: tuple[ZoneSpec, ...] | None = None) -> tuple[str, ...]:
         """Save the ``kinds`` of ``shapes`` for camera ``name`` and put them in force;
-        what changed (nothing: nothing is written)."""
+        what changed (nothing: nothing is written). ``before``: the zones as they were
+        saved, when those in force were already changed live (the window's editor)."""
         cam = self.camera(name)
         refused = [k for k in kinds if k not in cam.kinds]
         if refused:
             raise EditNotAllowedError(_why_not(cam, refused[0]))
         with self._lock:
-            before = self.shapes(name)
+            was = self.shapes(name)
+            if before is not None:
+                was = Shapes(zones=before, lines=was.lines, presence=was.presence)
             changes = tuple(c for kind in kinds
-                            for c in _changes(kind, before.of(kind), shapes.of(kind)))
+                            for c in _changes(kind, was.of(kind), shapes.of(kind)))
             if not changes:
                 return ()
             placed = self._place(cam, shapes, kinds)

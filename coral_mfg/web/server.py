@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import secrets
+import sqlite3
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -48,15 +49,21 @@ from coral_mfg.core.status import (
 )
 from coral_mfg.outputs.history_db import open_reader
 from coral_mfg.outputs.history_report import (
+    SNAPSHOT_FILTERS,
+    SNAPSHOT_LIMIT,
     WEB_DEADLINE_S,
     WEB_MAX_ROWS,
+    WHEN,
     Query,
     Report,
     as_csv,
     as_json,
+    parse_when,
     report,
+    snapshot_events,
     web_query,
 )
+from coral_mfg.outputs.panel import alarms_of, health_of
 from coral_mfg.runtime.shape_edit import EditNotAllowedError, ShapeEditor
 from coral_mfg.runtime.status import StatusBoard
 from coral_mfg.web.guard import (
@@ -218,6 +225,7 @@ class WebServer:
         app.router.add_get("/api/events", self._events)
         app.router.add_get("/api/events/stream", self._event_stream)
         app.router.add_get("/api/history", self._history)
+        app.router.add_get("/api/snapshots", self._snapshots)
         app.router.add_get("/healthz", self._health)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/snapshots/{name}", self._snapshot)
@@ -448,10 +456,18 @@ class WebServer:
     def status(self) -> dict[str, Any]:
         """``/api/status``: the run's status, as the page shows it."""
         s = self.board.current
+        health = {stream.name: health_of(s, stream) for stream in s.streams}
+        alarms = {stream.name: alarms_of(stream, None) for stream in s.streams}
         return {
+            "station": s.station,
+            "alarm": any(alarms.values()),
             "streams": {stream.name: {
                 **stream_record(s, stream),
                 "blind": stream.blind,
+                "health": health[stream.name][0],
+                "health_reason": health[stream.name][2],
+                "alarms": alarms[stream.name],
+                "passing": list(stream.passing),
                 "zones": [{"name": z.name, "enabled": z.enabled, "mode": z.mode,
                            "people": stream.occupancy(z.name),
                            "dwell_alarm": any(o.zone == z.name for o in stream.dwelling)}
@@ -527,6 +543,55 @@ class WebServer:
             return web.Response(text=as_csv(made), content_type="text/csv",
                                 headers={"Cache-Control": "no-store"})
         return web.json_response(as_json(made), headers={"Cache-Control": "no-store"})
+
+    async def _snapshots(self, request: web.Request) -> web.StreamResponse:
+        """The newest snapshots with what they show, for the gallery: filtered by camera,
+        zone, grade or type and a time range; from the history when the station keeps
+        one (every run), else from this run's recent events. Only files still on disk."""
+        params = dict(request.query)
+        if len(request.query) != len(set(request.query)):
+            return _error(400, "each parameter at most once")
+        unknown = sorted(set(params) - {*SNAPSHOT_FILTERS, "since", "until", "limit"})
+        if unknown:
+            return _error(400, f"unknown parameter '{unknown[0][:40]}'")
+        if any(len(v) > 200 or not v.isprintable() for v in params.values()):
+            return _error(400, "at most 200 printable characters per parameter")
+        now = time.time()
+        try:
+            since = parse_when(params.pop("since", "24h"), now, self.shifts)
+            until = parse_when(params.pop("until"), now, self.shifts) \
+                if "until" in params else now + 1
+            limit = min(SNAPSHOT_LIMIT, max(1, int(params.pop("limit", SNAPSHOT_LIMIT))))
+        except (ValueError, OverflowError, OSError):
+            return _error(400, f"since and until must be {WHEN}; limit a number")
+        if self.snapshots is None:
+            return web.json_response({"snapshots": []})
+        if self.history is not None and self.history.is_file():
+            if self.history_queries >= HISTORY_QUERIES:
+                return _closing(_error(503, "the history is busy; retry later", retry=5))
+            self.history_queries += 1
+            try:
+                found = await asyncio.get_running_loop().run_in_executor(
+                    self._counter, self._find_snapshots, params, since, until, limit)
+            except (TimeoutError, UserError, sqlite3.Error) as exc:
+                return _error(503, str(exc))
+            finally:
+                self.history_queries -= 1
+        else:
+            found = [e for _, e in reversed(self.hub.events_after(0)) if e.get("snapshot")
+                     and all(str(e.get("stream" if k == "camera" else k)) == v
+                             for k, v in params.items())][:limit]
+        folder = self.snapshots
+        shown = [{**e, "snapshot": name} for e in found
+                 if (name := Path(str(e["snapshot"])).name) and (folder / name).is_file()]
+        return web.json_response({"snapshots": shown}, headers={"Cache-Control": "no-store"})
+
+    def _find_snapshots(self, filters: dict[str, str], since: float, until: float,
+                        limit: int) -> list[dict[str, Any]]:
+        assert self.history is not None
+        with contextlib.closing(open_reader(self.history)) as conn:
+            return snapshot_events(conn, filters, since, until, limit=limit,
+                                   deadline_s=WEB_DEADLINE_S)
 
     def _count(self, query: Query) -> Report:
         assert self.history is not None
