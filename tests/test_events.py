@@ -65,6 +65,12 @@ TAIL = '"timestamp":"2025-11-29T10:00:00.250Z","id":"0123456789abcdef0123456789a
          f'"time":11.0,{TAIL}}}'),
         (ev.ZonesReloaded(zones=("a", "b"), time=1.5, stamp=STAMP),
          f'{{"type":"zones_reloaded","zones":["a","b"],"time":1.5,{TAIL}}}'),
+        (ev.ZonesChanged(stream="press", by="admin token (bearer, 10.0.0.5)",
+                         changes=("added zone 'walkway'",), zones=("press-1", "walkway"),
+                         file="station.toml", time=2.5, stamp=STAMP),
+         '{"type":"zones_changed","stream":"press","by":"admin token (bearer, 10.0.0.5)",'
+         '"changes":["added zone \'walkway\'"],"zones":["press-1","walkway"],'
+         f'"file":"station.toml","time":2.5,{TAIL}}}'),
         (ev.ZonesError(error="bad", time=1.5, stamp=STAMP),
          f'{{"type":"zones_error","error":"bad","time":1.5,{TAIL}}}'),
         (ev.OutputFault(output="recording", reason="No space left on device",

@@ -54,7 +54,7 @@ def run(settings: Settings) -> int:
 def _run_headless(settings: Settings, stop: threading.Event) -> dict[str, Any]:
     web = WebView(settings)
     with build_pipeline(settings, extra_sinks=web.sinks) as pipeline:
-        with web.serving(pipeline.board):
+        with web.serving(pipeline.board, pipeline.shape_editor):
             _install_signals(stop)
             pipeline.start()
             notify("READY=1")
@@ -77,7 +77,7 @@ def _run_window(settings: Settings, stop: threading.Event) -> dict[str, Any]:
     with build_pipeline(settings, extra_sinks=[display, *web.sinks]) as pipeline:
         app = WindowApp(settings, pipeline, display)
         try:
-            with web.serving(pipeline.board):
+            with web.serving(pipeline.board, pipeline.shape_editor):
                 _install_signals(stop)
                 pipeline.start()
                 notify("READY=1")

@@ -345,7 +345,8 @@ new EventSource("/api/events/stream").onmessage = m => show(JSON.parse(m.data));
 """
 
 PANE = """<section class="pane" id="pane-{id}"><img id="video-{id}" src="/video/{url}.mjpg"
- alt="{id}"><div class="status" id="status-{id}"></div><div class="checks"></div></section>
+ alt="{id}"><div class="status" id="status-{id}"></div><div class="checks"></div>
+<a class="edit-zones" href="/cameras/{url}/zones">zones</a></section>
 """
 
 
