@@ -106,7 +106,9 @@ function pane(name) {{
   img.alt = name;
   const st = el("div", "status");
   st.id = "status-" + name;
-  p.append(img, st, el("div", "checks"));
+  const edit = el("a", "edit-zones", "zones");
+  edit.href = "/cameras/" + encodeURIComponent(name) + "/zones";
+  p.append(img, st, el("div", "checks"), edit);
   $("cameras").appendChild(p);
   return p;
 }}
