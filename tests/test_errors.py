@@ -18,6 +18,7 @@ import cv2
 import pytest
 
 from coral_mfg.config.flags import resolve_settings, run_parser
+from coral_mfg.outputs.panel import STRIP_HEIGHT
 from coral_mfg.runtime.builder import build_pipeline
 from coral_mfg.runtime.pipeline import Pipeline
 from tests.conftest import ROOT, video
@@ -158,7 +159,7 @@ def test_sigterm_stops_cleanly_with_complete_outputs(tmp_path: Path) -> None:
                             "-show_entries", "stream=nb_read_frames,width,height", "-of", "json",
                             str(output)], capture_output=True, text=True, check=True)
     stream = json.loads(probe.stdout)["streams"][0]
-    assert (stream["width"], stream["height"]) == (1920, 540)
+    assert (stream["width"], stream["height"]) == (1920, 540 + STRIP_HEIGHT)
     assert int(stream["nb_read_frames"]) == count
 
 

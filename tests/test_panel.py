@@ -90,3 +90,18 @@ def test_the_shift_totals_come_before_the_inference_details(details: bool) -> No
     text = _text(build_panel(_status(_stream(), shift=shift), "press", WALL,
                              details=details).lines)
     assert text[2] == "shift 06:00: entries 4"
+
+
+def test_an_entry_on_the_frame_drawn_is_counted_before_the_status_knows_it() -> None:
+    from coral_mfg.core.results import PersonObject
+
+    person = PersonObject(score=0.7, box=(10, 10, 50, 90), keepout=True, track=3,
+                          zones=("walkway",))
+    panel = build_panel(_status(_stream()), "press", WALL, people=[person])
+    text = _text(panel.lines)
+    assert panel.alarm and text[1] == "KEEP-OUT walkway #3"
+    assert text[2].startswith("entries 1")
+    # once the status has it, it is not counted twice
+    known = _stream(occupants=(Occupant("walkway", 3, 99.0),), entries=(("walkway", 1),))
+    assert _text(build_panel(_status(known), "press", WALL, people=[person]).lines)[2] \
+        .startswith("entries 1")

@@ -441,6 +441,9 @@ def test_zone_editor_drag_insert_delete_new_and_save(
         win._on_mouse_button(None, glfw.MOUSE_BUTTON_LEFT, glfw.RELEASE, 0)
         step()
 
+    def naming() -> str | None:
+        return app.editor.naming if app.editor is not None else None
+
     pipeline.start()
     try:
         assert win.to_content(585, 390) == pytest.approx((585, 390))
@@ -466,9 +469,21 @@ def test_zone_editor_drag_insert_delete_new_and_save(
         # right-click it away again
         click(570, 270, glfw.MOUSE_BUTTON_RIGHT)
         assert len(store.zones[0].points) == 4
-        # a new zone, selected with Tab
+        # a new zone asks for its name at once: typed, Enter
         key(glfw.KEY_N)
-        assert [z.name for z in store.zones] == ["press-1", "zone-2"]
+        assert naming() == "zone-2"
+        for _ in range(len("zone-2")):
+            key(glfw.KEY_BACKSPACE)
+        for char in "walkway":
+            win._on_char(None, ord(char))
+        key(glfw.KEY_ENTER)
+        assert [z.name for z in store.zones] == ["press-1", "walkway"]
+        # r renames the zone selected; Esc keeps its name
+        key(glfw.KEY_R)
+        win._on_char(None, ord("x"))
+        key(glfw.KEY_ESCAPE)
+        assert naming() is None
+        assert [z.name for z in store.zones] == ["press-1", "walkway"]
         key(glfw.KEY_TAB)
         assert app.editor is not None and app.editor.zone is not None
         assert app.editor.zone.name == "press-1"
@@ -485,10 +500,13 @@ def test_zone_editor_drag_insert_delete_new_and_save(
         app.finish()
     if errors:
         raise errors[0]
-    saved = tomllib.loads(cfg.read_text())
+    text = cfg.read_text()
+    saved = tomllib.loads(text)
     assert saved["width"] == 960 and saved["worker_threshold"] == 0.4  # other settings kept
+    assert text.startswith("# plant settings\n")  # and its comments
+    assert "points = [[600, 420], [720, 335], [420, 205], [305, 235]]\n" in text  # one line
     zones = saved["safety"]["zones"]
-    assert [z["name"] for z in zones] == ["press-1", "zone-2"]
+    assert [z["name"] for z in zones] == ["press-1", "walkway"]
     assert zones[0]["points"] == [[600, 420], [720, 335], [420, 205], [305, 235]]
     assert zones[0]["enter_frames"] == 2  # its own settings kept too
     # the handles of the selected zone are drawn (white squares at its vertices)
@@ -700,3 +718,33 @@ def test_a_number_key_or_a_click_enlarges_one_camera(xvfb: str, tmp_path: Path) 
     finally:
         pipeline.close()
         app.finish()
+
+
+def test_a_person_in_a_zone_shows_the_red_strip_and_border(xvfb: str, tmp_path: Path) -> None:
+    """The shipped config's walkway, entered by the sample worker by frame 60: the
+    window's last frame has the red strip naming the zone and a red border round the
+    picture; the other camera stays calm."""
+    shot, events = tmp_path / "shot.png", tmp_path / "events.jsonl"
+    result = subprocess.run(
+        [sys.executable, "-m", "coral_mfg", "--device", "cpu", "--no-realtime",
+         "--max_frames", "60", "--screenshot", str(shot), "--events", str(events),
+         "--no-history"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+        env={**os.environ, "DISPLAY": xvfb})
+    assert result.returncode == 0, result.stderr
+    last = _last([json.loads(x) for x in events.read_text().splitlines()], "worker_safety")
+    assert any("walkway" in o["zones"] for o in last["objects"])
+    saved = cv2.imread(str(shot))
+    assert saved is not None
+    image = cv2.cvtColor(saved, cv2.COLOR_BGR2RGB)
+    (ROOT / "out" / "screenshots").mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(ROOT / "out" / "screenshots" / "window-alarm.png"), saved)
+
+    def red(area: np.ndarray) -> float:
+        r, g, b = (area[..., i].astype(np.int32) for i in range(3))
+        return float(((r > 180) & (g < 80) & (b < 80)).mean())
+
+    worker, apples = image[:, :W], image[:, W:]
+    assert red(worker[H + 4:, :]) > 0.5  # the strip
+    assert red(worker[: H, :3]) > 0.9 and red(worker[: H, -3:]) > 0.9  # the border
+    assert red(apples[H + 4:, :]) < 0.1 and red(apples[: H, :3]) < 0.1

@@ -86,7 +86,7 @@ def plain_summary(settings: Settings, summary: dict[str, Any]) -> list[str]:
 def _run_headless(settings: Settings, stop: threading.Event) -> dict[str, Any]:
     web = WebView(settings)
     with build_pipeline(settings, extra_sinks=web.sinks) as pipeline:
-        with web.serving(pipeline.board):
+        with web.serving(pipeline.board, pipeline.shape_editor):
             _install_signals(stop)
             pipeline.start()
             notify("READY=1")
@@ -109,7 +109,7 @@ def _run_window(settings: Settings, stop: threading.Event) -> dict[str, Any]:
     with build_pipeline(settings, extra_sinks=[display, *web.sinks]) as pipeline:
         app = WindowApp(settings, pipeline, display)
         try:
-            with web.serving(pipeline.board):
+            with web.serving(pipeline.board, pipeline.shape_editor):
                 _install_signals(stop)
                 pipeline.start()
                 notify("READY=1")

@@ -279,6 +279,10 @@ class HttpConfig(_Section):
     http_token: Text | None = setting(
         None, "the token viewers must give (better: $CORAL_MFG_HTTP_TOKEN or the config)",
         metavar="TOKEN")
+    http_admin_token: Text | None = setting(
+        None, "the token of admins, who may also change zones, lines and presence regions "
+        "from the browser (the config or $CORAL_MFG_HTTP_ADMIN_TOKEN: never a flag); "
+        "unset: nobody may", kind="none")
     http_max_connections: PositiveInt = setting(
         64, "connections at once; more get 503 and are closed", metavar="N")
     http_max_viewers: PositiveInt = setting(
@@ -451,7 +455,7 @@ WRITTEN_KEYS = (("output", False), ("events", False), ("log_file", False),
                 ("record_dir", True), ("snapshot_dir", True), ("harvest_dir", True),
                 ("history", False))
 #: Keys whose values may hold a password: never echoed whole.
-SECRET_KEYS = frozenset({"mqtt", "mqtt_password", "http_token"})
+SECRET_KEYS = frozenset({"mqtt", "mqtt_password", "http_token", "http_admin_token"})
 
 
 def _redacted(value: Any) -> str:
@@ -680,7 +684,7 @@ def _cameras(value: Any, where: str, base: Path) -> tuple[CameraConfig, ...]:
         update: dict[str, Any] = {"zones": parse_zone_tables(
             table.get("zones", []), f"{where}: {label}", header=f"[[cameras.{name}.zones]]")}
         for kind, model in (("lines", LineSpec), ("presence", PresenceSpec)):
-            update[kind] = _shape_tables(table.get(kind, []), model,
+            update[kind] = parse_shape_tables(table.get(kind, []), model,
                                          f"{where}: [[cameras.{name}.{kind}]]")
         if not _is_device_or_url(camera.input):
             update["input"] = str(_in_folder(Path(camera.input), base))
@@ -709,7 +713,7 @@ def _in_folder(path: Path, base: Path) -> Path:
 Shape = TypeVar("Shape", LineSpec, PresenceSpec)
 
 
-def _shape_tables(tables: list[dict[str, Any]], model: type[Shape], where: str
+def parse_shape_tables(tables: list[dict[str, Any]], model: type[Shape], where: str
                   ) -> tuple[Shape, ...]:
     """Line or presence tables, each checked, their names unique on the camera."""
     out: list[Shape] = []

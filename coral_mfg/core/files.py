@@ -13,8 +13,9 @@ from coral_mfg.core.errors import UserError, kind_of
 
 
 @contextmanager
-def replacing(target: Path) -> Iterator[Path]:
-    """A temporary file beside ``target``; it replaces ``target`` if the block succeeds.
+def replacing(target: Path, mode: int = 0o644) -> Iterator[Path]:
+    """A temporary file beside ``target``; it replaces ``target`` (with permissions
+    ``mode``) if the block succeeds.
 
     Raise inside the block to abandon it: the temporary file is always removed.
     """
@@ -26,7 +27,7 @@ def replacing(target: Path) -> Iterator[Path]:
         yield tmp
         with tmp.open("rb") as f:
             os.fsync(f.fileno())
-        tmp.chmod(0o644)
+        tmp.chmod(mode)
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)

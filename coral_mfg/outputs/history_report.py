@@ -278,3 +278,47 @@ def as_text(r: Report, form: str, source: Path | None = None) -> str:
     if form == "csv":
         return as_csv(r)
     return as_table(r, source)
+
+
+# --- the snapshots the history knows of ------------------------------------------------
+
+#: At most this many snapshots per answer (the gallery pages by ``until``).
+SNAPSHOT_LIMIT = 200
+SNAPSHOT_FILTERS = ("camera", "zone", "grade", "type")
+
+
+def snapshot_events(conn: sqlite3.Connection, filters: Mapping[str, str], since: float,
+                    until: float, *, limit: int = SNAPSHOT_LIMIT,
+                    deadline_s: float | None = None) -> list[dict[str, Any]]:
+    """The newest events with a snapshot between ``since`` and ``until``, matching every
+    filter given (``camera``, ``zone``, ``grade``, ``type``): the gallery's pictures
+    with what they show. Only the events' own JSON leaves the file."""
+    unknown = set(filters) - set(SNAPSHOT_FILTERS)
+    if unknown:
+        raise ValueError(f"unknown filter '{sorted(unknown)[0]}'")
+    clauses = ["wall >= ?", "wall < ?", "json_extract(json, '$.snapshot') IS NOT NULL"]
+    params: list[Any] = [since, until]
+    for column, value in filters.items():
+        clauses.append(f"{column} = ?")
+        params.append(value)
+    if deadline_s is not None:
+        deadline = time.monotonic() + deadline_s
+        conn.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
+    try:
+        rows = conn.execute(f"SELECT json FROM events WHERE {' AND '.join(clauses)} "
+                            "ORDER BY wall DESC LIMIT ?", [*params, max(1, limit)]).fetchall()
+    except sqlite3.OperationalError as exc:
+        if deadline_s is not None and "interrupt" in str(exc):
+            raise TimeoutError(f"searching took over {deadline_s:g} s") from None
+        raise
+    finally:
+        conn.set_progress_handler(None, 0)
+    out = []
+    for (text,) in rows:
+        try:
+            record = json.loads(text)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            out.append(record)
+    return out

@@ -55,7 +55,7 @@ def display_name(label: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-def _health(status: RunStatus, s: StreamStatus) -> tuple[str, Color, str]:
+def health_of(status: RunStatus, s: StreamStatus) -> tuple[str, Color, str]:
     """live / degraded / blind, its colour, and the reason in words."""
     if s.blind:
         return "blind", ALARM_RED, s.blind
@@ -73,7 +73,7 @@ def _health(status: RunStatus, s: StreamStatus) -> tuple[str, Color, str]:
     return "live", OK, f"{s.fps:.1f} fps"
 
 
-def _alarms(s: StreamStatus, people: Sequence[PersonObject] | None) -> list[str]:
+def alarms_of(s: StreamStatus, people: Sequence[PersonObject] | None) -> list[str]:
     """What is wrong on the floor now, in words, most urgent first. ``people``, the
     frame's own, say who is in a zone on the very frame drawn (the status may be a
     moment older: the entry's own picture must show its alarm)."""
@@ -97,10 +97,13 @@ def _alarms(s: StreamStatus, people: Sequence[PersonObject] | None) -> list[str]
     return out
 
 
-def _counts(s: StreamStatus) -> list[Segment]:
+def _counts(s: StreamStatus, people: Sequence[PersonObject] | None) -> list[Segment]:
     parts: list[Segment] = []
     if s.zones:
-        parts.append(Segment(f"entries {s.violations}"))
+        # an entry on the very frame drawn is not in the (slightly older) status yet
+        known = {(o.zone, o.track) for o in s.occupants}
+        new = {(z, p.track) for p in people or () for z in p.zones} - known
+        parts.append(Segment(f"entries {s.violations + len(new)}"))
     for grade, n in s.inspected:
         ok = grade in s.passing
         parts.append(Segment(f"{display_name(grade)} {n} {'PASS' if ok else 'FAIL'}",
@@ -130,15 +133,15 @@ def build_panel(status: RunStatus | None, camera: str, wall: float, *, details: 
     s = next((x for x in status.streams if x.name == camera), None) if status else None
     if status is None or s is None:
         return Panel(((title, clock),), DIM, False, "live")
-    health, dot, reason = _health(status, s)
-    alarms = _alarms(s, people)
+    health, dot, reason = health_of(status, s)
+    alarms = alarms_of(s, people)
     # on the red strip of an alarm, every word is white: colour on red is unreadable
     first = (title, Segment(f"{health.upper()}: {reason}  "[:80], TEXT if alarms else dot),
              Segment(clock.text, TEXT if alarms else DIM))
     lines: list[tuple[Segment, ...]] = [first]
     if alarms:
         lines.append((Segment("  ".join(alarms)[:110]),))
-    counts = _counts(s)
+    counts = _counts(s, people)
     if alarms:
         counts = [Segment(c.text) for c in counts]
     if counts:

@@ -20,7 +20,7 @@ from coral_mfg.core.errors import UserError
 from coral_mfg.core.results import PersonObject
 from coral_mfg.outputs.panel import AMBER, Panel, Segment, build_panel
 from coral_mfg.render.editor import ZoneEditor
-from coral_mfg.render.window import IDLE_WAIT_S, DisplaySink, Window, scene_for
+from coral_mfg.render.window import CHAR, IDLE_WAIT_S, DisplaySink, Window, scene_for
 from coral_mfg.runtime.control import RunControl
 
 log = logging.getLogger(__name__)
@@ -74,8 +74,8 @@ class WindowApp:
     def enter_editor(self) -> None:
         """Edit the zones of the camera enlarged, else of the only (or first) safety camera,
         which is enlarged for it."""
-        watcher = self.control.zone_watcher
-        if watcher is None:
+        watcher, shapes = self.control.zone_watcher, self.control.shape_editor
+        if watcher is None or shapes is None:
             self.message = "no camera has keep-out zones to edit"
             return
         camera = self.focused or (self.cameras[0] if len(self.cameras) == 1 else None)
@@ -85,7 +85,7 @@ class WindowApp:
             return
         if len(self.cameras) > 1:
             self.window.show((self.cameras.index(target.camera),))
-        self.editor = ZoneEditor(target, watcher, self.settings.out_size)
+        self.editor = ZoneEditor(target, shapes, self.settings.out_size)
         self.editor.enter()
 
     def leave_editor(self) -> None:
@@ -111,12 +111,23 @@ class WindowApp:
     # --- keys ------------------------------------------------------------------------------
 
     def handle_keys(self) -> None:
+        asked = False  # the last key started typing a name: its own character is not typed
         while self.window.keys:
             key, mods = self.window.keys.popleft()
+            editor = self.editor
+            if key == CHAR:
+                if editor is not None and editor.naming is not None and not asked:
+                    editor.type(chr(mods))
+                    self._dirty = True
+                asked = False
+                continue
             self._dirty = True
             self.message = ""
-            if self.editor is not None and self._edit_key(self.editor, key, mods):
+            naming = editor is not None and editor.naming is not None
+            if editor is not None and self._edit_key(editor, key, mods):
+                asked = not naming and editor.naming is not None
                 continue
+            asked = False
             if key in (glfw.KEY_Q, glfw.KEY_ESCAPE):
                 self.quit = True
             elif key == glfw.KEY_SPACE:
@@ -136,7 +147,17 @@ class WindowApp:
 
     def _edit_key(self, editor: ZoneEditor, key: int, mods: int) -> bool:
         """Keys that mean something else in edit mode; True when handled."""
-        if key in (glfw.KEY_ESCAPE, glfw.KEY_E):
+        if editor.naming is not None:  # typing a name: every key is the name's
+            if key in (glfw.KEY_ENTER, glfw.KEY_KP_ENTER):
+                editor.commit_name()
+            elif key == glfw.KEY_ESCAPE:
+                editor.cancel_name()
+            elif key == glfw.KEY_BACKSPACE:
+                editor.backspace()
+            return True
+        if key == glfw.KEY_R:
+            editor.rename()
+        elif key in (glfw.KEY_ESCAPE, glfw.KEY_E):
             self.leave_editor()
         elif key == glfw.KEY_N:
             editor.new_zone()

@@ -34,6 +34,9 @@ from coral_mfg.render.text import GlyphAtlas
 
 log = logging.getLogger(__name__)
 
+#: The "key" of a character typed, in :attr:`Window.keys` (its codepoint as the mods).
+CHAR = -1
+
 IDLE_WAIT_S = 1 / 120
 
 
@@ -121,6 +124,7 @@ class Window:
         self.keys: deque[tuple[int, int]] = deque()
         self.mouse: deque[tuple[str, int, float, float]] = deque()
         glfw.set_key_callback(self.handle, self._on_key)
+        glfw.set_char_callback(self.handle, self._on_char)
         glfw.set_mouse_button_callback(self.handle, self._on_mouse_button)
         glfw.set_cursor_pos_callback(self.handle, self._on_cursor)
         self.video = Program("textured.vert", "video.frag")
@@ -142,6 +146,10 @@ class Window:
     def _on_key(self, _win: object, key: int, _scancode: int, action: int, mods: int) -> None:
         if action == glfw.PRESS:
             self.keys.append((key, mods))
+
+    def _on_char(self, _win: object, codepoint: int) -> None:
+        """Text typed (a zone's name), in order with the keys: ``(CHAR, codepoint)``."""
+        self.keys.append((CHAR, codepoint))
 
     def _on_mouse_button(self, _win: object, button: int, action: int, _mods: int) -> None:
         x, y = glfw.get_cursor_pos(self.handle)

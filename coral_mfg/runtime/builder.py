@@ -12,7 +12,7 @@ import logging
 import platform
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,9 +22,9 @@ import numpy as np
 
 from coral_mfg.analytics.camera import CameraProcessor
 from coral_mfg.analytics.inspection import InspectionRole
-from coral_mfg.analytics.lines import place_line
+from coral_mfg.analytics.lines import CountingLine, place_line
 from coral_mfg.analytics.motion import MotionGate
-from coral_mfg.analytics.presence import place_check
+from coral_mfg.analytics.presence import PresenceCheck, place_check
 from coral_mfg.analytics.safety import SafetyRole, ZoneStore
 from coral_mfg.analytics.tracking import Tracker
 from coral_mfg.analytics.zones import KeepoutZone
@@ -41,7 +41,7 @@ from coral_mfg.capture.sources import (
 from coral_mfg.config.cameras import CameraConfig
 from coral_mfg.config.settings import Settings, StreamConfig
 from coral_mfg.config.validators import redact_url
-from coral_mfg.config.zones import ZoneSource
+from coral_mfg.config.zones import LineSpec, PresenceSpec, ZoneSource
 from coral_mfg.core.errors import ConfigError, UserError, not_a_file
 from coral_mfg.core.events import (
     EventSink,
@@ -71,6 +71,7 @@ from coral_mfg.outputs.snapshots import Snapshots
 from coral_mfg.runtime.context import RunContext
 from coral_mfg.runtime.pipeline import Pipeline, Reported, StreamUnit
 from coral_mfg.runtime.scheduler import Scheduler, StreamState
+from coral_mfg.runtime.shape_edit import EditableCamera, ShapeEditor
 from coral_mfg.runtime.zone_watch import ZonePlacement, ZoneTarget, ZoneWatcher, zones_of
 
 log = logging.getLogger(__name__)
@@ -175,23 +176,32 @@ def _assemble(settings: Settings, probes: dict[str, _Probe], extra: list[Sink],
                           on_stream_done=ctx.stream_done, paused=ctx.paused)
     units: dict[str, StreamUnit] = {}
     targets: list[ZoneTarget] = []
+    editable: dict[str, EditableCamera] = {}
     for camera in cameras:
         zones = placed[camera.name][2] if camera.safety else ()
         picture = letterbox(settings.out_size, probes[camera.name].size)
-        processor = _processor(settings, camera, inference, stamper, zones=zones, own=own,
-                               picture=picture)
+        processor, line, check = _processor(settings, camera, inference, stamper, zones=zones,
+                                            own=own, picture=picture)
         if source_kind(camera.input) is not SourceKind.FILE:
             processor.frozen_after = settings.inputs.frozen_seconds
+        source: ZoneSource | None = None
         if processor.safety is not None:
             source, placement, _ = placed[camera.name]
             targets.append(ZoneTarget(camera.name, source, placement, processor.safety.store))
+        elif settings.cameras and settings.config is not None:
+            source = ZoneSource(settings.config, "toml", camera.name)
+        editable[camera.name] = EditableCamera(
+            camera.name, source, picture, settings.safety.safety_check_whole_box, processor,
+            line, check, camera.lines, camera.presence)
         units[camera.name] = _unit(settings, camera, probes[camera.name], processor, ctx=ctx,
                                    scheduler=scheduler)
     watcher = (ZoneWatcher(tuple(targets), ctx.stop, on_event=ctx.event, stamper=stamper)
                if targets else None)
+    editor = ShapeEditor(editable, watcher, ctx.event, stamper, settings.out_size)
     return Pipeline(settings, inference, units, ctx=ctx, scheduler=scheduler,
                     zone_watcher=watcher, sinks=sinks, reported=reported, event_log=events,
-                    mqtt=mqtt, history=history, model_warning=model_warning)
+                    mqtt=mqtt, history=history, shape_editor=editor,
+                    model_warning=model_warning)
 
 
 def _model_warnings(classifier: Path, own: tuple[Path, ...], on_event: EventSink,
@@ -210,7 +220,9 @@ def _model_warnings(classifier: Path, own: tuple[Path, ...], on_event: EventSink
 
 def _processor(settings: Settings, camera: CameraConfig, inference: Inference,
                stamper: Stamper, *, zones: tuple[KeepoutZone, ...],
-               own: tuple[Path, ...], picture: Rect) -> CameraProcessor:
+               own: tuple[Path, ...], picture: Rect
+               ) -> tuple[CameraProcessor, Callable[[LineSpec], CountingLine],
+                          Callable[[PresenceSpec], PresenceCheck]]:
     """A camera's roles, each with its own tracker, thresholds and labels, and its lines
     and presence checks placed where its picture lies in the output frame."""
     plan = inference.plan
@@ -246,19 +258,25 @@ def _processor(settings: Settings, camera: CameraConfig, inference: Inference,
 
     counted = ({"person"} if camera.safety else set()) | (
         set(inspection.labels.inspected.values()) if inspection is not None else set())
-    lines = []
-    for spec in camera.lines:
+
+    def line(spec: LineSpec) -> CountingLine:
         crossing = set(spec.labels) if spec.labels is not None else counted
         if not crossing:
             raise ConfigError(f"{where}: line '{spec.name}' counts nothing on a camera with no "
                               "roles: set its labels (e.g. labels = [\"person\"])")
         for label in crossing:
             label_id(label, f"line '{spec.name}'")
-        lines.append(place_line(spec, picture, frozenset(crossing), where))
-    checks = tuple(place_check(spec, picture, label_id(spec.label, f"presence '{spec.name}'"),
-                               where) for spec in camera.presence)
-    return CameraProcessor(camera.name, settings.out_size, lock, safety, inspection, gate,
-                           interval, tuple(lines), checks, stamper)
+        return place_line(spec, picture, frozenset(crossing), where)
+
+    def check(spec: PresenceSpec) -> PresenceCheck:
+        return place_check(spec, picture, label_id(spec.label, f"presence '{spec.name}'"),
+                           where)
+
+    lines = tuple(line(spec) for spec in camera.lines if spec.enabled)
+    checks = tuple(check(spec) for spec in camera.presence if spec.enabled)
+    processor = CameraProcessor(camera.name, settings.out_size, lock, safety, inspection, gate,
+                                interval, lines, checks, stamper)
+    return processor, line, check
 
 
 def _grades_file(camera: CameraConfig, model: Path) -> Path:

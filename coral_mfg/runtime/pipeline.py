@@ -46,6 +46,7 @@ from coral_mfg.outputs.history import HistoryWriter
 from coral_mfg.outputs.mqtt import MqttPublisher
 from coral_mfg.runtime.context import RunContext
 from coral_mfg.runtime.scheduler import Scheduler, StreamState
+from coral_mfg.runtime.shape_edit import ShapeEditor
 from coral_mfg.runtime.status import StatusBoard
 from coral_mfg.runtime.zone_watch import ZoneWatcher
 
@@ -88,6 +89,7 @@ class Pipeline:
         ctx: RunContext, scheduler: Scheduler, zone_watcher: ZoneWatcher | None,
         sinks: list[Sink], reported: list[Reported], event_log: EventLog | None,
         mqtt: MqttPublisher | None, history: HistoryWriter | None = None,
+        shape_editor: ShapeEditor | None = None,
         model_warning: str | None = None,
     ) -> None:
         self.settings = settings
@@ -101,6 +103,7 @@ class Pipeline:
         self.event_log = event_log
         self.mqtt = mqtt
         self.history = history
+        self.shape_editor = shape_editor
         self.model_warning = model_warning
         self.board = StatusBoard(self.assemble_status())
         self._status_at = 0.0
