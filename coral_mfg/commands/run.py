@@ -70,9 +70,11 @@ def plain_summary(settings: Settings, summary: dict[str, Any]) -> list[str]:
     lines.append("; ".join(seen))
     outputs: dict[str, dict[str, Any]] = summary.get("outputs", {})
     wrote = []
-    for key, what in (("recording", "recording"), ("record_dir", "segments")):
-        for path in outputs.get(key, {}).get("recent", [])[-1:]:
-            wrote.append(f"{what} {path}")
+    for path in outputs.get("recording", {}).get("recent", [])[-1:]:
+        wrote.append(f"recording {path}")
+    segments = sum(o.get("files", 0) for k, o in outputs.items() if k.startswith("segments"))
+    if settings.recording.record_dir is not None:
+        wrote.append(f"segments {settings.recording.record_dir} ({segments} files)")
     paths = {"events": settings.output.events, "history": settings.history_file,
              "snapshots": settings.snapshot_folder, "harvest": settings.output.harvest_dir}
     for key, path in paths.items():
