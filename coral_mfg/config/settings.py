@@ -51,6 +51,7 @@ from coral_mfg.config.validators import (
     NonNegativeInt,
     PositiveFloat,
     PositiveInt,
+    RecordingPath,
     SentenceError,
     SomeNames,
     Text,
@@ -61,6 +62,7 @@ from coral_mfg.config.validators import (
 )
 from coral_mfg.config.zones import ZONE_KEYS, LineSpec, PresenceSpec, ZoneSpec, zone_label
 from coral_mfg.core.errors import ConfigError, read_user_text
+from coral_mfg.core.files import into_folder, written_problem
 from coral_mfg.core.shifts import shift_times
 
 ENCODER_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium")
@@ -224,9 +226,9 @@ class OutputConfig(_Section):
     anonymize: Flag = setting(
         False, "hide people under opaque boxes (with a margin; also where a person was just "
         "seen but missed on this frame)", kind="switch")
-    output: FilePath | None = setting(
+    output: RecordingPath | None = setting(
         None, "record both annotated streams side by side (H.264; playable even if the run "
-        "is killed)", metavar="FILE.mp4")
+        "is killed); a folder (out/) takes a new file per run", metavar="FILE.mp4|DIR/")
     events: FilePath | None = setting(None, "write the JSON Lines event log",
                                       metavar="FILE.jsonl")
     events_rotate_mb: NonNegativeInt = setting(
@@ -539,6 +541,13 @@ class Settings(_Section):
                 found.append((key, path, path / "probe" if is_folder else path))
         return found
 
+    def written_problems(self) -> list[tuple[str, Path, Path, str | None]]:
+        """Each output as :meth:`written` gives it, with why the run cannot write it (one
+        line with the fix) or None: the run stops on the first, doctor lists them all."""
+        folders = dict(WRITTEN_KEYS)
+        return [(key, path, probe, written_problem(key, path, probe, folders[key]))
+                for key, path, probe in self.written()]
+
     @property
     def snapshot_folder(self) -> Path | None:
         """Where snapshots go: the setting, else "snapshots" beside the event log, if any."""
@@ -794,7 +803,8 @@ def _resolve(key: str, value: Any, base: Path) -> Any:
     """Paths relative to ``base``; inputs too, unless they are URLs or devices."""
     if key in FILE_KEYS and isinstance(value, Path):
         p = value.expanduser()
-        return p if p.is_absolute() else (base / p).resolve()
+        p = p if p.is_absolute() else (base / p).resolve()
+        return into_folder(p) if key == "output" else p
     if key in INPUT_KEYS and isinstance(value, str) and not _is_device_or_url(value):
         p = Path(value).expanduser()
         return str(p if p.is_absolute() else (base / p).resolve())

@@ -307,10 +307,22 @@ class OutputRestored:
     stamp: Stamp
 
 
+@dataclass(frozen=True, kw_only=True)
+class ModelWarning:
+    """At start-up: the training report beside a classifier says it is not fit to run."""
+
+    type: ClassVar[str] = "model_warning"
+    model: str
+    warning: str
+    time: float
+    stamp: Stamp
+
+
 Event = (KeepoutEnter | KeepoutExit | ZoneDwellExceeded | LineCrossed | PresenceMissing
          | PresenceRestored | CameraBlind | CameraRestored | Graded | SourceLost
          | SourceRestored | AcceleratorLost | AcceleratorRestored | AcceleratorFallback
-         | ZonesReloaded | ZonesChanged | ZonesError | OutputFault | OutputRestored)
+         | ZonesReloaded | ZonesChanged | ZonesError | OutputFault | OutputRestored
+         | ModelWarning)
 #: Where a producer hands its events (the run's context queues them for the outputs).
 EventSink = Callable[[Event], None]
 

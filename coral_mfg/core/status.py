@@ -165,6 +165,7 @@ class RunStatus:
     sink_failures: tuple[tuple[str, int], ...] = ()
     output_warning: str | None = None  # a failing output or a nearly full disk
     zone_error: str | None = None  # a refused zone edit
+    model_warning: str | None = None  # a classifier its training report calls unfit
     paused: bool = False
     #: this shift's counts over every run of it (the history's), beside this run's own
     shift: PeriodTotals | None = None

@@ -64,6 +64,8 @@ def health_of(status: RunStatus, s: StreamStatus) -> tuple[str, Color, str]:
         reasons.append("on the CPU: the Edge TPU failed")
     if status.output_warning:
         reasons.append(status.output_warning)
+    if status.model_warning and "inspection" in s.roles:
+        reasons.append(f"classifier unfit: {status.model_warning}")
     if status.zone_error and s.zones:
         reasons.append(f"zone file refused: {status.zone_error}")
     if reasons:

@@ -42,19 +42,21 @@ from coral_mfg.config.cameras import CameraConfig
 from coral_mfg.config.settings import Settings, StreamConfig
 from coral_mfg.config.validators import redact_url
 from coral_mfg.config.zones import LineSpec, PresenceSpec, ZoneSource
-from coral_mfg.core.errors import ConfigError, UserError
+from coral_mfg.core.errors import ConfigError, UserError, not_a_file
 from coral_mfg.core.events import (
+    EventSink,
     Graded,
     KeepoutEnter,
+    ModelWarning,
     PresenceMissing,
     Stamper,
     ZoneDwellExceeded,
 )
-from coral_mfg.core.files import writable_folder
 from coral_mfg.core.frame import Frame
 from coral_mfg.core.geometry import Rect, letterbox
 from coral_mfg.inference.labels import LABELS_FILE
 from coral_mfg.inference.model_file import inspect_model
+from coral_mfg.inference.model_report import warnings_beside
 from coral_mfg.inference.runtime import runtime_backend
 from coral_mfg.inference.startup import Inference, start_inference
 from coral_mfg.outputs.base import OutputThread, Sink
@@ -169,6 +171,7 @@ def _assemble(settings: Settings, probes: dict[str, _Probe], extra: list[Sink],
         reported.append(Reported("harvest", harvester.health, harvester.counts))
     sinks.extend(extra)
     ctx.outputs.sinks.extend(sinks)
+    model_warning = _model_warnings(inference.plan.classifier, own, ctx.event, stamper)
     scheduler = Scheduler([], inference.pool, ctx.cond, ctx.stop, on_result=ctx.result,
                           on_stream_done=ctx.stream_done, paused=ctx.paused)
     units: dict[str, StreamUnit] = {}
@@ -197,7 +200,22 @@ def _assemble(settings: Settings, probes: dict[str, _Probe], extra: list[Sink],
     editor = ShapeEditor(editable, watcher, ctx.event, stamper, settings.out_size)
     return Pipeline(settings, inference, units, ctx=ctx, scheduler=scheduler,
                     zone_watcher=watcher, sinks=sinks, reported=reported, event_log=events,
-                    mqtt=mqtt, history=history, shape_editor=editor)
+                    mqtt=mqtt, history=history, shape_editor=editor,
+                    model_warning=model_warning)
+
+
+def _model_warnings(classifier: Path, own: tuple[Path, ...], on_event: EventSink,
+                    stamper: Stamper) -> str | None:
+    """Warn (log, event log) of each classifier whose training report says it is unfit to
+    run; the first warning, for the screens, or None."""
+    first = None
+    for model in dict.fromkeys((classifier, *own)):
+        for warning in warnings_beside(model):
+            log.warning("classifier %s: %s", model, warning)
+            on_event(ModelWarning(model=str(model), warning=warning,
+                                  time=stamper.run_time(), stamp=stamper.stamp()))
+            first = first or f"{model.parent.name}/{model.name}: {warning}"
+    return first
 
 
 def _processor(settings: Settings, camera: CameraConfig, inference: Inference,
@@ -294,17 +312,21 @@ def _probe(config: StreamConfig, out_size: tuple[int, int], opener: Opener | Non
 
 def _check_outputs(settings: Settings) -> None:
     """Output folders that cannot be written fail before anything slow is opened."""
-    for flag, path, probe in settings.written():
-        problem = writable_folder(probe)
+    for _, _, _, problem in settings.written_problems():
         if problem:
-            raise UserError(f"--{flag} {path}: {problem}; pass a writable path")
+            raise UserError(problem)
 
 
 def _check_files(settings: Settings) -> None:
     """Files a run reads besides its inputs and models: the broker's TLS files."""
     for key in ("mqtt_ca_file", "mqtt_cert_file", "mqtt_key_file"):
         path = settings.value(key)
-        if path is not None and not path.is_file():
+        if path is None:
+            continue
+        problem = not_a_file(path, f"--{key}", "pass a PEM file")
+        if problem:
+            raise UserError(problem)
+        if not path.is_file():
             raise UserError(f"--{key} {path} not found: pass an existing PEM file")
 
 

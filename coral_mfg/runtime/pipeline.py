@@ -90,6 +90,7 @@ class Pipeline:
         sinks: list[Sink], reported: list[Reported], event_log: EventLog | None,
         mqtt: MqttPublisher | None, history: HistoryWriter | None = None,
         shape_editor: ShapeEditor | None = None,
+        model_warning: str | None = None,
     ) -> None:
         self.settings = settings
         self.inference = inference
@@ -103,6 +104,7 @@ class Pipeline:
         self.mqtt = mqtt
         self.history = history
         self.shape_editor = shape_editor
+        self.model_warning = model_warning
         self.board = StatusBoard(self.assemble_status())
         self._status_at = 0.0
         self._closed = False
@@ -234,6 +236,7 @@ class Pipeline:
             sink_failures=tuple(self.ctx.outputs.failures.copy().items()),
             output_warning=self._output_warning(),
             zone_error=errors[0] if errors else None,
+            model_warning=self.model_warning,
             paused=self.ctx.paused.is_set(),
             shift=self.history.totals() if self.history is not None else None,
         )

@@ -484,7 +484,7 @@ class WebServer:
             "violations": s.violations,
             "counts": s.inspected,
             "shift": s.shift.record() if s.shift is not None else None,
-            "warning": s.output_warning or s.zone_error,
+            "warning": s.output_warning or s.zone_error or s.model_warning,
             "viewers": self.viewers,
             "connections": self.connection_counts(),
         }
