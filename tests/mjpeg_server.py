@@ -1,7 +1,8 @@
 """A small MJPEG-over-HTTP camera on 127.0.0.1, serving frames of a video file.
 
-Run as ``python tests/mjpeg_server.py VIDEO PORT``; tests start and kill it to
-make a network source fail and come back for real.
+Run as ``python tests/mjpeg_server.py VIDEO PORT [--frozen]``; tests start and kill
+it to make a network source fail and come back for real. ``--frozen`` sends the
+video's first frame over and over, as a stuck encoder does.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import cv2
 
 def main() -> None:
     video, port = sys.argv[1], int(sys.argv[2])
+    frozen = "--frozen" in sys.argv[3:]
     cap = cv2.VideoCapture(video)
     frames = []
     while True:
@@ -34,7 +36,7 @@ def main() -> None:
             i = 0
             try:
                 while True:
-                    jpg = frames[i % len(frames)]
+                    jpg = frames[0 if frozen else i % len(frames)]
                     i += 1
                     self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\n"
                                      b"Content-Length: %d\r\n\r\n" % len(jpg) + jpg + b"\r\n")

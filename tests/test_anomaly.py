@@ -293,9 +293,9 @@ def test_the_overlay_marks_an_anomalous_object() -> None:
     frame = Frame("visual_inspection", 0, 0.0, 0.0, np.zeros((540, 960, 3), np.uint8), 1.0)
     marks = build_overlay(FrameResult(frame, (960, 540), "cpu", objects)).boxes
     assert [(m.color, m.label) for m in marks] == [
-        (GREEN, "fresh_apple: 0.97"),
-        (RED, "fresh_apple: 0.91  ANOMALY 1.62"),
-        (RED, "anomalous: 1.40"),
+        (GREEN, "Fresh apple PASS 0.97"),
+        (RED, "Fresh apple FAIL 0.91 ANOMALY 1.62"),
+        (RED, "Anomalous FAIL 1.40"),
     ]
 
 

@@ -150,10 +150,11 @@ def test_shipped_default_config_has_the_original_zone() -> None:
          "zone 'a': color must be '#rrggbb', got 'red'"),
         (f'[[safety.zones]]\nname = "a"\npoints = {SQUARE}\nshape = "x"\n',
          "zone 'a': unknown key 'shape'; known: color, enabled, enter_frames, exit_frames, "
-         "frame_size, mode, name, points, units"),
+         "frame_size, max_seconds, mode, name, points, units"),
         (f'[[safety.zones]]\nname = "a"\npoints = {SQUARE}\nenter_frame = 2\n',
          "zone 'a': unknown key 'enter_frame' (did you mean enter_frames?); known: color, "
-         "enabled, enter_frames, exit_frames, frame_size, mode, name, points, units"),
+         "enabled, enter_frames, exit_frames, frame_size, max_seconds, mode, name, points, "
+         "units"),
         (f'[[safety.zones]]\nname = "a"\npoints = {SQUARE}\nwidth = 1280\n',
          "zone 'a': unknown key 'width'; 'width' is a top-level setting: TOML puts every key "
          "written after a [[safety.zones]] header into that zone (here zone 1), so move it "
@@ -499,10 +500,10 @@ def test_whole_box_flag_sets_the_mode_of_the_shipped_zone() -> None:
 # --- one schema, sizes, renames --------------------------------------------------------------
 
 
-def test_readme_zone_table_is_the_schema() -> None:
+def test_the_documented_zone_table_is_the_schema() -> None:
     from coral_mfg.config.zones import schema_table
 
-    assert schema_table() in (ROOT / "README.md").read_text()
+    assert schema_table() in (ROOT / "docs" / "zones.md").read_text()
 
 
 @pytest.mark.parametrize(

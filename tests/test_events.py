@@ -1,5 +1,5 @@
 """The JSON form of every event, byte for byte: what the event log writes, MQTT publishes
-and the README documents."""
+and the docs document."""
 
 from __future__ import annotations
 
@@ -65,6 +65,12 @@ TAIL = '"timestamp":"2025-11-29T10:00:00.250Z","id":"0123456789abcdef0123456789a
          f'"time":11.0,{TAIL}}}'),
         (ev.ZonesReloaded(zones=("a", "b"), time=1.5, stamp=STAMP),
          f'{{"type":"zones_reloaded","zones":["a","b"],"time":1.5,{TAIL}}}'),
+        (ev.ZonesChanged(stream="press", by="admin token (bearer, 10.0.0.5)",
+                         changes=("added zone 'walkway'",), zones=("press-1", "walkway"),
+                         file="station.toml", time=2.5, stamp=STAMP),
+         '{"type":"zones_changed","stream":"press","by":"admin token (bearer, 10.0.0.5)",'
+         '"changes":["added zone \'walkway\'"],"zones":["press-1","walkway"],'
+         f'"file":"station.toml","time":2.5,{TAIL}}}'),
         (ev.ZonesError(error="bad", time=1.5, stamp=STAMP),
          f'{{"type":"zones_error","error":"bad","time":1.5,{TAIL}}}'),
         (ev.OutputFault(output="recording", reason="No space left on device",
@@ -75,6 +81,40 @@ TAIL = '"timestamp":"2025-11-29T10:00:00.250Z","id":"0123456789abcdef0123456789a
                            time=8.0, stamp=STAMP),
          '{"type":"output_restored","output":"recording","lost":12,'
          f'"at":"2025-11-29T10:00:00.000Z","time":8.0,{TAIL}}}'),
+        (ev.KeepoutEnter(zone="press-1", track=7, frame=212, time=14.1, stream="press",
+                         stamp=STAMP, entered_at="2025-11-29T09:59:59.900Z"),
+         '{"type":"keepout_enter","zone":"press-1","track":7,"frame":212,"time":14.1,'
+         f'"stream":"press",{TAIL},"entered_at":"2025-11-29T09:59:59.900Z"}}'),
+        (ev.ZoneDwellExceeded(zone="press-1", track=7, seconds=61.2, max_seconds=60.0,
+                              frame=1130, time=75.3, stream="press", stamp=STAMP,
+                              entered_at="2025-11-29T09:58:58.900Z"),
+         '{"type":"zone_dwell_exceeded","zone":"press-1","track":7,"seconds":61.2,'
+         '"max_seconds":60.0,"frame":1130,"time":75.3,"stream":"press",'
+         f'{TAIL},"entered_at":"2025-11-29T09:58:58.900Z"}}'),
+        (ev.LineCrossed(line="end", direction="down", track=2, label="apple", frame=62,
+                        time=3.6, stream="belt", stamp=STAMP, grade="rotten_apple",
+                        passed=False),
+         '{"type":"line_crossed","line":"end","direction":"down","track":2,"label":"apple",'
+         f'"frame":62,"time":3.6,"stream":"belt",{TAIL},"grade":"rotten_apple",'
+         '"passed":false}'),
+        (ev.LineCrossed(line="door", direction="in", track=4, label="person", frame=9,
+                        time=0.6, stream="hall", stamp=STAMP),
+         '{"type":"line_crossed","line":"door","direction":"in","track":4,"label":"person",'
+         f'"frame":9,"time":0.6,"stream":"hall",{TAIL}}}'),
+        (ev.PresenceMissing(check="shelf", label="bottle", expected=3, seen=2, frame=90,
+                            time=6.0, stream="shelf_cam", stamp=STAMP),
+         '{"type":"presence_missing","check":"shelf","label":"bottle","expected":3,"seen":2,'
+         f'"frame":90,"time":6.0,"stream":"shelf_cam",{TAIL}}}'),
+        (ev.PresenceRestored(check="shelf", label="bottle", expected=3, seen=3, frame=130,
+                             time=8.6, stream="shelf_cam", stamp=STAMP),
+         '{"type":"presence_restored","check":"shelf","label":"bottle","expected":3,'
+         f'"seen":3,"frame":130,"time":8.6,"stream":"shelf_cam",{TAIL}}}'),
+        (ev.CameraBlind(stream="press", reason="NO SIGNAL: no frame for 10 s", time=30.0,
+                        stamp=STAMP),
+         '{"type":"camera_blind","stream":"press","reason":"NO SIGNAL: no frame for 10 s",'
+         f'"time":30.0,{TAIL}}}'),
+        (ev.CameraRestored(stream="press", blind_s=12.5, time=42.5, stamp=STAMP),
+         f'{{"type":"camera_restored","stream":"press","blind_s":12.5,"time":42.5,{TAIL}}}'),
     ],
     ids=lambda v: v.type if hasattr(v, "type") else "",
 )
@@ -82,11 +122,11 @@ def test_every_event_has_its_documented_json_form(event: ev.Event, expected: str
     assert json.dumps(event_json(event), separators=(",", ":")) == expected
 
 
-def test_the_readme_shows_the_same_forms() -> None:
-    """Each event the README shows whole has exactly the keys, in the order, made here."""
-    text = (ROOT / "README.md").read_text()
+def test_the_docs_show_the_same_forms() -> None:
+    """Each event the docs show has exactly the keys, in the order, made here."""
+    text = "\n".join(p.read_text() for p in sorted((ROOT / "docs").glob("*.md")))
     found = re.findall(r'(\{"type":"(?:keepout_enter|graded)",[^\n`]*\})', text)
-    # shortened in the README with ",...}": the keys shown must be the first ones, in order
+    # shortened in the docs with ",...}": the keys shown must be the first ones, in order
     shown = [json.loads(m.replace(",...}", "}")) for m in found]
     assert shown
     made = {"keepout_enter": event_json(ev.KeepoutEnter(

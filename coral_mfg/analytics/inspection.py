@@ -232,6 +232,7 @@ class InspectionRole:
                 obs.track.id, obs.predicted, self._passed(verdict, anomaly),
                 self._frame_grade(scores, odd),
                 None if i is None or (scores is None and odd is None) else part.crops[i],
+                self.tracker.is_counted(obs.track),
                 None if anomaly is None else anomaly.score,
                 None if anomaly is None else anomaly.anomalous))
         self.last_frame = frame.index

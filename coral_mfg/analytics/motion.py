@@ -50,11 +50,11 @@ class MotionGate:
         with self._lock:
             ref = self._reference
             due = ref is None or ref.shape != small.shape or (
-                frame.captured - self._at >= self.recheck_s)
+                frame.clock - self._at >= self.recheck_s)
             if not due:
                 assert ref is not None
                 changed = np.count_nonzero(cv2.absdiff(small, ref) > PIXEL_DELTA)
                 if changed < self.area * small.size:
                     return False
-            self._reference, self._at = small, frame.captured
+            self._reference, self._at = small, frame.clock
             return True

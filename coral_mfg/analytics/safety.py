@@ -1,8 +1,10 @@
-"""Worker safety: people against keep-out zones, with debounced enter and exit.
+"""Worker safety: people against keep-out zones, with debounced enter and exit, and a
+dwell alarm for a stay longer than a zone allows.
 
 A person counts as in a zone only after ``enter_frames`` consecutive frames
 inside, and leaves it after ``exit_frames`` consecutive frames outside, so an
-alarm does not flicker on a box that jitters across the line.
+alarm does not flicker on a box that jitters across the line. A zone with
+``max_seconds`` raises one dwell alarm per stay that lasts longer.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ import numpy as np
 from coral_mfg.analytics.tracking import Tracker
 from coral_mfg.analytics.zones import KeepoutZone
 from coral_mfg.config.settings import TrackingConfig
+from coral_mfg.core.clock import iso_utc
 from coral_mfg.core.detections import Detections, as_box, pixel_boxes
-from coral_mfg.core.events import KeepoutEnter, KeepoutExit, Stamper
+from coral_mfg.core.events import KeepoutEnter, KeepoutExit, Stamper, ZoneDwellExceeded
 from coral_mfg.core.frame import Frame
 from coral_mfg.core.geometry import letterbox
 from coral_mfg.core.results import PersonObject, SnapshotRequest, ZoneOutline
@@ -77,8 +80,8 @@ def _renames(
     return out
 
 
-#: The debounce's edges: a person entered or left a zone.
-ENTER, EXIT = "enter", "exit"
+#: The debounce's edges: a person entered or left a zone, or stayed too long.
+ENTER, EXIT, DWELL = "enter", "exit", "dwell"
 #: A zone gone from the file keeps who is in it this long before they leave it: a
 #: file saved in two steps must not turn one stay into an exit and a second entry.
 GONE_GRACE_S = 5.0
@@ -90,6 +93,8 @@ class _Presence:
     outside: int = 0
     active: bool = False
     since: float = 0.0  # when it became active (the frame's capture time)
+    started: float = 0.0  # the wall-clock time of the first frame of the stay
+    dwelled: bool = False  # this stay's dwell alarm was given
 
 
 @dataclass
@@ -105,15 +110,22 @@ class ZoneDebounce:
     stayed: dict[tuple[str, int], float] = field(default_factory=dict)
     #: zones gone from the file while someone was in them, since when
     gone_since: dict[str, float] = field(default_factory=dict)
+    #: when (wall clock) each (zone, track) with an edge this frame began its stay; taken by
+    #: the caller
+    began: dict[tuple[str, int], float] = field(default_factory=dict)
+    #: (zone, track, since) of stays longer than their zone's max_seconds now
+    dwelling: tuple[tuple[str, int, float], ...] = ()
 
     def update(
         self, hits: dict[str, dict[int, bool]], zones: tuple[KeepoutZone, ...],
-        now: float | None = None,
+        now: float | None = None, wall: float | None = None,
     ) -> list[tuple[str, str, int]]:
-        """``hits[zone][track]`` for this frame (captured at ``now``); returns (kind, zone,
-        track) events. A track missing from ``hits`` this frame counts as outside.
+        """``hits[zone][track]`` for this frame (at ``now`` on the camera's clock, ``wall``
+        on the wall clock); returns (kind, zone, track) events. A track missing from
+        ``hits`` this frame counts as outside.
         """
         now = time.monotonic() if now is None else now
+        wall = time.time() if wall is None else wall
         events: list[tuple[str, str, int]] = []
         by_name = {z.name: z for z in zones}
         keys = {(t, z) for z, tracks in hits.items() for t in tracks} | set(self.states)
@@ -129,15 +141,19 @@ class ZoneDebounce:
                 if state.active:
                     events.append((EXIT, zone_name, track))
                     self.stayed[(zone_name, track)] = now - state.since
+                    self.began[(zone_name, track)] = state.started
                 del self.states[(track, zone_name)]
                 continue
             if hits.get(zone_name, {}).get(track, False):
+                if state.inside == 0 and not state.active:
+                    state.started = wall
                 state.inside += 1
                 state.outside = 0
                 if not state.active and state.inside >= zone.enter_frames:
-                    state.active, state.since = True, now
+                    state.active, state.since, state.dwelled = True, now, False
                     self.violations[zone_name] = self.violations.get(zone_name, 0) + 1
                     events.append((ENTER, zone_name, track))
+                    self.began[(zone_name, track)] = state.started
             else:
                 state.outside += 1
                 state.inside = 0
@@ -145,10 +161,20 @@ class ZoneDebounce:
                     state.active = False
                     events.append((EXIT, zone_name, track))
                     self.stayed[(zone_name, track)] = now - state.since
+                    self.began[(zone_name, track)] = state.started
                 if not state.active and state.outside > zone.exit_frames + zone.enter_frames:
                     del self.states[(track, zone_name)]
+            limit = zone.max_seconds
+            if (state.active and not state.dwelled and limit is not None
+                    and now - state.since > limit):
+                state.dwelled = True
+                events.append((DWELL, zone_name, track))
+                self.began[(zone_name, track)] = state.started
         self.current = tuple(sorted((z, t, s.since) for (t, z), s in self.states.items()
                                     if s.active))
+        over = {z.name: z.max_seconds for z in zones if z.max_seconds is not None}
+        self.dwelling = tuple((z, t, since) for z, t, since in self.current
+                              if z in over and now - since > over[z])
         for name in [n for n in self.gone_since if not any(z == n for z, _, _ in self.current)]:
             del self.gone_since[name]
         return events
@@ -173,7 +199,7 @@ class SafetyPart:
     """What the safety role made of one frame."""
 
     objects: tuple[PersonObject, ...]
-    events: tuple[KeepoutEnter | KeepoutExit, ...]
+    events: tuple[KeepoutEnter | KeepoutExit | ZoneDwellExceeded, ...]
     snapshots: tuple[SnapshotRequest, ...]
     zones: tuple[ZoneOutline, ...]
 
@@ -215,30 +241,45 @@ class SafetyRole:
             if zone.enabled:
                 inside = zone.contains_boxes(boxes)
                 hits[zone.name] = {o.track.id: bool(h) for o, h in zip(seen, inside, strict=True)}
-        edges = self.debounce.update(hits, zones, frame.captured)
+        edges = self.debounce.update(hits, zones, frame.clock, frame.wall)
         objects = []
         for box, obs in zip(boxes, seen, strict=True):
             inside_zones = self.debounce.active(obs.track.id)
             objects.append(PersonObject(obs.score, as_box(box), bool(inside_zones), obs.track.id,
-                                        tuple(inside_zones), obs.predicted))
-        events = tuple(self._event(kind, zone, track, frame) for kind, zone, track in edges)
+                                        tuple(inside_zones), obs.predicted,
+                                        self.tracker.is_counted(obs.track)))
+        limits = {z.name: z.max_seconds for z in zones}
+        events = tuple(self._event(kind, zone, track, frame, limits.get(zone))
+                       for kind, zone, track in edges)
         shots = tuple(SnapshotRequest(e) for e in events
-                      if isinstance(e, KeepoutEnter) and e.snapshot is not None)
+                      if isinstance(e, KeepoutEnter | ZoneDwellExceeded)
+                      and e.snapshot is not None)
         return SafetyPart(tuple(objects), events, shots,
                           tuple(z.outline for z in zones if z.enabled))
 
-    def _event(self, kind: str, zone: str, track: int, frame: Frame
-               ) -> KeepoutEnter | KeepoutExit:
+    def _event(self, kind: str, zone: str, track: int, frame: Frame, limit: float | None
+               ) -> KeepoutEnter | KeepoutExit | ZoneDwellExceeded:
         stamp = self.stamper.stamp(frame.wall)
         at = self.stamper.run_time(frame.captured)
+        entered_at = iso_utc(self.debounce.began.pop((zone, track), frame.wall))
         if kind == ENTER:
             return KeepoutEnter(zone=zone, track=track, frame=frame.index, time=at,
                                 stream=self.camera, stamp=stamp,
                                 snapshot=self.stamper.picture(KeepoutEnter.type, stamp,
-                                                              self.camera))
+                                                              self.camera),
+                                entered_at=entered_at)
+        if kind == DWELL:
+            since = next((s for z, t, s in self.debounce.current if (z, t) == (zone, track)),
+                         frame.clock)
+            return ZoneDwellExceeded(
+                zone=zone, track=track, seconds=round(frame.clock - since, 2),
+                max_seconds=limit or 0.0, frame=frame.index, time=at, stream=self.camera,
+                stamp=stamp, entered_at=entered_at,
+                snapshot=self.stamper.picture(ZoneDwellExceeded.type, stamp, self.camera))
         stayed = self.debounce.stayed.pop((zone, track), 0.0)
         return KeepoutExit(zone=zone, track=track, frame=frame.index, time=at,
-                           seconds_in_zone=round(stayed, 2), stream=self.camera, stamp=stamp)
+                           seconds_in_zone=round(stayed, 2), stream=self.camera, stamp=stamp,
+                           entered_at=entered_at)
 
     @property
     def violations(self) -> int:

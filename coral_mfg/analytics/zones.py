@@ -42,6 +42,7 @@ class KeepoutZone:
     exit_frames: int = DEBOUNCE_FRAMES
     enabled: bool = True
     color: Rgb = (255, 0, 0)
+    max_seconds: float | None = None  # a longer stay is a dwell alarm
     spec: ZoneSpec | None = None  # as written, for saving back
     source: ZoneSource | None = None
     polygon: shapely.Polygon = field(init=False)
@@ -98,7 +99,8 @@ def place_zone(
     rel = relative_points(spec, where)
     mode = spec.mode or ("whole_box" if whole_box else "bottom")
     return KeepoutZone(spec.name, to_rect(rel, picture), ZoneMode(mode), spec.enter_frames,
-                       spec.exit_frames, spec.enabled, _rgb(spec.color), spec, source)
+                       spec.exit_frames, spec.enabled, _rgb(spec.color), spec.max_seconds,
+                       spec, source)
 
 
 def place_zones(

@@ -342,7 +342,8 @@ class CaptureThread(threading.Thread):
         pts = self._pts()
         if self.pace and not self._wait_until(pts):
             return
-        frame = Frame(self.stream, self.index, pts, time.monotonic(), image, ms)
+        frame = Frame(self.stream, self.index, pts, time.monotonic(), image, ms,
+                      scene=self._clock + pts)
         if self._hand_over(frame):
             self.index += 1
 

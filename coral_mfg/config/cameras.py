@@ -21,7 +21,7 @@ from coral_mfg.config.validators import (
     Text,
     UnitFloat,
 )
-from coral_mfg.config.zones import ZoneSpec
+from coral_mfg.config.zones import LineSpec, PresenceSpec, ZoneSpec
 
 SAFETY, INSPECTION = "safety", "inspection"
 ROLES = (SAFETY, INSPECTION)
@@ -32,9 +32,10 @@ WORKER_SAFETY, VISUAL_INSPECTION = "worker_safety", "visual_inspection"
 
 def _roles(value: Any) -> tuple[str, ...]:
     items = [value] if isinstance(value, str) else value
-    if (not isinstance(items, list | tuple) or not items
+    if (not isinstance(items, list | tuple)
             or not all(isinstance(r, str) and r in ROLES for r in items)):
-        raise ValueError('a list of roles: ["safety"], ["inspection"] or both')
+        raise ValueError('a list of roles: ["safety"], ["inspection"], both, or [] for a '
+                         "camera with presence checks only")
     return tuple(dict.fromkeys(items))
 
 
@@ -83,6 +84,9 @@ class CameraConfig(BaseModel):
     motion_recheck_seconds: PositiveFloat = Field(
         2.0, description="a still picture is checked again at least this often")
     zones: tuple[ZoneSpec, ...] = Field((), description="its `[[cameras.NAME.zones]]`")
+    lines: tuple[LineSpec, ...] = Field((), description="its `[[cameras.NAME.lines]]`")
+    presence: tuple[PresenceSpec, ...] = Field(
+        (), description="its `[[cameras.NAME.presence]]`")
 
     @property
     def safety(self) -> bool:
@@ -95,5 +99,7 @@ class CameraConfig(BaseModel):
 
 #: The keys a ``[cameras.NAME]`` table may hold (its name is the table's).
 CAMERA_KEYS = frozenset(CameraConfig.model_fields) - {"name"}
+#: The tables a camera holds of its own: ``[[cameras.NAME.zones]]`` and the like.
+SHAPE_TABLES = ("zones", "lines", "presence")
 #: Keys that name files, taken relative to the config file's folder.
 CAMERA_FILE_KEYS = ("classifier_model", "classifier_labels", "anomaly")

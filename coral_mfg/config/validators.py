@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -18,6 +19,7 @@ from urllib.parse import urlsplit
 
 from pydantic import PlainValidator
 
+from coral_mfg.core.files import into_folder
 from coral_mfg.core.names import name_problem, prefix_problem
 
 
@@ -75,6 +77,13 @@ def path(value: Any) -> Path:
     if isinstance(value, Path):
         return value
     return Path(text(value))
+
+
+def recording_path(value: Any) -> Path:
+    """A recording's file; written as a folder (``out/``), a new file in that folder."""
+    if isinstance(value, str) and value.endswith(("/", os.sep)):
+        return into_folder(Path(value), said_folder=True)
+    return path(value)
 
 
 def name(value: Any) -> str:
@@ -154,6 +163,25 @@ def points(value: Any) -> tuple[tuple[float, float], ...]:
     if len(out) < 3:
         raise SentenceError(f"needs at least 3 points, found {len(out)}")
     return tuple(out)
+
+
+def two_points(value: Any) -> tuple[tuple[float, float], ...]:
+    """A line's two ``[x, y]`` ends, distinct."""
+    if not isinstance(value, list | tuple) or len(value) != 2:
+        raise SentenceError(f"points must be two [x, y] ends, got {value!r}")
+    ends = points([*value, [0, 0]])[:2]  # the pairs checked as a zone's are
+    if ends[0] == ends[1]:
+        raise SentenceError("points must be two different ends")
+    return ends
+
+
+def direction_names(value: Any) -> tuple[str, str]:
+    """Two names for a line's directions: the first for crossing to the right of the line
+    as seen from its first point, the second for the way back."""
+    if (not isinstance(value, list | tuple) or len(value) != 2
+            or any(name_problem(v) is not None for v in value) or value[0] == value[1]):
+        raise ValueError("two different names, e.g. [\"in\", \"out\"]")
+    return (str(value[0]), str(value[1]))
 
 
 def size(value: Any) -> tuple[int, int]:
@@ -251,6 +279,8 @@ UnitFloat = Annotated[float, PlainValidator(unit_float)]
 Text = Annotated[str, PlainValidator(text)]
 Flag = Annotated[bool, PlainValidator(boolean)]
 FilePath = Annotated[Path, PlainValidator(path)]
+#: A file to record into, or a folder for a new file per run.
+RecordingPath = Annotated[Path, PlainValidator(recording_path)]
 MqttUrl = Annotated[str, PlainValidator(mqtt_url)]
 Bind = Annotated[str, PlainValidator(bind)]
 Names = Annotated[tuple[str, ...], PlainValidator(names)]
@@ -259,6 +289,8 @@ Name = Annotated[str, PlainValidator(name)]
 CameraName = Annotated[str, PlainValidator(camera_name)]
 TopicPrefix = Annotated[str, PlainValidator(topic_prefix)]
 Points = Annotated[tuple[tuple[float, float], ...], PlainValidator(points)]
+TwoPoints = Annotated[tuple[tuple[float, float], ...], PlainValidator(two_points)]
+Directions = Annotated[tuple[str, str], PlainValidator(direction_names)]
 Size = Annotated[tuple[int, int], PlainValidator(size)]
 Color = Annotated[str, PlainValidator(color)]
 ZoneName = Annotated[str, PlainValidator(zone_name)]

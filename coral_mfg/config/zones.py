@@ -1,5 +1,5 @@
-"""Keep-out zones as the user writes them: the schema, the original demo's CSV, and the
-checks that the points mean what was meant.
+"""Keep-out zones, counting lines and presence regions as the user writes them: the
+schemas, the original demo's CSV, and the checks that the points mean what was meant.
 
 A zone is written once, as a :class:`ZoneSpec` (a ``[[safety.zones]]`` table or
 the original demo's CSV). Points are relative to the worker-safety picture
@@ -24,10 +24,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from coral_mfg.config.validators import (
     Color,
+    Directions,
     Flag,
     Frames,
     Points,
+    PositiveFloat,
     Size,
+    SomeNames,
+    TwoPoints,
     ZoneName,
     one_of,
 )
@@ -79,6 +83,9 @@ class ZoneSpec(BaseModel):
         True, description="`false` keeps the zone in the file but checks nobody against it")
     color: Color = Field(
         "#ff0000", description="`#rrggbb`, as drawn")
+    max_seconds: PositiveFloat | None = Field(
+        None, description="a person in the zone longer than this raises a dwell alarm "
+        "(`zone_dwell_exceeded`, once per stay); unset: no limit")
 
     def to_table(self) -> dict[str, Any]:
         """The zone as a TOML table: what the editor writes back."""
@@ -93,6 +100,51 @@ def _plain(value: Any) -> Any:
 
 
 ZONE_KEYS = frozenset(ZoneSpec.model_fields)
+
+Units = Annotated[Literal["pixels", "relative"], one_of("pixels", "relative")]
+
+
+class LineSpec(BaseModel):
+    """A counting line (``[[cameras.NAME.lines]]``): tracked objects crossing it are
+    counted once per crossing, in their direction."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: ZoneName = Field(description="unique on the camera; in events, topics and metrics")
+    points: TwoPoints = Field(description="its two ends `[[x, y], [x, y]]`, in `units`")
+    units: Units = Field("pixels", description="as a zone's")
+    frame_size: Size = Field(REFERENCE_SIZE, description="as a zone's")
+    labels: SomeNames | None = Field(
+        None, description="detector labels counted (default: the camera's people and its "
+        "inspected labels)")
+    directions: Directions = Field(
+        ("in", "out"), description="names of the two directions: the first is a crossing "
+        "to the right of the line as seen from its first point towards its second")
+    color: Color = Field("#00c8ff", description="`#rrggbb`, as drawn")
+    enabled: Flag = Field(
+        True, description="`false` keeps the line in the file but counts nothing on it")
+
+
+class PresenceSpec(BaseModel):
+    """A presence check (``[[cameras.NAME.presence]]``): at least ``expected`` objects of a
+    label in a region, or an alarm once the shortfall has lasted ``seconds``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: ZoneName = Field(description="unique on the camera; in events, topics and metrics")
+    label: ZoneName = Field(description="the detector label looked for, e.g. `bottle`")
+    expected: Frames = Field(description="how many should be there (1 or more)")
+    points: Points = Field(description="the region: three or more `[x, y]` corners")
+    units: Units = Field("pixels", description="as a zone's")
+    frame_size: Size = Field(REFERENCE_SIZE, description="as a zone's")
+    seconds: PositiveFloat = Field(
+        2.0, description="how long a shortfall (or its end) must last before it is "
+        "reported: a passing hand or a missed frame is not an alarm")
+    threshold: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
+        0.5, description="the detector score an object needs to be counted")
+    color: Color = Field("#ffc800", description="`#rrggbb`, as drawn")
+    enabled: Flag = Field(
+        True, description="`false` keeps the check in the file but never raises its alarm")
 
 
 def zone_label(table: dict[str, Any], index: int) -> str:
@@ -168,8 +220,10 @@ def csv_spec(path: Path) -> ZoneSpec:
                     enter_frames=LEGACY_DEBOUNCE_FRAMES, exit_frames=LEGACY_DEBOUNCE_FRAMES)
 
 
-def relative_points(spec: ZoneSpec, where: str) -> npt.NDArray[np.float64]:
-    """The zone's corners as 0-1 fractions of the picture, checked to mean what was meant."""
+def relative_points(spec: ZoneSpec | LineSpec | PresenceSpec, where: str
+                    ) -> npt.NDArray[np.float64]:
+    """The shape's corners (a line's ends) as 0-1 fractions of the picture, checked to mean
+    what was meant."""
     points = np.array(spec.points, np.float64)
     if spec.units == "relative":
         if ((points < 0) | (points > 1)).any():
@@ -185,6 +239,8 @@ def relative_points(spec: ZoneSpec, where: str) -> npt.NDArray[np.float64]:
                 "refer to; move the point, or set frame_size (or units = \"relative\")"
             )
         rel = points / np.array([w, h], np.float64)
+    if isinstance(spec, LineSpec):
+        return rel
     centred = rel - rel.mean(axis=0)
     if np.linalg.matrix_rank(centred, tol=1e-9) < 2:
         raise ConfigError(f"{where}: the zone polygon has no area (its points are on a line)")

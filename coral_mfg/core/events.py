@@ -62,6 +62,9 @@ class Stamper:
 
 @dataclass(frozen=True, kw_only=True)
 class KeepoutEnter:
+    """A person is in a zone (after the debounce); ``entered_at`` is when the stay began
+    (the first frame seen inside, before the debounce confirmed it)."""
+
     type: ClassVar[str] = "keepout_enter"
     zone: str
     track: int
@@ -70,6 +73,7 @@ class KeepoutEnter:
     stream: str
     stamp: Stamp
     snapshot: str | None = field(default=None, metadata=OPTIONAL)
+    entered_at: str | None = field(default=None, metadata=OPTIONAL)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -81,6 +85,92 @@ class KeepoutExit:
     time: float
     seconds_in_zone: float
     stream: str
+    stamp: Stamp
+    entered_at: str | None = field(default=None, metadata=OPTIONAL)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ZoneDwellExceeded:
+    """A person has stayed in a zone longer than its ``max_seconds``: once per stay."""
+
+    type: ClassVar[str] = "zone_dwell_exceeded"
+    zone: str
+    track: int
+    seconds: float
+    max_seconds: float
+    frame: int
+    time: float
+    stream: str
+    stamp: Stamp
+    entered_at: str | None = field(default=None, metadata=OPTIONAL)
+    snapshot: str | None = field(default=None, metadata=OPTIONAL)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LineCrossed:
+    """A tracked object crossed a counting line; an inspected object carries its running
+    grade and whether it passes."""
+
+    type: ClassVar[str] = "line_crossed"
+    line: str
+    direction: str
+    track: int
+    label: str
+    frame: int
+    time: float
+    stream: str
+    stamp: Stamp
+    grade: str | None = field(default=None, metadata=OPTIONAL)
+    passed: bool | None = field(default=None, metadata=OPTIONAL)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PresenceMissing:
+    """Fewer objects than expected in a presence region, for the check's ``seconds``."""
+
+    type: ClassVar[str] = "presence_missing"
+    check: str
+    label: str
+    expected: int
+    seen: int
+    frame: int
+    time: float
+    stream: str
+    stamp: Stamp
+    snapshot: str | None = field(default=None, metadata=OPTIONAL)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PresenceRestored:
+    type: ClassVar[str] = "presence_restored"
+    check: str
+    label: str
+    expected: int
+    seen: int
+    frame: int
+    time: float
+    stream: str
+    stamp: Stamp
+
+
+@dataclass(frozen=True, kw_only=True)
+class CameraBlind:
+    """A camera cannot see (no signal, a stall, or no inference): its zones, lines and
+    presence checks are unknown until ``camera_restored``, never clear."""
+
+    type: ClassVar[str] = "camera_blind"
+    stream: str
+    reason: str
+    time: float
+    stamp: Stamp
+
+
+@dataclass(frozen=True, kw_only=True)
+class CameraRestored:
+    type: ClassVar[str] = "camera_restored"
+    stream: str
+    blind_s: float
+    time: float
     stamp: Stamp
 
 
@@ -177,6 +267,22 @@ class ZonesReloaded:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ZonesChanged:
+    """Someone changed a camera's zones, lines or presence regions and they were saved
+    and put in force: ``by`` names who (the token's role, or the window), never a
+    secret; ``changes`` says what, one phrase per shape ("added zone 'walkway'")."""
+
+    type: ClassVar[str] = "zones_changed"
+    stream: str
+    by: str
+    changes: tuple[str, ...]
+    zones: tuple[str, ...]
+    file: str
+    time: float
+    stamp: Stamp
+
+
+@dataclass(frozen=True, kw_only=True)
 class ZonesError:
     type: ClassVar[str] = "zones_error"
     error: str
@@ -207,9 +313,22 @@ class OutputRestored:
     stamp: Stamp
 
 
-Event = (KeepoutEnter | KeepoutExit | Graded | SourceLost | SourceRestored | AcceleratorLost
-         | AcceleratorRestored | AcceleratorFallback | ZonesReloaded | ZonesError | OutputFault
-         | OutputRestored)
+@dataclass(frozen=True, kw_only=True)
+class ModelWarning:
+    """At start-up: the training report beside a classifier says it is not fit to run."""
+
+    type: ClassVar[str] = "model_warning"
+    model: str
+    warning: str
+    time: float
+    stamp: Stamp
+
+
+Event = (KeepoutEnter | KeepoutExit | ZoneDwellExceeded | LineCrossed | PresenceMissing
+         | PresenceRestored | CameraBlind | CameraRestored | Graded | SourceLost
+         | SourceRestored | AcceleratorLost | AcceleratorRestored | AcceleratorFallback
+         | ZonesReloaded | ZonesChanged | ZonesError | OutputFault | OutputRestored
+         | ModelWarning)
 #: Where a producer hands its events (the run's context queues them for the outputs).
 EventSink = Callable[[Event], None]
 

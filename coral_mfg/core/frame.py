@@ -20,6 +20,18 @@ class Frame:
     image: npt.NDArray[np.uint8]
     decode_ms: float
     wall: float = field(default_factory=time.time)  # wall-clock time, for people and plants
+    scene: float | None = None  # see clock
+
+    @property
+    def clock(self) -> float:
+        """When the frame happened on the scene's own clock (monotonic seconds): a live
+        source's capture time; a file's media time, anchored where it started.
+
+        Debounces, dwell times, presence and the detection caps run on it, so a
+        ``--no-realtime`` run of a file means the same seconds as the video shows,
+        whatever the machine's speed.
+        """
+        return self.captured if self.scene is None else self.scene
 
     @property
     def size(self) -> tuple[int, int]:

@@ -9,7 +9,14 @@ import numpy as np
 import numpy.typing as npt
 
 from coral_mfg.core.detections import Detections
-from coral_mfg.core.events import Event, Graded, KeepoutEnter, frame_record
+from coral_mfg.core.events import (
+    Event,
+    Graded,
+    KeepoutEnter,
+    PresenceMissing,
+    ZoneDwellExceeded,
+    frame_record,
+)
 from coral_mfg.core.frame import Frame
 from coral_mfg.core.geometry import Rect, letterbox
 
@@ -27,6 +34,7 @@ class PersonObject:
     track: int
     zones: tuple[str, ...] = ()
     predicted: bool = False  # not detected on this frame: where its track expects it
+    confirmed: bool = True  # seen on enough frames to be a real person (lines count it)
 
     def record(self) -> dict[str, Any]:
         return {"label": "person", "score": round(self.score, 4), "box": list(self.box),
@@ -49,6 +57,7 @@ class InspectedObject:
     #: this frame's own grade of the crop and the crop in frame pixels, when graded on it
     frame_grade: str | None = None
     crop: Box | None = None
+    confirmed: bool = True  # seen on enough frames to be a real object (lines count it)
     #: the object's anomaly score (a vote over its scored frames; 1.0 is the threshold)
     #: and verdict, once it was scored on a frame; None without anomaly scoring
     anomaly_score: float | None = None
@@ -102,6 +111,7 @@ class Inferred:
     times: StageTimes
     people: Detections | None = None
     found: Candidates | None = None
+    present: Detections | None = None  # objects of the presence checks' labels
     skipped: bool = False
 
 
@@ -110,7 +120,8 @@ class SnapshotRequest:
     """A picture to save for an event: the annotated pane of ``result`` (None: the
     result that carries the request), and the object's crop when ``crop`` is set."""
 
-    event: KeepoutEnter | Graded  # the event the picture belongs to; it names the file
+    #: the event the picture belongs to; it names the file
+    event: KeepoutEnter | ZoneDwellExceeded | PresenceMissing | Graded
     result: FrameResult | None = None
     crop: Box | None = None
 

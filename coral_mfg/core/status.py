@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from coral_mfg.core.clock import iso_utc
+from coral_mfg.core.tally import PeriodTotals
 
 #: The states a stream can be in, as MQTT, the web view and health report them.
 LIVE, NO_SIGNAL, ERROR = "live", "no_signal", "error"
@@ -32,7 +33,30 @@ class Occupant:
 
     zone: str
     track: int
-    since: float
+    since: float  # on the camera's clock (StreamStatus.clock)
+
+
+@dataclass(frozen=True)
+class LineStatus:
+    """A counting line's crossings so far: (direction, grade or None, count)."""
+
+    name: str
+    directions: tuple[str, str]
+    counts: tuple[tuple[str, str | None, int], ...]
+
+    def total(self, direction: str) -> int:
+        return sum(n for d, _, n in self.counts if d == direction)
+
+
+@dataclass(frozen=True)
+class PresenceStatus:
+    """A presence check now: how many are seen, and whether the shortfall is reported."""
+
+    name: str
+    label: str
+    expected: int
+    seen: int
+    missing: bool
 
 
 @dataclass(frozen=True)
@@ -57,10 +81,27 @@ class StreamStatus:
     occupants: tuple[Occupant, ...] = ()
     entries: tuple[tuple[str, int], ...] = ()  # keep-out entries by zone
     inspected: tuple[tuple[str, int], ...] = ()  # counted objects by grade
+    dwelling: tuple[Occupant, ...] = ()  # stays longer than their zone allows, now
+    lines: tuple[LineStatus, ...] = ()
+    presence: tuple[PresenceStatus, ...] = ()
+    #: the camera's clock at its last frame (Frame.clock): occupants' and dwellers' ``since``
+    #: are on it
+    clock: float = 0.0
+    passing: tuple[str, ...] = ()  # the grades that pass, on an inspection camera
 
     @property
     def live(self) -> bool:
         return self.state == LIVE
+
+    @property
+    def blind(self) -> str | None:
+        """Why the camera cannot see now (no signal, a stall, no inference), or None: while
+        it is blind its zones, lines and presence checks are unknown, never clear."""
+        return None if self.state == LIVE else (self.reason or self.state)
+
+    def occupancy(self, zone: str) -> int | None:
+        """People in a zone now; None (unknown) while the camera is blind."""
+        return None if self.blind else self.in_zone(zone)
 
     def in_zone(self, zone: str) -> int:
         return sum(1 for o in self.occupants if o.zone == zone)
@@ -124,7 +165,10 @@ class RunStatus:
     sink_failures: tuple[tuple[str, int], ...] = ()
     output_warning: str | None = None  # a failing output or a nearly full disk
     zone_error: str | None = None  # a refused zone edit
+    model_warning: str | None = None  # a classifier its training report calls unfit
     paused: bool = False
+    #: this shift's counts over every run of it (the history's), beside this run's own
+    shift: PeriodTotals | None = None
 
     def stream(self, name: str) -> StreamStatus:
         return next(s for s in self.streams if s.name == name)
@@ -160,10 +204,29 @@ def stream_record(status: RunStatus, stream: StreamStatus, *, stopped: bool = Fa
                   ) -> dict[str, Any]:
     """A camera's state as plant systems get it (MQTT's retained ``<camera>/state``)."""
     return {"status": "stopped" if stopped else stream.state, "reason": stream.reason,
+            "blind": not stopped and stream.blind is not None,
             "fps": round(stream.fps, 2), "frames": stream.frames, "dropped": stream.dropped,
             "skipped": stream.skipped, "errors": stream.errors,
             "device": status.accelerator.device, "roles": list(stream.roles),
             "timestamp": iso_utc(status.at), "station": status.station}
+
+
+def line_record(line: LineStatus) -> dict[str, Any]:
+    """A line's counts: per direction, and per direction and grade for inspected objects."""
+    out: dict[str, Any] = {d: line.total(d) for d in line.directions}
+    graded = {f"{d}/{g}": n for d, g, n in line.counts if g is not None}
+    if graded:
+        out["by_grade"] = graded
+    return out
+
+
+def presence_record(stream: StreamStatus, check: PresenceStatus) -> dict[str, Any]:
+    """A presence check as plant systems get it; ``unknown`` while the camera is blind."""
+    if stream.blind:
+        return {"state": "unknown", "expected": check.expected, "seen": None,
+                "missing": None, "label": check.label}
+    return {"state": "missing" if check.missing else "ok", "expected": check.expected,
+            "seen": check.seen, "missing": check.missing, "label": check.label}
 
 
 def device_record(device: DeviceLoad) -> dict[str, Any]:

@@ -7,7 +7,11 @@ Topics, under a prefix (default ``coral_mfg``):
 - ``events``: one JSON message per event, QoS 1.
 - ``<camera>/state``: status, fps, dropped, skipped, errors, roles; retained,
   QoS 1 (queued while the broker is away, like the events).
-- ``<camera>/zones/<zone>/occupancy``: people in the zone now; retained, on change.
+- ``<camera>/zones/<zone>/occupancy``: people in the zone now, or ``unknown`` while
+  the camera is blind (never 0: a PLC must not read a blind camera as clear);
+  retained, on change.
+- ``<camera>/lines/<line>/counts``: crossings per direction (and grade); retained.
+- ``<camera>/presence/<check>``: state (ok, missing, unknown), expected, seen; retained.
 - ``<camera>/inspection/counts``: the camera's objects by grade; retained, on change.
 - ``inspection/counts``: the station's objects by grade (every camera's); retained.
 
@@ -40,7 +44,7 @@ from coral_mfg.config.settings import MqttConfig
 from coral_mfg.core.events import Event, event_json
 from coral_mfg.core.names import name_part
 from coral_mfg.core.results import FrameResult
-from coral_mfg.core.status import RunStatus, stream_record
+from coral_mfg.core.status import RunStatus, line_record, presence_record, stream_record
 from coral_mfg.outputs.base import SinkBase
 from coral_mfg.outputs.health import OutputHealth
 
@@ -159,9 +163,10 @@ class MqttPublisher(SinkBase):
         elif not kept:
             self.health.drop()  # the queue is full
 
-    def _retained(self, topic: str, payload: dict[str, Any] | int) -> None:
-        """A retained topic, published only when its value changed."""
-        text = json.dumps(payload, separators=(",", ":"))
+    def _retained(self, topic: str, payload: dict[str, Any] | int | str) -> None:
+        """A retained topic, published only when its value changed (a word as it is)."""
+        text = payload if isinstance(payload, str) else json.dumps(payload,
+                                                                   separators=(",", ":"))
         with self._lock:
             if self._last.get(topic) == text:
                 return
@@ -181,8 +186,15 @@ class MqttPublisher(SinkBase):
         for stream in status.streams:
             for zone in stream.zones:
                 if zone.enabled:
+                    people = stream.occupancy(zone.name)
                     self._retained(self.topic(stream.name, "zones", zone.name, "occupancy"),
-                                   stream.in_zone(zone.name))
+                                   "unknown" if people is None else people)
+            for line in stream.lines:
+                self._retained(self.topic(stream.name, "lines", line.name, "counts"),
+                               line_record(line))
+            for check in stream.presence:
+                self._retained(self.topic(stream.name, "presence", check.name),
+                               presence_record(stream, check))
             if stream.inspected:
                 self._retained(self.topic(stream.name, "inspection", "counts"),
                                dict(stream.inspected))

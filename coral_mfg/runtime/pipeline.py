@@ -23,15 +23,17 @@ from coral_mfg.capture.sources import SourceSupervisor
 from coral_mfg.config.cameras import CameraConfig
 from coral_mfg.config.settings import Settings, StreamConfig
 from coral_mfg.core.clock import PROCESS_START
-from coral_mfg.core.events import summary_record
+from coral_mfg.core.events import CameraBlind, CameraRestored, summary_record
 from coral_mfg.core.status import (
     ERROR,
     LIVE,
     NO_SIGNAL,
     AcceleratorStatus,
     DeviceLoad,
+    LineStatus,
     Occupant,
     OutputStatus,
+    PresenceStatus,
     RunStatus,
     StreamStatus,
     ZoneStatus,
@@ -40,9 +42,11 @@ from coral_mfg.inference.startup import Inference
 from coral_mfg.outputs.base import Sink
 from coral_mfg.outputs.event_log import EventLog
 from coral_mfg.outputs.health import OutputHealth
+from coral_mfg.outputs.history import HistoryWriter
 from coral_mfg.outputs.mqtt import MqttPublisher
 from coral_mfg.runtime.context import RunContext
 from coral_mfg.runtime.scheduler import Scheduler, StreamState
+from coral_mfg.runtime.shape_edit import ShapeEditor
 from coral_mfg.runtime.status import StatusBoard
 from coral_mfg.runtime.zone_watch import ZoneWatcher
 
@@ -84,7 +88,9 @@ class Pipeline:
         self, settings: Settings, inference: Inference, units: dict[str, StreamUnit], *,
         ctx: RunContext, scheduler: Scheduler, zone_watcher: ZoneWatcher | None,
         sinks: list[Sink], reported: list[Reported], event_log: EventLog | None,
-        mqtt: MqttPublisher | None,
+        mqtt: MqttPublisher | None, history: HistoryWriter | None = None,
+        shape_editor: ShapeEditor | None = None,
+        model_warning: str | None = None,
     ) -> None:
         self.settings = settings
         self.inference = inference
@@ -96,12 +102,16 @@ class Pipeline:
         self.reported = reported
         self.event_log = event_log
         self.mqtt = mqtt
+        self.history = history
+        self.shape_editor = shape_editor
+        self.model_warning = model_warning
         self.board = StatusBoard(self.assemble_status())
         self._status_at = 0.0
         self._closed = False
         self._started = False
         self._stats_at = time.monotonic()
         self._stats_frames: dict[str, int] = {}
+        self._blind_since: dict[str, float] = {}  # cameras blind now, since when
 
     def __enter__(self) -> Pipeline:
         return self
@@ -169,9 +179,33 @@ class Pipeline:
         self.ctx.changed.clear()
         self._status_at = now
         status = self.assemble_status()
+        self._watch_blind(status)
         self.board.publish(status)
         if self._started:
             self.ctx.outputs.put(status)
+
+    def _watch_blind(self, status: RunStatus) -> None:
+        """``camera_blind`` when a camera stops seeing, ``camera_restored`` when it sees
+        again: the event log and plant systems learn that its checks are unknown. Not
+        while closing: the run stopping its own sources and processes is no blindness."""
+        if self._closed:
+            return
+        now = time.monotonic()
+        for s in status.streams:
+            since = self._blind_since.get(s.name)
+            if s.blind is not None and since is None:
+                self._blind_since[s.name] = now
+                log.warning("camera %s is blind (%s): its zones, lines and presence checks "
+                            "are unknown until it sees again", s.name, s.blind)
+                self.ctx.event(CameraBlind(stream=s.name, reason=s.blind,
+                                           time=self.ctx.stamper.run_time(),
+                                           stamp=self.ctx.stamper.stamp()))
+            elif s.blind is None and since is not None:
+                del self._blind_since[s.name]
+                log.info("camera %s sees again after %.1f s", s.name, now - since)
+                self.ctx.event(CameraRestored(stream=s.name, blind_s=round(now - since, 2),
+                                              time=self.ctx.stamper.run_time(),
+                                              stamp=self.ctx.stamper.stamp()))
 
     def zone_store(self, camera: str) -> ZoneStore | None:
         """The zones in force of a safety camera (None for another)."""
@@ -202,7 +236,9 @@ class Pipeline:
             sink_failures=tuple(self.ctx.outputs.failures.copy().items()),
             output_warning=self._output_warning(),
             zone_error=errors[0] if errors else None,
+            model_warning=self.model_warning,
             paused=self.ctx.paused.is_set(),
+            shift=self.history.totals() if self.history is not None else None,
         )
 
     def _stream(self, name: str, unit: StreamUnit, down: str | None) -> StreamStatus:
@@ -212,6 +248,9 @@ class Pipeline:
             kind, reason = NO_SIGNAL, f"NO SIGNAL: {unit.source.lost_reason}"
         elif down is not None:
             kind, reason = ERROR, down
+        elif (after := processor.frozen_after) is not None and processor.frozen_for >= after:
+            kind = NO_SIGNAL
+            reason = f"FROZEN: the picture has not changed for {processor.frozen_for:.0f} s"
         elif state.failing:
             kind = ERROR
             reason = f"ERROR: {state.consecutive_errors} frames failed ({state.last_error})"
@@ -220,19 +259,29 @@ class Pipeline:
         safety, inspection = processor.safety, processor.inspection
         zones: tuple[ZoneStatus, ...] = ()
         occupants: tuple[Occupant, ...] = ()
+        dwelling: tuple[Occupant, ...] = ()
         entries: tuple[tuple[str, int], ...] = ()
         if safety is not None:
             debounce = safety.debounce
             zones = tuple(ZoneStatus(z.name, z.enabled, str(z.mode)) for z in safety.store.zones)
             occupants = tuple(Occupant(z, t, since) for z, t, since in debounce.occupancy())
+            dwelling = tuple(Occupant(z, t, since) for z, t, since in debounce.dwelling)
             entries = tuple(debounce.violations.copy().items())
+        lines = tuple(LineStatus(line.name, line.spec.directions,
+                                 tuple((d, g, n) for (d, g), n in line.counts.copy().items()))
+                      for line in processor.lines)
+        presence = tuple(PresenceStatus(c.name, c.spec.label, c.spec.expected, c.seen,
+                                        c.missing) for c in processor.presence)
         return StreamStatus(
             name=name, source=unit.config.spec, state=kind, reason=reason, fps=fps,
             fps_run=state.fps(), inference_ms=infer_ms, frames=processor.processed,
             dropped=unit.source.dropped, errors=state.errors,
             source_lost=unit.source.lost_count, roles=unit.camera.roles,
             skipped=processor.skipped, zones=zones, occupants=occupants, entries=entries,
-            inspected=tuple(inspection.counts().items()) if inspection is not None else ())
+            inspected=tuple(inspection.counts().items()) if inspection is not None else (),
+            dwelling=dwelling, lines=lines, presence=presence, clock=processor.clock,
+            passing=() if inspection is None else tuple(
+                inspection.labels.classifier[i] for i in sorted(inspection.labels.passing)))
 
     def _output_warning(self) -> str | None:
         """A failing output or a nearly full disk, for the screen; None when all is well."""

@@ -7,6 +7,7 @@ latency histograms are fed frame by frame.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Histogram
@@ -62,10 +63,13 @@ class _RunCollector:
         for stream in s.streams:
             violations = dict(stream.entries)
             for zone in stream.zones:
-                people.add_metric([stream.name, zone.name], stream.in_zone(zone.name))
+                known = stream.occupancy(zone.name)
+                people.add_metric([stream.name, zone.name],
+                                  math.nan if known is None else known)  # blind: unknown
                 entries.add_metric([stream.name, zone.name], violations.get(zone.name, 0))
             for grade, n in stream.inspected:
                 graded.add_metric([stream.name, grade], n)
+        yield from _checks(s)
         a = s.accelerator
         accel = GaugeMetricFamily("coral_mfg_accelerator_up",
                                   "1 while inference answers on this device", labels=["device"])
@@ -134,3 +138,35 @@ def _devices(s: RunStatus) -> Iterator[Metric]:
         busy.add_metric(key, d.busy_share)
         capacity.add_metric(key, d.capacity_fps)
     yield from (up, ms, busy, capacity)
+
+
+def _checks(s: RunStatus) -> Iterator[Metric]:
+    """Per camera: blind, dwell alarms, line crossings and presence checks."""
+    blind = GaugeMetricFamily("coral_mfg_camera_blind",
+                              "1 while the camera cannot see: its checks are unknown",
+                              labels=["stream"])
+    dwell = GaugeMetricFamily("coral_mfg_zone_dwell_alarm",
+                              "People in a zone longer than its max_seconds now",
+                              labels=["stream", "zone"])
+    crossings = CounterMetricFamily("coral_mfg_line_crossings", "Crossings of a counting line",
+                                    labels=["stream", "line", "direction", "grade"])
+    seen = GaugeMetricFamily("coral_mfg_presence_seen",
+                             "Objects seen in a presence region now (NaN while blind)",
+                             labels=["stream", "check"])
+    missing = GaugeMetricFamily("coral_mfg_presence_missing",
+                                "1 while a presence check reports a shortfall (NaN while blind)",
+                                labels=["stream", "check"])
+    for stream in s.streams:
+        blind.add_metric([stream.name], 1 if stream.blind else 0)
+        for zone in stream.zones:
+            if zone.enabled:
+                dwell.add_metric([stream.name, zone.name],
+                                 sum(1 for o in stream.dwelling if o.zone == zone.name))
+        for line in stream.lines:
+            for direction, grade, n in line.counts:
+                crossings.add_metric([stream.name, line.name, direction, grade or ""], n)
+        for check in stream.presence:
+            key = [stream.name, check.name]
+            seen.add_metric(key, math.nan if stream.blind else check.seen)
+            missing.add_metric(key, math.nan if stream.blind else int(check.missing))
+    yield from (blind, dwell, crossings, seen, missing)
