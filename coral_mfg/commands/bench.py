@@ -279,6 +279,12 @@ def main(argv: Sequence[str]) -> int:
                    help="serve the web view while measuring, to see what viewers cost")
     p.add_argument("--encoder_preset", "--encoder-preset", type=typed("encoder_preset"),
                    help="x264 preset of the recording")
+    p.add_argument("--anomaly", type=typed("anomaly"), metavar="DIR",
+                   help="score the inspected objects with this anomaly model, to see what "
+                   "anomaly scoring costs (run once with it and once without)")
+    p.add_argument("--anomaly_every", "--anomaly-every", type=typed("anomaly_every", int),
+                   metavar="N", help="the extractor on every N-th frame with objects (as a "
+                   "run's --anomaly_every)")
     args = p.parse_args(argv)
     if args.cameras is not None and not 1 <= args.cameras <= MAX_CAMERAS:
         p.error(f"--cameras takes 1 to {MAX_CAMERAS}, got {args.cameras}")
@@ -287,6 +293,7 @@ def main(argv: Sequence[str]) -> int:
         "cpu_threads": args.cpu_threads, "cpu_processes": args.processes, "device": args.device,
         "edgetpu_devices": args.edgetpu_devices,
         "output": args.output, "encoder_preset": args.encoder_preset, "http": args.http,
+        "anomaly": args.anomaly, "anomaly_every": args.anomaly_every,
     }
     settings = load_settings(flags)
     with tempfile.TemporaryDirectory(prefix="coral-mfg-bench-") as folder:

@@ -1,9 +1,9 @@
 """Command line: the original demo's flags, plus sub-commands.
 
 ``coral-mfg [run] [flags]`` runs the inspection; ``fetch-assets``, ``doctor``,
-``bench``, ``train-classifier`` and ``report`` are the other sub-commands. User
-errors end in one line and exit status 2; anything else is a bug and keeps its
-traceback.
+``bench``, ``train-classifier``, ``train-anomaly``, ``eval-anomaly`` and ``report``
+are the other sub-commands. User errors end in one line and exit status 2;
+anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -101,6 +101,20 @@ def cmd_train_classifier(argv: Sequence[str]) -> int:
     return train_main(argv)
 
 
+def cmd_train_anomaly(argv: Sequence[str]) -> int:
+    _setup_logging("info")
+    from coral_mfg.training.anomaly import train_main
+
+    return train_main(argv)
+
+
+def cmd_eval_anomaly(argv: Sequence[str]) -> int:
+    _setup_logging("info")
+    from coral_mfg.training.anomaly import eval_main
+
+    return eval_main(argv)
+
+
 def cmd_report(argv: Sequence[str]) -> int:
     from coral_mfg.commands.report import main as report_main
 
@@ -123,6 +137,8 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "doctor": cmd_doctor,
     "bench": cmd_bench,
     "train-classifier": cmd_train_classifier,
+    "train-anomaly": cmd_train_anomaly,
+    "eval-anomaly": cmd_eval_anomaly,
     "report": cmd_report,
 }
 assert tuple(COMMANDS) == SUB_COMMANDS, "the run's --help names every sub-command"

@@ -91,6 +91,20 @@ class ModelSet:
 
 
 @dataclass(frozen=True)
+class Extractor:
+    """The feature extractor anomaly scoring embeds crops with: its CPU and Edge TPU builds.
+
+    Its CPU build's accepted digest is its identity: an anomaly model records the
+    digest of the extractor it was trained with, and is refused by another.
+    """
+
+    name: str
+    description: str
+    cpu: str
+    edgetpu: str | None = None
+
+
+@dataclass(frozen=True)
 class Manifest:
     """Every asset, the detectors in order of preference, the sample videos (assets.toml)."""
 
@@ -98,6 +112,7 @@ class Manifest:
     detectors: tuple[ModelSet, ...]
     classifier: ModelSet
     samples: dict[str, str]
+    extractor: Extractor | None = None
 
     def asset(self, name: str) -> Asset:
         for a in self.assets:
@@ -130,6 +145,7 @@ def load_manifest(text: str | None = None) -> Manifest:
         detectors=tuple(ModelSet(**_model_fields(d)) for d in data["detectors"]),
         classifier=ModelSet(**_model_fields(data["classifier"])),
         samples=dict(data["samples"]),
+        extractor=Extractor(**data["extractor"]) if "extractor" in data else None,
     )
 
 

@@ -68,6 +68,12 @@ class CameraConfig(BaseModel):
         "the detector)")
     classifier_labels: FilePath | None = Field(
         None, description="its labels (default: beside the model, else the station's)")
+    classify: Flag | None = Field(
+        None, description="`false`: no classifier, with an anomaly model the verdict is "
+        "normal or anomalous (default: the station's)")
+    anomaly: FilePath | None = Field(
+        None, description="an anomaly model of its own, from `coral-mfg train-anomaly` "
+        "(default: the station's, if any)")
     detect_fps: PositiveFloat | None = Field(
         None, description="at most this many detections a second (default: every frame)")
     motion_gate: Flag = Field(
@@ -96,4 +102,4 @@ CAMERA_KEYS = frozenset(CameraConfig.model_fields) - {"name"}
 #: The tables a camera holds of its own: ``[[cameras.NAME.zones]]`` and the like.
 SHAPE_TABLES = ("zones", "lines", "presence")
 #: Keys that name files, taken relative to the config file's folder.
-CAMERA_FILE_KEYS = ("classifier_model", "classifier_labels")
+CAMERA_FILE_KEYS = ("classifier_model", "classifier_labels", "anomaly")

@@ -123,7 +123,8 @@ window keys:
 
 
 #: The other sub-commands, for the run's help and for "did you mean".
-SUB_COMMANDS = ("run", "fetch-assets", "doctor", "bench", "train-classifier", "report")
+SUB_COMMANDS = ("run", "fetch-assets", "doctor", "bench", "train-classifier", "train-anomaly",
+                "eval-anomaly", "report")
 
 EXAMPLES = """\
 examples:

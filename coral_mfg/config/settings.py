@@ -138,6 +138,16 @@ class ModelsConfig(_Section):
         None, "classifier .tflite (default: the bundled apple classifier)", metavar="FILE")
     classifier_labels: FilePath | None = setting(
         None, "classifier labels (default: the classifier's own)", metavar="FILE")
+    classify: Flag = setting(
+        True, "grade inspected objects with the classifier; --no-classify with --anomaly: "
+        "their verdict is normal or anomalous", kind="toggle")
+    anomaly: FilePath | None = setting(
+        None, "score every inspected object against the model of good parts in DIR (made by "
+        "coral-mfg train-anomaly); one unlike them is anomalous, and fails", metavar="DIR")
+    anomaly_every: PositiveInt | None = setting(
+        None, "run the anomaly extractor on every N-th frame with objects to inspect (its "
+        "cost divided by N; an object's score is a vote over the frames scored); default: "
+        "every 3rd on the CPU, where it costs most, every one on an Edge TPU", metavar="N")
     device: Annotated[str, one_of("auto", "edgetpu", "cpu")] = setting(
         "auto", "where inference runs: auto (the Edge TPU if one answers, else the CPU), "
         "edgetpu or cpu", metavar="auto|edgetpu|cpu")
@@ -245,6 +255,9 @@ class OutputConfig(_Section):
     snapshot_keepout: Flag = setting(True, "a snapshot at each keep-out entry", kind="toggle")
     snapshot_graded: Flag = setting(
         False, "a snapshot and the crop of each graded object", kind="toggle")
+    snapshot_anomalous: Flag = setting(
+        True, "a snapshot and the crop of each anomalous object (with anomaly scoring)",
+        kind="toggle")
     snapshot_keep: PositiveInt = setting(
         2000, "snapshots kept, the oldest deleted first", metavar="N")
     harvest_dir: FilePath | None = setting(

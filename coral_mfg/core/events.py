@@ -176,7 +176,11 @@ class CameraRestored:
 
 @dataclass(frozen=True, kw_only=True)
 class Graded:
-    """An inspected object's final verdict, once, when its track ends (or the run does)."""
+    """An inspected object's final verdict, once, when its track ends (or the run does).
+
+    With anomaly scoring, ``anomaly_score`` (a vote over its scored frames; 1.0 is the
+    threshold) and ``anomalous`` too, once it was scored on a frame.
+    """
 
     type: ClassVar[str] = "graded"
     label: str
@@ -190,6 +194,8 @@ class Graded:
     stream: str
     stamp: Stamp
     snapshot: str | None = field(default=None, metadata=OPTIONAL)
+    anomaly_score: float | None = field(default=None, metadata=OPTIONAL)
+    anomalous: bool | None = field(default=None, metadata=OPTIONAL)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -58,12 +58,19 @@ class InspectedObject:
     frame_grade: str | None = None
     crop: Box | None = None
     confirmed: bool = True  # seen on enough frames to be a real object (lines count it)
+    #: the object's anomaly score (a vote over its scored frames; 1.0 is the threshold)
+    #: and verdict, once it was scored on a frame; None without anomaly scoring
+    anomaly_score: float | None = None
+    anomalous: bool | None = None
 
     def record(self) -> dict[str, Any]:
         score = None if self.grade_score is None else round(self.grade_score, 4)
-        return {"label": self.label, "score": round(self.score, 4), "box": list(self.box),
-                "grade": self.grade, "grade_score": score, "track": self.track,
-                "predicted": self.predicted}
+        out = {"label": self.label, "score": round(self.score, 4), "box": list(self.box),
+               "grade": self.grade, "grade_score": score, "track": self.track,
+               "predicted": self.predicted}
+        if self.anomaly_score is not None:
+            out.update(anomaly_score=round(self.anomaly_score, 4), anomalous=self.anomalous)
+        return out
 
 
 @dataclass
@@ -81,11 +88,13 @@ class StageTimes:
 @dataclass(frozen=True, eq=False)
 class Candidates:
     """The inspection role's part of a frame before tracking: its objects, one box each
-    (frame pixels), and per object the scores of its crop and the crop itself."""
+    (frame pixels), and per object the scores of its crop, the crop itself, and its crop's
+    anomaly score when it was scored on this frame."""
 
     found: Detections
     grades: tuple[npt.NDArray[np.float32] | None, ...]
     crops: tuple[Box, ...]
+    anomaly: tuple[float | None, ...] = ()
 
 
 @dataclass(frozen=True, eq=False)

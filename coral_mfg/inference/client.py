@@ -394,8 +394,8 @@ class ProcessClient:
         assert isinstance(reply, Detected)
         return reply
 
-    def classify(self, lane: int, count: int, classifier: int = 0) -> Classified:
-        reply = self.call(Classify(lane, count, classifier))
+    def classify(self, lane: int, count: int, models: tuple[int, ...] = (0,)) -> Classified:
+        reply = self.call(Classify(lane, count, models))
         assert isinstance(reply, Classified)
         return reply
 

@@ -54,16 +54,35 @@ class InferenceLane:
     ) -> npt.NDArray[np.float32]:
         """Scores of every grade for each ``x1, y1, x2, y2`` crop (frame pixels), one row
         each, from a classifier: 0 the co-compiled one, 1, 2 ... the cameras' own."""
+        return self.crop_outputs(frame, rois, (classifier,), times)[0]
+
+    def crop_outputs(
+        self, frame: npt.NDArray[np.uint8], rois: list[tuple[int, int, int, int]],
+        models: tuple[int, ...], times: StageTimes | None = None,
+    ) -> tuple[npt.NDArray[np.float32], ...]:
+        """Each crop model's outputs (see ``ProcessConfig.crop_models``) for each crop, one
+        row per crop, in the order of ``models``.
+
+        Models of one input size take the same crops in one request: a classifier
+        and the extractor at 224x224 cost one resize and one round trip per crop batch.
+        """
         t0 = time.perf_counter()
-        rows: list[npt.NDArray[np.float32]] = []
-        size = self.client.config.all_classifiers[classifier].input_size
-        crops = self.arena.crops_at(size)
-        for start in range(0, len(rois), CROP_SLOTS):
-            batch = rois[start:start + CROP_SLOTS]
-            for slot, (x1, y1, x2, y2) in enumerate(batch):
-                adapters.resize_rgb(frame[y1:y2, x1:x2], crops[self.lane, slot])
-            rows.append(self.client.classify(self.lane, len(batch), classifier).scores)
+        specs = self.client.config.crop_models
+        by_size: dict[tuple[int, int], list[int]] = {}
+        for m in models:
+            by_size.setdefault(specs[m].input_size, []).append(m)
+        rows: dict[int, list[npt.NDArray[np.float32]]] = {m: [] for m in models}
+        for size, group in by_size.items():
+            crops = self.arena.crops_at(size)
+            for start in range(0, len(rois), CROP_SLOTS):
+                batch = rois[start:start + CROP_SLOTS]
+                for slot, (x1, y1, x2, y2) in enumerate(batch):
+                    adapters.resize_rgb(frame[y1:y2, x1:x2], crops[self.lane, slot])
+                reply = self.client.classify(self.lane, len(batch), tuple(group))
+                for m, out in zip(group, reply.outputs, strict=True):
+                    rows[m].append(out)
         if times is not None:
             times.classify += (time.perf_counter() - t0) * 1000.0
-        classes = len(self.labels.classifier) if classifier == 0 else 0
-        return np.vstack(rows) if rows else np.zeros((0, classes), np.float32)
+        classes = len(self.labels.classifier)
+        return tuple(np.vstack(rows[m]) if rows[m] else
+                     np.zeros((0, classes if m == 0 else 0), np.float32) for m in models)

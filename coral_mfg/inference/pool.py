@@ -240,13 +240,13 @@ class _SlotLane(InferenceLane):
         finally:
             self._pool.give_back(taken)
 
-    def class_scores(
+    def crop_outputs(
         self, frame: npt.NDArray[np.uint8], rois: list[tuple[int, int, int, int]],
-        times: StageTimes | None = None, classifier: int = 0,
-    ) -> npt.NDArray[np.float32]:
+        models: tuple[int, ...], times: StageTimes | None = None,
+    ) -> tuple[npt.NDArray[np.float32], ...]:
         taken = self._pool.take(self._detected_on)
         try:
-            return self._use(taken).class_scores(frame, rois, times, classifier)
+            return self._use(taken).crop_outputs(frame, rois, models, times)
         finally:
             self._pool.give_back(taken)
 

@@ -1,4 +1,4 @@
-"""An inference process: the detector and the classifier on one device.
+"""An inference process: the detector, the classifiers and the extractor on one device.
 
 Native code runs here and only here: the Edge TPU runtime (``libedgetpu``)
 and LiteRT's kernels. If they crash, abort or hang, this process dies or is
@@ -90,7 +90,7 @@ def _open(config: ProcessConfig, conn: Connection) -> tuple[_Model, list[_Model]
     litert = importlib.import_module(config.runtime)
     delegate = None
     runtime = ""
-    if config.detector.edgetpu or any(c.edgetpu for c in config.all_classifiers):
+    if config.detector.edgetpu or any(c.edgetpu for c in config.crop_models):
         runtime = _load_edgetpu(config, conn)
         name = config.edgetpu_name or "the Edge TPU"
         conn.send(Stage(f"opening the Edge TPU {name}", Step.OPEN))
@@ -105,7 +105,8 @@ def _open(config: ProcessConfig, conn: Connection) -> tuple[_Model, list[_Model]
             _verbosity(config.edgetpu_library, 0)  # its reason is in the log; quiet from here
     models = []
     roles = [("detector", config.detector), ("classifier", config.classifier),
-             *((f"camera classifier {Path(c.path).name}", c) for c in config.classifiers)]
+             *((f"camera classifier {Path(c.path).name}", c) for c in config.classifiers),
+             *(("embedding extractor", c) for c in [config.extractor] if c is not None)]
     for role, spec in roles:
         conn.send(Stage(f"building the {role} interpreter", Step.BUILD))
         try:
@@ -238,16 +239,18 @@ def _detect(det: _Model, arena: InputArena, lane: int) -> Detected:
     return Detected(raw, time.perf_counter() - start)
 
 
-def _classify(clf: _Model, arena: InputArena, lane: int, count: int) -> Classified:
+def _classify(models: list[_Model], arena: InputArena, lane: int, count: int) -> Classified:
     start = time.perf_counter()
-    rows = []
-    crops = arena.crops_at(clf.spec.input_size)
-    for i in range(count):
-        adapters.write_rgb(clf.interpreter, crops[lane, i])
-        clf.interpreter.invoke()
-        rows.append(adapters.class_scores(clf.interpreter))
-    scores = np.stack(rows) if rows else np.zeros((0, 0), np.float32)
-    return Classified(scores, time.perf_counter() - start)
+    outputs = []
+    for model in models:
+        rows = []
+        crops = arena.crops_at(model.spec.input_size)
+        for i in range(count):
+            adapters.write_rgb(model.interpreter, crops[lane, i])
+            model.interpreter.invoke()
+            rows.append(adapters.class_scores(model.interpreter))
+        outputs.append(np.stack(rows) if rows else np.zeros((0, 0), np.float32))
+    return Classified(tuple(outputs), time.perf_counter() - start)
 
 
 def _bound(det: _Model, clf: _Model, request: MeasureBound) -> Bound:
@@ -286,7 +289,7 @@ def serve(conn: Connection) -> int:
             if isinstance(request, Detect):
                 conn.send(_detect(det, arena, request.lane))
             elif isinstance(request, Classify):
-                conn.send(_classify(clfs[request.classifier], arena, request.lane,
+                conn.send(_classify([clfs[m] for m in request.models], arena, request.lane,
                                     request.count))
             elif isinstance(request, MeasureBound):
                 conn.send(_bound(det, clfs[0], request))

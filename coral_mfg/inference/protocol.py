@@ -63,17 +63,28 @@ class ProcessConfig:
     edgetpu_lock: str = ""  # the device's lock (see device_lock), held for the process's life
     edgetpu_name: str = ""  # how messages call the device: "usb:0", "the Edge TPU"
     known_answer: KnownAnswer | None = None
-    #: cameras' own classifiers, after the co-compiled one: ``Classify.classifier`` 1, 2 ...
+    #: cameras' own classifiers, after the co-compiled one: crop models 1, 2 ...
     classifiers: tuple[ModelSpec, ...] = ()
+    #: the embedding extractor of anomaly scoring, the last crop model, when any camera
+    #: scores anomalies
+    extractor: ModelSpec | None = None
 
     @property
-    def all_classifiers(self) -> tuple[ModelSpec, ...]:
-        return (self.classifier, *self.classifiers)
+    def crop_models(self) -> tuple[ModelSpec, ...]:
+        """The models that take crops, in the order ``Classify.models`` counts them: the
+        co-compiled classifier, the cameras' own, then the extractor."""
+        extractor = () if self.extractor is None else (self.extractor,)
+        return (self.classifier, *self.classifiers, *extractor)
+
+    @property
+    def extractor_index(self) -> int | None:
+        """The extractor's place among :attr:`crop_models`, or None without one."""
+        return None if self.extractor is None else 1 + len(self.classifiers)
 
     @property
     def crop_size(self) -> tuple[int, int]:
-        """The crop slots' size: room for the largest classifier input."""
-        return max((c.input_size for c in self.all_classifiers), key=lambda s: s[0] * s[1])
+        """The crop slots' size: room for the largest crop model's input."""
+        return max((c.input_size for c in self.crop_models), key=lambda s: s[0] * s[1])
 
 
 @dataclass(frozen=True)
@@ -85,12 +96,17 @@ class Detect:
 
 @dataclass(frozen=True)
 class Classify:
-    """Run a classifier (0: the co-compiled one) on the first ``count`` crop slots of
-    ``lane``."""
+    """Run crop models (see :attr:`ProcessConfig.crop_models`; 0 is the co-compiled
+    classifier) on the first ``count`` crop slots of ``lane``, each in turn.
+
+    The models of one request share an input size: the crops are written once for
+    all of them (a classifier and the extractor both at 224x224), and one round
+    trip brings back every model's outputs.
+    """
 
     lane: int
     count: int
-    classifier: int = 0
+    models: tuple[int, ...] = (0,)
 
 
 @dataclass(frozen=True)
@@ -155,9 +171,10 @@ class Detected:
 
 @dataclass(frozen=True, eq=False)
 class Classified:
-    """Dequantized class scores, one row per crop."""
+    """Per model of the request, its dequantized outputs: one row per crop (class scores
+    of a classifier, the embedding of the extractor)."""
 
-    scores: npt.NDArray[np.float32]
+    outputs: tuple[npt.NDArray[np.float32], ...]
     busy_s: float
 
 
@@ -192,8 +209,8 @@ class InputArena:
     The application writes RGB uint8 pixels at each model's input size; the
     process converts them to the model's input type while copying them in.
     There are :data:`LANES` of each, so the next request can be written while
-    one runs. The crop slots have room for the largest classifier's input; a
-    smaller classifier's crops use the same memory (:meth:`crops_at`).
+    one runs. The crop slots have room for the largest crop model's input; a
+    smaller one's crops use the same memory (:meth:`crops_at`).
     """
 
     detector_size: tuple[int, int]
@@ -233,7 +250,7 @@ class InputArena:
         return cls(detector_size, classifier_size, shm, owner=False)
 
     def crops_at(self, size: tuple[int, int]) -> npt.NDArray[np.uint8]:
-        """The crop slots, for a classifier whose input is ``size`` (w, h)."""
+        """The crop slots, for a crop model whose input is ``size`` (w, h)."""
         w, h = size
         cw, ch = self.classifier_size
         assert w * h <= cw * ch, "the arena was made for the largest classifier"

@@ -343,6 +343,11 @@ def _check_role(info: ModelInfo, role: str) -> None:
             f"{info.path} is not an SSD detection model{hint}; "
             "pass a detector with TFLite_Detection_PostProcess outputs to --detection_model"
         )
+    if role == "extractor" and (len(info.outputs) != 1 or info.is_detector):
+        raise ModelError(
+            f"{info.path} is not an embedding extractor (one output, an embedding of the "
+            "picture); run 'coral-mfg fetch-assets' to restore the station's"
+        )
     if role == "classifier" and not info.is_classifier:
         hint = " (it looks like a detector)" if info.is_detector else ""
         raise ModelError(

@@ -247,6 +247,7 @@ def _spec(choice: ModelChoice) -> ModelSpec:
 def _set(
     device: Device, det: ModelChoice, clf: ModelChoice, edgetpus: Sequence[str | None], *,
     models: ModelsConfig, backend: Backend, extras: Sequence[ModelChoice] = (),
+    extractor: ModelChoice | None = None,
 ) -> ProcessSet:
     """One process per entry of ``edgetpus``: the Edge TPU it drives (None for the CPU's,
     or for the first Edge TPU found)."""
@@ -259,11 +260,14 @@ def _set(
             edgetpu_library=edgetpu_library(), cpu_threads=threads,
             detector=_spec(det), classifier=_spec(clf), arena="",
             classifiers=tuple(_spec(c) for c in extras),
+            extractor=None if extractor is None else _spec(extractor),
         )
         for i, edgetpu in enumerate(edgetpus)
     )
     where = f"detector {det.path.name} on {det.device}, classifier {clf.path.name} on {clf.device}"
     where += "".join(f", camera classifier {c.path.name} on {c.device}" for c in extras)
+    if extractor is not None:
+        where += f", embedding extractor {extractor.path.name} on {extractor.device}"
     return ProcessSet(device, configs, f"{count} {device.value} process(es): {where}")
 
 
@@ -283,9 +287,16 @@ class _Models:
     labels: Labels
     backend: Backend
     extras: tuple[Builds, ...] = ()  # the cameras' own classifiers
+    extractor: Builds | None = None  # anomaly scoring's embedding extractor
+
+    @property
+    def crop_models(self) -> tuple[Builds, ...]:
+        """Every model after the co-compiled pair."""
+        return (*self.extras, *(b for b in [self.extractor] if b is not None))
 
     @classmethod
-    def read(cls, models: ModelsConfig, classifiers: Sequence[Path] = ()) -> _Models:
+    def read(cls, models: ModelsConfig, classifiers: Sequence[Path] = (),
+             extractor: Path | None = None) -> _Models:
         parse_device_string(models.edgetpu_device)
         plan = plan_models(models)
         det = find_builds("detector", plan.detector)
@@ -293,13 +304,15 @@ class _Models:
         grader = clf.cpu or clf.tpu
         assert grader is not None, "find_builds always finds the named file"
         extras = tuple(find_builds("classifier", path) for path in classifiers)
-        return cls(plan, det, clf, Labels.read(plan, grader), runtime_backend(), extras)
+        embed = None if extractor is None else find_builds("extractor", extractor)
+        return cls(plan, det, clf, Labels.read(plan, grader), runtime_backend(), extras, embed)
 
     def tpu_set(self, models: ModelsConfig, targets: EdgeTpuTargets) -> ProcessSet:
         """One process per Edge TPU; a model without an Edge TPU build runs on its CPU."""
         return _set(Device.EDGETPU, _prefer_tpu(self.det), _prefer_tpu(self.clf),
                     targets.devices, models=models, backend=self.backend,
-                    extras=[_prefer_tpu(b) for b in self.extras])
+                    extras=[_prefer_tpu(b) for b in self.extras],
+                    extractor=None if self.extractor is None else _prefer_tpu(self.extractor))
 
 
 def _sets(models: ModelsConfig, m: _Models,
@@ -307,17 +320,18 @@ def _sets(models: ModelsConfig, m: _Models,
     det, clf, backend = m.det, m.clf, m.backend
     requested = Device(models.device)
     if requested is Device.CPU:
-        for builds in (det, clf, *m.extras):
+        for builds in (det, clf, *m.crop_models):
             builds.refuse_cpu()
     if requested is Device.EDGETPU:
         if det.tpu is None and clf.tpu is None:
             det.on(Device.EDGETPU)  # nothing to run on it: say which build is missing
         # The device is checked first (the more basic problem); a missing build after.
         return m.tpu_set(models, targets), None
-    has_cpu = all(b.cpu is not None for b in (det, clf, *m.extras))
+    has_cpu = all(b.cpu is not None for b in (det, clf, *m.crop_models))
     cpu = (_set(Device.CPU, det.on(Device.CPU), clf.on(Device.CPU),
                 [None] * models.cpu_processes, models=models, backend=backend,
-                extras=[b.on(Device.CPU) for b in m.extras])
+                extras=[b.on(Device.CPU) for b in m.extras],
+                extractor=None if m.extractor is None else m.extractor.on(Device.CPU))
            if has_cpu or requested is Device.CPU else None)
     if requested is Device.CPU or (det.tpu is None and clf.tpu is None):
         assert cpu is not None
@@ -326,12 +340,14 @@ def _sets(models: ModelsConfig, m: _Models,
 
 
 def start_inference(models: ModelsConfig, on_event: EventSink, stamper: Stamper,
-                    classifiers: Sequence[Path] = ()) -> Inference:
+                    classifiers: Sequence[Path] = (), extractor: Path | None = None
+                    ) -> Inference:
     """Plan the models, choose the device, start the processes; one-line errors otherwise.
 
     ``classifiers`` are the cameras' own, loaded in every process after the co-compiled
-    one (``class_scores(..., classifier=1)`` is the first of them)."""
-    m = _Models.read(models, classifiers)
+    one (``class_scores(..., classifier=1)`` is the first of them); ``extractor``, anomaly
+    scoring's, after them (``ProcessConfig.extractor_index``)."""
+    m = _Models.read(models, classifiers, extractor)
     det, clf, labels, backend = m.det, m.clf, m.labels, m.backend
     found = discovery.survey() if Device(models.device) is not Device.CPU else []
     targets = edgetpu_targets(models, found)

@@ -34,6 +34,8 @@ GREY: Color = (128, 128, 128)
 BLACK: Color = (0, 0, 0)
 WHITE: Color = (255, 255, 255)
 BOX_THICKNESS = 3
+#: the verdict of an anomalous object on a camera without a classifier: already said
+ANOMALOUS = "anomalous"
 ZONE_THICKNESS = 4
 
 
@@ -98,7 +100,7 @@ def build_overlay(
             if obj.keepout:
                 label += " IN " + ", ".join(obj.zones)
         elif isinstance(obj, InspectedObject):
-            color = RED if obj.passed is False else GREEN
+            color = RED if obj.passed is False or obj.anomalous else GREEN
             if obj.grade is None:
                 label = display_name(obj.label)
             else:
@@ -107,6 +109,8 @@ def build_overlay(
             score = obj.grade_score if obj.grade_score is not None else obj.score
             if not obj.predicted:
                 label += f" {score:.2f}"
+            if obj.anomalous and obj.grade != ANOMALOUS and obj.anomaly_score is not None:
+                label += f" ANOMALY {obj.anomaly_score:.2f}"
         else:
             continue
         if obj.predicted:

@@ -14,14 +14,19 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from coral_mfg.analytics.camera import CameraProcessor
-from coral_mfg.analytics.inspection import InspectionRole
+from coral_mfg.analytics.inspection import (
+    ANOMALOUS_COUNT,
+    ANOMALY_GRADES,
+    AnomalyScoring,
+    InspectionRole,
+)
 from coral_mfg.analytics.lines import CountingLine, place_line
 from coral_mfg.analytics.motion import MotionGate
 from coral_mfg.analytics.presence import PresenceCheck, place_check
@@ -38,11 +43,12 @@ from coral_mfg.capture.sources import (
     source_fps,
     source_kind,
 )
+from coral_mfg.config.assets import app_home, load_manifest
 from coral_mfg.config.cameras import CameraConfig
 from coral_mfg.config.settings import Settings, StreamConfig
 from coral_mfg.config.validators import redact_url
 from coral_mfg.config.zones import LineSpec, PresenceSpec, ZoneSource
-from coral_mfg.core.errors import ConfigError, UserError, not_a_file
+from coral_mfg.core.errors import ConfigError, ModelError, UserError, not_a_file
 from coral_mfg.core.events import (
     EventSink,
     Graded,
@@ -54,6 +60,12 @@ from coral_mfg.core.events import (
 )
 from coral_mfg.core.frame import Frame
 from coral_mfg.core.geometry import Rect, letterbox
+from coral_mfg.inference.anomaly import (
+    RETRAIN,
+    AnomalyModel,
+    load_anomaly_model,
+    station_extractor,
+)
 from coral_mfg.inference.labels import LABELS_FILE
 from coral_mfg.inference.model_file import inspect_model
 from coral_mfg.inference.model_report import warnings_beside
@@ -133,10 +145,20 @@ def _assemble(settings: Settings, probes: dict[str, _Probe], extra: list[Sink],
     if history is not None:
         stack.callback(history.close)
     own = tuple(dict.fromkeys(c.classifier_model for c in cameras
-                              if c.inspection and c.classifier_model is not None))
-    inference = start_inference(settings.models, ctx.event, stamper, own)
+                              if c.inspection and c.classifier_model is not None
+                              and (settings.models.classify if c.classify is None
+                                   else c.classify)))
+    anomaly = _anomaly_models(settings, cameras)
+    extractor = _extractor(anomaly) if anomaly.models else None
+    inference = start_inference(settings.models, ctx.event, stamper, own, extractor)
     stack.callback(inference.pool.close)
     _log_start(settings, inference, cameras, placed)
+    for name, folder in anomaly.of_camera.items():
+        model = anomaly.models[folder]
+        log.info("camera %s: anomaly model %s (%s, threshold %.4g, calibrated for %.1f%% false "
+                 "alarms), extractor every %d frame(s) with objects", name, folder,
+                 model.method, model.threshold, 100 * model.false_alarm_rate,
+                 anomaly_every(settings, inference))
     sinks: list[Sink] = []
     reported: list[Reported] = []
     events = None
@@ -181,7 +203,7 @@ def _assemble(settings: Settings, probes: dict[str, _Probe], extra: list[Sink],
         zones = placed[camera.name][2] if camera.safety else ()
         picture = letterbox(settings.out_size, probes[camera.name].size)
         processor, line, check = _processor(settings, camera, inference, stamper, zones=zones,
-                                            own=own, picture=picture)
+                                            own=own, picture=picture, anomaly=anomaly)
         if source_kind(camera.input) is not SourceKind.FILE:
             processor.frozen_after = settings.inputs.frozen_seconds
         source: ZoneSource | None = None
@@ -218,9 +240,87 @@ def _model_warnings(classifier: Path, own: tuple[Path, ...], on_event: EventSink
     return first
 
 
+@dataclass(frozen=True)
+class _Anomaly:
+    """The anomaly models the cameras use, read and checked once, and each camera's."""
+
+    models: dict[Path, AnomalyModel]
+    of_camera: dict[str, Path]
+
+    def scoring(self, camera: str, inference: Inference, every: int) -> AnomalyScoring | None:
+        folder = self.of_camera.get(camera)
+        if folder is None:
+            return None
+        index = inference.pool.clients()[0].config.extractor_index
+        assert index is not None, "the extractor is loaded when any camera scores anomalies"
+        return AnomalyScoring(self.models[folder], index, every)
+
+
+#: ``--anomaly_every``'s default on the CPU: the extractor on every 3rd frame with objects
+#: keeps anomaly scoring within 15 % of the inspection stream's throughput there
+CPU_ANOMALY_EVERY = 3
+
+
+def anomaly_every(settings: Settings, inference: Inference) -> int:
+    """Every how many frames with objects the extractor runs: as asked, else every 3rd on
+    the CPU and every one on an Edge TPU."""
+    if settings.models.anomaly_every is not None:
+        return settings.models.anomaly_every
+    on_tpu = inference.pool.clients()[0].config.device == "edgetpu"
+    return 1 if on_tpu else CPU_ANOMALY_EVERY
+
+
+def _anomaly_models(settings: Settings, cameras: tuple[CameraConfig, ...]) -> _Anomaly:
+    """Each inspection camera's anomaly model (its own, else the station's), and whether it
+    may go without a classifier: one without either has nothing to judge objects by."""
+    models: dict[Path, AnomalyModel] = {}
+    of_camera: dict[str, Path] = {}
+    for camera in cameras:
+        if not camera.inspection:
+            continue
+        folder = camera.anomaly or settings.models.anomaly
+        classify = settings.models.classify if camera.classify is None else camera.classify
+        if folder is None:
+            if not classify:
+                where = (f"[cameras.{camera.name}] classify = false" if camera.classify is False
+                         else "--no-classify")
+                raise ConfigError(f"{where} leaves camera {camera.name} nothing to judge its "
+                                  "objects by: give it an anomaly model (--anomaly DIR, or "
+                                  "anomaly = \"DIR\" in its table), or let it classify")
+            continue
+        if folder not in models:
+            where = (f"[cameras.{camera.name}] anomaly" if camera.anomaly is not None
+                     else "--anomaly")
+            models[folder] = load_anomaly_model(folder, where=where)
+        of_camera[camera.name] = folder
+    return _Anomaly(models, of_camera)
+
+
+def _extractor(anomaly: _Anomaly) -> Path:
+    """The station's extractor (the CPU build, else the Edge TPU one), checked against the
+    models: their embeddings must be its."""
+    manifest = load_manifest()
+    home = app_home()
+    name, _ = station_extractor(manifest)
+    extractor = manifest.extractor
+    assert extractor is not None, "station_extractor names one"
+    cpu = manifest.path(name, home)
+    tpu = manifest.path(extractor.edgetpu, home) if extractor.edgetpu else None
+    path = cpu if cpu.is_file() or tpu is None or not tpu.is_file() else tpu
+    if not path.is_file():
+        raise ModelError(f"the anomaly extractor {cpu} is missing; run 'coral-mfg "
+                         "fetch-assets'")
+    dims = int(np.prod(inspect_model(path).outputs[0].shape))
+    for folder, model in anomaly.models.items():
+        if model.extractor.dims != dims:
+            raise ModelError(f"anomaly model {folder} holds {model.extractor.dims}-value "
+                             f"embeddings but {path.name} gives {dims}; {RETRAIN}")
+    return path
+
+
 def _processor(settings: Settings, camera: CameraConfig, inference: Inference,
                stamper: Stamper, *, zones: tuple[KeepoutZone, ...],
-               own: tuple[Path, ...], picture: Rect
+               own: tuple[Path, ...], picture: Rect, anomaly: _Anomaly
                ) -> tuple[CameraProcessor, Callable[[LineSpec], CountingLine],
                           Callable[[PresenceSpec], PresenceCheck]]:
     """A camera's roles, each with its own tracker, thresholds and labels, and its lines
@@ -235,13 +335,19 @@ def _processor(settings: Settings, camera: CameraConfig, inference: Inference,
     if camera.inspection:
         threshold = _own(camera.inspection_threshold, plan.inspection_threshold)
         model = camera.classifier_model
-        grades = None if model is None else (_grades_file(camera, model), inspect_model(model))
+        classify = settings.models.classify if camera.classify is None else camera.classify
+        grades = None if model is None or not classify else (_grades_file(camera, model),
+                                                             inspect_model(model))
         labels = inference.labels.narrowed(plan, camera.inspect_labels, camera.pass_grades,
                                            camera.name, grades)
+        if not classify:
+            labels = replace(labels, classifier=dict(ANOMALY_GRADES), passing=frozenset({0}))
         inspection = InspectionRole(
             camera.name, _tracker(settings, threshold, report_ended=True), settings.out_size,
             settings.tracking, stamper, labels, lock,
-            classifier=0 if model is None else own.index(model) + 1)
+            classifier=0 if model is None or not classify else own.index(model) + 1,
+            classify=classify,
+            anomaly=anomaly.scoring(camera.name, inference, anomaly_every(settings, inference)))
     gate = (MotionGate(camera.motion_area, camera.motion_recheck_seconds)
             if camera.motion_gate else None)
     interval = 1.0 / camera.detect_fps if camera.detect_fps else 0.0
@@ -352,7 +458,8 @@ def _snapshots(settings: Settings) -> Snapshots | None:
     out = settings.output
     alarms = (KeepoutEnter.type, ZoneDwellExceeded.type, PresenceMissing.type)
     kinds = frozenset([*(alarms if out.snapshot_keepout else ()),
-                       *((Graded.type,) if out.snapshot_graded else ())])
+                       *((Graded.type,) if out.snapshot_graded else ()),
+                       *((ANOMALOUS_COUNT,) if out.snapshot_anomalous else ())])
     folder = settings.snapshot_folder
     if folder is None or not kinds:
         return None

@@ -76,12 +76,23 @@ class Images:
                       tuple(self.paths[i] for i in index.tolist()))
 
 
+def read_bgr(path: Path) -> npt.NDArray[np.uint8] | None:
+    """An image file's pixels (BGR), or None when it cannot be read or decoded."""
+    try:
+        data = np.fromfile(path, np.uint8) if path.is_file() else np.zeros(0, np.uint8)
+    except OSError:
+        return None
+    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if bgr is None or bgr.size == 0:
+        return None
+    return np.asarray(bgr, np.uint8)
+
+
 def load_image(path: Path, size: int) -> npt.NDArray[np.uint8] | None:
     """An image as the application feeds a crop to the classifier: resized whole (not
     cropped or padded) with bilinear filtering, RGB; None when it cannot be read."""
-    data = np.fromfile(path, np.uint8) if path.is_file() else np.zeros(0, np.uint8)
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if bgr is None or bgr.size == 0:
+    bgr = read_bgr(path)
+    if bgr is None:
         return None
     small = cv2.resize(bgr, (size, size), interpolation=cv2.INTER_LINEAR)
     return np.asarray(cv2.cvtColor(small, cv2.COLOR_BGR2RGB), np.uint8)

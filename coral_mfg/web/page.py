@@ -257,7 +257,10 @@ function words(e) {{
     case "zone_dwell_exceeded": return "Stayed in " + e.zone + who + " over "
       + e.max_seconds + " s";
     case "graded": return shown(e.grade) + " " + verdict(e.stream, e.grade, e.passed) + who
-      + " " + Math.round(100 * e.grade_score) + "%";
+      + (e.anomaly_score !== undefined && e.grade_score === e.anomaly_score ? ""
+         : " " + Math.round(100 * e.grade_score) + "%")
+      + (e.anomaly_score === undefined ? ""
+         : (e.anomalous ? " ANOMALY " : " anomaly ") + e.anomaly_score.toFixed(2));
     case "line_crossed": return shown(e.label) + who + " crossed " + e.line + " "
       + e.direction + (e.grade ? ": " + shown(e.grade) : "");
     case "presence_missing": return e.check + ": only " + e.seen + " of " + e.expected + " "
@@ -281,7 +284,7 @@ function words(e) {{
 const ALARMS = new Set(["keepout_enter", "zone_dwell_exceeded", "presence_missing",
   "camera_blind", "accelerator_lost", "output_fault"]);
 function show(e) {{
-  const li = el("li", "event " + e.type + (ALARMS.has(e.type) ? " alarm" : ""));
+  const li = el("li", "event " + e.type + (ALARMS.has(e.type) || e.anomalous ? " alarm" : ""));
   li.append(el("time", "", when(e)), (e.stream ? cam(e.stream) + ": " : "") + words(e));
   const list = $("events");
   list.insertBefore(li, list.firstChild);
