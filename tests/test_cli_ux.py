@@ -273,3 +273,12 @@ def test_a_run_ends_with_a_short_summary_in_words(tmp_path: Path) -> None:
     (recording,) = (tmp_path / "rec").iterdir()
     assert f"recording {recording}" in tail[2] and f"events {events} (" in tail[2]
     assert any("summary: {" in x for x in run.stderr.splitlines())  # the JSON line stays
+
+
+def test_every_sub_command_has_working_help() -> None:
+    from coral_mfg.commands.cli import COMMANDS
+
+    for name in COMMANDS:
+        run = _cli(name, "--help")
+        assert run.returncode == 0 and "usage:" in run.stdout, (name, run.stderr[-400:])
+        assert "Traceback" not in run.stderr, name

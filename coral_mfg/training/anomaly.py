@@ -268,7 +268,7 @@ def train_parser() -> Parser:
                    "default); neighbours: the distance to the nearest good crop")
     p.add_argument("--false_alarm_rate", type=_rate, default=DEFAULT_RATE, metavar="SHARE",
                    help="the share of good crops allowed above the threshold (default "
-                   f"{DEFAULT_RATE:g}, that is {DEFAULT_RATE:.1%})")
+                   f"{DEFAULT_RATE:g}, that is {DEFAULT_RATE * 100:.1f} %%)")
     p.add_argument("--folds", type=_bounded(2, 20), default=DEFAULT_FOLDS, metavar="N",
                    help=f"held-out folds of consecutive crops (default {DEFAULT_FOLDS})")
     p.add_argument("--memory", type=_bounded(1, 100_000), default=DEFAULT_MEMORY,
