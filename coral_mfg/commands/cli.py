@@ -1,8 +1,8 @@
 """Command line: the original demo's flags, plus sub-commands.
 
-``coral-mfg [run] [flags]`` runs the inspection; ``fetch-assets``, ``doctor``
-and ``bench`` are the other sub-commands. User errors end in one line and exit
-status 2; anything else is a bug and keeps its traceback.
+``coral-mfg [run] [flags]`` runs the inspection; ``fetch-assets``, ``doctor``,
+``bench``, ``train-classifier``, ``plc-map`` and ``plc-poll`` are the other sub-commands.
+User errors end in one line and exit status 2; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -91,12 +91,26 @@ def cmd_doctor(argv: Sequence[str]) -> int:
     return run_doctor(args)
 
 
+def cmd_plc_map(argv: Sequence[str]) -> int:
+    from coral_mfg.commands.plc import plc_map_main
+
+    return plc_map_main(argv)
+
+
+def cmd_plc_poll(argv: Sequence[str]) -> int:
+    from coral_mfg.commands.plc import plc_poll_main
+
+    return plc_poll_main(argv)
+
+
 COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "run": cmd_run,
     "fetch-assets": cmd_fetch_assets,
     "doctor": cmd_doctor,
     "bench": cmd_bench,
     "train-classifier": cmd_train_classifier,
+    "plc-map": cmd_plc_map,
+    "plc-poll": cmd_plc_poll,
 }
 
 

@@ -81,7 +81,8 @@ def run_parser(prog: str = "coral-mfg") -> argparse.ArgumentParser:
         description="Manufacturing inspection for one to eight cameras: worker keep-out "
         "zones and grading of detected objects (apples by default), on Coral Edge TPUs or "
         "the CPU. Without [cameras] tables in the config, the original two streams run.",
-        epilog="sub-commands: run (default), fetch-assets, doctor, bench, train-classifier. "
+        epilog="sub-commands: run (default), fetch-assets, doctor, bench, train-classifier, "
+        "plc-map, plc-poll. "
         "'coral-mfg SUBCOMMAND --help' for each.\n\n" + KEYS_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -366,3 +366,16 @@ def registers(point: Point, value: Any) -> list[int] | list[bool]:
         return [number & 0xFFFF]
     number &= 0xFFFFFFFF
     return [number >> 16, number & 0xFFFF]
+
+
+def from_registers(point: Point, raw: list[int] | list[bool]) -> Any:
+    """What a PLC makes of a point's bits or registers (the inverse of :func:`registers`):
+    a count seen of 65535 is -1 (unknown)."""
+    if point.type == BOOLEAN:
+        return bool(raw[0])
+    if point.type == DOUBLE:
+        return int(raw[0]) / 10
+    if len(raw) == 1:
+        value = int(raw[0])
+        return value - 0x10000 if point.type == INT32 and value >= 0x8000 else value
+    return (int(raw[0]) << 16) | int(raw[1])
