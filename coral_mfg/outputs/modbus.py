@@ -46,6 +46,7 @@ class ModbusServer(PlcServer):
     """See the module's docstring."""
 
     kind = "modbus"
+    per_client = ("pymodbus",)
 
     def __init__(self, bind: str, layout: StationLayout, baseline: Baseline) -> None:
         self.host, self.port = parse_bind(bind)

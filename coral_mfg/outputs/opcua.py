@@ -271,6 +271,8 @@ class OpcuaServer(PlcServer):
     """See the module's docstring."""
 
     kind = "opcua"
+    per_client = ("asyncua.server.binary_server_asyncio", "asyncua.server.uaprocessor",
+                  "asyncua.server.internal_session")
 
     def __init__(self, plan: OpcuaPlan, layout: StationLayout, baseline: Baseline) -> None:
         super().__init__(layout, baseline, plan.url)

@@ -145,49 +145,58 @@ def _quantile(ordered: list[float], q: float) -> float:
     return ordered[min(rank, len(ordered)) - 1]
 
 
-class ClientFaults(logging.Filter):
-    """A server library's errors (a client sent something it could not take) as one line
-    each, at most one every :data:`FAULT_LINE_S`, the rest counted; never a traceback."""
+class ClientFaults(logging.Handler):
+    """A server library's complaints about a client (a malformed message, a refused
+    request, a connection it had to drop) as one line each, at most one every
+    :data:`FAULT_LINE_S`, the rest counted; never a traceback. ``per_client``: the
+    library's modules that handle one connection, whose warnings are about a client;
+    elsewhere only its errors count."""
 
-    def __init__(self, output: str) -> None:
-        super().__init__()
+    def __init__(self, output: str, per_client: tuple[str, ...] = ()) -> None:
+        super().__init__(logging.DEBUG)
         self.output = output
+        self.per_client = per_client
         self.count = 0
         self._shown_at = -1e9
         self._hidden = 0
-        self._lock = threading.Lock()
+        self._guard = threading.Lock()
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno < logging.ERROR:
-            return True
-        text = record.getMessage().strip().splitlines()
+    def emit(self, record: logging.LogRecord) -> None:
+        fault = record.levelno >= logging.ERROR or (
+            record.levelno >= logging.WARNING and record.name.startswith(self.per_client))
+        try:
+            text = record.getMessage().strip().splitlines()
+        except (TypeError, ValueError):  # a library's own badly formed message
+            text = [str(record.msg)]
         words = (text[0] if text else record.name)[:200]
+        if not fault:
+            log.debug("%s: %s: %s", self.output, record.name, words)
+            return
         if record.exc_info and record.exc_info[1] is not None:
             words += f" ({type(record.exc_info[1]).__name__}: {record.exc_info[1]})"[:200]
         now = time.monotonic()
-        with self._lock:
+        with self._guard:
             self.count += 1
             if now - self._shown_at < FAULT_LINE_S:
                 self._hidden += 1
-                return False
+                return
             hidden, self._hidden, self._shown_at = self._hidden, 0, now
         more = f"; {hidden} more since the last line" if hidden else ""
-        record.msg = (f"{self.output}: a client's request failed: {words}{more}; inspection "
-                      "goes on")
-        record.args = None
-        record.exc_info = record.exc_text = None
-        record.levelno, record.levelname = logging.WARNING, "WARNING"
-        return True
+        log.warning("%s: a client's request failed: %s%s; inspection goes on", self.output,
+                    words, more)
 
 
 def quiet(logger_name: str, faults: ClientFaults) -> None:
-    """A library's own chatter (warnings about its defaults, per-request notes) off unless
-    debugging; its errors through ``faults``."""
+    """A library's records go to ``faults`` alone, never to the run's log as they are: its
+    own chatter (its defaults, per-request notes) only when debugging, its complaints
+    about clients as ``faults`` says them."""
     logger = logging.getLogger(logger_name)
-    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
-        logger.setLevel(logging.ERROR)
-    if faults not in logger.filters:
-        logger.addFilter(faults)
+    debugging = logging.getLogger().getEffectiveLevel() <= logging.DEBUG
+    logger.setLevel(logging.DEBUG if debugging else logging.WARNING)
+    for old in [h for h in logger.handlers if isinstance(h, ClientFaults)]:
+        logger.removeHandler(old)
+    logger.addHandler(faults)
+    logger.propagate = False
 
 
 class PlcServer(SinkBase):
@@ -195,6 +204,8 @@ class PlcServer(SinkBase):
     Subclasses open and close the server and write the values that changed."""
 
     kind: ClassVar[str] = ""
+    #: The server library's modules that serve one client (see :class:`ClientFaults`).
+    per_client: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, layout: StationLayout, baseline: Baseline, where: str) -> None:
         self.layout = layout
@@ -203,7 +214,7 @@ class PlcServer(SinkBase):
         self.health = OutputHealth(self.kind)
         self.state = PlcState(layout, baseline)
         self.latency = LatencyRecord()
-        self.faults = ClientFaults(self.kind)
+        self.faults = ClientFaults(self.kind, self.per_client)
         self.listening = False
         self.rejects = 0
         self._inbox: queue.Queue[Delivery] = queue.Queue(INBOX)
