@@ -207,7 +207,7 @@ def ensure_certificate(plan: OpcuaPlan, station: str) -> None:
         cert.parent.mkdir(parents=True, exist_ok=True)
         private = cert_gen.generate_private_key()
         made = cert_gen.generate_self_signed_app_certificate(
-            private, f"coral-mfg {station}", {"O": "coral-mfg"},
+            private, f"coral-mfg {station}", {"organizationName": "coral-mfg"},
             [x509.UniformResourceIdentifier(application_uri(station)), x509.DNSName(host),
              x509.DNSName("localhost")],
             [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH], CERT_DAYS)
