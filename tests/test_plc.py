@@ -217,8 +217,12 @@ def test_the_heartbeat_increments(station: Station, opcua: Client,
     wait_for(lambda: read_mb(modbus, beat) > over_modbus, "the next beat over Modbus")
     toggle = station.entry("health/heartbeat_toggle")
     seen = {read_mb(modbus, toggle)}
-    wait_for(lambda: seen.add(read_mb(modbus, toggle)) or len(seen) == 2, "the toggle",
-             poll=0.05)
+
+    def flipped() -> bool:
+        seen.add(read_mb(modbus, toggle))
+        return len(seen) == 2
+
+    wait_for(flipped, "the toggle", poll=0.05)
     assert read_ua(opcua, station.entry("health/ok")) is True
 
 
@@ -235,12 +239,13 @@ def test_a_zone_alarms_while_the_worker_is_in_it(station: Station, opcua: Client
         return read(client, occupancy), read(client, alarm)
 
     for read, client in ((read_ua, opcua), (read_mb, modbus)):
-        wait_for(lambda r=read, c=client: state(r, c) == (0, False), "the zone clear",
-                 timeout=180, poll=0.05)
-        wait_for(lambda r=read, c=client: state(r, c) == (1, True), "the worker in the zone",
-                 timeout=180, poll=0.05)
-        wait_for(lambda r=read, c=client: state(r, c) == (0, False), "the worker out again",
-                 timeout=180, poll=0.05)
+        for want, what in (((0, False), "the zone clear"), ((1, True), "the worker in it"),
+                           ((0, False), "the worker out again")):
+
+            def reads(r: Any = read, c: Any = client, w: Any = want) -> bool:
+                return bool(state(r, c) == w)
+
+            wait_for(reads, what, timeout=180, poll=0.05)
     assert read_ua(opcua, entries) >= 1 and read_mb(modbus, entries) >= 1
     entered = wait_for(lambda: events.of("keepout_enter"), "a keep-out entry event")
     assert entered[0].Camera == "worker_safety" and entered[0].Subject == "floor"
@@ -283,9 +288,10 @@ def test_the_reject_pulse_is_for_the_rotten_apple_only(station: Station, opcua: 
     events = Events(opcua)
     wait_for(lambda: read_mb(modbus, reject), "the reject pulse on", timeout=180, poll=0.02)
     wait_for(lambda: not read_mb(modbus, reject), "the reject pulse off", poll=0.02)
-    fresh_tracks = lambda: {e["track"] for e in station.log()  # noqa: E731
-                            if e.get("type") == "graded" and e["grade"] == "fresh_apple"
-                            and e["stream"] == "visual_inspection"}
+    def fresh_tracks() -> set[int]:
+        return {e["track"] for e in station.log() if e.get("type") == "graded"
+                and e["grade"] == "fresh_apple" and e["stream"] == "visual_inspection"}
+
     before = fresh_tracks()
     # a rejected apple heard of as an event, and a fresh one graded meanwhile
     wait_for(lambda: events.of("reject") and fresh_tracks() - before, "a reject event, and a "
@@ -359,7 +365,9 @@ def test_only_the_admin_resets_counts_and_nothing_is_writable(station: Station,
     alarm = opcua.get_node(station.entry("worker_safety/zones/floor/alarm")["opcua"])
     with pytest.raises(ua.UaStatusCodeError, match="BadUserAccessDenied"):
         alarm.write_value(ua.Variant(False, ua.VariantType.Boolean))
-    total = lambda: sum(read_ua(opcua, e) for e in counts)  # noqa: E731
+    def total() -> int:
+        return sum(int(read_ua(opcua, e)) for e in counts)
+
     before = wait_for(lambda: total() >= 3 and total(), "three apples counted", timeout=180)
     admin = _connect(station.opcua, ADMIN, ADMIN_PASSWORD)
     try:
@@ -452,7 +460,7 @@ def test_off_loopback_takes_an_encrypted_session_with_a_user(tmp_path: Path) -> 
         assert cert.with_suffix(".key.pem").stat().st_mode & 0o077 == 0
         plain = Client(url, timeout=10)
         wait_for(lambda: _listening(port), "the OPC UA server", timeout=180)
-        with pytest.raises(Exception):  # noqa: B017, PT011: no unsecured endpoint at all
+        with pytest.raises(ua.UaError):  # no endpoint without security at all
             plain.connect()
         plain._stop_own_tloop()
 
@@ -473,7 +481,7 @@ def test_off_loopback_takes_an_encrypted_session_with_a_user(tmp_path: Path) -> 
         good.connect()
         try:
             beat = good.get_node(f"ns=2;s=CoralMfg/{STATION}/Health/Heartbeat")
-            first = wait_for(lambda: beat.read_value(), "a heartbeat")
+            first = wait_for(beat.read_value, "a heartbeat")
             wait_for(lambda: beat.read_value() > first, "the next beat")
         finally:
             good.disconnect()
