@@ -174,7 +174,7 @@ def test_three_cameras_with_mixed_roles(tmp_path: Path) -> None:
         cap = cv2.VideoCapture(str(files[0]))
         ok, first = cap.read()
         cap.release()
-        assert ok and first.shape == (540, 960, 3)
+        assert ok and first.shape == (612, 960, 3)  # the picture and its strip
 
 
 # --- the config, checked ----------------------------------------------------------------------

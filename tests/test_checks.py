@@ -202,9 +202,10 @@ def test_a_camera_that_cannot_see_is_unknown_never_clear(tmp_path: Path) -> None
         wait_for(known, "a known occupancy again")
         assert _get(status)["streams"]["worker_safety"]["blind"] is None
     finally:
-        camera.kill()
+        # the app stops first: a camera killed while it still runs is real blindness
         app.send_signal(signal.SIGTERM)
         _, stderr = app.communicate(timeout=60)
+        camera.kill()
         sub.close()
         broker.stop()
     assert app.returncode == 0, stderr
@@ -238,9 +239,9 @@ def test_a_frozen_picture_is_blind(tmp_path: Path) -> None:
     try:
         found = wait_for(blind, "the frozen camera blind")
     finally:
-        camera.kill()
         app.send_signal(signal.SIGTERM)
         _, stderr = app.communicate(timeout=60)
+        camera.kill()
     assert app.returncode == 0, stderr
     assert found[0]["stream"] == "worker_safety" and "FROZEN" in found[0]["reason"]
     assert not [e for e in blind() if e["stream"] == "visual_inspection"]  # a file: exempt

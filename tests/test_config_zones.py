@@ -500,10 +500,10 @@ def test_whole_box_flag_sets_the_mode_of_the_shipped_zone() -> None:
 # --- one schema, sizes, renames --------------------------------------------------------------
 
 
-def test_readme_zone_table_is_the_schema() -> None:
+def test_the_documented_zone_table_is_the_schema() -> None:
     from coral_mfg.config.zones import schema_table
 
-    assert schema_table() in (ROOT / "README.md").read_text()
+    assert schema_table() in (ROOT / "docs" / "zones.md").read_text()
 
 
 @pytest.mark.parametrize(

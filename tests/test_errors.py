@@ -18,6 +18,7 @@ import cv2
 import pytest
 
 from coral_mfg.config.flags import resolve_settings, run_parser
+from coral_mfg.outputs.panel import STRIP_HEIGHT
 from coral_mfg.runtime.builder import build_pipeline
 from coral_mfg.runtime.pipeline import Pipeline
 from tests.conftest import ROOT, video
@@ -158,7 +159,7 @@ def test_sigterm_stops_cleanly_with_complete_outputs(tmp_path: Path) -> None:
                             "-show_entries", "stream=nb_read_frames,width,height", "-of", "json",
                             str(output)], capture_output=True, text=True, check=True)
     stream = json.loads(probe.stdout)["streams"][0]
-    assert (stream["width"], stream["height"]) == (1920, 540)
+    assert (stream["width"], stream["height"]) == (1920, 540 + STRIP_HEIGHT)
     assert int(stream["nb_read_frames"]) == count
 
 
@@ -222,9 +223,12 @@ def test_sigint_stops_cleanly(tmp_path: Path) -> None:
 def test_second_ctrl_c_forces_exit(tmp_path: Path) -> None:
     events = tmp_path / "events.jsonl"
     proc = _looping_app(events)
-    proc.send_signal(signal.SIGINT)
-    time.sleep(0.02)  # the clean shutdown has begun; a second Ctrl-C cuts it short
-    proc.send_signal(signal.SIGINT)
+    # Ctrl-C held down: the first begins the clean shutdown, the next one cuts it short
+    # (signals sent while one is pending merge, so keep sending until the process ends)
+    deadline = time.monotonic() + 30
+    while proc.poll() is None and time.monotonic() < deadline:
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.005)
     proc.communicate(timeout=30)
     assert proc.returncode == 130
     # whatever was written is whole lines: the log is flushed line by line

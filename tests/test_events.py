@@ -1,5 +1,5 @@
 """The JSON form of every event, byte for byte: what the event log writes, MQTT publishes
-and the README documents."""
+and the docs document."""
 
 from __future__ import annotations
 
@@ -65,6 +65,12 @@ TAIL = '"timestamp":"2025-11-29T10:00:00.250Z","id":"0123456789abcdef0123456789a
          f'"time":11.0,{TAIL}}}'),
         (ev.ZonesReloaded(zones=("a", "b"), time=1.5, stamp=STAMP),
          f'{{"type":"zones_reloaded","zones":["a","b"],"time":1.5,{TAIL}}}'),
+        (ev.ZonesChanged(stream="press", by="admin token (bearer, 10.0.0.5)",
+                         changes=("added zone 'walkway'",), zones=("press-1", "walkway"),
+                         file="station.toml", time=2.5, stamp=STAMP),
+         '{"type":"zones_changed","stream":"press","by":"admin token (bearer, 10.0.0.5)",'
+         '"changes":["added zone \'walkway\'"],"zones":["press-1","walkway"],'
+         f'"file":"station.toml","time":2.5,{TAIL}}}'),
         (ev.ZonesError(error="bad", time=1.5, stamp=STAMP),
          f'{{"type":"zones_error","error":"bad","time":1.5,{TAIL}}}'),
         (ev.OutputFault(output="recording", reason="No space left on device",
@@ -116,11 +122,11 @@ def test_every_event_has_its_documented_json_form(event: ev.Event, expected: str
     assert json.dumps(event_json(event), separators=(",", ":")) == expected
 
 
-def test_the_readme_shows_the_same_forms() -> None:
-    """Each event the README shows whole has exactly the keys, in the order, made here."""
-    text = (ROOT / "README.md").read_text()
+def test_the_docs_show_the_same_forms() -> None:
+    """Each event the docs show has exactly the keys, in the order, made here."""
+    text = "\n".join(p.read_text() for p in sorted((ROOT / "docs").glob("*.md")))
     found = re.findall(r'(\{"type":"(?:keepout_enter|graded)",[^\n`]*\})', text)
-    # shortened in the README with ",...}": the keys shown must be the first ones, in order
+    # shortened in the docs with ",...}": the keys shown must be the first ones, in order
     shown = [json.loads(m.replace(",...}", "}")) for m in found]
     assert shown
     made = {"keepout_enter": event_json(ev.KeepoutEnter(

@@ -23,6 +23,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from coral_mfg.outputs.panel import STRIP_HEIGHT
 from tests.conftest import ROOT, free_port, wait_for
 
 APP = [sys.executable, "-m", "coral_mfg", "--headless", "--device", "cpu"]
@@ -218,8 +219,11 @@ def test_events_state_and_availability_reach_the_broker(
 def _check_snapshots(enter: dict[str, Any], graded: dict[str, Any]) -> None:
     """The entry's picture shows the person's box in red; the grade's has its crop."""
     picture = cv2.imread(enter["snapshot"])
-    assert picture is not None and picture.shape == (540, 960, 3)
-    b, g, r = (picture[..., i].astype(int) for i in range(3))
+    assert picture is not None and picture.shape == (540 + STRIP_HEIGHT, 960, 3)
+    strip = picture[540:]
+    assert (strip[..., 2].astype(int) > 180).mean() > 0.5  # the alarm: a red strip
+    inside = picture[10:530, 10:950]  # within the alarm border
+    b, g, r = (inside[..., i].astype(int) for i in range(3))
     assert ((r > 180) & (g < 60) & (b < 60)).sum() > 500  # a red box was drawn
     assert cv2.imread(graded["snapshot"]) is not None
     crop = cv2.imread(graded["snapshot"].replace(".jpg", "-crop.jpg"))

@@ -25,6 +25,7 @@ from coral_mfg.core.results import FrameResult, Inferred, StageTimes
 from coral_mfg.inference.lane import InferenceLane
 from coral_mfg.inference.protocol import LANES
 from coral_mfg.inference.startup import start_inference
+from coral_mfg.outputs.panel import STRIP_HEIGHT
 from coral_mfg.runtime.scheduler import IN_FLIGHT, Scheduler, StreamState
 from tests.conftest import ROOT, frames, video
 
@@ -246,7 +247,7 @@ def test_recording_size_and_count(bottom_run: tuple[list[dict[str, Any]], Path])
         ok, image = cap.read()
         if not ok:
             break
-        assert image.shape == (540, 1920, 3)
+        assert image.shape == (540 + STRIP_HEIGHT, 1920, 3)  # each picture over its panel
         count += 1
     assert count == 78  # the longer stream; the shorter one holds its last frame
 
@@ -480,10 +481,10 @@ def test_output_size_fits_the_picture(
         assert px <= x1 <= x2 <= px + pw and py <= y1 <= y2 <= py + ph
     cap = cv2.VideoCapture(str(output))
     ok, image = cap.read()
-    assert ok and image.shape == (h, 2 * w, 3)
+    assert ok and image.shape == (h + STRIP_HEIGHT, 2 * w, 3)
     worker = image[:, :w].astype(np.int32)
     expected = cv2.resize(frames(WORKER)[0], (pw, ph)).astype(np.int32)
     shown = worker[py:py + ph, px:px + pw]
     assert np.abs(shown - expected).mean() < 12  # the whole picture, unstretched (codec noise)
     if py > 8:  # black bars (a box on the picture's edge may spill a few pixels)
-        assert worker[: py - 8].max() < 30 and worker[py + ph + 8:].max() < 30
+        assert worker[: py - 8].max() < 30 and worker[py + ph + 8:h].max() < 30

@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 import pytest
 
+from coral_mfg.inference.model_report import model_warnings
 from coral_mfg.training import edgetpu_compile
 from coral_mfg.training.dataset import (
     DatasetError,
@@ -30,7 +31,7 @@ from coral_mfg.training.dataset import (
     split,
 )
 from coral_mfg.training.keras_model import class_weights
-from coral_mfg.training.report import Scores
+from coral_mfg.training.report import Scores, markdown
 
 from .conftest import ROOT, frames, model
 
@@ -369,6 +370,68 @@ def test_the_report_is_complete_and_consistent(
     assert "skipped 1 unreadable image(s)" in result.stdout
     assert "validation accuracy (quantized)" in result.stdout
     assert "Traceback" not in result.stderr and "TensorSpec" not in result.stdout
+    assert report["warnings"] == model_warnings(report)
+    for warning in report["warnings"]:
+        assert f"warning: {warning}" in " ".join(result.stdout.split())
+        assert f"- {warning}" in md
+
+
+def _report(per_grade: dict[str, float], agreement: float) -> dict[str, Any]:
+    return {"validation": {"quantized": {"per_grade": per_grade}},
+            "quantization": {"agreement": agreement}}
+
+
+def test_a_grade_below_80_percent_or_a_disagreeing_quantization_is_warned_of() -> None:
+    assert model_warnings(_report({"fresh_apple": 0.97, "rotten_apple": 0.8}, 0.95)) == []
+    (low,) = model_warnings(_report({"fresh_apple": 1.0, "rotten_apple": 0.0}, 1.0))
+    assert low.startswith("validation accuracy below 80% for rotten_apple 0%")
+    (low,) = model_warnings(_report({"fresh_apple": 0.79, "rotten_apple": 0.5}, 0.99))
+    assert "for fresh_apple 79%, rotten_apple 50%" in low and "those grades" in low
+    (apart,) = model_warnings(_report({"fresh_apple": 0.9, "rotten_apple": 0.9}, 0.9))
+    assert apart.startswith("the quantized model agrees with the float one on only 90%")
+    assert len(model_warnings(_report({"a": 0.1}, 0.5))) == 2
+
+
+def test_the_report_leads_with_its_warnings() -> None:
+    grades = ["fresh_apple", "rotten_apple"]
+    scores = {"accuracy": 0.5, "per_grade": {"fresh_apple": 1.0, "rotten_apple": 0.0},
+              "confusion_matrix": {"counts": [[5, 0], [5, 0]]}}
+    report: dict[str, Any] = {
+        "dataset": "crops", "grades": grades,
+        "images": {"train": 40, "validation": 10, "unreadable": 0},
+        "validation": {"float": scores, "quantized": scores},
+        "quantization": {"agreement": 1.0}, "training": {"epochs": 2, "best_epoch": 2},
+        "run_command": "coral-mfg", "warnings": []}
+    report["warnings"] = model_warnings(report)
+    text = markdown(report)
+    assert "not fit to run" in text.split("| grade |")[0]
+    assert f"- {report['warnings'][0]}" in text
+    report["warnings"] = []
+    assert "not fit to run" not in markdown(report)
+
+
+def test_a_run_warns_at_start_up_of_an_unfit_classifier(tmp_path: Path) -> None:
+    folder = tmp_path / "trained"
+    folder.mkdir()
+    (folder / "classifier.tflite").symlink_to(model("classifier.tflite"))
+    (folder / "classifier_labels.txt").write_text("0 fresh_apple\n1 rotten_apple\n")
+    (folder / "report.json").write_text(json.dumps(
+        _report({"fresh_apple": 0.99, "rotten_apple": 0.0}, 0.97)))
+    events = tmp_path / "events.jsonl"
+    result = _cli("--headless", "--device", "cpu", "--no-realtime", "--max_frames", "2",
+                  "--classifier_model", str(folder / "classifier.tflite"),
+                  "--events", str(events))
+    assert result.returncode == 0, result.stderr
+    (line,) = [x for x in result.stderr.splitlines() if "WARNING" in x]
+    assert f"classifier {folder / 'classifier.tflite'}: validation accuracy below 80% for " \
+           "rotten_apple 0%" in line
+    logged = [json.loads(x) for x in events.read_text().splitlines()]
+    (warned,) = [e for e in logged if e["type"] == "model_warning"]
+    assert warned["model"] == str(folder / "classifier.tflite")
+    assert warned["warning"].startswith("validation accuracy below 80% for rotten_apple 0%")
+    # the bundled classifier has no report beside it: nothing to say
+    plain = _cli("--headless", "--device", "cpu", "--no-realtime", "--max_frames", "2")
+    assert plain.returncode == 0 and "WARNING" not in plain.stderr
 
 
 @pytest.mark.training

@@ -286,7 +286,7 @@ def test_a_browser_sees_both_panes_move_and_an_event(app: App) -> None:
             wait_for(lambda n=name: pane(n) != first[n], f"the {name} pane to change")  # type: ignore[misc]
         wait_for(lambda: chrome.find_elements(By.CSS_SELECTOR, "li.event.keepout_enter"),
               "an event on the page")
-        wait_for(lambda: "live" in chrome.find_element(By.ID, "status-worker_safety").text,
+        wait_for(lambda: "LIVE" in chrome.find_element(By.ID, "status-worker_safety").text,
               "the status line")
         shot = ROOT / "out" / "web-dashboard.png"
         shot.parent.mkdir(exist_ok=True)

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from coral_mfg.core.geometry import letterbox
+from coral_mfg.outputs.panel import STRIP_HEIGHT
 from tests.conftest import ROOT, frames
 
 ZONE = [(585, 390), (720, 335), (420, 205), (305, 235)]
@@ -90,7 +91,7 @@ def _is(pixel: np.ndarray, color: str) -> bool:
 
 def test_window_size_and_no_gl_errors(window_run: tuple[np.ndarray, list[Any], str]) -> None:
     image, _, stderr = window_run
-    assert image.shape == (H, 2 * W, 3)
+    assert image.shape == (H + STRIP_HEIGHT, 2 * W, 3)  # each picture with its strip
     assert "0 GL errors" in stderr
     assert "GL error" not in stderr.replace("0 GL errors", "")
 
@@ -148,10 +149,10 @@ def test_boxes_are_drawn_where_the_event_log_says(
 def test_text_is_present(window_run: tuple[np.ndarray, list[Any], str]) -> None:
     image, _, _ = window_run
     for dx in (0, W):
-        hud = image[8:110, dx + 8:dx + 300]
-        white = np.all(hud > 200, axis=2).sum()
-        dark = np.all(hud < 40, axis=2).sum()
-        assert white > 300 and dark > 3000, (white, dark)  # glyphs on the HUD's dark panel
+        strip = image[H:H + STRIP_HEIGHT, dx + 8:dx + 400]  # under the picture, never on it
+        white = np.all(strip > 200, axis=2).sum()
+        dark = np.all(strip < 40, axis=2).sum()
+        assert white > 300 and dark > 3000, (white, dark)  # glyphs on the strip's dark panel
 
 
 def test_resize_keeps_the_aspect_ratio(xvfb: str) -> None:
@@ -178,14 +179,15 @@ def test_resize_keeps_the_aspect_ratio(xvfb: str) -> None:
         window.swap()  # the driver resizes the back buffer at a swap
         window.draw(Layer())
         shot = window.read_pixels()
-        x, y, w, h = letterbox((1000, 1000), (2 * W, H))
-        assert abs(w / h - (2 * W) / H) < 0.01
-        assert (x, w) == (0, 1000) and y > 300
+        cell = H + STRIP_HEIGHT
+        x, y, w, h = letterbox((1000, 1000), (2 * W, cell))
+        assert abs(w / h - (2 * W) / cell) < 0.01
+        assert (x, w) == (0, 1000) and y > 250
         assert shot[:y - 1].max() == 0 and shot[y + h + 1:].max() == 0  # black bars
         content = shot[y:y + h, x:x + w]
-        back = cv2.resize(content, (2 * W, H), interpolation=cv2.INTER_AREA)
+        back = cv2.resize(content, (2 * W, cell), interpolation=cv2.INTER_AREA)
         ref = cv2.resize(cv2.resize(native, (w, h), interpolation=cv2.INTER_AREA),
-                         (2 * W, H), interpolation=cv2.INTER_AREA)
+                         (2 * W, cell), interpolation=cv2.INTER_AREA)
         assert np.abs(back.astype(int) - ref.astype(int)).mean() < 6  # same picture, unstretched
         assert window.gl_errors == 0
     finally:
@@ -426,7 +428,7 @@ def test_zone_editor_drag_insert_delete_new_and_save(
 
     def at(x: float, y: float) -> tuple[float, float]:
         """Window coordinates of content point (x, y): editing enlarges the safety camera,
-        so its 960x540 pane sits in the middle of the 1920x540 window."""
+        so its 960x612 cell sits in the middle of the 1920x612 window."""
         vx, _, vw, _ = win.viewport()
         return (vx + x * vw / win.content[0], y)
 
@@ -439,12 +441,15 @@ def test_zone_editor_drag_insert_delete_new_and_save(
         win._on_mouse_button(None, glfw.MOUSE_BUTTON_LEFT, glfw.RELEASE, 0)
         step()
 
+    def naming() -> str | None:
+        return app.editor.naming if app.editor is not None else None
+
     pipeline.start()
     try:
         assert win.to_content(585, 390) == pytest.approx((585, 390))
         key(glfw.KEY_E)
         assert app.editor is not None and app.editor.active
-        assert app.focused == "worker_safety" and win.content == (W, H)
+        assert app.focused == "worker_safety" and win.content == (W, H + STRIP_HEIGHT)
         assert win.to_content(*at(585, 390)) == pytest.approx((585, 390))
         store = pipeline.zone_store("worker_safety")
         assert store is not None
@@ -464,9 +469,21 @@ def test_zone_editor_drag_insert_delete_new_and_save(
         # right-click it away again
         click(570, 270, glfw.MOUSE_BUTTON_RIGHT)
         assert len(store.zones[0].points) == 4
-        # a new zone, selected with Tab
+        # a new zone asks for its name at once: typed, Enter
         key(glfw.KEY_N)
-        assert [z.name for z in store.zones] == ["press-1", "zone-2"]
+        assert naming() == "zone-2"
+        for _ in range(len("zone-2")):
+            key(glfw.KEY_BACKSPACE)
+        for char in "walkway":
+            win._on_char(None, ord(char))
+        key(glfw.KEY_ENTER)
+        assert [z.name for z in store.zones] == ["press-1", "walkway"]
+        # r renames the zone selected; Esc keeps its name
+        key(glfw.KEY_R)
+        win._on_char(None, ord("x"))
+        key(glfw.KEY_ESCAPE)
+        assert naming() is None
+        assert [z.name for z in store.zones] == ["press-1", "walkway"]
         key(glfw.KEY_TAB)
         assert app.editor is not None and app.editor.zone is not None
         assert app.editor.zone.name == "press-1"
@@ -483,10 +500,13 @@ def test_zone_editor_drag_insert_delete_new_and_save(
         app.finish()
     if errors:
         raise errors[0]
-    saved = tomllib.loads(cfg.read_text())
+    text = cfg.read_text()
+    saved = tomllib.loads(text)
     assert saved["width"] == 960 and saved["worker_threshold"] == 0.4  # other settings kept
+    assert text.startswith("# plant settings\n")  # and its comments
+    assert "points = [[600, 420], [720, 335], [420, 205], [305, 235]]\n" in text  # one line
     zones = saved["safety"]["zones"]
-    assert [z["name"] for z in zones] == ["press-1", "zone-2"]
+    assert [z["name"] for z in zones] == ["press-1", "walkway"]
     assert zones[0]["points"] == [[600, 420], [720, 335], [420, 205], [305, 235]]
     assert zones[0]["enter_frames"] == 2  # its own settings kept too
     # the handles of the selected zone are drawn (white squares at its vertices)
@@ -574,7 +594,7 @@ def test_window_close_stops_cleanly(xvfb: str) -> None:
 
 
 def test_window_fits_a_small_screen(monkeypatch: pytest.MonkeyPatch) -> None:
-    """On a 1280x720 screen the 1920x540 window shrinks to fit, keeping its shape."""
+    """On a 1280x720 screen the 1920x612 window shrinks to fit, keeping its shape."""
     import glfw
 
     from coral_mfg.render.window import Window
@@ -599,7 +619,7 @@ def test_window_fits_a_small_screen(monkeypatch: pytest.MonkeyPatch) -> None:
     finally:
         proc.terminate()
         proc.wait(10)
-    assert (w, h) == (1280, 360)  # 2W x H scaled by 1280 / 1920
+    assert (w, h) == (1280, 408)  # 2W x (H + strip) scaled by 1280 / 1920
     assert x >= 0 and y >= 0 and x + w <= 1280 and y + h <= 720
 
 
@@ -630,18 +650,20 @@ def test_four_cameras_fill_a_two_by_two_grid(xvfb: str, tmp_path: Path) -> None:
     saved = cv2.imread(str(shot))
     assert saved is not None, f"no screenshot at {shot}"
     image = cv2.cvtColor(saved, cv2.COLOR_BGR2RGB)
-    assert image.shape == (2 * H, 2 * W, 3)
+    cell = H + STRIP_HEIGHT
+    assert image.shape == (2 * cell, 2 * W, 3)
     lines = [json.loads(x) for x in events.read_text().splitlines()]
     for i, (name, clip, _) in enumerate(FOUR):
         index = _last(lines, name)["frame"]
         expected = cv2.cvtColor(cv2.resize(frames(clip)[index], (W, H)), cv2.COLOR_BGR2RGB)
-        x0, y0 = (i % 2) * W, (i // 2) * H
+        x0, y0 = (i % 2) * W, (i // 2) * cell
         shown = image[y0:y0 + H, x0:x0 + W]
         region = (slice(H // 2, H), slice(0, W // 3))  # away from the HUD and most overlays
         diff = np.abs(shown[region].astype(int) - expected[region].astype(int)).mean()
         assert diff < 12, (name, diff)
-        hud = shown[8:110, 8:300]
-        assert np.all(hud > 200, axis=2).sum() > 300, name  # each pane has its HUD
+        strip = image[y0 + H:y0 + cell, x0 + 8:x0 + 400].astype(int)
+        glyphs = (np.abs(strip - strip[-1, -1]).max(axis=2) > 80).sum()  # off the background
+        assert glyphs > 300, (name, glyphs)  # each camera has its strip, with words
 
 
 def test_a_number_key_or_a_click_enlarges_one_camera(xvfb: str, tmp_path: Path) -> None:
@@ -670,12 +692,13 @@ def test_a_number_key_or_a_click_enlarges_one_camera(xvfb: str, tmp_path: Path) 
         app.handle_mouse()
 
     try:
-        assert win.content == (2 * W, 2 * H) and app.focused is None
-        assert win.framebuffer_size() == (2 * W, 2 * H)
+        cell = H + STRIP_HEIGHT
+        assert win.content == (2 * W, 2 * cell) and app.focused is None
+        assert win.framebuffer_size() == (2 * W, 2 * cell)
         key(glfw.KEY_3)
-        assert app.focused == "dock" and win.content == (W, H)
+        assert app.focused == "dock" and win.content == (W, cell)
         key(glfw.KEY_3)  # the same key again: the grid
-        assert app.focused is None and win.content == (2 * W, 2 * H)
+        assert app.focused is None and win.content == (2 * W, 2 * cell)
         key(glfw.KEY_2)
         key(glfw.KEY_0)
         assert app.focused is None
@@ -695,3 +718,33 @@ def test_a_number_key_or_a_click_enlarges_one_camera(xvfb: str, tmp_path: Path) 
     finally:
         pipeline.close()
         app.finish()
+
+
+def test_a_person_in_a_zone_shows_the_red_strip_and_border(xvfb: str, tmp_path: Path) -> None:
+    """The shipped config's walkway, entered by the sample worker by frame 60: the
+    window's last frame has the red strip naming the zone and a red border round the
+    picture; the other camera stays calm."""
+    shot, events = tmp_path / "shot.png", tmp_path / "events.jsonl"
+    result = subprocess.run(
+        [sys.executable, "-m", "coral_mfg", "--device", "cpu", "--no-realtime",
+         "--max_frames", "60", "--screenshot", str(shot), "--events", str(events),
+         "--no-history"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+        env={**os.environ, "DISPLAY": xvfb})
+    assert result.returncode == 0, result.stderr
+    last = _last([json.loads(x) for x in events.read_text().splitlines()], "worker_safety")
+    assert any("walkway" in o["zones"] for o in last["objects"])
+    saved = cv2.imread(str(shot))
+    assert saved is not None
+    image = cv2.cvtColor(saved, cv2.COLOR_BGR2RGB)
+    (ROOT / "out" / "screenshots").mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(ROOT / "out" / "screenshots" / "window-alarm.png"), saved)
+
+    def red(area: np.ndarray) -> float:
+        r, g, b = (area[..., i].astype(np.int32) for i in range(3))
+        return float(((r > 180) & (g < 80) & (b < 80)).mean())
+
+    worker, apples = image[:, :W], image[:, W:]
+    assert red(worker[H + 4:, :]) > 0.5  # the strip
+    assert red(worker[: H, :3]) > 0.9 and red(worker[: H, -3:]) > 0.9  # the border
+    assert red(apples[H + 4:, :]) < 0.1 and red(apples[: H, :3]) < 0.1

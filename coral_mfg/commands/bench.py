@@ -197,6 +197,7 @@ def run_render_bench(settings: Settings, seconds: float) -> dict[str, Any]:
     import glfw
     from OpenGL import GL
 
+    from coral_mfg.outputs.panel import DIM, OK, Panel, Segment
     from coral_mfg.render.window import DisplaySink, Window, scene_for
 
     keep = _Keep()
@@ -213,8 +214,9 @@ def run_render_bench(settings: Settings, seconds: float) -> dict[str, Any]:
     try:
         glfw.swap_interval(0)
         display = DisplaySink()
-        hud = ["WORKER SAFETY  sample", " 30.0 fps   inference  7.5 ms", "CPU  model",
-               "dropped 0", "in zone now 0   violations 0"]
+        strip = Panel(((Segment("WORKER SAFETY  "), Segment("LIVE: 30.0 fps", OK)),
+                       (Segment("entries 0  |  Fresh apple 3 PASS"),),
+                       (Segment("inference 8 ms on CPU   dropped 0", DIM),)), OK, False, "live")
         panes = {cameras[i]: origin for i, origin in window.origins().items()}
         drawn = 0
         start = time.perf_counter()
@@ -224,7 +226,7 @@ def run_render_bench(settings: Settings, seconds: float) -> dict[str, Any]:
                 display.write(result)
                 window.set_pane(i, result.frame.image)
             layer = scene_for(display.snapshot(), window.atlas, window.pane_size, panes,
-                              mask=None, hud=lambda _s: hud)
+                              mask=None, panel=lambda _s: strip)
             window.draw(layer)
             window.swap()
             glfw.poll_events()

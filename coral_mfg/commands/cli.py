@@ -1,20 +1,29 @@
 """Command line: the original demo's flags, plus sub-commands.
 
 ``coral-mfg [run] [flags]`` runs the inspection; ``fetch-assets``, ``doctor``,
-``bench``, ``train-classifier``, ``plc-map`` and ``plc-poll`` are the other sub-commands.
-User errors end in one line and exit status 2; anything else is a bug and keeps its traceback.
+``bench``, ``train-classifier``, ``report``, ``plc-map`` and ``plc-poll`` are the other
+sub-commands. User errors end in one line and exit status 2; anything else is a bug and
+keeps its traceback.
 """
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from coral_mfg.config.assets import ENV_MIRROR, app_home, fetch_all, load_manifest, usable_pairs
-from coral_mfg.config.flags import Parser, resolve_settings, run_parser
+from coral_mfg.config.assets import (
+    ENV_MIRROR,
+    app_home,
+    fetch_all,
+    load_manifest,
+    not_installed,
+    usable_pairs,
+)
+from coral_mfg.config.flags import SUB_COMMANDS, Parser, resolve_settings, run_parser
 from coral_mfg.core.errors import AssetError, UserError
 from coral_mfg.core.quiet import quiet_libraries
 
@@ -49,21 +58,32 @@ def cmd_fetch_assets(argv: Sequence[str]) -> int:
         raise AssetError(f"unknown asset '{unknown[0]}'; known: "
                          + ", ".join(a.name for a in manifest.assets))
     results = fetch_all(manifest, home, mirror, download=not args.offline, names=args.only)
+    pairs = usable_pairs(manifest, home, edgetpu=True)
+    cpu_pairs = usable_pairs(manifest, home)
+    best = (cpu_pairs or pairs)[0] if pairs else None
+    # Optional detectors that are not there are one line, not a line per file.
+    skipped = ({f for d in manifest.detectors[:manifest.detectors.index(best[0])]
+                for f in (d.cpu, d.edgetpu) if f} if best else set())
     for r in results:
+        if r.status == "missing" and r.asset.name in skipped:
+            continue
         where = f"{r.asset.subdir}/{r.asset.name}"
         if r.status == "present":
-            print(f"ok       {where} (already present, verified)")
-        elif r.status == "fetched":
+            continue
+        if r.status == "fetched":
             print(f"fetched  {where} from {r.source}")
         else:
             opt = " (optional)" if r.asset.optional else ""
             print(f"MISSING  {where}{opt}: {r.detail}")
-    pairs = usable_pairs(manifest, home, edgetpu=True)
-    cpu_pairs = usable_pairs(manifest, home)
-    if not pairs:
+    present = [r for r in results if r.status == "present"]
+    if present:
+        print(f"ok       {len(present)} file(s) already present, verified")
+    if best is None:
         print("error: no usable detector + classifier pair; the app cannot run", file=sys.stderr)
         return 1
-    best = (cpu_pairs or pairs)[0]
+    fallback = not_installed(manifest, best[0])
+    if fallback:
+        print(f"note     {fallback} (optional; fetched when its source can be reached)")
     print(f"ready: detector {best[0].name} ({best[1]}) + classifier {best[2]}")
     return 0
 
@@ -79,6 +99,12 @@ def cmd_train_classifier(argv: Sequence[str]) -> int:
     from coral_mfg.training.command import main as train_main
 
     return train_main(argv)
+
+
+def cmd_report(argv: Sequence[str]) -> int:
+    from coral_mfg.commands.report import main as report_main
+
+    return report_main(argv)
 
 
 def cmd_doctor(argv: Sequence[str]) -> int:
@@ -109,9 +135,11 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "doctor": cmd_doctor,
     "bench": cmd_bench,
     "train-classifier": cmd_train_classifier,
+    "report": cmd_report,
     "plc-map": cmd_plc_map,
     "plc-poll": cmd_plc_poll,
 }
+assert tuple(COMMANDS) == SUB_COMMANDS, "the run's --help names every sub-command"
 
 
 def _setup_logging(level: str, log_file: Path | None = None) -> None:
@@ -132,13 +160,24 @@ def _setup_logging(level: str, log_file: Path | None = None) -> None:
     )
 
 
+def _command(args: list[str]) -> Callable[[Sequence[str]], int]:
+    """The sub-command the first word names (taken off ``args``), else the run; a word that
+    names none is refused with the closest one suggested."""
+    if not args or args[0].startswith("-"):
+        return COMMANDS["run"]
+    word = args.pop(0)
+    if word in COMMANDS:
+        return COMMANDS[word]
+    close = difflib.get_close_matches(word, COMMANDS, n=1, cutoff=0.5)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    raise UserError(f"unknown sub-command '{word}' ({hint}sub-commands: {', '.join(COMMANDS)}; "
+                    "flags start with --)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    command = COMMANDS["run"]
-    if args and args[0] in COMMANDS:
-        command = COMMANDS[args.pop(0)]
     try:
-        return command(args)
+        return _command(args)(args)
     except UserError as exc:
         message = "; ".join(part.strip() for part in str(exc).splitlines() if part.strip())
         print(f"coral-mfg: error: {message}", file=sys.stderr)

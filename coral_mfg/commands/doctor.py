@@ -15,7 +15,6 @@ from coral_mfg.config.cameras import CameraConfig
 from coral_mfg.config.settings import Settings
 from coral_mfg.config.validators import redact_url
 from coral_mfg.core.errors import DeviceError, UserError
-from coral_mfg.core.files import writable_folder
 from coral_mfg.inference import device_lock, discovery, runtime, setup_guide
 from coral_mfg.inference.startup import probe_edgetpu
 
@@ -148,7 +147,9 @@ def _settings_checks(settings: Settings | UserError) -> list[Check]:
     checks = [Check("config", True, f"{where}: valid")]
     for camera in settings.camera_list():
         checks.append(_input_check(settings, camera))
-    checks.extend(_folder_check(path, probe) for _, path, probe in settings.written())
+    checks.extend(Check(f"output {path.name}", problem is None,
+                        problem or f"{probe.parent} writable")
+                  for _, path, probe, problem in settings.written_problems())
     return checks
 
 
@@ -162,11 +163,6 @@ def _input_check(settings: Settings, camera: CameraConfig) -> Check:
     cap.release()
     size = f"{first.size[0]}x{first.size[1]}" if first is not None else "?"
     return Check(name, True, f"{redact_url(config.spec)} ({size})")
-
-
-def _folder_check(path: Path, probe: Path) -> Check:
-    problem = writable_folder(probe)
-    return Check(f"output {path.name}", problem is None, problem or f"{probe.parent} writable")
 
 
 def _settings(args: argparse.Namespace) -> Settings | UserError:

@@ -84,6 +84,11 @@ class ModelSet:
     worker_threshold: float | None = None
     inspection_threshold: float | None = None
 
+    @property
+    def title(self) -> str:
+        """Its name for people: the description without the details in brackets."""
+        return self.description.split(" (", 1)[0]
+
 
 @dataclass(frozen=True)
 class Manifest:
@@ -266,6 +271,15 @@ def fetch_all(
 
 def available(manifest: Manifest, home: Path, name: str | None) -> bool:
     return name is not None and (home / manifest.asset(name).subdir / name).is_file()
+
+
+def not_installed(manifest: Manifest, chosen: ModelSet) -> str | None:
+    """One line for the detectors preferred to ``chosen`` that are not installed
+    ("SSDLite MobileDet not installed: using SSD MobileNet v1"), or None."""
+    skipped = manifest.detectors[:manifest.detectors.index(chosen)]
+    if not skipped:
+        return None
+    return f"{' and '.join(d.title for d in skipped)} not installed: using {chosen.title}"
 
 
 def usable_pairs(

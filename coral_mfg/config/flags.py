@@ -7,6 +7,9 @@ Every flag that is also a setting is checked by the settings model itself, so
 from __future__ import annotations
 
 import argparse
+import difflib
+import shutil
+import textwrap
 import types
 import typing
 from collections.abc import Callable
@@ -29,10 +32,55 @@ from coral_mfg.core.errors import UserError
 
 
 class Parser(argparse.ArgumentParser):
-    """Usage errors in one line, like every other user error."""
+    """Usage errors in one line, like every other user error; flags are never abbreviated
+    (``--headles`` is refused with ``--headless`` suggested, not silently taken for it)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+        self.exit(2, f"{self.prog}: error: {message}{self._suggestion(message)} "
+                     "(see --help)\n")
+
+    def _suggestion(self, message: str) -> str:
+        """" (did you mean --x?)" for the first unknown flag that is close to a known one."""
+        if not message.startswith("unrecognized arguments: "):
+            return ""
+        known = [o for o in self._option_string_actions if o.startswith("--")]
+        for word in message.removeprefix("unrecognized arguments: ").split():
+            name = word.split("=", 1)[0]
+            if not name.startswith("--"):
+                continue
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+            if close:
+                return f" (did you mean {close[0]}?)"
+        return ""
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Each flag once, by its own name: the dashed spellings (``--log-level``) and older
+    aliases still work but are not listed again, and ``--x``/``--no-x`` is ``--[no-]x``."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=30, width=_help_width())
+
+    def _format_action_invocation(self, action: argparse.Action) -> str:
+        if not action.option_strings:
+            return super()._format_action_invocation(action)
+        name = action.option_strings[0]
+        if not name.startswith("--"):  # -h, --help
+            return ", ".join(action.option_strings)
+        if isinstance(action, argparse.BooleanOptionalAction):
+            return f"--[no-]{name.removeprefix('--')}"
+        if action.nargs == 0:
+            return name
+        return f"{name} {self._format_args(action, self._get_default_metavar_for_optional(action))}"
+
+
+def _help_width() -> int:
+    return min(shutil.get_terminal_size().columns, 100) - 2
 
 
 def flag(parser: argparse._ActionsContainer, name: str, aliases: tuple[str, ...] = (),
@@ -74,17 +122,37 @@ window keys:
 """
 
 
+#: The other sub-commands, for the run's help and for "did you mean".
+SUB_COMMANDS = ("run", "fetch-assets", "doctor", "bench", "train-classifier", "report",
+                "plc-map", "plc-poll")
+
+EXAMPLES = """\
+examples:
+  coral-mfg                                   the demo: the two sample videos, in a window
+  coral-mfg doctor                            check this machine and the run these flags describe
+  coral-mfg --headless --output out/          no window; record into out/ (a new file per run)
+  coral-mfg --worker_safety_input /dev/video0 --headless --http 0.0.0.0:8080
+                                              a USB camera, watched from another PC's browser
+  coral-mfg --worker_safety_input 'rtsp://user:pass@192.168.1.20/stream' --events events.jsonl
+  coral-mfg --config configs/site.toml        cameras, zones, MQTT and more in a file
+"""
+
+
 def run_parser(prog: str = "coral-mfg") -> argparse.ArgumentParser:
     """The run's parser: a flag for every setting, made from the settings model."""
     p = Parser(
         prog=prog,
-        description="Manufacturing inspection for one to eight cameras: worker keep-out "
-        "zones and grading of detected objects (apples by default), on Coral Edge TPUs or "
-        "the CPU. Without [cameras] tables in the config, the original two streams run.",
-        epilog="sub-commands: run (default), fetch-assets, doctor, bench, train-classifier, "
-        "plc-map, plc-poll. "
-        "'coral-mfg SUBCOMMAND --help' for each.\n\n" + KEYS_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        usage=f"{prog} [--config FILE.toml] [FLAG ...]" if prog != "coral-mfg" else
+        "coral-mfg [run|SUB-COMMAND] [--config FILE.toml] [FLAG ...]",
+        description=textwrap.fill(
+            "Manufacturing inspection for one to eight cameras: worker keep-out zones and "
+            "grading of detected objects (apples by default), on Coral Edge TPUs or the CPU. "
+            "Without [cameras] tables in the config, the original two streams run. Every flag "
+            "is also a config key; flags override the config file, and may be spelled with "
+            "dashes (--log-level).", _help_width()),
+        epilog=textwrap.fill("sub-commands: " + ", ".join(SUB_COMMANDS) + " (run is the "
+                             "default); 'coral-mfg SUB-COMMAND --help' for each.",
+                             _help_width()) + "\n\n" + KEYS_HELP + "\n" + EXAMPLES,
     )
     p.add_argument("--version", action="version", version=f"coral-mfg {__version__}")
     p.add_argument("--config", metavar="FILE.toml",

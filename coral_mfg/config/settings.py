@@ -52,6 +52,7 @@ from coral_mfg.config.validators import (
     OpcuaUrl,
     PositiveFloat,
     PositiveInt,
+    RecordingPath,
     SentenceError,
     SomeNames,
     Text,
@@ -62,6 +63,8 @@ from coral_mfg.config.validators import (
 )
 from coral_mfg.config.zones import ZONE_KEYS, LineSpec, PresenceSpec, ZoneSpec, zone_label
 from coral_mfg.core.errors import ConfigError, read_user_text
+from coral_mfg.core.files import into_folder, written_problem
+from coral_mfg.core.shifts import shift_times
 
 ENCODER_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium")
 
@@ -121,6 +124,7 @@ def edgetpu_device_list(value: Any) -> tuple[str, ...]:
 
 
 EdgeTpuDevices = Annotated[tuple[str, ...], PlainValidator(edgetpu_device_list)]
+ShiftTimes = Annotated[tuple[str, ...], PlainValidator(shift_times)]
 
 
 class ModelsConfig(_Section):
@@ -223,9 +227,9 @@ class OutputConfig(_Section):
     anonymize: Flag = setting(
         False, "hide people under opaque boxes (with a margin; also where a person was just "
         "seen but missed on this frame)", kind="switch")
-    output: FilePath | None = setting(
+    output: RecordingPath | None = setting(
         None, "record both annotated streams side by side (H.264; playable even if the run "
-        "is killed)", metavar="FILE.mp4")
+        "is killed); a folder (out/) takes a new file per run", metavar="FILE.mp4|DIR/")
     events: FilePath | None = setting(None, "write the JSON Lines event log",
                                       metavar="FILE.jsonl")
     events_rotate_mb: NonNegativeInt = setting(
@@ -249,6 +253,21 @@ class OutputConfig(_Section):
         "on", metavar="DIR")
     harvest_max_mb: PositiveFloat = setting(
         2000.0, "stop harvesting when DIR holds MB megabytes", metavar="MB")
+    history: FilePath | None = setting(
+        None, "keep every event in this SQLite file, for shift totals across restarts, "
+        "'coral-mfg report' and /api/history (default: history.sqlite beside the event log)",
+        metavar="FILE.sqlite")
+    no_history: Flag = setting(False, "keep no history, even beside the event log",
+                               kind="switch")
+    history_keep_days: PositiveFloat = setting(
+        365.0, "events older than D days are deleted from the history", metavar="D")
+    history_max_mb: PositiveFloat = setting(
+        1000.0, "the history is kept under MB megabytes, the oldest events deleted first",
+        metavar="MB")
+    shifts: ShiftTimes = setting(
+        (), "shift start times (local), e.g. 06:00,14:00,22:00: totals per shift survive "
+        "restarts and reports count per shift (default: one a day, from 00:00)",
+        metavar="HH:MM[,HH:MM]")
 
 
 class HttpConfig(_Section):
@@ -261,6 +280,10 @@ class HttpConfig(_Section):
     http_token: Text | None = setting(
         None, "the token viewers must give (better: $CORAL_MFG_HTTP_TOKEN or the config)",
         metavar="TOKEN")
+    http_admin_token: Text | None = setting(
+        None, "the token of admins, who may also change zones, lines and presence regions "
+        "from the browser (the config or $CORAL_MFG_HTTP_ADMIN_TOKEN: never a flag); "
+        "unset: nobody may", kind="none")
     http_max_connections: PositiveInt = setting(
         64, "connections at once; more get 503 and are closed", metavar="N")
     http_max_viewers: PositiveInt = setting(
@@ -479,10 +502,11 @@ def check_value(key: str, value: Any, where: str) -> Any:
 
 #: Settings naming what a run writes; True: a folder that takes the files itself.
 WRITTEN_KEYS = (("output", False), ("events", False), ("log_file", False),
-                ("record_dir", True), ("snapshot_dir", True), ("harvest_dir", True))
+                ("record_dir", True), ("snapshot_dir", True), ("harvest_dir", True),
+                ("history", False))
 #: Keys whose values may hold a password: never echoed whole.
-SECRET_KEYS = frozenset({"mqtt", "mqtt_password", "http_token", "opcua_password",
-                         "opcua_admin_password"})
+SECRET_KEYS = frozenset({"mqtt", "mqtt_password", "http_token", "http_admin_token",
+                         "opcua_password", "opcua_admin_password"})
 
 
 def _redacted(value: Any) -> str:
@@ -541,11 +565,19 @@ class Settings(_Section):
                  [p for p in (self.inputs.worker_safety_input,
                               self.inputs.visual_inspection_input) if p is not None])
         inputs = {Path(p).resolve() for p in given if not _is_device_or_url(p)}
-        for key in ("output", "events", "record_dir", "harvest_dir"):
+        for key in ("output", "events", "record_dir", "harvest_dir", "history"):
             path = self.value(key)
             if path is not None and path.resolve() in inputs:
                 raise ValueError(f"--{key} {path} is an input video and would be overwritten; "
                                  f"pass another path to --{key}")
+        out = self.output
+        if out.no_history and out.history is not None:
+            raise ValueError(f"--no-history and --history {out.history} say the opposite: "
+                             "drop one")
+        if self.history_file is not None and out.events is not None and (
+                self.history_file.resolve() == out.events.resolve()):
+            raise ValueError(f"--history {self.history_file} is the event log too: pass "
+                             "another path to --history")
         return self
 
     @property
@@ -562,11 +594,27 @@ class Settings(_Section):
                 found.append((key, path, path / "probe" if is_folder else path))
         return found
 
+    def written_problems(self) -> list[tuple[str, Path, Path, str | None]]:
+        """Each output as :meth:`written` gives it, with why the run cannot write it (one
+        line with the fix) or None: the run stops on the first, doctor lists them all."""
+        folders = dict(WRITTEN_KEYS)
+        return [(key, path, probe, written_problem(key, path, probe, folders[key]))
+                for key, path, probe in self.written()]
+
     @property
     def snapshot_folder(self) -> Path | None:
         """Where snapshots go: the setting, else "snapshots" beside the event log, if any."""
         out = self.output
         return out.snapshot_dir or (out.events.parent / "snapshots" if out.events else None)
+
+    @property
+    def history_file(self) -> Path | None:
+        """Where the history is kept: the setting, else "history.sqlite" beside the event
+        log, if any; None with ``no_history``."""
+        out = self.output
+        if out.no_history:
+            return None
+        return out.history or (out.events.parent / "history.sqlite" if out.events else None)
 
     @property
     def station(self) -> str:
@@ -689,7 +737,7 @@ def _cameras(value: Any, where: str, base: Path) -> tuple[CameraConfig, ...]:
         update: dict[str, Any] = {"zones": parse_zone_tables(
             table.get("zones", []), f"{where}: {label}", header=f"[[cameras.{name}.zones]]")}
         for kind, model in (("lines", LineSpec), ("presence", PresenceSpec)):
-            update[kind] = _shape_tables(table.get(kind, []), model,
+            update[kind] = parse_shape_tables(table.get(kind, []), model,
                                          f"{where}: [[cameras.{name}.{kind}]]")
         if not _is_device_or_url(camera.input):
             update["input"] = str(_in_folder(Path(camera.input), base))
@@ -733,7 +781,7 @@ def _in_folder(path: Path, base: Path) -> Path:
 Shape = TypeVar("Shape", LineSpec, PresenceSpec)
 
 
-def _shape_tables(tables: list[dict[str, Any]], model: type[Shape], where: str
+def parse_shape_tables(tables: list[dict[str, Any]], model: type[Shape], where: str
                   ) -> tuple[Shape, ...]:
     """Line or presence tables, each checked, their names unique on the camera."""
     out: list[Shape] = []
@@ -823,7 +871,8 @@ def _resolve(key: str, value: Any, base: Path) -> Any:
     """Paths relative to ``base``; inputs too, unless they are URLs or devices."""
     if key in FILE_KEYS and isinstance(value, Path):
         p = value.expanduser()
-        return p if p.is_absolute() else (base / p).resolve()
+        p = p if p.is_absolute() else (base / p).resolve()
+        return into_folder(p) if key == "output" else p
     if key in INPUT_KEYS and isinstance(value, str) and not _is_device_or_url(value):
         p = Path(value).expanduser()
         return str(p if p.is_absolute() else (base / p).resolve())

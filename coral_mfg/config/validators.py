@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -18,6 +19,7 @@ from urllib.parse import urlsplit
 
 from pydantic import PlainValidator
 
+from coral_mfg.core.files import into_folder
 from coral_mfg.core.names import name_problem, prefix_problem
 
 
@@ -75,6 +77,13 @@ def path(value: Any) -> Path:
     if isinstance(value, Path):
         return value
     return Path(text(value))
+
+
+def recording_path(value: Any) -> Path:
+    """A recording's file; written as a folder (``out/``), a new file in that folder."""
+    if isinstance(value, str) and value.endswith(("/", os.sep)):
+        return into_folder(Path(value), said_folder=True)
+    return path(value)
 
 
 def name(value: Any) -> str:
@@ -297,6 +306,8 @@ UnitFloat = Annotated[float, PlainValidator(unit_float)]
 Text = Annotated[str, PlainValidator(text)]
 Flag = Annotated[bool, PlainValidator(boolean)]
 FilePath = Annotated[Path, PlainValidator(path)]
+#: A file to record into, or a folder for a new file per run.
+RecordingPath = Annotated[Path, PlainValidator(recording_path)]
 MqttUrl = Annotated[str, PlainValidator(mqtt_url)]
 Bind = Annotated[str, PlainValidator(bind)]
 OpcuaUrl = Annotated[str, PlainValidator(opcua_url)]

@@ -121,6 +121,8 @@ class LineSpec(BaseModel):
         ("in", "out"), description="names of the two directions: the first is a crossing "
         "to the right of the line as seen from its first point towards its second")
     color: Color = Field("#00c8ff", description="`#rrggbb`, as drawn")
+    enabled: Flag = Field(
+        True, description="`false` keeps the line in the file but counts nothing on it")
 
 
 class PresenceSpec(BaseModel):
@@ -141,6 +143,8 @@ class PresenceSpec(BaseModel):
     threshold: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
         0.5, description="the detector score an object needs to be counted")
     color: Color = Field("#ffc800", description="`#rrggbb`, as drawn")
+    enabled: Flag = Field(
+        True, description="`false` keeps the check in the file but never raises its alarm")
 
 
 def zone_label(table: dict[str, Any], index: int) -> str:

@@ -261,6 +261,22 @@ class ZonesReloaded:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ZonesChanged:
+    """Someone changed a camera's zones, lines or presence regions and they were saved
+    and put in force: ``by`` names who (the token's role, or the window), never a
+    secret; ``changes`` says what, one phrase per shape ("added zone 'walkway'")."""
+
+    type: ClassVar[str] = "zones_changed"
+    stream: str
+    by: str
+    changes: tuple[str, ...]
+    zones: tuple[str, ...]
+    file: str
+    time: float
+    stamp: Stamp
+
+
+@dataclass(frozen=True, kw_only=True)
 class ZonesError:
     type: ClassVar[str] = "zones_error"
     error: str
@@ -291,10 +307,22 @@ class OutputRestored:
     stamp: Stamp
 
 
+@dataclass(frozen=True, kw_only=True)
+class ModelWarning:
+    """At start-up: the training report beside a classifier says it is not fit to run."""
+
+    type: ClassVar[str] = "model_warning"
+    model: str
+    warning: str
+    time: float
+    stamp: Stamp
+
+
 Event = (KeepoutEnter | KeepoutExit | ZoneDwellExceeded | LineCrossed | PresenceMissing
          | PresenceRestored | CameraBlind | CameraRestored | Graded | SourceLost
          | SourceRestored | AcceleratorLost | AcceleratorRestored | AcceleratorFallback
-         | ZonesReloaded | ZonesError | OutputFault | OutputRestored)
+         | ZonesReloaded | ZonesChanged | ZonesError | OutputFault | OutputRestored
+         | ModelWarning)
 #: Where a producer hands its events (the run's context queues them for the outputs).
 EventSink = Callable[[Event], None]
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from coral_mfg.core.clock import iso_utc
+from coral_mfg.core.tally import PeriodTotals
 
 #: The states a stream can be in, as MQTT, the web view and health report them.
 LIVE, NO_SIGNAL, ERROR = "live", "no_signal", "error"
@@ -86,6 +87,7 @@ class StreamStatus:
     #: the camera's clock at its last frame (Frame.clock): occupants' and dwellers' ``since``
     #: are on it
     clock: float = 0.0
+    passing: tuple[str, ...] = ()  # the grades that pass, on an inspection camera
 
     @property
     def live(self) -> bool:
@@ -163,7 +165,10 @@ class RunStatus:
     sink_failures: tuple[tuple[str, int], ...] = ()
     output_warning: str | None = None  # a failing output or a nearly full disk
     zone_error: str | None = None  # a refused zone edit
+    model_warning: str | None = None  # a classifier its training report calls unfit
     paused: bool = False
+    #: this shift's counts over every run of it (the history's), beside this run's own
+    shift: PeriodTotals | None = None
 
     def stream(self, name: str) -> StreamStatus:
         return next(s for s in self.streams if s.name == name)

@@ -12,7 +12,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from coral_mfg.core.errors import ModelError
+from coral_mfg.core.errors import ModelError, not_a_file
 
 EDGETPU_CUSTOM_OP = "edgetpu-custom-op"
 DETECTION_POSTPROCESS_OP = "TFLite_Detection_PostProcess"
@@ -82,6 +82,9 @@ def twin_path(path: Path, *, edgetpu: bool) -> Path:
 
 def inspect_model(path: Path) -> ModelInfo:
     """Read inputs, outputs and custom operators, or say plainly why the file is unusable."""
+    problem = not_a_file(path, "model file", "pass a .tflite file")
+    if problem:
+        raise ModelError(problem)
     try:
         buf = path.read_bytes()
     except FileNotFoundError:

@@ -8,7 +8,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from coral_mfg.config.assets import Manifest, ModelSet, app_home, load_manifest
+from coral_mfg.config.assets import Manifest, ModelSet, app_home, load_manifest, not_installed
 from coral_mfg.config.settings import ModelsConfig
 from coral_mfg.core.errors import ModelError
 from coral_mfg.inference.labels import read_labels
@@ -66,8 +66,7 @@ def plan_models(models: ModelsConfig, manifest: Manifest | None = None) -> Model
                 f"no detector model found in {home / 'models'} (looked for {names}); "
                 "run 'coral-mfg fetch-assets'"
             )
-        order = [d.name for d in manifest.detectors]
-        note = f"{det_set.name}, first available of {', '.join(order)}"
+        note = not_installed(manifest, det_set) or det_set.title
     clf = manifest.classifier
     classifier = models.classifier_model or str(
         _present(manifest, home, clf.cpu)

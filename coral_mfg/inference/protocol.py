@@ -219,6 +219,7 @@ class InputArena:
     def create(cls, detector_size: tuple[int, int], classifier_size: tuple[int, int]) -> InputArena:
         shm = shared_memory.SharedMemory(
             create=True, size=cls.nbytes(detector_size, classifier_size))
+        _OWNED[shm.name] = shm
         return cls(detector_size, classifier_size, shm, owner=True)
 
     @classmethod
@@ -248,8 +249,23 @@ class InputArena:
     def close(self) -> None:
         """Unmap (and, for the owner, remove) the memory; safe to call twice."""
         if self.owner:
+            _OWNED.pop(self.shm.name, None)
             with contextlib.suppress(FileNotFoundError):
                 self.shm.unlink()  # the name goes now; the mapping lives while it is used
         self.detector = self.crops = np.zeros((0,), np.uint8)  # drop this object's views
         with contextlib.suppress(BufferError):  # a view still held elsewhere: left to the GC
             self.shm.close()
+
+
+#: Shared memory this process made and has not removed yet, by name.
+_OWNED: dict[str, shared_memory.SharedMemory] = {}
+
+
+def remove_shared_memory() -> None:
+    """Remove every shared memory this process made, for an exit that skips the orderly
+    close (a second Ctrl-C): nothing is left in /dev/shm, and Python's resource tracker
+    has nothing to warn of."""
+    for shm in list(_OWNED.values()):
+        with contextlib.suppress(OSError):
+            shm.unlink()
+    _OWNED.clear()

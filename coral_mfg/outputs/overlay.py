@@ -2,7 +2,8 @@
 
 The window and the mp4 recorder both draw from an :class:`Overlay`, built from
 the result of the very frame it is drawn on, so a box looks the same in both
-and never trails its object.
+and never trails its object; and from the camera's :class:`~coral_mfg.outputs.panel.Panel`,
+the strip under the picture.
 """
 
 from __future__ import annotations
@@ -13,12 +14,23 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from coral_mfg.core.clock import local_caption
 from coral_mfg.core.results import Box, FrameResult, InspectedObject, PersonObject, ZoneOutline
+from coral_mfg.core.status import RunStatus
+from coral_mfg.outputs.panel import (
+    ALARM_RED,
+    BORDER_PX,
+    LINE_HEIGHT,
+    STRIP_BG,
+    STRIP_HEIGHT,
+    Panel,
+    build_panel,
+    display_name,
+)
 
 Color = tuple[int, int, int]  # RGB, 0-255
 GREEN: Color = (0, 200, 0)
 RED: Color = (230, 0, 0)
+GREY: Color = (128, 128, 128)
 BLACK: Color = (0, 0, 0)
 WHITE: Color = (255, 255, 255)
 BOX_THICKNESS = 3
@@ -37,11 +49,19 @@ class BoxMark:
 
 @dataclass(frozen=True)
 class PolygonMark:
-    """A zone outline to draw, in output-frame pixels."""
+    """A zone, line or presence region to draw, in output-frame pixels, with its name."""
 
     points: tuple[tuple[float, float], ...]
     color: Color
     thickness: int = ZONE_THICKNESS
+    name: str = ""
+
+    @property
+    def name_at(self) -> tuple[float, float]:
+        """Where its name goes: by its top-most corner (a line's first end)."""
+        if len(self.points) == 2:
+            return self.points[0]
+        return min(self.points, key=lambda p: (p[1], p[0]))
 
 
 @dataclass(frozen=True)
@@ -61,23 +81,43 @@ def build_overlay(
     edits them), its objects; ``mask`` (a margin, 0.1 = 10 % of the box's size on each
     side) hides every person, seen or predicted, under an opaque box."""
     shown = result.zones if zones is None else zones
-    polygons = tuple(PolygonMark(z.points, z.color) for z in shown)
+    polygons = tuple(PolygonMark(z.points, z.color, name=z.name) for z in shown)
+    px, py, pw, ph = result.picture
     boxes = []
     for obj in result.objects:
-        seen = "predicted" if obj.predicted else f"{obj.score:.2f}"
+        x1, y1, x2, y2 = obj.box
+        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+        if obj.predicted and not (px <= cx < px + pw and py <= cy < py + ph):
+            continue  # a track coasting off the picture: the object has left it
         if isinstance(obj, PersonObject):
             color = RED if obj.keepout else GREEN
             if mask is not None:
                 boxes.append(BoxMark(_grown(obj.box, mask, result.out_size), BLACK, "",
                                      filled=True))
-            boxes.append(BoxMark(obj.box, color, f"person: {seen}"))
+            label = "person" + ("" if obj.predicted else f" {obj.score:.2f}")
+            if obj.keepout:
+                label += " IN " + ", ".join(obj.zones)
         elif isinstance(obj, InspectedObject):
             color = RED if obj.passed is False else GREEN
-            grade = obj.grade or obj.label
+            if obj.grade is None:
+                label = display_name(obj.label)
+            else:
+                verdict = {True: " PASS", False: " FAIL", None: ""}[obj.passed]
+                label = f"{display_name(obj.grade)}{verdict}"
             score = obj.grade_score if obj.grade_score is not None else obj.score
-            label = f"{grade}: {score:.2f}" + (" (predicted)" if obj.predicted else "")
-            boxes.append(BoxMark(obj.box, color, label))
+            if not obj.predicted:
+                label += f" {score:.2f}"
+        else:
+            continue
+        if obj.predicted:
+            color = _faded(color)  # where the track expects it, not where it was seen
+        boxes.append(BoxMark(obj.box, color, label))
     return Overlay(result.out_size, polygons, tuple(boxes))
+
+
+def _faded(color: Color) -> Color:
+    r, g, b = color
+    return ((r + GREY[0]) // 2, (g + GREY[1]) // 2, (b + GREY[2]) // 2)
 
 
 def _grown(box: Box, margin: float, size: tuple[int, int]) -> Box:
@@ -93,9 +133,20 @@ def _bgr(color: Color) -> tuple[int, int, int]:
 
 def draw_cv2(image: npt.NDArray[np.uint8], overlay: Overlay) -> None:
     """Draw an overlay in place on a BGR image of ``overlay.size``."""
+    font = cv2.FONT_HERSHEY_SIMPLEX
     for poly in overlay.polygons:
         pts = np.rint(np.array(poly.points)).astype(np.int32).reshape(-1, 1, 2)
-        cv2.polylines(image, [pts], True, _bgr(poly.color), poly.thickness, cv2.LINE_AA)
+        cv2.polylines(image, [pts], len(poly.points) > 2, _bgr(poly.color), poly.thickness,
+                      cv2.LINE_AA)
+        if poly.name:
+            (tw, th), base = cv2.getTextSize(poly.name, font, 0.5, 1)
+            nx, ny = (round(v) for v in poly.name_at)
+            nx = min(max(nx, 0), image.shape[1] - tw - 6)
+            ny = min(max(ny, th + base + 6), image.shape[0])
+            cv2.rectangle(image, (nx, ny - th - base - 6), (nx + tw + 6, ny), _bgr(poly.color),
+                          cv2.FILLED)
+            cv2.putText(image, poly.name, (nx + 3, ny - base - 3), font, 0.5, _bgr(WHITE), 1,
+                        cv2.LINE_AA)
     for mark in overlay.boxes:
         x1, y1, x2, y2 = mark.box
         if mark.filled:
@@ -110,13 +161,25 @@ def draw_cv2(image: npt.NDArray[np.uint8], overlay: Overlay) -> None:
         cv2.putText(image, mark.label, (x1 + 2, ty - 2), font, scale, _bgr(WHITE), 1, cv2.LINE_AA)
 
 
-def draw_stamp(image: npt.NDArray[np.uint8], text: str, at: tuple[int, int] = (0, 0)) -> None:
-    """A caption on a dark band at the picture's top left, legible on any picture."""
+def draw_panel(image: npt.NDArray[np.uint8], panel: Panel, size: tuple[int, int]) -> None:
+    """The strip below the picture of a pane of ``size`` (the image is ``STRIP_HEIGHT``
+    taller), and the alarm border round the picture."""
+    w, h = size
+    cv2.rectangle(image, (0, h), (w, h + STRIP_HEIGHT),
+                  _bgr(ALARM_RED if panel.alarm else STRIP_BG), cv2.FILLED)
+    if panel.alarm:
+        half = BORDER_PX // 2
+        cv2.rectangle(image, (half, half), (w - half - 1, h - half - 1), _bgr(ALARM_RED),
+                      BORDER_PX)
     font, scale = cv2.FONT_HERSHEY_SIMPLEX, 0.5
-    (tw, th), base = cv2.getTextSize(text, font, scale, 1)
-    x, y = at
-    cv2.rectangle(image, (x, y), (x + tw + 8, y + th + base + 8), _bgr(BLACK), cv2.FILLED)
-    cv2.putText(image, text, (x + 4, y + th + 4), font, scale, _bgr(WHITE), 1, cv2.LINE_AA)
+    cv2.circle(image, (12, h + 14), 7, _bgr(panel.dot), cv2.FILLED, cv2.LINE_AA)
+    for row, line in enumerate(panel.lines):
+        x = 26 if row == 0 else 8
+        y = round(h + 6 + LINE_HEIGHT * (row + 1) - 5)
+        for segment in line:
+            cv2.putText(image, segment.text, (x, y), font, scale, _bgr(segment.color), 1,
+                        cv2.LINE_AA)
+            x += cv2.getTextSize(segment.text, font, scale, 1)[0][0]
 
 
 def render_pane(result: FrameResult, overlay: Overlay) -> npt.NDArray[np.uint8]:
@@ -133,16 +196,16 @@ def render_pane(result: FrameResult, overlay: Overlay) -> npt.NDArray[np.uint8]:
     return pane
 
 
-def caption(stream: str, wall: float) -> str:
-    """``worker_safety  2026-11-24 11:30:05.250 +01:00``: local time with its offset."""
-    return f"{stream}  {local_caption(wall)}"
-
-
-def annotated_pane(result: FrameResult, mask: float | None) -> npt.NDArray[np.uint8]:
-    """A pane as it is seen away from the window (recording, snapshots, web view): the
-    frame, its overlay (with the zones it was checked against), and a caption with the
-    stream's name and the wall-clock time of capture, so a picture can be matched to an
-    incident."""
-    pane = render_pane(result, build_overlay(result, mask))
-    draw_stamp(pane, caption(result.stream, result.frame.wall), result.picture[:2])
+def annotated_pane(result: FrameResult, mask: float | None, status: RunStatus | None = None
+                   ) -> npt.NDArray[np.uint8]:
+    """A pane as it is seen away from the window (recording, snapshots, web view), as the
+    window shows it: the frame, its overlay (with the zones it was checked against), and
+    under it the camera's strip with the wall-clock time of capture, so a picture can be
+    matched to an incident, and the counts and alarms of the run at ``status``."""
+    w, h = result.out_size
+    pane = np.zeros((h + STRIP_HEIGHT, w, 3), np.uint8)
+    pane[:h] = render_pane(result, build_overlay(result, mask))
+    people = [o for o in result.objects if isinstance(o, PersonObject)]
+    draw_panel(pane, build_panel(status, result.stream, result.frame.wall, people=people),
+               (w, h))
     return pane

@@ -18,10 +18,12 @@ import numpy.typing as npt
 from coral_mfg.core.files import make_folder
 from coral_mfg.core.geometry import grid_cells, grid_shape
 from coral_mfg.core.results import FrameResult
+from coral_mfg.core.status import RunStatus
 from coral_mfg.outputs.base import SinkBase
 from coral_mfg.outputs.encoder import H264Writer, RecordTarget
 from coral_mfg.outputs.health import OutputHealth
 from coral_mfg.outputs.overlay import annotated_pane
+from coral_mfg.outputs.panel import STRIP_HEIGHT
 
 #: How long one pane waits for another camera's next frame before that camera's last
 #: frame is repeated (a stalled or lost source must not hold the recording), and how
@@ -32,13 +34,18 @@ FINISH_S = 10.0
 
 
 class Recorder(SinkBase):
-    """A recording sink: its writer, and the camera it records (None: all, tiled)."""
+    """A recording sink: its writer, and the camera it records (None: all, tiled). Each
+    pane carries its camera's strip, with the run's counts as the last status gave them."""
 
     camera: str | None
     writer: H264Writer
+    latest: RunStatus | None = None
 
     def start(self) -> None:
         self.writer.start()
+
+    def status(self, status: RunStatus) -> None:
+        self.latest = status
 
     @property
     def health(self) -> OutputHealth:
@@ -56,12 +63,13 @@ class CameraRecorder(Recorder):
         _make_folder(target)
         self.camera = camera
         self.mask = mask
-        self.writer = H264Writer(target, size, fps, lossless=lossless,
+        w, h = size
+        self.writer = H264Writer(target, (w, h + STRIP_HEIGHT), fps, lossless=lossless,
                                  name=f"recording {camera}")
 
     def write(self, result: FrameResult) -> None:
         if result.stream == self.camera:
-            self.writer.submit(annotated_pane(result, self.mask))
+            self.writer.submit(annotated_pane(result, self.mask, self.latest))
 
     def close(self) -> None:
         self.writer.finish(FINISH_S)
@@ -80,7 +88,7 @@ class TiledRecorder(Recorder):
         self.camera = None
         self.cameras = cameras
         self.mask = mask
-        w, h = size
+        w, h = size[0], size[1] + STRIP_HEIGHT
         cols, rows = grid_shape(len(cameras))
         # up to two across, panes keep their size; a larger grid fits twice a pane's size
         area = (w * cols, h * rows) if cols <= 2 else (2 * w, 2 * h)
@@ -95,7 +103,8 @@ class TiledRecorder(Recorder):
     def write(self, result: FrameResult) -> None:
         if result.stream not in self.pending:
             return
-        self.pending[result.stream].append(self._fit(annotated_pane(result, self.mask)))
+        self.pending[result.stream].append(
+            self._fit(annotated_pane(result, self.mask, self.latest)))
         self.last_seen[result.stream] = time.monotonic()
         self._drain()
 

@@ -20,6 +20,7 @@ from coral_mfg.core.events import Stamp
 from coral_mfg.core.files import make_folder
 from coral_mfg.core.names import name_part
 from coral_mfg.core.results import Box, FrameResult, SnapshotRequest
+from coral_mfg.core.status import RunStatus
 from coral_mfg.outputs.base import SinkBase
 from coral_mfg.outputs.health import OutputHealth, os_reason
 from coral_mfg.outputs.overlay import annotated_pane
@@ -43,6 +44,10 @@ class Snapshots(SinkBase):
         self.files: deque[Path] = deque(sorted(
             p for p in folder.glob("*.jpg") if not p.name.endswith("-crop.jpg")))
         self.deleted = 0
+        self.latest: RunStatus | None = None  # the run's counts, for the strip
+
+    def status(self, status: RunStatus) -> None:
+        self.latest = status
 
     def name(self, kind: str, stamp: Stamp, camera: str) -> str | None:
         """The file for the picture of ``camera``'s event of ``kind`` (when, which camera,
@@ -67,7 +72,7 @@ class Snapshots(SinkBase):
                 self._save(Path(path), request, shown)
 
     def _save(self, path: Path, request: SnapshotRequest, shown: FrameResult) -> None:
-        pane = annotated_pane(shown, self.mask)
+        pane = annotated_pane(shown, self.mask, self.latest)
         try:
             self._jpeg(path, pane)
             if request.crop is not None:

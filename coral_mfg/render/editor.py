@@ -1,35 +1,39 @@
-"""The on-screen zone editor: drag, add and delete vertices, add zones, save.
+"""The on-screen zone editor: drag, add and delete vertices, add and name zones, save.
 
 Edits apply live (a zone that would cross itself is held back until it is
-valid again) and Ctrl+S writes them back to the file they came from: the
-camera's ``[[cameras.NAME.zones]]`` or the config's ``[[safety.zones]]`` (the
-file's other settings kept), or the zone CSV.
+valid again) and Ctrl+S writes them back, through the same writer as the web
+view, to the file they came from: the camera's ``[[cameras.NAME.zones]]`` or
+the config's ``[[safety.zones]]`` (the file's comments and layout kept), or
+the zone CSV. A new zone asks for its name at once; ``r`` renames the zone
+selected.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import tomllib
 from pathlib import Path
 
 import numpy as np
-import tomli_w
 
 from coral_mfg.analytics.zones import KeepoutZone, place_zone
-from coral_mfg.config.zones import ZoneSource, ZoneSpec, relative_points
+from coral_mfg.config.zone_file import Shapes
+from coral_mfg.config.zones import ZoneSpec, relative_points
 from coral_mfg.core.errors import ConfigError
-from coral_mfg.core.files import replacing
+from coral_mfg.core.names import name_problem
 from coral_mfg.outputs.overlay import WHITE
 from coral_mfg.render.scene import HUD_HEIGHT, Layer, rect, rgba, thick_polyline
 from coral_mfg.render.text import GlyphAtlas
-from coral_mfg.runtime.zone_watch import ZoneTarget, ZoneWatcher
+from coral_mfg.runtime.shape_edit import ShapeEditor
+from coral_mfg.runtime.zone_watch import ZoneTarget
 
 log = logging.getLogger(__name__)
 
 GRAB_PX = 12.0  # how close a click must be to a vertex or an edge
 HANDLE_PX = 7.0
 HELP = ("EDIT  drag vertex | click edge: add | right-click: delete | n: new zone | "
-        "Tab: next | Ctrl+S: save | Esc: done")
+        "r: rename | Tab: next | Ctrl+S: save | Esc: done")
+NAMING_HELP = "NAME  type the zone's name | Enter: done | Esc: keep the old name"
 
 
 def _segment_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
@@ -41,29 +45,74 @@ def _segment_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
 class ZoneEditor:
     """Edits one camera's zones in force with the mouse; saves them where they came from."""
 
-    def __init__(self, target: ZoneTarget, watcher: ZoneWatcher, size: tuple[int, int]) -> None:
+    def __init__(self, target: ZoneTarget, shapes: ShapeEditor, size: tuple[int, int]
+                 ) -> None:
         self.camera = target.camera
         self.store = target.store
         self.size = size  # the pane, in output pixels
-        self.watcher = watcher
+        self.shapes = shapes
         self.placement = target.placement
         self.active = False
         self.selected = 0
         self.dragging: int | None = None
         self.zones: list[KeepoutZone] = list(target.store.zones)
         self.message = ""
+        self.naming: str | None = None  # the name being typed, while one is
+        self.saved: tuple[ZoneSpec, ...] = ()  # the zones as last saved (or at entry)
 
     # --- mode -----------------------------------------------------------------------------
 
     def enter(self) -> None:
         self.active = True
         self.zones = list(self.store.zones)
+        self.saved = self._specs()
         self.selected = min(self.selected, max(len(self.zones) - 1, 0))
         self.message = ""
 
     def leave(self) -> None:
         self.active = False
         self.dragging = None
+        self.naming = None
+
+    # --- naming ---------------------------------------------------------------------------
+
+    def rename(self) -> None:
+        """Start typing a new name for the zone selected."""
+        zone = self.zone
+        if zone is None:
+            return
+        if zone.source is not None and zone.source.kind == "csv":
+            self.message = "a CSV zone is named after its file: rename the file"
+            return
+        self.naming = zone.name
+
+    def type(self, text: str) -> None:
+        if self.naming is not None:
+            self.naming = (self.naming + text)[:64]
+
+    def backspace(self) -> None:
+        if self.naming is not None:
+            self.naming = self.naming[:-1]
+
+    def cancel_name(self) -> None:
+        self.naming = None
+
+    def commit_name(self) -> None:
+        """The name typed becomes the zone's, if it is a good one and not another's."""
+        name, zone = (self.naming or "").strip(), self.zone
+        if zone is None:
+            self.naming = None
+            return
+        problem = name_problem(name)
+        if problem is not None:
+            self.message = f"the name needs to be {problem}"
+            return
+        if any(z.name == name for i, z in enumerate(self.zones) if i != self.selected):
+            self.message = f"another zone is named '{name}'"
+            return
+        self.naming = None
+        self.zones[self.selected] = dataclasses.replace(zone, name=name)
+        self._apply()
 
     # --- helpers --------------------------------------------------------------------------
 
@@ -158,41 +207,34 @@ class ZoneEditor:
                                      source, f"zone '{spec.name}'"))
         self.selected = len(self.zones) - 1
         self._apply()
+        self.naming = spec.name  # ask for its name at once
 
     # --- saving ---------------------------------------------------------------------------
 
-    def save(self) -> Path:
-        """Write the zones back where they came from; other settings in the file are kept."""
+    def _specs(self) -> tuple[ZoneSpec, ...]:
+        return tuple(z.as_spec(self.placement.picture) for z in self.zones)
+
+    def save(self) -> Path | None:
+        """Write the zones back where they came from (through the writer the web view uses:
+        the file's comments and layout kept); None when nothing changed."""
         if not self.zones or self.zones[0].source is None:
             raise ConfigError("these zones have no file to be saved to")
         source = self.zones[0].source
         self._apply()
         if self.message:
             raise ConfigError(f"cannot save: {self.message}")
-        if source.kind == "csv":
-            points = self.zones[0].as_spec(self.placement.picture).points
-            text = "x,y\n" + "".join(f"{x},{y}\n" for x, y in points)
-        else:
-            text = self._toml(source)
-        with replacing(source.path) as tmp:
-            tmp.write_text(text, encoding="utf-8")
-        self.watcher.mark_saved()
+        current = self.shapes.shapes(self.camera)
+        specs = self._specs()
+        changes = self.shapes.replace(
+            self.camera, Shapes(zones=specs, lines=current.lines, presence=current.presence),
+            ["zones"], "the window's zone editor", before=self.saved)
+        self.saved = specs
+        if not changes:
+            self.message = "nothing to save"
+            return None
         log.info("zones saved to %s", source.path)
         self.message = f"saved to {source.path}"
         return source.path
-
-    def _toml(self, source: ZoneSource) -> str:
-        data = tomllib.loads(source.path.read_text(encoding="utf-8"))
-        tables = [z.as_spec(self.placement.picture).to_table() for z in self.zones]
-        if source.camera is not None:
-            camera = data.get("cameras", {}).get(source.camera)
-            if not isinstance(camera, dict):
-                raise ConfigError(f"{source.path}: camera '{source.camera}' is no longer in "
-                                  "it; its zones were not saved")
-            camera["zones"] = tables
-        else:
-            data.setdefault("safety", {})["zones"] = tables
-        return tomli_w.dumps(data)
 
     # --- drawing --------------------------------------------------------------------------
 
@@ -208,8 +250,11 @@ class ZoneEditor:
                     layer.solid.append(rect(x - HANDLE_PX + 2, y - HANDLE_PX + 2,
                                             x + HANDLE_PX - 2, y + HANDLE_PX - 2, rgba(z.color)))
         w, h = self.size
-        lines = [HELP, f"{self.camera}  zone: {self.zone.name if self.zone else '-'}  "
-                       f"{self.message}"]
+        if self.naming is not None:
+            lines = [NAMING_HELP, f"{self.camera}  name: {self.naming}_  {self.message}"]
+        else:
+            lines = [HELP, f"{self.camera}  zone: {self.zone.name if self.zone else '-'}  "
+                           f"{self.message}"]
         y0 = h - HUD_HEIGHT * len(lines) - 10
         layer.solid.append(rect(0, y0 - 4, w, h, (0.0, 0.0, 0.0, 0.7)))
         for i, line in enumerate(lines):

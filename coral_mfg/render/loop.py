@@ -17,16 +17,16 @@ import glfw
 from coral_mfg.config.settings import Settings
 from coral_mfg.core.clock import file_utc
 from coral_mfg.core.errors import UserError
-from coral_mfg.core.status import RunStatus, StreamStatus
+from coral_mfg.core.results import PersonObject
+from coral_mfg.outputs.panel import AMBER, Panel, Segment, build_panel
 from coral_mfg.render.editor import ZoneEditor
-from coral_mfg.render.window import IDLE_WAIT_S, DisplaySink, Window, scene_for
+from coral_mfg.render.window import CHAR, IDLE_WAIT_S, DisplaySink, Window, scene_for
 from coral_mfg.runtime.control import RunControl
 
 log = logging.getLogger(__name__)
 
 NUMBER_KEYS = {getattr(glfw, f"KEY_{n}"): n for n in range(10)}
 NUMBER_KEYS.update({getattr(glfw, f"KEY_KP_{n}"): n for n in range(10)})
-HUD_WIDTH = 110  # characters of a HUD line at most
 
 
 class WindowApp:
@@ -74,8 +74,8 @@ class WindowApp:
     def enter_editor(self) -> None:
         """Edit the zones of the camera enlarged, else of the only (or first) safety camera,
         which is enlarged for it."""
-        watcher = self.control.zone_watcher
-        if watcher is None:
+        watcher, shapes = self.control.zone_watcher, self.control.shape_editor
+        if watcher is None or shapes is None:
             self.message = "no camera has keep-out zones to edit"
             return
         camera = self.focused or (self.cameras[0] if len(self.cameras) == 1 else None)
@@ -85,7 +85,7 @@ class WindowApp:
             return
         if len(self.cameras) > 1:
             self.window.show((self.cameras.index(target.camera),))
-        self.editor = ZoneEditor(target, watcher, self.settings.out_size)
+        self.editor = ZoneEditor(target, shapes, self.settings.out_size)
         self.editor.enter()
 
     def leave_editor(self) -> None:
@@ -93,69 +93,41 @@ class WindowApp:
             self.editor.leave()
         self.editor = None
 
-    # --- HUD -------------------------------------------------------------------------------
+    # --- the strips ----------------------------------------------------------------------
 
-    def hud(self, camera: str) -> list[str]:
-        """The HUD of a pane, made from the run's status."""
-        s = self.control.board.current
-        st = s.stream(camera)
-        device = "Edge TPU" if s.accelerator.device == "edgetpu" else "CPU"
-        if s.accelerator.fallback:
-            device += " (Edge TPU failed: fallback)"
-        number = f"{self.cameras.index(camera) + 1}  " if len(self.cameras) > 1 else ""
-        lines = [
-            f"{number}{camera.upper().replace('_', ' ')}  {Path(st.source).name}",
-            f"{st.fps:5.1f} fps   inference {st.inference_ms:5.1f} ms",
-            f"{device}  {s.accelerator.detector}",
-            f"dropped {st.dropped}" + (f"   skipped {st.skipped}" if st.skipped else ""),
-        ]
-        if camera == self.cameras[0] and len(s.accelerator.devices) > 1:
-            lines.append("   ".join(f"{d.device} {d.busy_share:4.0%}"
-                                    for d in s.accelerator.devices))
-        if st.blind:
-            lines.append("BLIND: zones, lines and presence UNKNOWN")
-        if st.zones:
-            lines += self._safety_lines(s, st)
-        if st.inspected:
-            lines.append("   ".join(f"{grade} {n}" for grade, n in st.inspected))
-        for line in st.lines:
-            lines.append(f"{line.name}: " + "  ".join(f"{d} {line.total(d)}"
-                                                       for d in line.directions))
-        for check in st.presence:
-            state = "?" if st.blind else (f"{check.seen}/{check.expected}"
-                                          + ("  MISSING" if check.missing else ""))
-            lines.append(f"{check.name} ({check.label}): {state}")
-        if s.paused:
-            lines.append("PAUSED (space to resume)")
-        if s.output_warning:
-            lines.append(s.output_warning)
-        if self.message:
-            lines.append(self.message)
-        return [line[:HUD_WIDTH] for line in lines]
-
-    @staticmethod
-    def _safety_lines(s: RunStatus, st: StreamStatus) -> list[str]:
-        now = st.clock
-        in_zone = ", ".join(f"{o.zone} #{o.track} {now - o.since:.0f} s"
-                            for o in st.occupants) or "nobody"
-        lines = [f"in zone now: {in_zone}",
-                 f"violations {st.violations}   zones "
-                 + ", ".join(z.name for z in st.zones if z.enabled)]
-        lines += [f"DWELL ALARM: {o.zone} #{o.track} {now - o.since:.0f} s"
-                  for o in st.dwelling]
-        if s.zone_error:
-            lines.append(f"ZONE FILE REFUSED: {s.zone_error}")
-        return lines
+    def panel(self, camera: str) -> Panel:
+        """The strip under a camera's picture, made from the run's status; ``h`` keeps it
+        to what matters (no inference details)."""
+        shown = self.display.snapshot().get(camera)
+        people = None if shown is None else [o for o in shown[1].objects
+                                             if isinstance(o, PersonObject)]
+        panel = build_panel(self.control.board.current, camera, time.time(),
+                            details=self.show_hud, people=people)
+        if not self.message:
+            return panel
+        lines = (*panel.lines[:2], (Segment(self.message[:110], AMBER),))
+        return Panel(lines, panel.dot, panel.alarm, panel.health)
 
     # --- keys ------------------------------------------------------------------------------
 
     def handle_keys(self) -> None:
+        asked = False  # the last key started typing a name: its own character is not typed
         while self.window.keys:
             key, mods = self.window.keys.popleft()
+            editor = self.editor
+            if key == CHAR:
+                if editor is not None and editor.naming is not None and not asked:
+                    editor.type(chr(mods))
+                    self._dirty = True
+                asked = False
+                continue
             self._dirty = True
             self.message = ""
-            if self.editor is not None and self._edit_key(self.editor, key, mods):
+            naming = editor is not None and editor.naming is not None
+            if editor is not None and self._edit_key(editor, key, mods):
+                asked = not naming and editor.naming is not None
                 continue
+            asked = False
             if key in (glfw.KEY_Q, glfw.KEY_ESCAPE):
                 self.quit = True
             elif key == glfw.KEY_SPACE:
@@ -175,7 +147,17 @@ class WindowApp:
 
     def _edit_key(self, editor: ZoneEditor, key: int, mods: int) -> bool:
         """Keys that mean something else in edit mode; True when handled."""
-        if key in (glfw.KEY_ESCAPE, glfw.KEY_E):
+        if editor.naming is not None:  # typing a name: every key is the name's
+            if key in (glfw.KEY_ENTER, glfw.KEY_KP_ENTER):
+                editor.commit_name()
+            elif key == glfw.KEY_ESCAPE:
+                editor.cancel_name()
+            elif key == glfw.KEY_BACKSPACE:
+                editor.backspace()
+            return True
+        if key == glfw.KEY_R:
+            editor.rename()
+        elif key in (glfw.KEY_ESCAPE, glfw.KEY_E):
             self.leave_editor()
         elif key == glfw.KEY_N:
             editor.new_zone()
@@ -225,7 +207,7 @@ class WindowApp:
         panes = {self.cameras[i]: origin for i, origin in self.window.origins().items()}
         layer = scene_for(
             snap, self.window.atlas, self.window.pane_size, panes, mask=self.settings.mask,
-            hud=self.hud if self.show_hud else None,
+            panel=self.panel,
             status=lambda camera: status.stream(camera).reason, editing=editing,
         )
         if editor is not None:

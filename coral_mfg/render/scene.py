@@ -12,6 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from coral_mfg.outputs.overlay import BLACK, BOX_THICKNESS, WHITE, Color, Overlay
+from coral_mfg.outputs.panel import ALARM_RED, BORDER_PX, LINE_HEIGHT, STRIP_BG, STRIP_HEIGHT, Panel
 from coral_mfg.render.text import GlyphAtlas
 
 LABEL_HEIGHT = 20.0  # content pixels of a label's text line
@@ -77,7 +78,15 @@ def overlay_layer(overlay: Overlay, atlas: GlyphAtlas, dx: float, layer: Layer,
     """Add an overlay (in pane pixels) to ``layer``, its pane at (``dx``, ``dy``)."""
     for poly in overlay.polygons:
         pts = np.array(poly.points, np.float64) + np.array([dx, dy])
-        layer.solid.append(thick_polyline(pts, poly.thickness, rgba(poly.color), closed=True))
+        layer.solid.append(thick_polyline(pts, poly.thickness, rgba(poly.color),
+                                          closed=len(poly.points) > 2))
+        if poly.name:
+            nx, ny = poly.name_at
+            tw = atlas.width(poly.name, LABEL_HEIGHT)
+            nx = min(max(nx, 0.0), overlay.size[0] - tw - 6) + dx
+            ny = min(max(ny - LABEL_HEIGHT, 0.0), overlay.size[1] - LABEL_HEIGHT) + dy
+            layer.solid.append(rect(nx, ny, nx + tw + 6, ny + LABEL_HEIGHT, rgba(poly.color)))
+            layer.text.append(atlas.quads(poly.name, nx + 3, ny, LABEL_HEIGHT, rgba(WHITE)))
     for mark in overlay.boxes:
         x1, y1, x2, y2 = (float(v) for v in mark.box)
         x1, x2, y1, y2 = x1 + dx, x2 + dx, y1 + dy, y2 + dy
@@ -91,6 +100,28 @@ def overlay_layer(overlay: Overlay, atlas: GlyphAtlas, dx: float, layer: Layer,
         ty = max(y1 - LABEL_HEIGHT, dy)
         layer.solid.append(rect(x1, ty, x1 + tw + 6, ty + LABEL_HEIGHT, rgba(mark.color)))
         layer.text.append(atlas.quads(mark.label, x1 + 3, ty, LABEL_HEIGHT, rgba(WHITE)))
+
+
+def panel_layer(panel: Panel, atlas: GlyphAtlas, pane: tuple[float, float, float, float],
+                layer: Layer) -> None:
+    """A camera's strip under its picture (``pane``: x, y, w, h of the picture), and the
+    alarm border round the picture."""
+    x, y, w, h = pane
+    top = y + h
+    layer.solid.append(rect(x, top, x + w, top + STRIP_HEIGHT,
+                            rgba(ALARM_RED if panel.alarm else STRIP_BG)))
+    if panel.alarm:
+        b, red = float(BORDER_PX), rgba(ALARM_RED)
+        layer.solid.extend([rect(x, y, x + w, y + b, red), rect(x, top - b, x + w, top, red),
+                            rect(x, y, x + b, top, red), rect(x + w - b, y, x + w, top, red)])
+    layer.solid.append(rect(x + 6, top + 7, x + 18, top + 19, rgba(panel.dot)))
+    size = LINE_HEIGHT - 3
+    for row, line in enumerate(panel.lines):
+        tx = x + (24 if row == 0 else 8)
+        ty = top + 4 + row * LINE_HEIGHT
+        for segment in line:
+            layer.text.append(atlas.quads(segment.text, tx, ty, size, rgba(segment.color)))
+            tx += atlas.width(segment.text, size)
 
 
 def hud_layer(

@@ -27,11 +27,15 @@ from coral_mfg.core.geometry import Rect, grid_shape, letterbox
 from coral_mfg.core.results import FrameResult, ZoneOutline
 from coral_mfg.outputs.base import SinkBase
 from coral_mfg.outputs.overlay import build_overlay
+from coral_mfg.outputs.panel import STRIP_HEIGHT, Panel
 from coral_mfg.render.gl import Program, StreamBuffer, Texture
-from coral_mfg.render.scene import Layer, hud_layer, overlay_layer, status_layer
+from coral_mfg.render.scene import Layer, overlay_layer, panel_layer, status_layer
 from coral_mfg.render.text import GlyphAtlas
 
 log = logging.getLogger(__name__)
+
+#: The "key" of a character typed, in :attr:`Window.keys` (its codepoint as the mods).
+CHAR = -1
 
 IDLE_WAIT_S = 1 / 120
 
@@ -55,16 +59,22 @@ class DisplaySink(SinkBase):
             return {s: (self.seq[s], r) for s, r in self.latest.items()}
 
 
+def cell_size(pane_size: tuple[int, int]) -> tuple[int, int]:
+    """A camera's cell: its picture, and its strip under it."""
+    return (pane_size[0], pane_size[1] + STRIP_HEIGHT)
+
+
 def grid_content(pane_size: tuple[int, int], count: int) -> tuple[int, int]:
-    """The content pixels of ``count`` panes in their grid."""
+    """The content pixels of ``count`` cells in their grid."""
     cols, rows = grid_shape(count)
-    return (cols * pane_size[0], rows * pane_size[1])
+    w, h = cell_size(pane_size)
+    return (cols * w, rows * h)
 
 
 def pane_origins(pane_size: tuple[int, int], count: int) -> list[tuple[float, float]]:
-    """The top-left corner of each of ``count`` panes in the grid, row by row."""
+    """The top-left corner of each of ``count`` cells in the grid, row by row."""
     cols, _ = grid_shape(count)
-    w, h = pane_size
+    w, h = cell_size(pane_size)
     return [(float((i % cols) * w), float((i // cols) * h)) for i in range(count)]
 
 
@@ -114,6 +124,7 @@ class Window:
         self.keys: deque[tuple[int, int]] = deque()
         self.mouse: deque[tuple[str, int, float, float]] = deque()
         glfw.set_key_callback(self.handle, self._on_key)
+        glfw.set_char_callback(self.handle, self._on_char)
         glfw.set_mouse_button_callback(self.handle, self._on_mouse_button)
         glfw.set_cursor_pos_callback(self.handle, self._on_cursor)
         self.video = Program("textured.vert", "video.frag")
@@ -135,6 +146,10 @@ class Window:
     def _on_key(self, _win: object, key: int, _scancode: int, action: int, mods: int) -> None:
         if action == glfw.PRESS:
             self.keys.append((key, mods))
+
+    def _on_char(self, _win: object, codepoint: int) -> None:
+        """Text typed (a zone's name), in order with the keys: ``(CHAR, codepoint)``."""
+        self.keys.append((CHAR, codepoint))
 
     def _on_mouse_button(self, _win: object, button: int, action: int, _mods: int) -> None:
         x, y = glfw.get_cursor_pos(self.handle)
@@ -167,7 +182,7 @@ class Window:
 
     def pane_at(self, x: float, y: float) -> int | None:
         """The camera whose pane holds content point (x, y), if any."""
-        w, h = self.pane_size
+        w, h = cell_size(self.pane_size)
         for index, (ox, oy) in self.origins().items():
             if ox <= x < ox + w and oy <= y < oy + h:
                 return index
@@ -289,13 +304,13 @@ def scene_for(
     panes: dict[str, tuple[float, float]],
     *,
     mask: float | None,
-    hud: Callable[[str], list[str]] | None,
+    panel: Callable[[str], Panel] | None,
     status: Callable[[str], str | None] | None = None,
     editing: tuple[str, tuple[ZoneOutline, ...]] | None = None,
 ) -> Layer:
     """Overlays of the shown results (each with the zones it was checked against, or, on
-    the camera whose zones are being edited, those zones) and, optionally, the HUD;
-    ``panes`` says where each shown camera's pane starts."""
+    the camera whose zones are being edited, those zones) and each camera's strip under
+    its picture; ``panes`` says where each shown camera's cell starts."""
     layer = Layer()
     for camera, (dx, dy) in panes.items():
         if camera in snapshot:
@@ -306,6 +321,7 @@ def scene_for(
         if message:
             pane = (dx, dy, float(pane_size[0]), float(pane_size[1]))
             status_layer(message, atlas, pane, layer)
-        if hud is not None:
-            hud_layer(hud(camera), atlas, dx + 8, dy + 8, layer)
+        if panel is not None:
+            panel_layer(panel(camera), atlas,
+                        (dx, dy, float(pane_size[0]), float(pane_size[1])), layer)
     return layer

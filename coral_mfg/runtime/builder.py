@@ -12,7 +12,7 @@ import logging
 import platform
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,9 +22,9 @@ import numpy as np
 
 from coral_mfg.analytics.camera import CameraProcessor
 from coral_mfg.analytics.inspection import InspectionRole
-from coral_mfg.analytics.lines import place_line
+from coral_mfg.analytics.lines import CountingLine, place_line
 from coral_mfg.analytics.motion import MotionGate
-from coral_mfg.analytics.presence import place_check
+from coral_mfg.analytics.presence import PresenceCheck, place_check
 from coral_mfg.analytics.safety import SafetyRole, ZoneStore
 from coral_mfg.analytics.tracking import Tracker
 from coral_mfg.analytics.zones import KeepoutZone
@@ -41,26 +41,29 @@ from coral_mfg.capture.sources import (
 from coral_mfg.config.cameras import CameraConfig
 from coral_mfg.config.settings import Settings, StreamConfig
 from coral_mfg.config.validators import redact_url
-from coral_mfg.config.zones import ZoneSource
-from coral_mfg.core.errors import ConfigError, UserError
+from coral_mfg.config.zones import LineSpec, PresenceSpec, ZoneSource
+from coral_mfg.core.errors import ConfigError, UserError, not_a_file
 from coral_mfg.core.events import (
+    EventSink,
     Graded,
     KeepoutEnter,
+    ModelWarning,
     PresenceMissing,
     Stamper,
     ZoneDwellExceeded,
 )
-from coral_mfg.core.files import writable_folder
 from coral_mfg.core.frame import Frame
 from coral_mfg.core.geometry import Rect, letterbox
 from coral_mfg.inference.labels import LABELS_FILE
 from coral_mfg.inference.model_file import inspect_model
+from coral_mfg.inference.model_report import warnings_beside
 from coral_mfg.inference.runtime import runtime_backend
 from coral_mfg.inference.startup import Inference, start_inference
 from coral_mfg.outputs.base import OutputThread, Sink
 from coral_mfg.outputs.encoder import RecordTarget
 from coral_mfg.outputs.event_log import EventLog, Rotation
 from coral_mfg.outputs.harvest import Harvester
+from coral_mfg.outputs.history import HistoryLimits, HistoryWriter
 from coral_mfg.outputs.mqtt import MqttPublisher
 from coral_mfg.outputs.recording import Recorder, recorders
 from coral_mfg.outputs.retention import GB, Retention
@@ -69,6 +72,7 @@ from coral_mfg.runtime.context import RunContext
 from coral_mfg.runtime.pipeline import Pipeline, Reported, StreamUnit
 from coral_mfg.runtime.plc import plc_servers, station_layout
 from coral_mfg.runtime.scheduler import Scheduler, StreamState
+from coral_mfg.runtime.shape_edit import EditableCamera, ShapeEditor
 from coral_mfg.runtime.zone_watch import ZonePlacement, ZoneTarget, ZoneWatcher, zones_of
 
 log = logging.getLogger(__name__)
@@ -125,6 +129,10 @@ def _assemble(settings: Settings, probes: dict[str, _Probe], extra: list[Sink],
               for c in cameras if c.safety}
     for _, placement, zones in placed.values():
         _note_scaled(zones, placement.picture)
+    # the history too: a file that is not one is refused before the models are loaded
+    history = _history(settings, stamper.station)
+    if history is not None:
+        stack.callback(history.close)
     own = tuple(dict.fromkeys(c.classifier_model for c in cameras
                               if c.inspection and c.classifier_model is not None))
     inference = start_inference(settings.models, ctx.event, stamper, own)
@@ -139,6 +147,9 @@ def _assemble(settings: Settings, probes: dict[str, _Probe], extra: list[Sink],
         stack.callback(events.close)
         sinks.append(events)
         reported.append(Reported("events", events.health, events.counts))
+    if history is not None:
+        sinks.append(history)
+        reported.append(Reported("history", history.health, history.counts))
     fps = max(p.fps for p in probes.values())
     names = tuple(c.name for c in cameras)
     for key, recorder in _recorders(settings, names, fps):
@@ -161,20 +172,28 @@ def _assemble(settings: Settings, probes: dict[str, _Probe], extra: list[Sink],
         reported.append(Reported("harvest", harvester.health, harvester.counts))
     sinks.extend(extra)
     ctx.outputs.sinks.extend(sinks)
+    model_warning = _model_warnings(inference.plan.classifier, own, ctx.event, stamper)
     scheduler = Scheduler([], inference.pool, ctx.cond, ctx.stop, on_result=ctx.result,
                           on_stream_done=ctx.stream_done, paused=ctx.paused)
     units: dict[str, StreamUnit] = {}
     targets: list[ZoneTarget] = []
+    editable: dict[str, EditableCamera] = {}
     for camera in cameras:
         zones = placed[camera.name][2] if camera.safety else ()
         picture = letterbox(settings.out_size, probes[camera.name].size)
-        processor = _processor(settings, camera, inference, stamper, zones=zones, own=own,
-                               picture=picture)
+        processor, line, check = _processor(settings, camera, inference, stamper, zones=zones,
+                                            own=own, picture=picture)
         if source_kind(camera.input) is not SourceKind.FILE:
             processor.frozen_after = settings.inputs.frozen_seconds
+        source: ZoneSource | None = None
         if processor.safety is not None:
             source, placement, _ = placed[camera.name]
             targets.append(ZoneTarget(camera.name, source, placement, processor.safety.store))
+        elif settings.cameras and settings.config is not None:
+            source = ZoneSource(settings.config, "toml", camera.name)
+        editable[camera.name] = EditableCamera(
+            camera.name, source, picture, settings.safety.safety_check_whole_box, processor,
+            line, check, camera.lines, camera.presence)
         units[camera.name] = _unit(settings, camera, probes[camera.name], processor, ctx=ctx,
                                    scheduler=scheduler)
     layout = station_layout(settings, lambda c: tuple(
@@ -187,14 +206,32 @@ def _assemble(settings: Settings, probes: dict[str, _Probe], extra: list[Sink],
         reported.append(Reported(server.kind, server.health, server.counts))
     watcher = (ZoneWatcher(tuple(targets), ctx.stop, on_event=ctx.event, stamper=stamper)
                if targets else None)
+    editor = ShapeEditor(editable, watcher, ctx.event, stamper, settings.out_size)
     return Pipeline(settings, inference, units, ctx=ctx, scheduler=scheduler,
                     zone_watcher=watcher, sinks=sinks, reported=reported, event_log=events,
-                    mqtt=mqtt)
+                    mqtt=mqtt, history=history, shape_editor=editor,
+                    model_warning=model_warning)
+
+
+def _model_warnings(classifier: Path, own: tuple[Path, ...], on_event: EventSink,
+                    stamper: Stamper) -> str | None:
+    """Warn (log, event log) of each classifier whose training report says it is unfit to
+    run; the first warning, for the screens, or None."""
+    first = None
+    for model in dict.fromkeys((classifier, *own)):
+        for warning in warnings_beside(model):
+            log.warning("classifier %s: %s", model, warning)
+            on_event(ModelWarning(model=str(model), warning=warning,
+                                  time=stamper.run_time(), stamp=stamper.stamp()))
+            first = first or f"{model.parent.name}/{model.name}: {warning}"
+    return first
 
 
 def _processor(settings: Settings, camera: CameraConfig, inference: Inference,
                stamper: Stamper, *, zones: tuple[KeepoutZone, ...],
-               own: tuple[Path, ...], picture: Rect) -> CameraProcessor:
+               own: tuple[Path, ...], picture: Rect
+               ) -> tuple[CameraProcessor, Callable[[LineSpec], CountingLine],
+                          Callable[[PresenceSpec], PresenceCheck]]:
     """A camera's roles, each with its own tracker, thresholds and labels, and its lines
     and presence checks placed where its picture lies in the output frame."""
     plan = inference.plan
@@ -230,19 +267,25 @@ def _processor(settings: Settings, camera: CameraConfig, inference: Inference,
 
     counted = ({"person"} if camera.safety else set()) | (
         set(inspection.labels.inspected.values()) if inspection is not None else set())
-    lines = []
-    for spec in camera.lines:
+
+    def line(spec: LineSpec) -> CountingLine:
         crossing = set(spec.labels) if spec.labels is not None else counted
         if not crossing:
             raise ConfigError(f"{where}: line '{spec.name}' counts nothing on a camera with no "
                               "roles: set its labels (e.g. labels = [\"person\"])")
         for label in crossing:
             label_id(label, f"line '{spec.name}'")
-        lines.append(place_line(spec, picture, frozenset(crossing), where))
-    checks = tuple(place_check(spec, picture, label_id(spec.label, f"presence '{spec.name}'"),
-                               where) for spec in camera.presence)
-    return CameraProcessor(camera.name, settings.out_size, lock, safety, inspection, gate,
-                           interval, tuple(lines), checks, stamper)
+        return place_line(spec, picture, frozenset(crossing), where)
+
+    def check(spec: PresenceSpec) -> PresenceCheck:
+        return place_check(spec, picture, label_id(spec.label, f"presence '{spec.name}'"),
+                           where)
+
+    lines = tuple(line(spec) for spec in camera.lines if spec.enabled)
+    checks = tuple(check(spec) for spec in camera.presence if spec.enabled)
+    processor = CameraProcessor(camera.name, settings.out_size, lock, safety, inspection, gate,
+                                interval, lines, checks, stamper)
+    return processor, line, check
 
 
 def _grades_file(camera: CameraConfig, model: Path) -> Path:
@@ -278,17 +321,21 @@ def _probe(config: StreamConfig, out_size: tuple[int, int], opener: Opener | Non
 
 def _check_outputs(settings: Settings) -> None:
     """Output folders that cannot be written fail before anything slow is opened."""
-    for flag, path, probe in settings.written():
-        problem = writable_folder(probe)
+    for _, _, _, problem in settings.written_problems():
         if problem:
-            raise UserError(f"--{flag} {path}: {problem}; pass a writable path")
+            raise UserError(problem)
 
 
 def _check_files(settings: Settings) -> None:
     """Files a run reads besides its inputs and models: the broker's TLS files."""
     for key in ("mqtt_ca_file", "mqtt_cert_file", "mqtt_key_file"):
         path = settings.value(key)
-        if path is not None and not path.is_file():
+        if path is None:
+            continue
+        problem = not_a_file(path, f"--{key}", "pass a PEM file")
+        if problem:
+            raise UserError(problem)
+        if not path.is_file():
             raise UserError(f"--{key} {path} not found: pass an existing PEM file")
 
 
@@ -299,6 +346,15 @@ def _note_scaled(zones: tuple[KeepoutZone, ...], picture: tuple[int, int, int, i
             fw, fh = z.spec.frame_size
             log.info("zone '%s': its points are pixels of a %dx%d frame; scaled to the %dx%d "
                      "picture", z.name, fw, fh, pw, ph)
+
+
+def _history(settings: Settings, station: str) -> HistoryWriter | None:
+    """Every event also into the history (beside the event log unless told otherwise)."""
+    path, out = settings.history_file, settings.output
+    if path is None:
+        return None
+    return HistoryWriter(path, station, out.shifts,
+                         HistoryLimits(out.history_keep_days, round(out.history_max_mb * 2**20)))
 
 
 def _snapshots(settings: Settings) -> Snapshots | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from typing import Protocol
 
+from coral_mfg.runtime.shape_edit import ShapeEditor
 from coral_mfg.runtime.status import StatusBoard
 from coral_mfg.runtime.zone_watch import ZoneWatcher
 
@@ -15,6 +16,7 @@ class RunControl(Protocol):
 
     board: StatusBoard
     zone_watcher: ZoneWatcher | None  # None: no camera has the safety role
+    shape_editor: ShapeEditor | None  # changes zones, lines and presence regions, saved
 
     @property
     def paused(self) -> threading.Event: ...

@@ -42,9 +42,11 @@ from coral_mfg.inference.startup import Inference
 from coral_mfg.outputs.base import Sink
 from coral_mfg.outputs.event_log import EventLog
 from coral_mfg.outputs.health import OutputHealth
+from coral_mfg.outputs.history import HistoryWriter
 from coral_mfg.outputs.mqtt import MqttPublisher
 from coral_mfg.runtime.context import RunContext
 from coral_mfg.runtime.scheduler import Scheduler, StreamState
+from coral_mfg.runtime.shape_edit import ShapeEditor
 from coral_mfg.runtime.status import StatusBoard
 from coral_mfg.runtime.zone_watch import ZoneWatcher
 
@@ -86,7 +88,9 @@ class Pipeline:
         self, settings: Settings, inference: Inference, units: dict[str, StreamUnit], *,
         ctx: RunContext, scheduler: Scheduler, zone_watcher: ZoneWatcher | None,
         sinks: list[Sink], reported: list[Reported], event_log: EventLog | None,
-        mqtt: MqttPublisher | None,
+        mqtt: MqttPublisher | None, history: HistoryWriter | None = None,
+        shape_editor: ShapeEditor | None = None,
+        model_warning: str | None = None,
     ) -> None:
         self.settings = settings
         self.inference = inference
@@ -98,6 +102,9 @@ class Pipeline:
         self.reported = reported
         self.event_log = event_log
         self.mqtt = mqtt
+        self.history = history
+        self.shape_editor = shape_editor
+        self.model_warning = model_warning
         self.board = StatusBoard(self.assemble_status())
         self._status_at = 0.0
         self._closed = False
@@ -229,7 +236,9 @@ class Pipeline:
             sink_failures=tuple(self.ctx.outputs.failures.copy().items()),
             output_warning=self._output_warning(),
             zone_error=errors[0] if errors else None,
+            model_warning=self.model_warning,
             paused=self.ctx.paused.is_set(),
+            shift=self.history.totals() if self.history is not None else None,
         )
 
     def _stream(self, name: str, unit: StreamUnit, down: str | None) -> StreamStatus:
@@ -270,7 +279,9 @@ class Pipeline:
             source_lost=unit.source.lost_count, roles=unit.camera.roles,
             skipped=processor.skipped, zones=zones, occupants=occupants, entries=entries,
             inspected=tuple(inspection.counts().items()) if inspection is not None else (),
-            dwelling=dwelling, lines=lines, presence=presence, clock=processor.clock)
+            dwelling=dwelling, lines=lines, presence=presence, clock=processor.clock,
+            passing=() if inspection is None else tuple(
+                inspection.labels.classifier[i] for i in sorted(inspection.labels.passing)))
 
     def _output_warning(self) -> str | None:
         """A failing output or a nearly full disk, for the screen; None when all is well."""

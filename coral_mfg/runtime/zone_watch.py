@@ -9,9 +9,11 @@ logged, written to the event log and shown on screen.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,6 +137,15 @@ class ZoneWatcher(threading.Thread):
     def mark_saved(self) -> None:
         """The app itself just wrote the file: do not reload what it already has."""
         with self._lock:
+            self._seen = _stamp(self.path)
+            self._pending = False
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """The app itself writes the file in this block: no look at it meanwhile, and no
+        reload of what it wrote afterwards."""
+        with self._lock:
+            yield
             self._seen = _stamp(self.path)
             self._pending = False
 

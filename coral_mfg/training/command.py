@@ -20,6 +20,7 @@ from coral_mfg.config.flags import Parser
 from coral_mfg.core.errors import UserError
 from coral_mfg.core.files import make_folder
 from coral_mfg.inference.labels import LABELS_FILE
+from coral_mfg.inference.model_report import model_warnings
 from coral_mfg.training import edgetpu_compile
 from coral_mfg.training.dataset import GradeFolders, Images, check_counts, load_images, split
 from coral_mfg.training.keras_model import (
@@ -41,7 +42,6 @@ from coral_mfg.training.quantize import (
 from coral_mfg.training.report import CURVES_PNG, REPORT_MD, Scores, plot_curves, write_report
 
 MODEL_FILE = "classifier.tflite"
-AGREEMENT_WARN = 0.95
 
 
 def parser() -> Parser:
@@ -148,6 +148,7 @@ def _train(tf: Any, folders: GradeFolders, recipe: Recipe, args: Any, *, out: Pa
     report = _report(folders, loaded.unreadable, (train_set, val_set), history,
                      (float_scores, quant_scores), quantized=quantized, out=out)
     report["recipe"] = recipe.to_dict()
+    report["warnings"] = model_warnings(report)
     plot_curves(history, out / CURVES_PNG)
     status = _compile(report, out, detector)
     report["seconds"] = round(time.monotonic() - started, 1)
@@ -214,13 +215,11 @@ def _compile(report: dict[str, Any], out: Path, detector: Path | None) -> int:
 
 def _summary(report: dict[str, Any], out: Path) -> None:
     quant = report["validation"]["quantized"]
-    agree = report["quantization"]["agreement"]
     print(f"\nwrote {out / MODEL_FILE} (uint8, full-integer) and {out / LABELS_FILE}")
     print("validation accuracy (quantized): " + f"{quant['accuracy']:.1%}; per grade: "
           + ", ".join(f"{g} {v:.1%}" for g, v in quant["per_grade"].items()))
-    if agree < AGREEMENT_WARN:
-        print(f"warning: the quantized model agrees with the float one on only {agree:.1%} of "
-              "the validation images; more varied images usually help")
+    for warning in report["warnings"]:
+        print(f"warning: {warning}")
     print(f"report: {out / REPORT_MD}, curves: {out / CURVES_PNG}")
     tpu = report.get("edgetpu")
     if tpu and tpu["compiled"]:

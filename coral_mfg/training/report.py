@@ -15,9 +15,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from coral_mfg.inference.model_report import REPORT_JSON as MODEL_REPORT
 from coral_mfg.training.keras_model import History
 
-REPORT_JSON = "report.json"
+REPORT_JSON = MODEL_REPORT
 REPORT_MD = "report.md"
 CURVES_PNG = "training_curves.png"
 
@@ -94,6 +95,10 @@ def markdown(report: dict[str, Any]) -> str:
              f"(float model: {report['validation']['float']['accuracy']:.1%}); "
              f"the two agree on {report['quantization']['agreement']:.1%} of the images.", "",
              "| grade | accuracy (quantized) |", "|---|---|"]
+    warnings = report.get("warnings") or []
+    if warnings:
+        lines[2:2] = ["**Warning: this model is not fit to run as it is.**", "",
+                      *(f"- {w}" for w in warnings), ""]
     lines += [f"| {g} | {quant['per_grade'][g]:.1%} |" for g in grades]
     counts = quant["confusion_matrix"]["counts"]
     lines += ["", "Confusion matrix (rows: true grade, columns: graded as):", "",

@@ -22,6 +22,7 @@ import cv2
 
 from coral_mfg.core.events import Event, event_json
 from coral_mfg.core.results import FrameResult
+from coral_mfg.core.status import RunStatus
 from coral_mfg.outputs.base import SinkBase
 from coral_mfg.outputs.overlay import annotated_pane
 from coral_mfg.web.metrics import Metrics
@@ -65,6 +66,7 @@ class WebHub(SinkBase):
         self.encoder = ThreadPoolExecutor(1, thread_name_prefix="web-jpeg",
                                           initializer=yield_to_inspection)
         self.encoded = 0
+        self.latest: RunStatus | None = None
 
     # --- the output thread ---------------------------------------------------------------
 
@@ -76,6 +78,9 @@ class WebHub(SinkBase):
         self.metrics.observe(result, now)
         for event in result.events:
             self.event(event)
+
+    def status(self, status: RunStatus) -> None:
+        self.latest = status  # the strips' counts; one reference, read whole
 
     def event(self, event: Event) -> None:
         record = event_json(event)  # made once, here, for every viewer
@@ -103,7 +108,7 @@ class WebHub(SinkBase):
         seq, result = found
         if cached is not None and cached.seq == seq:
             return cached
-        pane = annotated_pane(result, self.mask)
+        pane = annotated_pane(result, self.mask, self.latest)
         ok, data = cv2.imencode(".jpg", pane, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
         if not ok:
             return None

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 from coral_mfg.config.settings import Settings
 from coral_mfg.outputs.base import Sink
+from coral_mfg.runtime.shape_edit import ShapeEditor
 from coral_mfg.runtime.status import StatusBoard
 from coral_mfg.web.hub import WebHub
 from coral_mfg.web.metrics import Metrics
@@ -28,8 +29,9 @@ class WebView:
     def sinks(self) -> list[Sink]:
         return [self.hub] if self.hub is not None else []
 
-    def start(self, board: StatusBoard) -> None:
-        """Serve the run whose status ``board`` holds (or do nothing without --http)."""
+    def start(self, board: StatusBoard, editor: ShapeEditor | None = None) -> None:
+        """Serve the run whose status ``board`` holds (or do nothing without --http);
+        ``editor`` lets admins change its zones."""
         if self.hub is None:
             return
         self.hub.metrics.watch(board)
@@ -38,7 +40,10 @@ class WebView:
         self.server = WebServer(http.http, http.http_token, self.hub, board,
                                 self.settings.snapshot_folder,
                                 max_connections=http.http_max_connections,
-                                max_viewers=http.http_max_viewers)
+                                max_viewers=http.http_max_viewers,
+                                history=self.settings.history_file,
+                                shifts=self.settings.output.shifts,
+                                admin_token=http.http_admin_token, editor=editor)
         self.server.start()
 
     def stop(self) -> None:
@@ -46,10 +51,11 @@ class WebView:
             self.server.stop()
 
     @contextlib.contextmanager
-    def serving(self, board: StatusBoard) -> Iterator[None]:
+    def serving(self, board: StatusBoard, editor: ShapeEditor | None = None
+                ) -> Iterator[None]:
         """Serve while the block runs; stopped on every way out of it."""
         try:
-            self.start(board)
+            self.start(board, editor)
             yield
         finally:
             self.stop()
