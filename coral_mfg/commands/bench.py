@@ -64,7 +64,8 @@ def run_bench(settings: Settings, seconds: float, poll: list[str] | None = None
     web.start(pipeline.board)
     pipeline.start()
     poller = _start_poller(poll)
-    started = time.monotonic()
+    started = began = time.monotonic()
+    counted = 0
     polled: dict[str, Any] | None = None
     try:
         ready = _ready(pipeline, collector)
