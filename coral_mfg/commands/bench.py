@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import statistics
 import subprocess
@@ -143,20 +144,24 @@ def _stop_poller(poller: subprocess.Popen[str] | None) -> dict[str, Any] | None:
     """Stop the polling client; its totals (reads, errors), or None without one."""
     if poller is None:
         return None
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     poller.send_signal(signal.SIGTERM)
     try:
         _, err = poller.communicate(timeout=30)
     except subprocess.TimeoutExpired:
         poller.kill()
         _, err = poller.communicate()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the poller is the one reaped
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     lines = [line for line in err.splitlines() if line.startswith("{")]
-    return dict(json.loads(lines[-1])) if lines else {"reads": 0, "errors": None}
+    out = dict(json.loads(lines[-1])) if lines else {"reads": 0, "errors": None}
+    return {**out, "cpu_s": round(cpu, 2)}
 
 
 def _plc(summary: dict[str, Any], polled: dict[str, Any] | None) -> dict[str, Any]:
     """What the PLC servers did, when there were any: per server its values written, its
     client faults, and the capture-to-reject latency per camera; and the polling client's
-    reads."""
+    reads and CPU seconds (on this machine: a PLC's own CPU elsewhere)."""
     servers = {name: out for name, out in summary["outputs"].items()
                if name in ("opcua", "modbus")}
     if not servers and polled is None:
