@@ -8,6 +8,7 @@ config, never from the code: what a PLC programmer copies is what is tested.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -521,24 +522,35 @@ def _client_certificate(client: Client, cert: Path, key: Path) -> None:
 def test_faults_never_stop_inspection(tmp_path: Path) -> None:
     """The Modbus port taken by someone else, then freed; garbage sent to both servers:
     one line per fault, the faults in /healthz and /metrics, inspection going on."""
-    taken = socket.socket()
-    taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    port = free_port()
-    taken.bind(("127.0.0.1", port))
-    taken.listen()
-    s = _start(tmp_path, _config(tmp_path), "--modbus", f"127.0.0.1:{port}")
-    s.modbus = port
+    taken, ua_taken = socket.socket(), socket.socket()
+    port, ua_port = free_port(), free_port()
+    for sock, number in ((taken, port), (ua_taken, ua_port)):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", number))
+        sock.listen()
+    s = _start(tmp_path, _config(tmp_path), "--modbus", f"127.0.0.1:{port}", "--opcua",
+               f"opc.tcp://127.0.0.1:{ua_port}")
+    s.modbus, s.opcua = port, f"opc.tcp://127.0.0.1:{ua_port}"
     try:
-        wait_for(lambda: _health(s).get("modbus", {}).get("error"), "the fault in /healthz",
-                 timeout=180)
-        assert "in use" in _health(s)["modbus"]["error"]
-        assert re.search(r'coral_mfg_output_failing\{output="modbus"\} 1', s.get("/metrics"))
+        def fault(kind: str) -> Any:
+            return _health(s).get(kind, {}).get("error")
+
+        def serving(kind: str) -> bool:
+            return bool(_health(s)[kind]["error"] is None and _health(s)[kind]["listening"])
+
+        for kind in ("modbus", "opcua"):
+            wait_for(functools.partial(fault, kind), f"the {kind} fault in /healthz",
+                     timeout=180)
+            assert "in use" in _health(s)[kind]["error"]
+            assert re.search(rf'coral_mfg_output_failing\{{output="{kind}"\}} 1',
+                             s.get("/metrics"))
         frames = _frames(s)
         wait_for(lambda: _frames(s) > frames + 50, "inspection going on")
         taken.close()
-        wait_for(lambda: _health(s)["modbus"]["error"] is None
-                 and _health(s)["modbus"]["listening"], "listening once the port is free",
-                 timeout=180)
+        ua_taken.close()
+        for kind in ("modbus", "opcua"):
+            wait_for(functools.partial(serving, kind), f"{kind} listening once the port is "
+                     "free", timeout=180)
         wait_for(lambda: _listening(int(s.opcua.rsplit(":", 1)[1])), "the OPC UA server",
                  timeout=180)
         for attempt in range(3):  # three misbehaving clients each
@@ -554,8 +566,11 @@ def test_faults_never_stop_inspection(tmp_path: Path) -> None:
             assert not client.read_discrete_inputs(0, count=2).isError()
     finally:
         taken.close()
+        ua_taken.close()
         stderr = _stop(s)
-    assert stderr.count("modbus: cannot write (cannot listen on") == 1, stderr
+    for kind in ("modbus", "opcua"):
+        assert stderr.count(f"{kind}: cannot write (cannot listen on") == 1, stderr
+    assert "error starting server" not in stderr
     # one line a fault at most (more close together are counted on the next line)
     for kind in ("opcua", "modbus"):
         assert 1 <= stderr.count(f"{kind}: a client's request failed") <= 3, stderr

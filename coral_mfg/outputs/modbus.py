@@ -15,7 +15,6 @@ whoever reaches the port, so it belongs on the machine network only.
 from __future__ import annotations
 
 import logging
-import socket
 from typing import Any
 
 from pymodbus.pdu import ModbusPDU
@@ -23,7 +22,7 @@ from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from coral_mfg.config.validators import parse_bind
-from coral_mfg.outputs.plc import PlcServer, quiet
+from coral_mfg.outputs.plc import PlcServer, quiet, try_bind
 from coral_mfg.outputs.plc_map import (
     CAMERA_BLOCK,
     DISCRETE_INPUT,
@@ -83,7 +82,7 @@ class ModbusServer(PlcServer):
         return pdu
 
     async def open(self) -> None:
-        _try_bind(self.host, self.port)
+        try_bind(self.host, self.port)
         self.server = ModbusTcpServer(self._device(), address=(self.host, self.port),
                                       trace_connect=self._connected, trace_pdu=self._pdu)
         await self.server.serve_forever(background=True)
@@ -103,12 +102,3 @@ class ModbusServer(PlcServer):
                 continue
             code = _DISCRETE_INPUTS if ref.table == DISCRETE_INPUT else _INPUT_REGISTERS
             await server.async_setValues(0, code, ref.address, registers(point, value))
-
-
-def _try_bind(host: str, port: int) -> None:
-    """Raise the OSError that says why the port cannot be had (in use, not ours): the
-    library only says that it could not listen."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        probe.bind((host, port))

@@ -56,7 +56,7 @@ from coral_mfg.core.events import (
     PresenceRestored,
     ZoneDwellExceeded,
 )
-from coral_mfg.outputs.plc import PlcServer, Reject, quiet
+from coral_mfg.outputs.plc import PlcServer, Reject, quiet, try_bind
 from coral_mfg.outputs.plc_map import (
     BOOLEAN,
     DOUBLE,
@@ -291,6 +291,7 @@ class OpcuaServer(PlcServer):
 
     async def open(self) -> None:
         plan = self.plan
+        try_bind(plan.host, plan.port)  # before seconds of building the address space
         server = Server(user_manager=_Users(plan))
         self.server = server
         await server.init()

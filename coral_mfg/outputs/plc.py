@@ -21,6 +21,7 @@ import bisect
 import contextlib
 import logging
 import queue
+import socket
 import threading
 import time
 from collections import deque
@@ -184,6 +185,15 @@ class ClientFaults(logging.Handler):
         more = f"; {hidden} more since the last line" if hidden else ""
         log.warning("%s: a client's request failed: %s%s; inspection goes on", self.output,
                     words, more)
+
+
+def try_bind(host: str, port: int) -> None:
+    """Raise the OSError that says why the port cannot be had (in use, not ours), before
+    a server library tries: the libraries log their own error and say less."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))
 
 
 def quiet(logger_name: str, faults: ClientFaults) -> None:
