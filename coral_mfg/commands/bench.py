@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import json
 import os
+import resource
+import signal
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -51,21 +55,30 @@ class _Collector(SinkBase):
             self.inspected += sum(isinstance(o, InspectedObject) for o in result.objects)
 
 
-def run_bench(settings: Settings, seconds: float) -> dict[str, Any]:
+def run_bench(settings: Settings, seconds: float, poll: list[str] | None = None
+              ) -> dict[str, Any]:
+    """``poll``: a PLC's polling client to run beside the pipeline (``coral-mfg plc-poll``
+    arguments), stopped before the pipeline is."""
     collector = _Collector()
     web = WebView(settings)
     pipeline = build_pipeline(settings, extra_sinks=[collector, *web.sinks])
     web.start(pipeline.board)
     pipeline.start()
-    began = time.monotonic()
+    poller = _start_poller(poll)
+    started = began = time.monotonic()
+    counted = 0
+    polled: dict[str, Any] | None = None
     try:
+        ready = _ready(pipeline, collector)
+        began, counted = time.monotonic(), collector.frames
         while time.monotonic() - began < seconds and not pipeline.poll(0.2):
             pass
     finally:
         elapsed = time.monotonic() - began
+        total = collector.frames - counted
+        polled = _stop_poller(poller)
         web.stop()
         summary = pipeline.close(keep_inference=True)
-    total = sum(summary["frames"].values())
     stages = {
         stream: {
             f.name: round(statistics.median(getattr(t, f.name) for t in times), 3)
@@ -89,6 +102,7 @@ def run_bench(settings: Settings, seconds: float) -> dict[str, Any]:
         "cpu_threads": pool.clients()[0].config.cpu_threads,
         "process_hop_ms": {"median": round(hop_median, 3), "p99": round(hop_p99, 3)},
         "seconds": round(elapsed, 2),
+        "ready_s": round(ready - started, 2),
         "cameras": len(summary["frames"]),
         "fps": summary["fps"],
         "skipped": summary["skipped"],
@@ -101,7 +115,67 @@ def run_bench(settings: Settings, seconds: float) -> dict[str, Any]:
         "errors": summary["errors"],
         "devices": devices,
         **_recording(summary, elapsed),
+        **_plc(summary, polled),
     }
+
+
+def _ready(pipeline: Any, collector: _Collector, most_s: float = 120.0) -> float:
+    """When the measurement starts: once every camera has delivered a frame and every PLC
+    server listens (an OPC UA server takes seconds to build its address space: a cost
+    of the start, not of running), at most ``most_s`` after the start."""
+    cameras = len(pipeline.units)
+    end = time.monotonic() + most_s
+    while time.monotonic() < end and not pipeline.poll(0.1):
+        outputs = pipeline.assemble_status().outputs
+        if len(collector.times) >= cameras and all(
+                o.get("listening") is not False for o in outputs):
+            break
+    return time.monotonic()
+
+
+def _start_poller(poll: list[str] | None) -> subprocess.Popen[str] | None:
+    if poll is None:
+        return None
+    return subprocess.Popen([sys.executable, "-m", "coral_mfg", "plc-poll", "--quiet", *poll],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _stop_poller(poller: subprocess.Popen[str] | None) -> dict[str, Any] | None:
+    """Stop the polling client; its totals (reads, errors), or None without one."""
+    if poller is None:
+        return None
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    poller.send_signal(signal.SIGTERM)
+    try:
+        _, err = poller.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        poller.kill()
+        _, err = poller.communicate()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the poller is the one reaped
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    lines = [line for line in err.splitlines() if line.startswith("{")]
+    out = dict(json.loads(lines[-1])) if lines else {"reads": 0, "errors": None}
+    return {**out, "cpu_s": round(cpu, 2)}
+
+
+def _plc(summary: dict[str, Any], polled: dict[str, Any] | None) -> dict[str, Any]:
+    """What the PLC servers did, when there were any: per server its values written, its
+    client faults, and the capture-to-reject latency per camera; and the polling client's
+    reads and CPU seconds (on this machine: a PLC's own CPU elsewhere)."""
+    servers = {name: out for name, out in summary["outputs"].items()
+               if name in ("opcua", "modbus")}
+    if not servers and polled is None:
+        return {}
+    latency = {f"{name}/{camera}": {k: h[k] for k in ("count", "p50_ms", "p99_ms", "max_ms")}
+               for name, out in servers.items()
+               for camera, h in (out.get("reject_latency") or {}).items()}
+    return {"plc": {
+        "servers": {name: {"written": out["written"], "rejects": out["rejects"],
+                           "client_errors": out["client_errors"], "error": out["error"]}
+                    for name, out in servers.items()},
+        "reject_latency": latency,
+        "client": polled,
+    }}
 
 
 def _recording(summary: dict[str, Any], elapsed: float) -> dict[str, Any]:
@@ -226,9 +300,10 @@ def run_soak(settings: Settings, seconds: float) -> dict[str, Any]:
     }
 
 
-def replicated(settings: Settings, count: int, folder: Path) -> Path:
+def replicated(settings: Settings, count: int, folder: Path, reject: bool = False) -> Path:
     """A config file of ``count`` cameras taking turns at the sample videos (each camera
-    with the roles and zones of the original stream it replays)."""
+    with the roles and zones of the original stream it replays); ``reject``: each
+    inspection camera with a reject signal."""
     originals = settings.camera_list()
     tables: dict[str, Any] = {}
     for i in range(count):
@@ -236,6 +311,8 @@ def replicated(settings: Settings, count: int, folder: Path) -> Path:
         table: dict[str, Any] = {"input": original.input, "roles": list(original.roles)}
         if original.safety:
             table["zones"] = [z.to_table() for z in _zones(settings, original.zones)]
+        if reject and original.inspection:
+            table["reject"] = True
         tables[f"{original.name}_{i // len(originals) + 1}"] = table
     path = folder / "bench-cameras.toml"
     path.write_text(tomli_w.dumps({"cameras": tables}), encoding="utf-8")
@@ -285,7 +362,19 @@ def main(argv: Sequence[str]) -> int:
     p.add_argument("--anomaly_every", "--anomaly-every", type=typed("anomaly_every", int),
                    metavar="N", help="the extractor on every N-th frame with objects (as a "
                    "run's --anomaly_every)")
+    p.add_argument("--opcua", type=typed("opcua"), metavar="URL",
+                   help="serve OPC UA while measuring (opc.tcp://127.0.0.1:PORT)")
+    p.add_argument("--modbus", type=typed("modbus"), metavar="HOST:PORT",
+                   help="serve Modbus TCP while measuring (127.0.0.1:PORT)")
+    p.add_argument("--reject", action="store_true",
+                   help="give each inspection camera a reject signal, and report its "
+                   "capture-to-reject latency (with --opcua or --modbus)")
+    p.add_argument("--plc_poll", "--plc-poll", type=float, metavar="S",
+                   help="with --opcua/--modbus: a client (coral-mfg plc-poll) reading every "
+                   "value every S seconds, as a PLC would, while measuring")
     args = p.parse_args(argv)
+    if (args.reject or args.plc_poll) and not (args.opcua or args.modbus):
+        p.error("--reject and --plc_poll need --opcua URL or --modbus HOST:PORT")
     if args.cameras is not None and not 1 <= args.cameras <= MAX_CAMERAS:
         p.error(f"--cameras takes 1 to {MAX_CAMERAS}, got {args.cameras}")
     flags = {
@@ -294,19 +383,29 @@ def main(argv: Sequence[str]) -> int:
         "edgetpu_devices": args.edgetpu_devices,
         "output": args.output, "encoder_preset": args.encoder_preset, "http": args.http,
         "anomaly": args.anomaly, "anomaly_every": args.anomaly_every,
+        "opcua": args.opcua, "modbus": args.modbus,
     }
     settings = load_settings(flags)
     with tempfile.TemporaryDirectory(prefix="coral-mfg-bench-") as folder:
-        if args.cameras is not None:
-            settings = load_settings(flags, replicated(settings, args.cameras, Path(folder)))
-        return _measure(args, settings)
+        config = None
+        if args.cameras is not None or args.reject:
+            count = args.cameras or len(settings.camera_list())
+            config = replicated(settings, count, Path(folder), reject=args.reject)
+            settings = load_settings(flags, config)
+        poll = None
+        if args.plc_poll:
+            poll = ["--every", str(args.plc_poll), "--station", settings.station,
+                    *(["--config", str(config)] if config is not None else []),
+                    *(["--opcua", args.opcua] if args.opcua else []),
+                    *(["--modbus", args.modbus] if args.modbus else [])]
+        return _measure(args, settings, poll)
 
 
-def _measure(args: Any, settings: Settings) -> int:
+def _measure(args: Any, settings: Settings, poll: list[str] | None) -> int:
     if args.soak:
         print(json.dumps(run_soak(settings, args.soak)))
     elif args.render:
         print(json.dumps(run_render_bench(settings, args.seconds)))
     else:
-        print(json.dumps(run_bench(settings, args.seconds)))
+        print(json.dumps(run_bench(settings, args.seconds, poll)))
     return 0

@@ -1,9 +1,9 @@
 """Command line: the original demo's flags, plus sub-commands.
 
 ``coral-mfg [run] [flags]`` runs the inspection; ``fetch-assets``, ``doctor``,
-``bench``, ``train-classifier``, ``train-anomaly``, ``eval-anomaly`` and ``report``
-are the other sub-commands. User errors end in one line and exit status 2;
-anything else is a bug and keeps its traceback.
+``bench``, ``train-classifier``, ``train-anomaly``, ``eval-anomaly``, ``report``,
+``plc-map`` and ``plc-poll`` are the other sub-commands. User errors end in one line and
+exit status 2; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -131,6 +131,18 @@ def cmd_doctor(argv: Sequence[str]) -> int:
     return run_doctor(args)
 
 
+def cmd_plc_map(argv: Sequence[str]) -> int:
+    from coral_mfg.commands.plc import plc_map_main
+
+    return plc_map_main(argv)
+
+
+def cmd_plc_poll(argv: Sequence[str]) -> int:
+    from coral_mfg.commands.plc import plc_poll_main
+
+    return plc_poll_main(argv)
+
+
 COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "run": cmd_run,
     "fetch-assets": cmd_fetch_assets,
@@ -140,6 +152,8 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "train-anomaly": cmd_train_anomaly,
     "eval-anomaly": cmd_eval_anomaly,
     "report": cmd_report,
+    "plc-map": cmd_plc_map,
+    "plc-poll": cmd_plc_poll,
 }
 assert tuple(COMMANDS) == SUB_COMMANDS, "the run's --help names every sub-command"
 

@@ -17,9 +17,11 @@ from coral_mfg.config.validators import (
     Flag,
     Names,
     PositiveFloat,
+    PositiveInt,
     SomeNames,
     Text,
     UnitFloat,
+    ZoneName,
 )
 from coral_mfg.config.zones import LineSpec, PresenceSpec, ZoneSpec
 
@@ -83,6 +85,15 @@ class CameraConfig(BaseModel):
         0.002, description="the share of the picture that must change to count as motion")
     motion_recheck_seconds: PositiveFloat = Field(
         2.0, description="a still picture is checked again at least this often")
+    reject: Flag = Field(
+        False, description="an inspection camera's reject signal to the PLC: a pulse for each "
+        "object whose verdict is a fail (docs/plc.md)")
+    reject_line: ZoneName | None = Field(
+        None, description="reject as a failing object crosses this line of the camera, in the "
+        "line's first direction (default: when its verdict settles, as it leaves the view)")
+    reject_pulse_ms: PositiveInt = Field(
+        500, description="how long the reject signal stays on: at least two of the PLC's "
+        "polling periods")
     zones: tuple[ZoneSpec, ...] = Field((), description="its `[[cameras.NAME.zones]]`")
     lines: tuple[LineSpec, ...] = Field((), description="its `[[cameras.NAME.lines]]`")
     presence: tuple[PresenceSpec, ...] = Field(

@@ -124,7 +124,7 @@ window keys:
 
 #: The other sub-commands, for the run's help and for "did you mean".
 SUB_COMMANDS = ("run", "fetch-assets", "doctor", "bench", "train-classifier", "train-anomaly",
-                "eval-anomaly", "report")
+                "eval-anomaly", "report", "plc-map", "plc-poll")
 
 EXAMPLES = """\
 examples:

@@ -49,6 +49,7 @@ from coral_mfg.config.validators import (
     Name,
     Names,
     NonNegativeInt,
+    OpcuaUrl,
     PositiveFloat,
     PositiveInt,
     RecordingPath,
@@ -331,6 +332,51 @@ class MqttConfig(_Section):
         5.0, "stream state is published every S seconds", metavar="S")
 
 
+class OpcuaConfig(_Section):
+    """An OPC UA server for PLCs; off unless asked for, and on loopback unless told
+    otherwise. Its passwords never appear in a log."""
+
+    title: ClassVar[str] = "OPC UA server (also an [opcua] table in the config; docs/plc.md)"
+    opcua: OpcuaUrl | None = setting(
+        None, "serve the station's state to PLCs at opc.tcp://HOST:PORT (127.0.0.1 for this "
+        "machine only; any other address needs Basic256Sha256, a certificate and users)",
+        metavar="URL")
+    opcua_security: Annotated[str, one_of("auto", "none", "Basic256Sha256")] = setting(
+        "auto", "none (loopback only) or Basic256Sha256 with SignAndEncrypt; auto: none on "
+        "loopback, Basic256Sha256 elsewhere", metavar="auto|none|Basic256Sha256")
+    opcua_certificate: FilePath | None = setting(
+        None, "the station's own certificate (DER), made there on first start; needed "
+        "with Basic256Sha256", metavar="FILE.der")
+    opcua_private_key: FilePath | None = setting(
+        None, "its private key (PEM; default: beside the certificate, .key.pem), made with "
+        "it", metavar="FILE.pem")
+    opcua_trusted_certs: FilePath | None = setting(
+        None, "a folder of client certificates (DER or PEM): only they may connect, and "
+        "they log in as readers", metavar="DIR")
+    opcua_username: Text | None = setting(
+        None, "a reader's user name; its password in the config or $CORAL_MFG_OPCUA_PASSWORD",
+        metavar="USER")
+    opcua_password: Text | None = setting(
+        None, "the reader's password (the config or $CORAL_MFG_OPCUA_PASSWORD: never a flag)",
+        kind="none")
+    opcua_admin_username: Text | None = setting(
+        None, "the admin's user name, the one user who may call ResetCounts; its password in "
+        "the config or $CORAL_MFG_OPCUA_ADMIN_PASSWORD", metavar="USER")
+    opcua_admin_password: Text | None = setting(
+        None, "the admin's password (the config or $CORAL_MFG_OPCUA_ADMIN_PASSWORD)",
+        kind="none")
+
+
+class ModbusConfig(_Section):
+    """A Modbus TCP server for PLCs: read-only discrete inputs and input registers."""
+
+    title: ClassVar[str] = "Modbus TCP server (also a [modbus] table in the config; docs/plc.md)"
+    modbus: Bind | None = setting(
+        None, "serve alarms and counts to PLCs at HOST:PORT (127.0.0.1:5020 for this machine "
+        "only; 0.0.0.0:502 for the plant network, which has no security of its own: keep it "
+        "on the machine network)", metavar="HOST:PORT")
+
+
 class RecordingConfig(_Section):
     """All-shift recording: segment files in a folder, the oldest deleted by retention."""
 
@@ -394,6 +440,8 @@ SECTIONS: dict[str, type[_Section]] = {
     "output": OutputConfig,
     "recording": RecordingConfig,
     "mqtt": MqttConfig,
+    "opcua": OpcuaConfig,
+    "modbus": ModbusConfig,
     "http": HttpConfig,
     "window": WindowConfig,
     "safety": SafetyConfig,
@@ -405,6 +453,8 @@ TABLES: dict[str, frozenset[str]] = {
     "safety": frozenset({"zones"}),
     "recording": frozenset(RecordingConfig.model_fields),
     "mqtt": frozenset(MqttConfig.model_fields),
+    "opcua": frozenset(OpcuaConfig.model_fields),
+    "modbus": frozenset(ModbusConfig.model_fields),
     "http": frozenset(HttpConfig.model_fields),
 }
 def _is_path(field: FieldInfo) -> bool:
@@ -468,7 +518,8 @@ WRITTEN_KEYS = (("output", False), ("events", False), ("log_file", False),
                 ("record_dir", True), ("snapshot_dir", True), ("harvest_dir", True),
                 ("history", False))
 #: Keys whose values may hold a password: never echoed whole.
-SECRET_KEYS = frozenset({"mqtt", "mqtt_password", "http_token", "http_admin_token"})
+SECRET_KEYS = frozenset({"mqtt", "mqtt_password", "http_token", "http_admin_token",
+                         "opcua_password", "opcua_admin_password"})
 
 
 def _redacted(value: Any) -> str:
@@ -508,6 +559,8 @@ class Settings(_Section):
     output: OutputConfig = OutputConfig()
     recording: RecordingConfig = RecordingConfig()
     mqtt: MqttConfig = MqttConfig()
+    opcua: OpcuaConfig = OpcuaConfig()
+    modbus: ModbusConfig = ModbusConfig()
     http: HttpConfig = HttpConfig()
     window: WindowConfig = WindowConfig()
     safety: SafetyConfig = SafetyConfig()
@@ -708,6 +761,7 @@ def _cameras(value: Any, where: str, base: Path) -> tuple[CameraConfig, ...]:
             raise ConfigError(f"{where}: {label} has the safety role but no keep-out zones: "
                               f"add [[cameras.{name}.zones]] tables, or make its roles "
                               '["inspection"]')
+        _check_reject(camera, update["lines"], f"{where}: {label}")
         if not camera.roles and not update["presence"]:
             raise ConfigError(f"{where}: {label} has no roles and no presence checks: give it "
                               'roles = ["safety"] or ["inspection"], or '
@@ -716,6 +770,20 @@ def _cameras(value: Any, where: str, base: Path) -> tuple[CameraConfig, ...]:
     if not any(c.enabled for c in cameras):
         raise ConfigError(f"{where}: every camera has enabled = false; enable at least one")
     return tuple(cameras)
+
+
+def _check_reject(camera: CameraConfig, lines: tuple[LineSpec, ...], where: str) -> None:
+    """A reject signal needs verdicts, and its line must be one of the camera's."""
+    if camera.reject_line is not None and not camera.reject:
+        raise ConfigError(f"{where}: reject_line is set but reject is not: add reject = true")
+    if camera.reject and not camera.inspection:
+        raise ConfigError(f"{where}: reject needs the inspection role (objects with "
+                          'verdicts): add "inspection" to its roles, or drop reject')
+    names = [line.name for line in lines]
+    if camera.reject_line is not None and camera.reject_line not in names:
+        known = ", ".join(names) or "none: add a [[cameras." + camera.name + ".lines]] table"
+        raise ConfigError(f"{where}: reject_line '{camera.reject_line}' is not one of its "
+                          f"lines ({known})")
 
 
 def _in_folder(path: Path, base: Path) -> Path:
@@ -858,6 +926,7 @@ def _assemble(
             output=OutputConfig(**sections["output"]),
             recording=RecordingConfig(**sections["recording"]),
             mqtt=MqttConfig(**sections["mqtt"]), http=HttpConfig(**sections["http"]),
+            opcua=OpcuaConfig(**sections["opcua"]), modbus=ModbusConfig(**sections["modbus"]),
             window=WindowConfig(**sections["window"]),
             safety=SafetyConfig(**sections["safety"]), log=LogConfig(**sections["log"]),
             cameras=cameras, config=config, zones_from_csv=from_csv,

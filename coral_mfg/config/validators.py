@@ -269,6 +269,33 @@ def mqtt_url(value: Any) -> str:
     return checked
 
 
+def opcua_url(value: Any) -> str:
+    """``opc.tcp://HOST:PORT`` (the port defaults to 4840): where the OPC UA server listens."""
+    checked = text(value)
+    try:
+        url = urlsplit(checked)
+        port = url.port
+    except ValueError:
+        raise ValueError("a URL like opc.tcp://127.0.0.1:4840 (the port is not a number)"
+                         ) from None
+    if url.scheme != "opc.tcp":
+        raise ValueError("a URL like opc.tcp://127.0.0.1:4840 (scheme "
+                         f"'{url.scheme or 'none'}' is not opc.tcp)")
+    if not url.hostname:
+        raise ValueError("a URL like opc.tcp://127.0.0.1:4840 (no host in it)")
+    if port == 0 or url.username or url.password:
+        raise ValueError("a URL like opc.tcp://127.0.0.1:4840 (no port 0, no user in it: "
+                         "users go in the [opcua] table)")
+    return checked
+
+
+def opcua_bind(url: str) -> tuple[str, int]:
+    """(host, port) of an ``opc.tcp://`` URL checked by :func:`opcua_url`."""
+    parts = urlsplit(url)
+    assert parts.hostname is not None
+    return parts.hostname, parts.port or 4840
+
+
 # --- the types the schemas use ------------------------------------------------------------
 
 PositiveInt = Annotated[int, PlainValidator(positive_int)]
@@ -283,6 +310,7 @@ FilePath = Annotated[Path, PlainValidator(path)]
 RecordingPath = Annotated[Path, PlainValidator(recording_path)]
 MqttUrl = Annotated[str, PlainValidator(mqtt_url)]
 Bind = Annotated[str, PlainValidator(bind)]
+OpcuaUrl = Annotated[str, PlainValidator(opcua_url)]
 Names = Annotated[tuple[str, ...], PlainValidator(names)]
 SomeNames = Annotated[tuple[str, ...], PlainValidator(some_names)]
 Name = Annotated[str, PlainValidator(name)]

@@ -82,6 +82,7 @@ from coral_mfg.outputs.retention import GB, Retention
 from coral_mfg.outputs.snapshots import Snapshots
 from coral_mfg.runtime.context import RunContext
 from coral_mfg.runtime.pipeline import Pipeline, Reported, StreamUnit
+from coral_mfg.runtime.plc import plc_servers, station_layout
 from coral_mfg.runtime.scheduler import Scheduler, StreamState
 from coral_mfg.runtime.shape_edit import EditableCamera, ShapeEditor
 from coral_mfg.runtime.zone_watch import ZonePlacement, ZoneTarget, ZoneWatcher, zones_of
@@ -217,6 +218,14 @@ def _assemble(settings: Settings, probes: dict[str, _Probe], extra: list[Sink],
             line, check, camera.lines, camera.presence)
         units[camera.name] = _unit(settings, camera, probes[camera.name], processor, ctx=ctx,
                                    scheduler=scheduler)
+    layout = station_layout(settings, lambda c: tuple(
+        inspection.labels.classifier.values())
+        if (inspection := units[c.name].processor.inspection) is not None else ())
+    for server in plc_servers(settings, layout):
+        stack.callback(server.close)
+        sinks.append(server)
+        ctx.outputs.sinks.append(server)
+        reported.append(Reported(server.kind, server.health, server.counts))
     watcher = (ZoneWatcher(tuple(targets), ctx.stop, on_event=ctx.event, stamper=stamper)
                if targets else None)
     editor = ShapeEditor(editable, watcher, ctx.event, stamper, settings.out_size)

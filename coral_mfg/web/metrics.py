@@ -11,7 +11,12 @@ import math
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 
 from coral_mfg.core.results import FrameResult
 from coral_mfg.core.status import NO_SIGNAL, RunStatus
@@ -86,6 +91,7 @@ class _RunCollector:
             if output.get("lost") is not None:
                 lost.add_metric([output.name], output.get("lost"))
         yield from (people, entries, graded, accel, fallback, uptime, lost)
+        yield from _outputs(s)
 
 
 def _streams(s: RunStatus) -> Iterator[Metric]:
@@ -170,3 +176,27 @@ def _checks(s: RunStatus) -> Iterator[Metric]:
             seen.add_metric(key, math.nan if stream.blind else check.seen)
             missing.add_metric(key, math.nan if stream.blind else int(check.missing))
     yield from (blind, dwell, crossings, seen, missing)
+
+
+def _outputs(s: RunStatus) -> Iterator[Metric]:
+    """Per output: whether it is failing now (a PLC server that cannot listen, a full disk),
+    and the PLC servers' capture-to-reject latency."""
+    failing = GaugeMetricFamily("coral_mfg_output_failing",
+                                "1 while an output cannot write (or a server cannot listen)",
+                                labels=["output"])
+    latency = HistogramMetricFamily(
+        "coral_mfg_reject_latency_seconds",
+        "From a frame's capture to the reject signal it decided being set, per PLC server "
+        "and camera", labels=["output", "stream"])
+    faults = CounterMetricFamily("coral_mfg_output_client_errors",
+                                 "Client requests a PLC server could not take (malformed, "
+                                 "refused)", labels=["output"])
+    for output in s.outputs:
+        failing.add_metric([output.name], 0 if output.get("error") is None else 1)
+        if output.get("client_errors") is not None:
+            faults.add_metric([output.name], output.get("client_errors"))
+        for stream, h in (output.get("reject_latency") or {}).items():
+            buckets = [("+Inf" if math.isinf(le) else repr(float(le)), n)
+                       for le, n in h["buckets"]]
+            latency.add_metric([output.name, stream], buckets, h["sum_s"])
+    yield from (failing, faults, latency)

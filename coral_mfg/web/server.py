@@ -42,6 +42,7 @@ from coral_mfg.config.validators import is_loopback, parse_bind
 from coral_mfg.config.zone_file import shapes_from_json
 from coral_mfg.core.errors import ConfigError, UserError
 from coral_mfg.core.status import (
+    OutputStatus,
     device_record,
     line_record,
     presence_record,
@@ -602,7 +603,8 @@ class WebServer:
         s = self.board.current
         body = {"status": "ok" if s.healthy else "unhealthy",
                 "streams": {stream.name: stream.reason or "live" for stream in s.streams},
-                "accelerator": s.accelerator.down or "ok", "device": s.accelerator.device}
+                "accelerator": s.accelerator.down or "ok", "device": s.accelerator.device,
+                "outputs": {o.name: _output_health(o) for o in s.outputs}}
         return web.json_response(body, status=200 if s.healthy else 503)
 
     async def _metrics(self, _request: web.Request) -> web.StreamResponse:
@@ -619,6 +621,16 @@ class WebServer:
         if path.parent != self.snapshots.resolve() or not path.is_file():
             raise web.HTTPNotFound()
         return web.FileResponse(path, headers={"Cache-Control": "max-age=3600"})
+
+
+def _output_health(output: OutputStatus) -> dict[str, Any]:
+    """An output in ``/healthz``: its fault now (None when it writes), and for a PLC
+    server whether it listens and how many client requests failed."""
+    out: dict[str, Any] = {"error": output.get("error")}
+    for key in ("listening", "client_errors"):
+        if output.get(key) is not None:
+            out[key] = output.get(key)
+    return out
 
 
 #: The editor page runs its own script only, and talks to this server only.
