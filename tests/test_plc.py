@@ -599,3 +599,23 @@ def _garbage(port: int, data: bytes) -> None:
                 pass
         except OSError:  # reset or timed out: either way the server has had it
             pass
+
+
+def test_an_anomaly_model_adds_its_count_to_the_map(tmp_path: Path) -> None:
+    """A camera scored for anomalies has an ``anomalous`` count beside its grades; one
+    without a classifier counts its verdicts, normal and anomalous."""
+    model = tmp_path / "normal"
+    model.mkdir()
+    config = tmp_path / "station.toml"
+    config.write_text(tomli_w.dumps({"station": "line-9", "anomaly": str(model), "cameras": {
+        "belt": {"input": str(video("apple-conveyor.mp4")), "roles": ["inspection"]},
+        "tray": {"input": str(video("apple-conveyor.mp4")), "roles": ["inspection"],
+                 "classify": False}}}))
+    out = subprocess.run([sys.executable, "-m", "coral_mfg", "plc-map", "--config",
+                          str(config), "--format", "json"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120, check=True)
+    names = [e["name"] for e in json.loads(out.stdout)]
+    grades = {camera: [n.rsplit("/", 1)[1] for n in names
+                       if n.startswith(f"line-9/{camera}/grades/")] for camera in ("belt", "tray")}
+    assert grades == {"belt": ["fresh_apple", "rotten_apple", "anomalous"],
+                      "tray": ["normal", "anomalous"]}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from coral_mfg.analytics.inspection import ANOMALOUS_COUNT, ANOMALY_GRADES
 from coral_mfg.config.cameras import CameraConfig
 from coral_mfg.config.settings import Settings
 from coral_mfg.config.zones import csv_spec
@@ -53,11 +54,21 @@ def file_grades(settings: Settings) -> Grades:
     a camera's own classifier's labels, else the station's."""
     station = tuple(read_labels(plan_models(settings.models).classifier_labels).values())
 
-    def grades(camera: CameraConfig) -> tuple[str, ...]:
+    def classifier(camera: CameraConfig) -> tuple[str, ...]:
         if camera.classifier_model is None:
             return station
         path = camera.classifier_labels or camera.classifier_model.parent / LABELS_FILE
         return tuple(read_labels(path).values())
+
+    def grades(camera: CameraConfig) -> tuple[str, ...]:
+        """With an anomaly model, its count beside the grades; without a classifier, its
+        verdicts are the grades (as the run counts them)."""
+        classify = settings.models.classify if camera.classify is None else camera.classify
+        if (camera.anomaly or settings.models.anomaly) is None:
+            return classifier(camera)
+        if not classify:
+            return tuple(ANOMALY_GRADES.values())
+        return (*classifier(camera), ANOMALOUS_COUNT)
 
     return grades
 
