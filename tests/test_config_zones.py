@@ -109,8 +109,8 @@ def test_explicit_csv_flag_wins_over_config_zones(tmp_path: Path) -> None:
 
 def test_shipped_default_config_has_the_original_zone() -> None:
     settings = resolve_settings(run_parser().parse_args([]))
-    (zone,) = zones_from_settings(settings)
-    assert zone.name == "keepout"
+    zone, walkway = zones_from_settings(settings)  # and the walkway the demo's worker enters
+    assert (zone.name, walkway.name) == ("keepout", "walkway")
     assert zone.spec is not None and zone.spec.units == "relative"
     original = [[585, 390], [720, 335], [420, 205], [305, 235]]
     assert np.abs(zone.points - np.array(original)).max() < 0.5  # within half a pixel

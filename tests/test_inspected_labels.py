@@ -108,5 +108,7 @@ def test_the_overlay_colours_by_pass_not_by_name(passed: bool | None, color: obj
     overlay = build_overlay(FrameResult(frame, (960, 540), "cpu", (obj,)))
     (mark,) = overlay.boxes
     assert mark.color == color
-    assert mark.label.startswith({True: "good", False: "scratched", None: "bottle"}[passed])
+    # grades as words, with the verdict in words beside the colour
+    assert mark.label.startswith({True: "Good PASS", False: "Scratched FAIL",
+                                  None: "Bottle"}[passed])
     assert np.asarray(mark.box).tolist() == [10, 10, 50, 50]

@@ -315,7 +315,7 @@ def test_an_admin_draws_and_renames_a_zone_in_chromium(station: Station,
                  "the save")
         said = chrome.find_element(By.ID, "message").text
         assert "added zone 'walkway'" in said
-        shot = Path("/work/notes/zone_editor.png")
+        shot = ROOT / "out" / "screenshots" / "zone-editor.png"
         shot.parent.mkdir(parents=True, exist_ok=True)
         assert chrome.save_screenshot(str(shot))
     finally:

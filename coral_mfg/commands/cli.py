@@ -83,7 +83,8 @@ def cmd_fetch_assets(argv: Sequence[str]) -> int:
         return 1
     fallback = not_installed(manifest, best[0])
     if fallback:
-        print(f"note     {fallback} (optional; fetched when its source can be reached)")
+        print(f"note     {fallback} (optional: fetch-assets gets it once its source can be "
+              "reached)")
     print(f"ready: detector {best[0].name} ({best[1]}) + classifier {best[2]}")
     return 0
 

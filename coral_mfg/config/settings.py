@@ -143,12 +143,11 @@ class ModelsConfig(_Section):
         True, "grade inspected objects with the classifier; --no-classify with --anomaly: "
         "their verdict is normal or anomalous", kind="toggle")
     anomaly: FilePath | None = setting(
-        None, "score every inspected object against the model of good parts in DIR (made by "
-        "coral-mfg train-anomaly); one unlike them is anomalous, and fails", metavar="DIR")
+        None, "score inspected objects against the good parts modelled in DIR (coral-mfg "
+        "train-anomaly); an unlike one is anomalous and fails", metavar="DIR")
     anomaly_every: PositiveInt | None = setting(
-        None, "run the anomaly extractor on every N-th frame with objects to inspect (its "
-        "cost divided by N; an object's score is a vote over the frames scored); default: "
-        "every 3rd on the CPU, where it costs most, every one on an Edge TPU", metavar="N")
+        None, "score every N-th frame with objects (default: 3 on the CPU, 1 on an Edge "
+        "TPU; an object's score is a vote over its scored frames)", metavar="N")
     device: Annotated[str, one_of("auto", "edgetpu", "cpu")] = setting(
         "auto", "where inference runs: auto (the Edge TPU if one answers, else the CPU), "
         "edgetpu or cpu", metavar="auto|edgetpu|cpu")
@@ -156,11 +155,11 @@ class ModelsConfig(_Section):
         None, "which Edge TPU: usb, usb:N, pci, pci:N or :N (default: the first)",
         metavar="DEV")
     edgetpu_devices: EdgeTpuDevices = setting(
-        (), "several Edge TPUs, one inference process each, sharing the frames: usb:0,usb:1 "
-        "or all (every Coral found); supersedes edgetpu_device", metavar="DEV[,DEV]|all")
+        (), "several Edge TPUs sharing the frames, a process each (all: every "
+        "Coral found)", metavar="DEV[,DEV]|all")
     cpu_processes: PositiveInt = setting(
-        2, "inference processes on the CPU, an interpreter pair each (one per stream "
-        "measured best)", metavar="N", aliases=("cpu_workers",))
+        2, "inference processes on the CPU, one per stream is best", metavar="N",
+        aliases=("cpu_workers",))
     cpu_threads: PositiveInt | None = setting(
         None, "threads per CPU interpreter (default: cores / cpu_processes)", metavar="N")
     worker_threshold: UnitFloat | None = setting(
@@ -169,8 +168,7 @@ class ModelsConfig(_Section):
         None, "minimum score of an inspected object (default: the detector's, 0.7 for "
         "MobileDet)", metavar="S")
     inspect_labels: SomeNames = setting(
-        ("apple",), "detector labels whose objects are cropped and graded, checked against "
-        "its labels file", metavar="LABEL[,LABEL]")
+        ("apple",), "detector labels whose objects are graded", metavar="LABEL[,LABEL]")
     pass_grades: Names = setting(
         (), "classifier grades drawn green, the others red (default: its first grade)",
         metavar="GRADE[,GRADE]")
@@ -220,8 +218,8 @@ class InputsConfig(_Section):
     stall_seconds: PositiveFloat = setting(
         10.0, "a source with no frame for S seconds is lost and reopened", metavar="S")
     frozen_seconds: PositiveFloat = setting(
-        10.0, "a camera or stream whose picture has not changed at all for S seconds (a "
-        "stuck encoder, a covered lens) is blind until it changes; files are exempt",
+        10.0, "a live picture unchanged for S seconds (a stuck encoder, a covered lens) "
+        "is blind until it changes",
         metavar="S")
     max_frames: NonNegativeInt = setting(
         0, "stop each stream after N processed frames (0: no limit)", metavar="N")
@@ -267,8 +265,8 @@ class OutputConfig(_Section):
     harvest_max_mb: PositiveFloat = setting(
         2000.0, "stop harvesting when DIR holds MB megabytes", metavar="MB")
     history: FilePath | None = setting(
-        None, "keep every event in this SQLite file, for shift totals across restarts, "
-        "'coral-mfg report' and /api/history (default: history.sqlite beside the event log)",
+        None, "every event also in this SQLite file: shift totals, coral-mfg report "
+        "(default: history.sqlite beside the event log)",
         metavar="FILE.sqlite")
     no_history: Flag = setting(False, "keep no history, even beside the event log",
                                kind="switch")
@@ -278,8 +276,7 @@ class OutputConfig(_Section):
         1000.0, "the history is kept under MB megabytes, the oldest events deleted first",
         metavar="MB")
     shifts: ShiftTimes = setting(
-        (), "shift start times (local), e.g. 06:00,14:00,22:00: totals per shift survive "
-        "restarts and reports count per shift (default: one a day, from 00:00)",
+        (), "shift start times, local (default: one shift a day, from 00:00)",
         metavar="HH:MM[,HH:MM]")
 
 
@@ -338,12 +335,12 @@ class OpcuaConfig(_Section):
 
     title: ClassVar[str] = "OPC UA server (also an [opcua] table in the config; docs/plc.md)"
     opcua: OpcuaUrl | None = setting(
-        None, "serve the station's state to PLCs at opc.tcp://HOST:PORT (127.0.0.1 for this "
-        "machine only; any other address needs Basic256Sha256, a certificate and users)",
+        None, "serve the station to PLCs at opc.tcp://HOST:PORT (off loopback: "
+        "Basic256Sha256, a certificate and users)",
         metavar="URL")
     opcua_security: Annotated[str, one_of("auto", "none", "Basic256Sha256")] = setting(
-        "auto", "none (loopback only) or Basic256Sha256 with SignAndEncrypt; auto: none on "
-        "loopback, Basic256Sha256 elsewhere", metavar="auto|none|Basic256Sha256")
+        "auto", "none (loopback only), Basic256Sha256 (SignAndEncrypt), or auto: "
+        "none on loopback only", metavar="auto|none|Basic256Sha256")
     opcua_certificate: FilePath | None = setting(
         None, "the station's own certificate (DER), made there on first start; needed "
         "with Basic256Sha256", metavar="FILE.der")
@@ -360,8 +357,8 @@ class OpcuaConfig(_Section):
         None, "the reader's password (the config or $CORAL_MFG_OPCUA_PASSWORD: never a flag)",
         kind="none")
     opcua_admin_username: Text | None = setting(
-        None, "the admin's user name, the one user who may call ResetCounts; its password in "
-        "the config or $CORAL_MFG_OPCUA_ADMIN_PASSWORD", metavar="USER")
+        None, "the one user who may call ResetCounts (password: "
+        "$CORAL_MFG_OPCUA_ADMIN_PASSWORD)", metavar="USER")
     opcua_admin_password: Text | None = setting(
         None, "the admin's password (the config or $CORAL_MFG_OPCUA_ADMIN_PASSWORD)",
         kind="none")
@@ -372,9 +369,8 @@ class ModbusConfig(_Section):
 
     title: ClassVar[str] = "Modbus TCP server (also a [modbus] table in the config; docs/plc.md)"
     modbus: Bind | None = setting(
-        None, "serve alarms and counts to PLCs at HOST:PORT (127.0.0.1:5020 for this machine "
-        "only; 0.0.0.0:502 for the plant network, which has no security of its own: keep it "
-        "on the machine network)", metavar="HOST:PORT")
+        None, "serve alarms and counts to PLCs at HOST:PORT (0.0.0.0:502 for the plant "
+        "network; Modbus has no security: keep it on the machine network)", metavar="HOST:PORT")
 
 
 class RecordingConfig(_Section):
