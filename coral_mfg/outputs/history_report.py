@@ -9,6 +9,7 @@ counts leave the file, never the rows. The web view asks within limits
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import io
@@ -16,7 +17,7 @@ import json
 import re
 import sqlite3
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -119,19 +120,33 @@ def _where(query: Query) -> tuple[str, list[Any]]:
     return " AND ".join(clauses), params
 
 
+@contextlib.contextmanager
+def _deadline(conn: sqlite3.Connection, seconds: float | None, doing: str) -> Iterator[None]:
+    """Queries in the block interrupted past ``seconds`` (:class:`TimeoutError` saying
+    what was ``doing``); None: no deadline."""
+    if seconds is not None:
+        deadline = time.monotonic() + seconds
+        conn.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        if seconds is not None and "interrupt" in str(exc):
+            raise TimeoutError(f"{doing} took over {seconds:g} s") from None
+        raise
+    finally:
+        conn.set_progress_handler(None, 0)
+
+
 def report(conn: sqlite3.Connection, query: Query, *, max_rows: int | None = None,
            deadline_s: float | None = None) -> Report:
     """Count events per period and key. ``deadline_s`` interrupts a query that takes
     longer (:class:`TimeoutError`); ``max_rows`` cuts the rows (``truncated``)."""
     shifts = query.shifts if query.shifts is not None else stored_shifts(conn)
-    if deadline_s is not None:
-        deadline = time.monotonic() + deadline_s
-        conn.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
     period, period_params = _period_sql(query.by, shifts)
     where, params = _where(query)
     columns = ", ".join(KEY_COLUMNS)
     limit = -1 if max_rows is None else max_rows + 1
-    try:
+    with _deadline(conn, deadline_s, "counting"):
         rows = conn.execute(
             f"SELECT {period} AS period, {columns}, count(*) FROM events WHERE {where} "
             f"GROUP BY period, {columns} ORDER BY period, camera, {columns} LIMIT ?",
@@ -139,12 +154,6 @@ def report(conn: sqlite3.Connection, query: Query, *, max_rows: int | None = Non
         runs, first, last = conn.execute(
             f"SELECT count(DISTINCT run), min(wall), max(wall) FROM events WHERE {where}",
             params).fetchone()
-    except sqlite3.OperationalError as exc:
-        if deadline_s is not None and "interrupt" in str(exc):
-            raise TimeoutError(f"counting took over {deadline_s:g} s") from None
-        raise
-    finally:
-        conn.set_progress_handler(None, 0)
     truncated = max_rows is not None and len(rows) > max_rows
     made = tuple(ReportRow(r[0], key_from_columns(r[1:-1]), int(r[-1]))
                  for r in rows[:max_rows] if r[0] is not None)
@@ -301,18 +310,9 @@ def snapshot_events(conn: sqlite3.Connection, filters: Mapping[str, str], since:
     for column, value in filters.items():
         clauses.append(f"{column} = ?")
         params.append(value)
-    if deadline_s is not None:
-        deadline = time.monotonic() + deadline_s
-        conn.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
-    try:
+    with _deadline(conn, deadline_s, "searching"):
         rows = conn.execute(f"SELECT json FROM events WHERE {' AND '.join(clauses)} "
                             "ORDER BY wall DESC LIMIT ?", [*params, max(1, limit)]).fetchall()
-    except sqlite3.OperationalError as exc:
-        if deadline_s is not None and "interrupt" in str(exc):
-            raise TimeoutError(f"searching took over {deadline_s:g} s") from None
-        raise
-    finally:
-        conn.set_progress_handler(None, 0)
     out = []
     for (text,) in rows:
         try:
