@@ -6,7 +6,6 @@ in words, at a desktop and a phone size."""
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, free_port, wait_for
+from tests.conftest import ROOT, chromium, free_port, wait_for
 from tests.test_web import get
 
 SHOTS = ROOT / "out" / "screenshots"
@@ -43,22 +42,6 @@ def station(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=60)
         assert proc.returncode == 0, stderr
-
-
-def _chrome(profile: Path, size: str) -> Any:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    browser, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    assert browser and driver, "Debian's chromium and chromium-driver are needed"
-    options = webdriver.ChromeOptions()
-    options.binary_location = browser
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--disable-dev-shm-usage", f"--user-data-dir={profile}",
-                f"--window-size={size}", "--force-device-scale-factor=1"):
-        options.add_argument(arg)
-    return webdriver.Chrome(service=Service(driver), options=options)
 
 
 def _red_share(png: bytes) -> float:
@@ -106,7 +89,7 @@ def test_the_dashboard_shows_the_alarm_totals_charts_gallery_and_events(
         station: str, size: str, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
 
-    chrome = _chrome(tmp_path / "profile", size)
+    chrome = chromium(tmp_path / "profile", size)
     try:
         chrome.get(station + "/")
         banner = chrome.find_element(By.ID, "banner")

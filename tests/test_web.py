@@ -7,7 +7,6 @@ import contextlib
 import json
 import os
 import resource
-import shutil
 import signal
 import socket
 import subprocess
@@ -21,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, free_port, video, wait_for
+from tests.conftest import ROOT, chromium, free_port, video, wait_for
 
 APP = [sys.executable, "-m", "coral_mfg", "--headless", "--device", "cpu", "--loop"]
 ZONE_CSV = "x,y\n150,400\n400,400\n400,480\n150,480\n"
@@ -256,21 +255,9 @@ def test_systemd_is_told_ready_alive_and_stopping(tmp_path: Path) -> None:
 
 def test_a_browser_sees_both_panes_move_and_an_event(app: App) -> None:
     """Debian's Chromium, headless, driven by Debian's chromedriver."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
 
-    browser, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    assert browser and driver, "Debian's chromium and chromium-driver are needed"
-    profile = app.events.parent / "chromium-profile"
-    options = webdriver.ChromeOptions()
-    options.binary_location = browser
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--disable-dev-shm-usage", f"--user-data-dir={profile}",
-                "--window-size=1280,900"):
-        options.add_argument(arg)
-    chrome = webdriver.Chrome(service=Service(driver), options=options)
+    chrome = chromium(app.events.parent / "chromium-profile")
     try:
         chrome.get(app.base + "/")
 

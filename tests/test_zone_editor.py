@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import stat
 import subprocess
@@ -22,7 +21,7 @@ from coral_mfg.config.settings import read_config_file
 from coral_mfg.config.zone_file import Shapes, edited_toml, shapes_from_json, write_shapes
 from coral_mfg.config.zones import LineSpec, PresenceSpec, ZoneSource, ZoneSpec
 from coral_mfg.core.errors import ConfigError
-from tests.conftest import ROOT, free_port, video, wait_for
+from tests.conftest import ROOT, chromium, free_port, video, wait_for
 from tests.test_web import APP, get
 
 WORKER, APPLES = "worker-zone-detection.mp4", "apple-conveyor.mp4"
@@ -263,29 +262,13 @@ def test_viewers_read_admins_change_and_nobody_else(station: Station) -> None:
         "streams"]["belt"]["lines"], "the line out of force")
 
 
-def _chromium(profile: Path) -> Any:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    browser, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    assert browser and driver, "Debian's chromium and chromium-driver are needed"
-    options = webdriver.ChromeOptions()
-    options.binary_location = browser
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--disable-dev-shm-usage", f"--user-data-dir={profile}",
-                "--window-size=1400,900"):
-        options.add_argument(arg)
-    return webdriver.Chrome(service=Service(driver), options=options)
-
-
 def test_an_admin_draws_and_renames_a_zone_in_chromium(station: Station,
                                                        tmp_path: Path) -> None:
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
-    chrome = _chromium(tmp_path / "profile")
+    chrome = chromium(tmp_path / "profile", "1400,900")
     try:
         # the main page links to the editor; the editor asks for the admin token
         chrome.get(station.base + "/cameras/floor/zones")
@@ -345,7 +328,7 @@ def test_a_viewer_sees_the_zones_read_only_in_chromium(station: Station,
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
-    chrome = _chromium(tmp_path / "profile")
+    chrome = chromium(tmp_path / "profile", "1400,900")
     try:
         chrome.get(station.base + "/")
         chrome.find_element(By.NAME, "token").send_keys(VIEWER + Keys.ENTER)
