@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -123,6 +124,24 @@ def known_answer_bytes() -> bytes:
     interpreter.invoke()
     index = interpreter.get_output_details()[0]["index"]
     return bytes(interpreter.get_tensor(index).tobytes())
+
+
+def jsonl(path: Path) -> list[dict[str, Any]]:
+    """The whole records of a JSON-lines file, which may still be being written.
+
+    A reader can catch an append half-copied into the page cache, so an unterminated
+    last line is left for the next read; tests of what a crash leaves check for it
+    with :func:`assert_whole_lines`."""
+    if not path.exists():
+        return []
+    text = path.read_text()
+    return [json.loads(line) for line in text[: text.rfind("\n") + 1].splitlines() if line]
+
+
+def assert_whole_lines(path: Path) -> None:
+    """Every line ends: nothing half-written was left behind."""
+    data = path.read_bytes()
+    assert not data or data.endswith(b"\n"), f"{path} ends in a partial line: {data[-80:]!r}"
 
 
 def wait_for(check: Callable[[], Any], what: str = "a condition", timeout: float = 90.0,

@@ -7,7 +7,6 @@ real inference process. The CPU processes run the real models.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -27,7 +26,7 @@ from coral_mfg.inference.runtime import (
     no_device_message,
     runtime_backend,
 )
-from tests.conftest import ROOT, wait_for
+from tests.conftest import ROOT, jsonl, wait_for
 
 PROCESS_MODULE = "coral_mfg.inference.process"
 
@@ -51,9 +50,7 @@ def _run(env: dict[str, str], *args: str, timeout: float = 180) -> subprocess.Co
 
 
 def _events(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    return jsonl(path)
 
 
 def _fake_log(tmp: Path) -> list[tuple[int, str]]:

@@ -26,7 +26,7 @@ import numpy.typing as npt
 import pytest
 import tomli_w
 
-from tests.conftest import ROOT, free_port, video, wait_for
+from tests.conftest import ROOT, free_port, jsonl, video, wait_for
 from tests.test_mqtt import Broker, Subscriber
 
 APP = [sys.executable, "-m", "coral_mfg"]
@@ -51,7 +51,7 @@ def _one_error(result: subprocess.CompletedProcess[str]) -> str:
 
 
 def _log(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    return jsonl(path)
 
 
 # --- the good crops, as the application harvests them -----------------------------------------

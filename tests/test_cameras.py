@@ -26,7 +26,7 @@ from coral_mfg.core.events import KeepoutEnter
 from coral_mfg.core.results import FrameResult, PersonObject
 from coral_mfg.outputs.base import SinkBase
 from coral_mfg.runtime.builder import build_pipeline
-from tests.conftest import ROOT, frames, free_port, video, wait_for
+from tests.conftest import ROOT, frames, free_port, jsonl, video, wait_for
 from tests.test_mqtt import Broker, Subscriber
 
 APP = [sys.executable, "-m", "coral_mfg", "--headless", "--device", "cpu"]
@@ -49,7 +49,7 @@ def _camera(name: str, roles: list[str], **more: Any) -> dict[str, Any]:
 
 
 def _log(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    return jsonl(path)
 
 
 def _run(config: Path, tmp: Path, *extra: str) -> tuple[list[dict[str, Any]], str]:

@@ -24,7 +24,7 @@ import pytest
 
 from coral_mfg.analytics.lines import place_line
 from coral_mfg.config.zones import LineSpec
-from tests.conftest import ROOT, frames, free_port, video, wait_for
+from tests.conftest import ROOT, frames, free_port, jsonl, video, wait_for
 from tests.test_accelerator import _processes
 from tests.test_cameras import APPLES, WORKER, _camera, _config, _run
 from tests.test_mqtt import Broker, Subscriber
@@ -184,9 +184,7 @@ def test_a_camera_that_cannot_see_is_unknown_never_clear(tmp_path: Path) -> None
         return bool(occupancy()) and occupancy()[-1].isdigit()
 
     def kinds() -> list[str]:
-        if not events.exists():
-            return []
-        return [json.loads(x)["type"] for x in events.read_text().splitlines() if x.strip()]
+        return [e["type"] for e in jsonl(events)]
 
     try:
         wait_for(known, "a known occupancy")
@@ -233,8 +231,7 @@ def test_a_frozen_picture_is_blind(tmp_path: Path) -> None:
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def blind() -> list[dict[str, Any]]:
-        lines = events.read_text().splitlines() if events.exists() else []
-        return [e for x in lines if (e := json.loads(x))["type"] == "camera_blind"]
+        return [e for e in jsonl(events) if e["type"] == "camera_blind"]
 
     try:
         found = wait_for(blind, "the frozen camera blind")
@@ -259,9 +256,7 @@ def test_a_hung_inference_process_makes_its_cameras_blind_until_it_is_replaced(
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def log() -> list[dict[str, Any]]:
-        if not events.exists():
-            return []
-        return [json.loads(x) for x in events.read_text().splitlines() if x.strip()]
+        return jsonl(events)
 
     try:
         wait_for(lambda: len(_processes(app.pid)) == 1

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import subprocess
 import sys
@@ -33,7 +32,7 @@ from coral_mfg.runtime.zone_watch import (
     ZoneWatcher,
     zones_of,
 )
-from tests.conftest import ROOT, frames, wait_for
+from tests.conftest import ROOT, frames, jsonl, wait_for
 
 SIZE = (960, 540)
 
@@ -311,7 +310,7 @@ ALL = "x,y\n0,0\n960,0\n960,540\n0,540\n"  # the whole frame
 
 
 def _read(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    return jsonl(path)
 
 
 def _people(events: list[dict[str, Any]]) -> list[tuple[float, bool]]:

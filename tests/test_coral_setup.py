@@ -9,7 +9,6 @@ wrong answers, a missing dependency).
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -26,7 +25,7 @@ from coral_mfg.inference.discovery import Coral, Roots, survey
 from coral_mfg.inference.errors import ProcessStartError
 from coral_mfg.inference.protocol import Step
 from coral_mfg.inference.runtime import edgetpu_failure, runtime_backend
-from tests.conftest import ROOT, wait_for
+from tests.conftest import ROOT, jsonl, wait_for
 
 UNPRIVILEGED = "nobody"
 
@@ -310,8 +309,7 @@ def test_in_use_doctor_and_a_second_run_do_not_touch_the_device(
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
     def on_the_edgetpu() -> bool:
-        lines = events.read_text().splitlines() if events.exists() else []
-        return any(json.loads(x).get("device") == "edgetpu" for x in lines if x.strip())
+        return any(e.get("device") == "edgetpu" for e in jsonl(events))
 
     try:
         wait_for(on_the_edgetpu, "the station to run on the Edge TPU")

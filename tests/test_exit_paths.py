@@ -3,7 +3,6 @@ summary has its ``graded`` event, also the ones still in view when the run stopp
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
@@ -13,15 +12,13 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, wait_for
+from tests.conftest import ROOT, assert_whole_lines, jsonl, wait_for
 
 APP = [sys.executable, "-m", "coral_mfg", "--headless", "--device", "cpu"]
 
 
 def _events(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    return jsonl(path)
 
 
 def assert_counts_are_events(events: list[dict[str, Any]]) -> Counter[str]:
@@ -57,6 +54,7 @@ def test_a_run_that_ends_by_itself(tmp_path: Path, args: list[str]) -> None:
     done = subprocess.run([*APP, *args, "--events", str(events)], cwd=ROOT,
                           capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr
+    assert_whole_lines(events)
     logged = _events(events)
     counted = assert_counts_are_events(logged)
     assert counted  # an apple was in view at the end: its verdict is written too
@@ -78,6 +76,7 @@ def test_a_run_stopped_by_a_signal_with_an_apple_in_view(tmp_path: Path, sig: in
             proc.kill()
             proc.communicate(timeout=60)
     assert proc.returncode == 0, stderr
+    assert_whole_lines(events)
     logged = _events(events)
     assert_counts_are_events(logged)
     assert logged[-2]["type"] == "graded"  # the one in view, ended with the run

@@ -26,7 +26,7 @@ from coral_mfg.core.tally import EventKey
 from coral_mfg.outputs import history_db as db
 from coral_mfg.outputs.history import HistoryLimits, HistoryWriter
 from coral_mfg.outputs.history_report import Query, as_table, report, web_query
-from tests.conftest import ROOT, wait_for
+from tests.conftest import ROOT, jsonl, wait_for
 from tests.test_web import App, get
 
 APP = [sys.executable, "-m", "coral_mfg", "--headless", "--device", "cpu"]
@@ -36,9 +36,7 @@ NOT_EVENTS = ("frame", "summary")
 
 
 def _logged(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    return jsonl(path)
 
 
 def _events(path: Path) -> list[dict[str, Any]]:

@@ -3,7 +3,6 @@ against the label files at start-up, and used by every output."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from coral_mfg.config.settings import check_value
 from coral_mfg.core.errors import ConfigError
 from coral_mfg.core.results import FrameResult, InspectedObject
 from coral_mfg.outputs.overlay import GREEN, RED, build_overlay
-from tests.conftest import ROOT, frames
+from tests.conftest import ROOT, frames, jsonl
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -31,7 +30,7 @@ def _events(tmp_path: Path, *args: str) -> list[dict[str, Any]]:
     path = tmp_path / "events.jsonl"
     result = _cli("--events", str(path), *args)
     assert result.returncode == 0, result.stderr
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    return jsonl(path)
 
 
 @pytest.mark.parametrize(

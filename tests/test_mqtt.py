@@ -24,7 +24,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from coral_mfg.outputs.panel import STRIP_HEIGHT
-from tests.conftest import ROOT, free_port, wait_for
+from tests.conftest import ROOT, free_port, jsonl, wait_for
 
 APP = [sys.executable, "-m", "coral_mfg", "--headless", "--device", "cpu"]
 #: A zone on the floor that the sample's worker walks into once, then out of when the
@@ -125,9 +125,7 @@ def subscriber(broker: Broker) -> Iterator[Subscriber]:
 
 
 def _log(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    return jsonl(path)
 
 
 def _app(tmp: Path, port: int, *extra: str, csv: bool = True

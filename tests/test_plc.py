@@ -29,7 +29,7 @@ from asyncua import ua
 from asyncua.sync import Client
 from pymodbus.client import ModbusTcpClient
 
-from tests.conftest import ROOT, free_port, video, wait_for
+from tests.conftest import ROOT, free_port, jsonl, video, wait_for
 from tests.test_sources import _camera as _network_camera
 
 APP = [sys.executable, "-m", "coral_mfg", "--headless", "--device", "cpu"]
@@ -80,9 +80,7 @@ class Station:
         return next(e for e in self.entries if e["name"] == f"{STATION}/{name}")
 
     def log(self) -> list[dict[str, Any]]:
-        if not self.events.exists():
-            return []
-        return [json.loads(x) for x in self.events.read_text().splitlines() if x.strip()]
+        return jsonl(self.events)
 
     def get(self, path: str) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.http}{path}", timeout=10) as r:

@@ -4,7 +4,6 @@ killed mid-run. The other stream must go on; losses and recoveries are logged.""
 from __future__ import annotations
 
 import itertools
-import json
 import signal
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from coral_mfg.core.events import Event, event_json
 from coral_mfg.core.frame import Frame
 from coral_mfg.outputs.base import SinkBase
 from coral_mfg.runtime.builder import build_pipeline
-from tests.conftest import ROOT, frames, free_port, video
+from tests.conftest import ROOT, frames, free_port, jsonl, video
 
 APPLES = "apple-conveyor.mp4"
 
@@ -164,10 +163,7 @@ def _camera(port: int) -> subprocess.Popen[str]:
 
 
 def _events(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    lines = path.read_text().splitlines()
-    return [json.loads(x) for x in lines if x.strip()]
+    return jsonl(path)
 
 
 def _wait_for(path: Path, check: Any, timeout: float) -> list[dict[str, Any]]:

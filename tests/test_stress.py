@@ -3,7 +3,6 @@ the counts still equal the events, every event reaches the broker, nothing raise
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -14,7 +13,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import ROOT, free_port, video, wait_for
+from tests.conftest import ROOT, free_port, jsonl, video, wait_for
 from tests.test_accelerator import _processes
 from tests.test_mqtt import Broker, Subscriber
 
@@ -24,9 +23,7 @@ KILLS = 3
 
 
 def _events(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    return jsonl(path)
 
 
 def _poll(base: str, stop: threading.Event, seen: Counter[str]) -> None:
