@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from coral_mfg.config.settings import Settings
 from coral_mfg.outputs.base import Sink
@@ -12,7 +13,9 @@ from coral_mfg.runtime.shape_edit import ShapeEditor
 from coral_mfg.runtime.status import StatusBoard
 from coral_mfg.web.hub import WebHub
 from coral_mfg.web.metrics import Metrics
-from coral_mfg.web.server import WebServer
+
+if TYPE_CHECKING:
+    from coral_mfg.web.server import WebServer
 
 
 class WebView:
@@ -34,6 +37,8 @@ class WebView:
         ``editor`` lets admins change its zones."""
         if self.hub is None:
             return
+        from coral_mfg.web.server import WebServer  # aiohttp loads only for a served run
+
         self.hub.metrics.watch(board)
         http = self.settings.http
         assert http.http is not None
