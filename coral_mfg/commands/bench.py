@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import signal
 import statistics
 import subprocess
@@ -58,25 +57,26 @@ class _Collector(SinkBase):
 def run_bench(settings: Settings, seconds: float, poll: list[str] | None = None
               ) -> dict[str, Any]:
     """``poll``: a PLC's polling client to run beside the pipeline (``coral-mfg plc-poll``
-    arguments), stopped before the pipeline is."""
+    arguments), started with the pipeline, counted from its first read (its start-up,
+    mostly imports, is not what a polling PLC costs), stopped before the pipeline is."""
     collector = _Collector()
     web = WebView(settings)
     pipeline = build_pipeline(settings, extra_sinks=[collector, *web.sinks])
     web.start(pipeline.board)
     pipeline.start()
-    poller = _start_poller(poll)
+    poller = _Poller(poll) if poll is not None else None
     started = began = time.monotonic()
     counted = 0
     polled: dict[str, Any] | None = None
     try:
-        ready = _ready(pipeline, collector)
+        ready = _ready(pipeline, collector, poller)
         began, counted = time.monotonic(), collector.frames
         while time.monotonic() - began < seconds and not pipeline.poll(0.2):
             pass
     finally:
         elapsed = time.monotonic() - began
         total = collector.frames - counted
-        polled = _stop_poller(poller)
+        polled = poller.stop() if poller is not None else None
         web.stop()
         summary = pipeline.close(keep_inference=True)
     stages = {
@@ -119,43 +119,52 @@ def run_bench(settings: Settings, seconds: float, poll: list[str] | None = None
     }
 
 
-def _ready(pipeline: Any, collector: _Collector, most_s: float = 120.0) -> float:
-    """When the measurement starts: once every camera has delivered a frame and every PLC
+def _ready(pipeline: Any, collector: _Collector, poller: _Poller | None,
+           most_s: float = 120.0) -> float:
+    """When the measurement starts: once every camera has delivered a frame, every PLC
     server listens (an OPC UA server takes seconds to build its address space: a cost
-    of the start, not of running), at most ``most_s`` after the start."""
+    of the start, not of running) and the polling client reads, at most ``most_s`` after
+    the start."""
     cameras = len(pipeline.units)
     end = time.monotonic() + most_s
     while time.monotonic() < end and not pipeline.poll(0.1):
         outputs = pipeline.assemble_status().outputs
         if len(collector.times) >= cameras and all(
-                o.get("listening") is not False for o in outputs):
+                o.get("listening") is not False for o in outputs) and (
+                poller is None or poller.reading.is_set()):
             break
     return time.monotonic()
 
 
-def _start_poller(poll: list[str] | None) -> subprocess.Popen[str] | None:
-    if poll is None:
-        return None
-    return subprocess.Popen([sys.executable, "-m", "coral_mfg", "plc-poll", "--quiet", *poll],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+class _Poller:
+    """``coral-mfg plc-poll`` beside the run: ``reading`` once it has read everything once."""
 
+    def __init__(self, args: list[str]) -> None:
+        self.reading = threading.Event()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "coral_mfg", "plc-poll", "--quiet", *args],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self._lines = threading.Thread(target=self._watch, name="plc-poll", daemon=True)
+        self._lines.start()
 
-def _stop_poller(poller: subprocess.Popen[str] | None) -> dict[str, Any] | None:
-    """Stop the polling client; its totals (reads, errors), or None without one."""
-    if poller is None:
-        return None
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    poller.send_signal(signal.SIGTERM)
-    try:
-        _, err = poller.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        poller.kill()
-        _, err = poller.communicate()
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the poller is the one reaped
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    lines = [line for line in err.splitlines() if line.startswith("{")]
-    out = dict(json.loads(lines[-1])) if lines else {"reads": 0, "errors": None}
-    return {**out, "cpu_s": round(cpu, 2)}
+    def _watch(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if line.startswith("reading"):
+                self.reading.set()
+
+    def stop(self) -> dict[str, Any]:
+        """Stop the client; its totals: reads, errors, and its CPU seconds while reading
+        (on this machine; on a line, a PLC's own)."""
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            err = self.proc.communicate(timeout=30)[1]
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            err = self.proc.communicate()[1]
+        self._lines.join(5)
+        lines = [line for line in err.splitlines() if line.startswith("{")]
+        return dict(json.loads(lines[-1])) if lines else {"reads": 0, "errors": None}
 
 
 def _plc(summary: dict[str, Any], polled: dict[str, Any] | None) -> dict[str, Any]:

@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -97,6 +98,8 @@ class _Poller:
         self.errors = 0
         self.seen: dict[tuple[str, str], Any] = {}
         self.stop = asyncio.Event()
+        self.waiting: set[str] = set()  # protocols yet to complete a first read
+        self.reading_since: float | None = None  # CPU seconds used when all had read
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -104,15 +107,30 @@ class _Poller:
             loop.add_signal_handler(signum, self.stop.set)
         tasks = []
         if self.settings.opcua.opcua is not None:
+            self.waiting.add("opcua")
             tasks.append(asyncio.create_task(self._opcua(self.settings.opcua.opcua)))
         if self.settings.modbus.modbus is not None:
+            self.waiting.add("modbus")
             tasks.append(asyncio.create_task(self._modbus(self.settings.modbus.modbus)))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.stop.wait(), self.args.seconds or None)
         self.stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
-        print(json.dumps({"reads": self.reads, "errors": self.errors}), file=sys.stderr)
+        reading_cpu = (None if self.reading_since is None
+                       else round(time.process_time() - self.reading_since, 2))
+        print(json.dumps({"reads": self.reads, "errors": self.errors,
+                          "reading_cpu_s": reading_cpu}), file=sys.stderr)
         return 0
+
+    def _read(self, via: str) -> None:
+        """A whole read done; the first time every protocol has read, say so (one line on
+        stdout: whoever started this client knows it now reads, its start-up is over)."""
+        self.reads += 1
+        if via in self.waiting:
+            self.waiting.discard(via)
+            if not self.waiting:
+                self.reading_since = time.process_time()
+                print(f"reading every {self.args.every:g} s", flush=True)
 
     def _show(self, via: str, point: Point, value: Any, where: str) -> None:
         key = (via, point.name)
@@ -161,7 +179,7 @@ class _Poller:
             while True:
                 try:
                     values = await client.read_values(nodes)
-                    self.reads += 1
+                    self._read("opcua")
                 except (ua.UaError, OSError, TimeoutError) as exc:
                     self.errors += 1
                     print(f"opcua: read failed: {exc}", file=sys.stderr)
@@ -195,7 +213,7 @@ class _Poller:
                         if r.isError():
                             raise ModbusException(str(r))
                         got.update({(kind, start + i): v for i, v in enumerate(values)})
-                    self.reads += 1
+                    self._read("modbus")
                 except (ModbusException, OSError, TimeoutError) as exc:
                     self.errors += 1
                     print(f"modbus: read failed: {exc}", file=sys.stderr)
