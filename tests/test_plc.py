@@ -376,6 +376,43 @@ def test_only_the_admin_resets_counts_and_nothing_is_writable(station: Station,
     wait_for(lambda: total() < before, "the counts reset")
 
 
+def test_plc_poll_reads_both_protocols_and_says_when_it_reads(station: Station) -> None:
+    """The commissioning client: one line once every protocol has read (what ``bench``
+    waits for), each change with its node id or address, its totals on SIGTERM."""
+    poll = subprocess.Popen(
+        [sys.executable, "-m", "coral_mfg", "plc-poll", "--config", str(station.config),
+         "--station", STATION, "--every", "0.1", "--opcua", station.opcua,
+         "--modbus", f"127.0.0.1:{station.modbus}"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    out = poll.stdout
+    assert out is not None
+    threading.Thread(target=lambda: lines.extend(iter(out.readline, "")), daemon=True).start()
+    beat = station.entry("health/heartbeat")
+    modbus_at = f"IR {beat['modbus']['address']}"
+
+    def beats(via: str, where: str) -> list[int]:
+        return [int(line.split(" = ")[1].split()[0]) for line in list(lines)
+                if f"  {via} " in line and f"{STATION}/health/heartbeat = " in line
+                and f"({where})" in line]
+
+    try:
+        wait_for(lambda: any(line.startswith("reading every 0.1 s") for line in lines),
+                 "the client reading")
+        wait_for(lambda: len(beats("opcua", beat["opcua"])) >= 2, "heartbeats over OPC UA")
+        wait_for(lambda: len(beats("modbus", modbus_at)) >= 2, "heartbeats over Modbus")
+    finally:
+        poll.send_signal(signal.SIGTERM)
+        _, err = poll.communicate(timeout=60)
+    assert poll.returncode == 0, err
+    for via, where in (("opcua", beat["opcua"]), ("modbus", modbus_at)):
+        seen = beats(via, where)
+        assert seen == sorted(seen) and len(set(seen)) == len(seen), (via, seen)  # changes only
+    totals = json.loads([line for line in err.splitlines() if line.startswith("{")][-1])
+    assert totals["reads"] >= 4 and totals["errors"] == 0, totals
+    assert isinstance(totals["reading_cpu_s"], float), totals
+
+
 # --- blind, refusals, faults ------------------------------------------------------------------
 
 
