@@ -147,6 +147,10 @@ class FrameSlot:
     ``leaky``: one slot; a new frame replaces one not yet taken, and the loss is
     counted. Otherwise up to ``capacity`` frames wait and the producer waits for
     room, for as long as the stop event is clear.
+
+    ``cond`` is the scheduler's: a frame put wakes one of its idle threads. The
+    producer waits for room on an event of its own that only a take sets, so
+    neither side is woken for what the other does with the other streams.
     """
 
     def __init__(self, cond: threading.Condition, leaky: bool, capacity: int = 2) -> None:
@@ -155,29 +159,41 @@ class FrameSlot:
         self.capacity = 1 if leaky else capacity
         self.frames: list[Frame] = []
         self.dropped = 0
+        self._room = threading.Event()
 
     def put(self, frame: Frame, stop: threading.Event) -> bool:
+        if not self.leaky and not self._await_room(stop):
+            return False
         with self.cond:
-            if self.leaky:
-                if self.frames:
-                    self.frames.clear()
-                    self.dropped += 1
-            else:
-                while len(self.frames) >= self.capacity:
-                    if stop.is_set():
-                        return False
-                    self.cond.wait(POLL_S)
+            if self.leaky and self.frames:
+                self.frames.clear()
+                self.dropped += 1
             self.frames.append(frame)
-            self.cond.notify_all()
+            self.cond.notify()
             return True
+
+    def _await_room(self, stop: threading.Event) -> bool:
+        """Until there is room (only this producer fills it), or False when stopped."""
+        while not stop.is_set():
+            with self.cond:
+                if len(self.frames) < self.capacity:
+                    return True
+                self._room.clear()  # under cond: a take after this sets it again
+            self._room.wait(POLL_S)
+        return False
 
     def take(self) -> Frame | None:
         """The oldest waiting frame, or None; the caller holds ``cond``."""
         if not self.frames:
             return None
         frame = self.frames.pop(0)
-        self.cond.notify_all()
+        self._room.set()
         return frame
+
+    def discard(self) -> None:
+        """Drop every waiting frame (the stream is done); the caller holds ``cond``."""
+        self.frames.clear()
+        self._room.set()
 
     def __len__(self) -> int:
         return len(self.frames)

@@ -8,6 +8,12 @@ zones, votes, events), which takes the frames strictly in the order they were
 taken. So a process never waits while the application finishes the frame
 before, and every stream stays in order for its tracker and the event log.
 Every wait is bounded and watches the stop event.
+
+Only idle scheduler threads wait on the shared condition, and each change wakes
+as few threads as can use it (one for a frame put or a frame finished); a frame
+waiting for its turn and the caller waiting for the end wait on events of their
+own. On a busy station the wake-ups are what the pipeline's threads would
+otherwise spend their CPU on, and that CPU is taken from inference.
 """
 
 from __future__ import annotations
@@ -60,6 +66,8 @@ class StreamState:
     last_error: str = ""
     began: float | None = None  # when its first frame was taken
     last_done: float = 0.0  # when its last frame was finished
+    #: set when a frame of this stream is finished: the next one's turn may have come
+    turn_moved: threading.Event = field(default_factory=threading.Event)
 
     def fps(self) -> float:
         """Frames per second over the time this stream was actually processed."""
@@ -117,6 +125,7 @@ class Scheduler:
     paused: threading.Event = field(default_factory=threading.Event)
     _next: int = 0
     _threads: list[threading.Thread] = field(default_factory=list)
+    _all_done: threading.Event = field(default_factory=threading.Event)
 
     def start(self) -> None:
         for slot in range(self.lanes.slots):
@@ -135,23 +144,33 @@ class Scheduler:
 
     def wait_done(self, timeout: float) -> bool:
         with self.cond:
-            return self.cond.wait_for(lambda: all(s.done for s in self.streams), timeout)
+            if all(s.done for s in self.streams):
+                return True
+        return self._all_done.wait(timeout)
 
     def join(self, timeout: float) -> None:
         with self.cond:
             self.cond.notify_all()
+            for s in self.streams:
+                s.turn_moved.set()
         for t in self._threads:
             t.join(timeout)
 
     def _retire(self) -> None:
-        """Mark streams finished: limit reached, or source ended with nothing left."""
+        """Mark streams finished: limit reached, or source ended with nothing left;
+        caller holds cond."""
+        retired = False
         for s in self.streams:
             if s.done or s.in_flight:
                 continue
             if s.limit_reached or (s.source_ended and not len(s.slot)):
-                s.done = True
-                s.slot.frames.clear()
+                s.done = retired = True
+                s.slot.discard()
                 self.on_stream_done(s.processor.name)
+        if retired:
+            self.cond.notify_all()  # idle threads may be done too
+            if all(s.done for s in self.streams):
+                self._all_done.set()
 
     def _pick(self) -> _Job | None:
         """Round-robin over streams that may take a frame and have one; caller holds cond."""
@@ -180,7 +199,6 @@ class Scheduler:
                 if job is None:
                     self._retire()
                     if all(s.done for s in self.streams):
-                        self.cond.notify_all()
                         return
                     self.cond.wait(POLL_S)
                     continue
@@ -198,17 +216,21 @@ class Scheduler:
                 state.finished += 1
                 state.in_flight -= 1
                 state.last_done = time.monotonic()
+                state.turn_moved.set()
                 self._retire()
-                self.cond.notify_all()
+                self.cond.notify()  # the stream may take another frame now
 
     def _await_turn(self, job: _Job) -> bool:
         """Wait until every frame taken before this one is finished; False when stopping."""
-        with self.cond:
-            while job.state.finished != job.turn:
-                if self.stop.is_set():
-                    return False
-                self.cond.wait(POLL_S)
-        return True
+        state = job.state
+        while True:
+            with self.cond:
+                if state.finished == job.turn:
+                    return True
+                state.turn_moved.clear()  # under cond: a finish after this sets it again
+            if self.stop.is_set():
+                return False
+            state.turn_moved.wait(POLL_S)
 
     def _infer(self, job: _Job, lane: InferenceLane) -> Inferred | None:
         """The models' answer for the frame, or None when it failed (counted, logged)."""
