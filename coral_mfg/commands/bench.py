@@ -66,16 +66,17 @@ def run_bench(settings: Settings, seconds: float, poll: list[str] | None = None
     pipeline.start()
     poller = _Poller(poll) if poll is not None else None
     started = began = time.monotonic()
-    counted = 0
+    counted, cpu = 0, 0.0
     polled: dict[str, Any] | None = None
     try:
         ready = _ready(pipeline, collector, poller)
-        began, counted = time.monotonic(), collector.frames
+        began, counted, cpu = time.monotonic(), collector.frames, time.process_time()
         while time.monotonic() - began < seconds and not pipeline.poll(0.2):
             pass
     finally:
         elapsed = time.monotonic() - began
         total = collector.frames - counted
+        cpu = time.process_time() - cpu
         polled = poller.stop() if poller is not None else None
         web.stop()
         summary = pipeline.close(keep_inference=True)
@@ -107,6 +108,8 @@ def run_bench(settings: Settings, seconds: float, poll: list[str] | None = None
         "fps": summary["fps"],
         "skipped": summary["skipped"],
         "total_fps": round(achieved, 2),
+        "pipeline_cpu": {"cores": round(cpu / elapsed, 3),
+                         "ms_per_frame": round(1000.0 * cpu / max(total, 1), 3)},
         "stage_median_ms": stages,
         "classify_per_frame": round(share, 3),
         "bound_fps": round(bound, 2),
