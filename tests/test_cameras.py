@@ -348,6 +348,14 @@ def test_bench_replicates_the_samples_to_n_cameras() -> None:
     assert figures["cameras"] == 3 and set(figures["fps"]) == names
     assert set(figures["skipped"]) == names
     assert figures["total_fps"] > 0 and figures["bound_fps"] > 0 and figures["ratio"] > 0
+    # measured in the steady state: every file came round (its first pass decoded, timed
+    # on its own), then rounds of the pipeline, each with a slice of the bound beside it
+    assert set(figures["first_pass_decode_ms"]) == names
+    assert all(ms > 0 for ms in figures["first_pass_decode_ms"].values())
+    assert len(figures["rounds"]) == 2
+    assert all(r["fps"] > 0 and r["bound_fps"] > 0 for r in figures["rounds"])
+    assert figures["pipeline_cpu"]["ms_per_frame"] > 0
+    assert all(0 < d["busy_share"] <= 1 for d in figures["devices"])
 
 
 # --- a camera's own classifier ----------------------------------------------------------------

@@ -9,6 +9,7 @@ outputs, scheduling) costs on top of inference.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -18,7 +19,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -31,20 +33,30 @@ from coral_mfg.config.settings import Settings, load_settings
 from coral_mfg.config.zones import ZoneSpec, csv_spec
 from coral_mfg.core.results import FrameResult, InspectedObject, StageTimes
 from coral_mfg.core.status import device_record
+from coral_mfg.inference.client import Work
 from coral_mfg.outputs.base import SinkBase
 from coral_mfg.runtime.builder import build_pipeline
 from coral_mfg.web.view import WebView
 
 BOUND_MAX_S = 10.0
+#: The pipeline runs in rounds of about this long, each followed by a slice of the bound:
+#: short enough to follow a shared host's drift, long enough that the frames in flight
+#: at each pause (finished, and counted, before the bound's slice) are a small part.
+ROUND_S = 2.0
+#: Frames still in flight when a round ends have this long to finish.
+DRAIN_S = 30.0
 
 
 class _Collector(SinkBase):
-    """A sink that keeps every frame's stage times and how many objects were inspected."""
+    """A sink that keeps every frame's stage times and how many objects were inspected,
+    and sees each camera's file come round: its first frame again after later ones."""
 
     def __init__(self) -> None:
         self.times: dict[str, list[StageTimes]] = {}
         self.frames = 0
         self.inspected = 0
+        self.looped: set[str] = set()
+        self._last: dict[str, int] = {}
         self._lock = threading.Lock()
 
     def write(self, result: FrameResult) -> None:
@@ -52,31 +64,70 @@ class _Collector(SinkBase):
             self.times.setdefault(result.stream, []).append(result.times)
             self.frames += 1
             self.inspected += sum(isinstance(o, InspectedObject) for o in result.objects)
+            index = result.frame.index
+            if index < self._last.get(result.stream, -1):
+                self.looped.add(result.stream)
+            self._last[result.stream] = index
+
+    def restart(self) -> dict[str, list[StageTimes]]:
+        """Start counting afresh; the times kept so far."""
+        with self._lock:
+            kept, self.times = self.times, {}
+            self.frames = self.inspected = 0
+            return kept
 
 
 def run_bench(settings: Settings, seconds: float, poll: list[str] | None = None
               ) -> dict[str, Any]:
-    """``poll``: a PLC's polling client to run beside the pipeline (``coral-mfg plc-poll``
+    """The pipeline in rounds of about :data:`ROUND_S` seconds, each followed by a slice
+    of the bound (the pipeline paused, nothing in flight), so that both are measured
+    over the same stretch of time and a machine whose speed drifts (a shared host)
+    moves them together.
+
+    ``poll``: a PLC's polling client to run beside the pipeline (``coral-mfg plc-poll``
     arguments), started with the pipeline, counted from its first read (its start-up,
-    mostly imports, is not what a polling PLC costs), stopped before the pipeline is."""
+    mostly imports, is not what a polling PLC costs), stopped (SIGSTOP) while the
+    bound is measured and ended before the pipeline is."""
     collector = _Collector()
     web = WebView(settings)
     pipeline = build_pipeline(settings, extra_sinks=[collector, *web.sinks])
     web.start(pipeline.board)
     pipeline.start()
     poller = _Poller(poll) if poll is not None else None
-    started = began = time.monotonic()
-    counted, cpu = 0, 0.0
+    pool = pipeline.inference.pool
+    rounds = max(1, round(seconds / ROUND_S))
+    bound_s = min(seconds, BOUND_MAX_S) / rounds
+    started = time.monotonic()
+    elapsed = cpu = 0.0
+    counted: Counter[str] = Counter()
+    slices: list[tuple[int, float, float]] = []  # (frames, seconds, bound fps) a round
+    running: list[tuple[float, float]] = []  # when the pipeline ran (monotonic)
     polled: dict[str, Any] | None = None
+    warmup: dict[str, list[StageTimes]] = {}
+    devices: list[dict[str, Any]] = []
     try:
         ready = _ready(pipeline, collector, poller)
-        began, counted, cpu = time.monotonic(), collector.frames, time.process_time()
-        while time.monotonic() - began < seconds and not pipeline.poll(0.2):
-            pass
+        warmup = collector.restart()
+        for k in range(rounds):
+            n0, t0, c0 = _processed(pipeline), time.monotonic(), time.process_time()
+            pipeline.set_paused(False)
+            ended = _run_for(pipeline, seconds / rounds)
+            pipeline.set_paused(True)
+            drained = _drained(pipeline)  # the frames in flight are the round's
+            done, t = _processed(pipeline) - n0, time.monotonic() - t0
+            running.append((t0, t0 + t))
+            n = done.total()
+            counted.update(done)
+            elapsed, cpu = elapsed + t, cpu + time.process_time() - c0
+            devices = [device_record(d)
+                       for d in pipeline.assemble_status().accelerator.devices]
+            if ended or k == rounds - 1 or not drained:
+                slices.append((n, t, 0.0))
+                break
+            share = collector.inspected / max(collector.frames, 1)
+            with _stopped(poller):
+                slices.append((n, t, pool.measure_bound(share, bound_s)))
     finally:
-        elapsed = time.monotonic() - began
-        total = collector.frames - counted
-        cpu = time.process_time() - cpu
         polled = poller.stop() if poller is not None else None
         web.stop()
         summary = pipeline.close(keep_inference=True)
@@ -88,14 +139,18 @@ def run_bench(settings: Settings, seconds: float, poll: list[str] | None = None
         for stream, times in collector.times.items()
     }
     share = collector.inspected / max(collector.frames, 1)
-    pool = pipeline.inference.pool
     hop_median, hop_p99 = pool.hop_ms()
-    devices = [device_record(d) for d in pipeline.assemble_status().accelerator.devices]
+    busy = {c.name: _busy_share(c.work(), running, elapsed) for c in pool.clients()}
+    devices = [{**d, "busy_share": busy.get(d["process"], d["busy_share"])} for d in devices]
     try:
-        bound = pool.measure_bound(share, min(seconds, BOUND_MAX_S))
+        last = slices.pop()
+        slices.append((*last[:2], pool.measure_bound(share, bound_s)))
     finally:
         pool.close()
-    achieved = total / elapsed
+    # the bound of the run: each slice's frames/s weighted by the pipeline's time beside it
+    bound = sum(t * b for _n, t, b in slices) / max(elapsed, 1e-9)
+    total = counted.total()
+    achieved = total / max(elapsed, 1e-9)
     return {
         "device": pool.device.value,
         "detector": pipeline.inference.plan.detector_name,
@@ -105,15 +160,21 @@ def run_bench(settings: Settings, seconds: float, poll: list[str] | None = None
         "seconds": round(elapsed, 2),
         "ready_s": round(ready - started, 2),
         "cameras": len(summary["frames"]),
-        "fps": summary["fps"],
+        "fps": {name: round(counted[name] / max(elapsed, 1e-9), 2) for name in pipeline.units},
         "skipped": summary["skipped"],
         "total_fps": round(achieved, 2),
+        "first_pass_decode_ms": {
+            stream: round(statistics.median(decoded), 3)
+            for stream, times in warmup.items()
+            if (decoded := [t.decode for t in times if t.decode > 0])},
         "pipeline_cpu": {"cores": round(cpu / elapsed, 3),
                          "ms_per_frame": round(1000.0 * cpu / max(total, 1), 3)},
         "stage_median_ms": stages,
         "classify_per_frame": round(share, 3),
         "bound_fps": round(bound, 2),
         "ratio": round(achieved / bound, 3) if bound else None,
+        "rounds": [{"fps": round(n / t, 2), "bound_fps": round(b, 2),
+                    "ratio": round(n / t / b, 3) if b else None} for n, t, b in slices],
         "dropped": summary["dropped"],
         "errors": summary["errors"],
         "devices": devices,
@@ -124,19 +185,67 @@ def run_bench(settings: Settings, seconds: float, poll: list[str] | None = None
 
 def _ready(pipeline: Any, collector: _Collector, poller: _Poller | None,
            most_s: float = 120.0) -> float:
-    """When the measurement starts: once every camera has delivered a frame, every PLC
+    """When the measurement starts: in the steady state, at most ``most_s`` after the start.
+
+    That is once every camera's file has come round (its first pass is decoded, later
+    ones replay from memory: counting part of the first pass would make the figure
+    depend on how long it runs; its decoding is reported on its own), every PLC
     server listens (an OPC UA server takes seconds to build its address space: a cost
-    of the start, not of running) and the polling client reads, at most ``most_s`` after
-    the start."""
+    of the start, not of running) and the polling client reads."""
     cameras = len(pipeline.units)
     end = time.monotonic() + most_s
     while time.monotonic() < end and not pipeline.poll(0.1):
         outputs = pipeline.assemble_status().outputs
-        if len(collector.times) >= cameras and all(
+        if len(collector.looped) >= cameras and all(
                 o.get("listening") is not False for o in outputs) and (
                 poller is None or poller.reading.is_set()):
             break
     return time.monotonic()
+
+
+def _processed(pipeline: Any) -> Counter[str]:
+    """Frames finished so far by each camera (counted as each is finished, in order)."""
+    return Counter({name: u.processor.processed for name, u in pipeline.units.items()})
+
+
+def _busy_share(work: Sequence[Work], running: Sequence[tuple[float, float]],
+                elapsed: float) -> float:
+    """The share of the pipeline's rounds a process spent working (replies within them)."""
+    busy = sum(w.busy_s for w in work if any(a <= w.end <= b for a, b in running))
+    return round(busy / max(elapsed, 1e-9), 3)
+
+
+def _run_for(pipeline: Any, seconds: float) -> bool:
+    """Let the pipeline run ``seconds``; True when it ended meanwhile."""
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        if pipeline.poll(min(0.2, left)):
+            return True
+    return False
+
+
+def _drained(pipeline: Any) -> bool:
+    """Wait, the pipeline paused, until no frame is in flight (at most :data:`DRAIN_S`)."""
+    end = time.monotonic() + DRAIN_S
+    while time.monotonic() < end:
+        with pipeline.ctx.cond:
+            if not any(u.state.in_flight for u in pipeline.units.values()):
+                return True
+        pipeline.poll(0.01)
+    return False
+
+
+@contextlib.contextmanager
+def _stopped(poller: _Poller | None) -> Iterator[None]:
+    """The polling client held (SIGSTOP) meanwhile: the bound is inference alone."""
+    if poller is None or poller.proc.poll() is not None:
+        yield
+        return
+    poller.proc.send_signal(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        poller.proc.send_signal(signal.SIGCONT)
 
 
 class _Poller:
@@ -338,10 +447,11 @@ def _zones(settings: Settings, zones: tuple[ZoneSpec, ...]) -> tuple[ZoneSpec, .
 def main(argv: Sequence[str]) -> int:
     p = Parser(
         prog="coral-mfg bench",
-        description="Run both sample videos looping, unpaced and headless, for --seconds; then "
-        "measure the pure-inference bound of the same processes for as long again (at most "
-        f"{BOUND_MAX_S:g} s). Prints one JSON line with per-stream fps, per-stage median ms, "
-        "the bound and their ratio.",
+        description="Run both sample videos looping, unpaced and headless, for --seconds, "
+        f"in rounds of about {ROUND_S:g} s once every file has come round; after each round, "
+        "a slice of the pure-inference bound of the same processes (in all as long as the "
+        f"pipeline ran, at most {BOUND_MAX_S:g} s). Prints one JSON line with per-stream "
+        "fps, per-stage median ms, the pipeline's own CPU, the bound and their ratio.",
     )
     p.add_argument("--seconds", type=float, default=20.0,
                    help="how long the pipeline runs (default 20); the bound takes as long "
