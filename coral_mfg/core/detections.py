@@ -69,9 +69,9 @@ def pixel_boxes(xyxy: npt.NDArray[np.floating], size: tuple[int, int]) -> npt.ND
     """Integer pixel boxes inside the frame: exactly what is drawn, logged and tested."""
     w, h = size
     boxes: npt.NDArray[np.int32] = np.rint(xyxy).astype(np.int32).reshape(-1, 4)
-    boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]], 0, w)
-    boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]], 0, h)
-    return boxes
+    # ufuncs in place: np.clip and fancy-indexed columns cost more than the few boxes
+    np.maximum(boxes, 0, out=boxes)
+    return np.minimum(boxes, np.array([w, h, w, h], np.int32), out=boxes)
 
 
 def as_box(b: npt.NDArray[np.integer]) -> tuple[int, int, int, int]:
@@ -91,13 +91,16 @@ def _overlaps(
     """Pairwise intersection areas, and each box's own area."""
     a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
     b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
-    iw = np.clip(np.minimum(a[:, None, 2], b[None, :, 2])
-                 - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    ih = np.clip(np.minimum(a[:, None, 3], b[None, :, 3])
-                 - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
-    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
-    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
-    return iw * ih, area_a, area_b
+    iw = np.maximum(np.minimum(a[:, None, 2], b[None, :, 2])
+                    - np.maximum(a[:, None, 0], b[None, :, 0]), 0.0)
+    ih = np.maximum(np.minimum(a[:, None, 3], b[None, :, 3])
+                    - np.maximum(a[:, None, 1], b[None, :, 1]), 0.0)
+    return iw * ih, _areas(a), _areas(b)
+
+
+def _areas(boxes: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Each box's area; an inverted box has none."""
+    return np.maximum(boxes[:, 2] - boxes[:, 0], 0.0) * np.maximum(boxes[:, 3] - boxes[:, 1], 0.0)
 
 
 def duplicates(

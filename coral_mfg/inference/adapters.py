@@ -83,9 +83,9 @@ def to_pixels(
 ) -> npt.NDArray[np.float32]:
     """Normalized ``ymin, xmin, ymax, xmax`` to clamped pixel ``x1, y1, x2, y2``."""
     w, h = frame_size
-    clipped = np.clip(boxes_yxyx, 0.0, 1.0)
-    scale = np.array([w, h, w, h], np.float32)
-    return (clipped[:, [1, 0, 3, 2]] * scale).astype(np.float32)
+    xyxy = np.asarray(boxes_yxyx, np.float32)[:, [1, 0, 3, 2]]  # a copy: clamped in place
+    np.minimum(np.maximum(xyxy, 0.0, out=xyxy), 1.0, out=xyxy)
+    return np.multiply(xyxy, np.array([w, h, w, h], np.float32), out=xyxy)
 
 
 @dataclass(frozen=True, eq=False)
