@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -27,7 +28,7 @@ from coral_mfg.inference.protocol import LANES
 from coral_mfg.inference.startup import start_inference
 from coral_mfg.outputs.panel import STRIP_HEIGHT
 from coral_mfg.runtime.scheduler import IN_FLIGHT, Scheduler, StreamState
-from tests.conftest import ROOT, frames, video
+from tests.conftest import ROOT, frames, jsonl, video, wait_for
 
 WORKER = "worker-zone-detection.mp4"
 TRACK_LOW_SCORE = TrackingConfig().track_low_score
@@ -488,3 +489,53 @@ def test_output_size_fits_the_picture(
     assert np.abs(shown - expected).mean() < 12  # the whole picture, unstretched (codec noise)
     if py > 8:  # black bars (a box on the picture's edge may spill a few pixels)
         assert worker[: py - 8].max() < 30 and worker[py + ph + 8:h].max() < 30
+
+
+# --- the threads as the operating system sees them ----------------------------------------
+
+
+def _tasks(pid: int) -> dict[int, str]:
+    """Each thread of a process (native id) and its name in the operating system."""
+    tasks = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            tasks[int(task.name)] = (task / "comm").read_text().strip()
+        except OSError:
+            continue  # ended meanwhile
+    return tasks
+
+
+def _children(pid: int) -> list[int]:
+    return [int(c) for task in Path(f"/proc/{pid}/task").iterdir()
+            for c in (task / "children").read_text().split()]
+
+
+def test_pipeline_threads_are_named_and_yield_to_inference(tmp_path: Path) -> None:
+    """Capture, scheduler and output threads carry their names in the operating system
+    and run as batch work (they wait for an invoke's time slice instead of preempting
+    it); the main thread and the inference processes, started by them or not, are
+    scheduled normally."""
+    events = tmp_path / "events.jsonl"
+    app = subprocess.Popen(
+        [sys.executable, "-m", "coral_mfg", "--headless", "--device", "cpu", "--loop",
+         "--events", str(events)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+    try:
+        wait_for(lambda: len([r for r in jsonl(events) if r["type"] == "frame"]) >= 20,
+                 what="frames processed")
+        tasks = _tasks(app.pid)
+        names = set(tasks.values())
+        assert {"infer-0", "infer-1", "outputs", "capture-worker_", "capture-visual_"} <= names
+        for tid, name in tasks.items():
+            policy = os.sched_getscheduler(tid)
+            if name.startswith(("infer-", "capture-", "outputs")):
+                assert policy == os.SCHED_BATCH, name
+        assert os.sched_getscheduler(app.pid) == os.SCHED_OTHER
+        children = _children(app.pid)
+        assert children, "no inference process"
+        for child in children:
+            assert all(os.sched_getscheduler(tid) == os.SCHED_OTHER for tid in _tasks(child))
+    finally:
+        app.terminate()
+        _, stderr = app.communicate(timeout=60)
+    assert app.returncode == 0, stderr

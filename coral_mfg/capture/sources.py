@@ -25,6 +25,7 @@ from coral_mfg.core.clock import POLL_S
 from coral_mfg.core.errors import UserError
 from coral_mfg.core.events import EventSink, SourceLost, SourceRestored, Stamper
 from coral_mfg.core.frame import Frame
+from coral_mfg.core.threads import as_batch_work
 
 log = logging.getLogger(__name__)
 
@@ -326,6 +327,7 @@ class CaptureThread(threading.Thread):
         self._clock = time.monotonic()
 
     def run(self) -> None:
+        as_batch_work()
         try:
             while not self.stop_event.is_set() and self.outcome is Outcome.RUNNING:
                 self._step()

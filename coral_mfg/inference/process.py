@@ -29,6 +29,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from coral_mfg.core.threads import as_interactive
 from coral_mfg.inference import adapters, device_lock
 from coral_mfg.inference.protocol import (
     Bound,
@@ -316,6 +317,7 @@ def main(argv: list[str]) -> int:
     if argv[:1] == ["--describe-runtime"]:
         return describe_runtime(argv[1])
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the application's to handle
+    as_interactive()  # started by a pipeline thread, it would be batch work like it
     _die_with_parent()
     conn = Connection(int(argv[0]))
     try:

@@ -18,6 +18,7 @@ from coral_mfg.core.clock import POLL_S
 from coral_mfg.core.events import Event
 from coral_mfg.core.results import FrameResult, SnapshotRequest
 from coral_mfg.core.status import RunStatus
+from coral_mfg.core.threads import as_batch_work
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +115,7 @@ class OutputThread(threading.Thread):
             self.join(timeout)
 
     def run(self) -> None:
+        as_batch_work()
         while True:
             try:
                 item = self.queue.get(timeout=POLL_S)

@@ -28,6 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from coral_mfg.core.clock import POLL_S, file_utc
+from coral_mfg.core.threads import as_batch_work
 from coral_mfg.outputs.health import OutputHealth, os_reason
 from coral_mfg.outputs.retention import GB, Retention, free_bytes, prune
 
@@ -220,6 +221,7 @@ class H264Writer(threading.Thread):
     # --- the encoder thread -----------------------------------------------------------------
 
     def run(self) -> None:
+        as_batch_work()
         try:
             while True:
                 image = self.queue.get()

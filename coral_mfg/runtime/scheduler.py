@@ -29,6 +29,7 @@ from coral_mfg.capture.sources import FrameSlot
 from coral_mfg.core.clock import POLL_S
 from coral_mfg.core.frame import Frame
 from coral_mfg.core.results import FrameResult, Inferred
+from coral_mfg.core.threads import as_batch_work
 from coral_mfg.inference.errors import ProcessDownError, RequestError
 from coral_mfg.inference.lane import InferenceLane
 
@@ -192,6 +193,7 @@ class Scheduler:
         return None
 
     def _work(self, slot: int) -> None:
+        as_batch_work()
         while not self.stop.is_set():
             lane = self.lanes.lane(slot)
             with self.cond:
