@@ -49,9 +49,6 @@ def _run(env: dict[str, str], *args: str, timeout: float = 180) -> subprocess.Co
                           env=env, capture_output=True, text=True, timeout=timeout, check=False)
 
 
-def _events(path: Path) -> list[dict[str, Any]]:
-    return jsonl(path)
-
 
 def _fake_log(tmp: Path) -> list[tuple[int, str]]:
     path = tmp / "fake.log"
@@ -107,9 +104,9 @@ def test_one_delegate_for_both_models_through_litert(fake_libedgetpu: Path,
     assert sorted(w for w in what if w.startswith("prepare")) == [
         "prepare claimed=0", "prepare claimed=1"]
     assert what.count("invoke") >= 2  # the warm-up, then the graded crops
-    frames = [e for e in _events(events) if e["type"] == "frame"]
+    frames = [e for e in jsonl(events) if e["type"] == "frame"]
     assert frames and all(e["device"] == "edgetpu" for e in frames)
-    summary = _events(events)[-1]
+    summary = jsonl(events)[-1]
     assert summary["accelerator"] == {"device": "edgetpu", "lost": 0, "restored": 0,
                                       "fallback": 0, "failed_frames": 0}
     assert "1 edgetpu process(es)" in result.stderr
@@ -136,7 +133,7 @@ def test_auto_goes_on_on_the_cpu_when_the_probe_fails(
     assert result.returncode == 0, result.stderr
     note = next(line for line in result.stderr.splitlines() if "Edge TPU not used: " in line)
     assert message in note and "--device cpu" in note
-    assert all(e["device"] == "cpu" for e in _events(events) if e["type"] == "frame")
+    assert all(e["device"] == "cpu" for e in jsonl(events) if e["type"] == "frame")
     assert "Traceback" not in result.stderr
 
 
@@ -285,7 +282,7 @@ def looping_app(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Path]]:
 
 
 def _frames(events: Path, stream: str) -> int:
-    return sum(1 for e in _events(events) if e["type"] == "frame" and e["stream"] == stream)
+    return sum(1 for e in jsonl(events) if e["type"] == "frame" and e["stream"] == stream)
 
 
 def _both_streams_move(events: Path) -> None:
@@ -295,7 +292,7 @@ def _both_streams_move(events: Path) -> None:
 
 
 def _kinds(events: Path, kind: str) -> list[dict[str, Any]]:
-    return [e for e in _events(events) if e["type"] == kind]
+    return [e for e in jsonl(events) if e["type"] == kind]
 
 
 def _running(app: subprocess.Popen[str], events: Path) -> list[int]:
@@ -337,7 +334,7 @@ def test_crashed_killed_and_hung_workers_are_replaced(
     app.send_signal(signal.SIGTERM)
     _, stderr = app.communicate(timeout=30)
     assert app.returncode == 0, stderr
-    summary = _events(events)[-1]
+    summary = jsonl(events)[-1]
     assert summary["type"] == "summary"
     assert summary["accelerator"]["lost"] == 3 and summary["accelerator"]["restored"] == 3
     lost_frames = sum(summary["errors"].values())
@@ -358,7 +355,7 @@ def test_stop_is_quick_and_leaves_no_worker_even_when_one_hangs(
     # A stop that waited on the hung process would never end; the stop's own deadlines
     # end it within 2 s on a quiet machine (docs), far inside this generous bound.
     assert time.monotonic() - sent < 15.0
-    assert _events(events)[-1]["type"] == "summary"
+    assert jsonl(events)[-1]["type"] == "summary"
     wait_for(lambda: not any(_alive(p) for p in processes), timeout=10, what="no orphan process")
 
 
@@ -394,22 +391,22 @@ def test_failing_edgetpu_falls_back_to_the_cpu_and_comes_back(
         assert lost[0]["device"] == "edgetpu" and "SIGABRT" in lost[0]["reason"]
         fallback = wait_for(lambda: _kinds(events, "accelerator_fallback"), what="the fallback")
         assert fallback[0]["device"] == "cpu"
-        at_fallback = len(_events(events))
-        wait_for(lambda: sum(1 for e in _events(events)[at_fallback:]
+        at_fallback = len(jsonl(events))
+        wait_for(lambda: sum(1 for e in jsonl(events)[at_fallback:]
                           if e["type"] == "frame" and e["device"] == "cpu") >= 10,
               what="frames on the CPU")
         mode.write_text("ok")  # repaired: the next try finds it working
         back = wait_for(lambda: [e for e in _kinds(events, "accelerator_restored")
                               if e.get("from") == "cpu"], what="the return to the Edge TPU")
         assert back[0]["device"] == "edgetpu"
-        at_return = len(_events(events))
-        wait_for(lambda: sum(1 for e in _events(events)[at_return:]
+        at_return = len(jsonl(events))
+        wait_for(lambda: sum(1 for e in jsonl(events)[at_return:]
                           if e["type"] == "frame" and e["device"] == "edgetpu") >= 10,
               what="frames on the Edge TPU again")
     finally:
         app.send_signal(signal.SIGTERM)
         _, stderr = app.communicate(timeout=30)
     assert app.returncode == 0, stderr
-    summary = _events(events)[-1]
+    summary = jsonl(events)[-1]
     assert summary["accelerator"]["fallback"] == 1 and summary["accelerator"]["lost"] >= 1
     assert "Traceback" not in stderr

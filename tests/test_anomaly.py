@@ -50,9 +50,6 @@ def _one_error(result: subprocess.CompletedProcess[str]) -> str:
     return errors[0]
 
 
-def _log(path: Path) -> list[dict[str, Any]]:
-    return jsonl(path)
-
 
 # --- the good crops, as the application harvests them -----------------------------------------
 
@@ -80,7 +77,7 @@ def harvest(tmp_path_factory: pytest.TempPathFactory) -> Harvest:
     run = _cli("--headless", "--device", "cpu", "--no-realtime", "--harvest_dir", str(folder),
                "--events", str(events))
     assert run.returncode == 0, run.stderr
-    found = Harvest(folder, _log(events))
+    found = Harvest(folder, jsonl(events))
     assert len(found.crops) >= 20 and len(found.whole) >= 4, (found.crops, found.whole)
     return found
 
@@ -172,7 +169,7 @@ def station_run(trained: tuple[Path, subprocess.CompletedProcess[str]],
     assert run.returncode == 0, run.stderr
     assert "embedding extractor mobilenet_v1_1.0_224_quant_embedding_extractor.tflite on cpu" \
         in run.stderr
-    return _log(events), tmp / "snapshots"
+    return jsonl(events), tmp / "snapshots"
 
 
 def _graded(events: list[dict[str, Any]], camera: str) -> dict[int, dict[str, Any]]:

@@ -48,9 +48,6 @@ def _camera(name: str, roles: list[str], **more: Any) -> dict[str, Any]:
     return table
 
 
-def _log(path: Path) -> list[dict[str, Any]]:
-    return jsonl(path)
-
 
 def _run(config: Path, tmp: Path, *extra: str) -> tuple[list[dict[str, Any]], str]:
     events = tmp / "events.jsonl"
@@ -59,7 +56,7 @@ def _run(config: Path, tmp: Path, *extra: str) -> tuple[list[dict[str, Any]], st
                             timeout=600, check=False)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
-    return _log(events), result.stderr
+    return jsonl(events), result.stderr
 
 
 # --- stations of one camera -------------------------------------------------------------------
@@ -138,7 +135,7 @@ def test_three_cameras_with_mixed_roles(tmp_path: Path) -> None:
     assert "Traceback" not in stderr
     cameras = {"press", "belt", "dock"}
 
-    log = _log(events)
+    log = jsonl(events)
     enters = {(e["stream"], e["zone"]) for e in log if e["type"] == "keepout_enter"}
     assert enters == {("press", "floor"), ("dock", "floor")}
     assert {e["stream"] for e in log if e["type"] == "graded"} == {"belt"}

@@ -309,9 +309,6 @@ FAR = "x,y\n10,10\n60,10\n60,60\n10,60\n"  # the top-left corner: nobody walks t
 ALL = "x,y\n0,0\n960,0\n960,540\n0,540\n"  # the whole frame
 
 
-def _read(path: Path) -> list[dict[str, Any]]:
-    return jsonl(path)
-
 
 def _people(events: list[dict[str, Any]]) -> list[tuple[float, bool]]:
     return [(e["time"], o["keepout"]) for e in events if e["type"] == "frame"
@@ -331,7 +328,7 @@ def test_live_reload_switches_zones_and_survives_a_bad_edit(tmp_path: Path) -> N
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
                 if events.exists():
-                    ev = _read(events)
+                    ev = jsonl(events)
                     if check(ev):
                         return ev
                 time.sleep(0.1)
@@ -447,7 +444,7 @@ def test_a_half_written_zone_file_gives_no_false_exit_or_entry(tmp_path: Path) -
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def logged() -> list[dict[str, Any]]:
-        return _read(events) if events.exists() else []
+        return jsonl(events) if events.exists() else []
 
     def reloads() -> int:
         return sum(e["type"] == "zones_reloaded" for e in logged())

@@ -33,8 +33,8 @@ from coral_mfg.inference.pool import ProcessPool, ProcessSet, process_load
 from coral_mfg.inference.protocol import LANES, ModelSpec, ProcessConfig
 from coral_mfg.inference.runtime import Device
 from coral_mfg.inference.startup import current_device, start_inference
-from tests.conftest import ROOT, frames, free_port, wait_for
-from tests.test_accelerator import _env, _events, _kinds, _processes, _run
+from tests.conftest import ROOT, frames, free_port, jsonl, wait_for
+from tests.test_accelerator import _env, _kinds, _processes, _run
 
 TWO = "usb:0,usb:1"
 #: what every Edge TPU process invokes on the stand-in while starting: the classifier once,
@@ -74,7 +74,7 @@ def _serving(tmp: Path, device: str) -> int | None:
 
 
 def _frames_on(events: Path, device: str) -> int:
-    return sum(1 for e in _events(events) if e["type"] == "frame" and e["device"] == device)
+    return sum(1 for e in jsonl(events) if e["type"] == "frame" and e["device"] == device)
 
 
 def _more_frames(events: Path, device: str, n: int = 10) -> None:
@@ -111,9 +111,9 @@ def test_two_edgetpus_share_the_frames(fake_libedgetpu: Path, tmp_path: Path) ->
     assert len({pid for pid, _ in opened}) == 2
     assert both_serve(), _invokes(tmp_path)
     assert "2 edgetpu process(es)" in stderr
-    frames_seen = [e for e in _events(events) if e["type"] == "frame"]
+    frames_seen = [e for e in jsonl(events) if e["type"] == "frame"]
     assert frames_seen and all(e["device"] == "edgetpu" for e in frames_seen)
-    assert _events(events)[-1]["accelerator"] == {"device": "edgetpu", "lost": 0,
+    assert jsonl(events)[-1]["accelerator"] == {"device": "edgetpu", "lost": 0,
                                                   "restored": 0, "fallback": 0,
                                                   "failed_frames": 0}
 
@@ -200,7 +200,7 @@ def _stop(app: subprocess.Popen[str], events: Path) -> dict[str, Any]:
     _, stderr = app.communicate(timeout=30)
     assert app.returncode == 0, stderr
     assert "Traceback" not in stderr
-    summary = _events(events)[-1]
+    summary = jsonl(events)[-1]
     assert summary["type"] == "summary"
     return dict(summary["accelerator"])
 

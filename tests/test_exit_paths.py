@@ -17,9 +17,6 @@ from tests.conftest import ROOT, assert_whole_lines, jsonl, wait_for
 APP = [sys.executable, "-m", "coral_mfg", "--headless", "--device", "cpu"]
 
 
-def _events(path: Path) -> list[dict[str, Any]]:
-    return jsonl(path)
-
 
 def assert_counts_are_events(events: list[dict[str, Any]]) -> Counter[str]:
     """The summary's inspected counts, each equal to the ``graded`` events written."""
@@ -55,7 +52,7 @@ def test_a_run_that_ends_by_itself(tmp_path: Path, args: list[str]) -> None:
                           capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr
     assert_whole_lines(events)
-    logged = _events(events)
+    logged = jsonl(events)
     counted = assert_counts_are_events(logged)
     assert counted  # an apple was in view at the end: its verdict is written too
     last = max(i for i, e in enumerate(logged) if e["type"] == "frame")
@@ -68,7 +65,7 @@ def test_a_run_stopped_by_a_signal_with_an_apple_in_view(tmp_path: Path, sig: in
     proc = subprocess.Popen([*APP, "--loop", "--events", str(events)], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        wait_for(lambda: _in_view(_events(events)), "an apple with a verdict in view")
+        wait_for(lambda: _in_view(jsonl(events)), "an apple with a verdict in view")
         proc.send_signal(sig)
         _, stderr = proc.communicate(timeout=60)
     finally:
@@ -77,7 +74,7 @@ def test_a_run_stopped_by_a_signal_with_an_apple_in_view(tmp_path: Path, sig: in
             proc.communicate(timeout=60)
     assert proc.returncode == 0, stderr
     assert_whole_lines(events)
-    logged = _events(events)
+    logged = jsonl(events)
     assert_counts_are_events(logged)
     assert logged[-2]["type"] == "graded"  # the one in view, ended with the run
 
@@ -104,7 +101,7 @@ def test_an_output_failing_as_it_closes_does_not_lose_the_summary(tmp_path: Path
     while not pipeline.poll(0.2):
         pass
     summary = pipeline.close()
-    assert _events(events)[-1] == summary
+    assert jsonl(events)[-1] == summary
     assert summary["frames"] == {"worker_safety": 5, "visual_inspection": 5}
 
 

@@ -35,12 +35,9 @@ ZONE_CSV = "x,y\n150,400\n400,400\n400,480\n150,480\n"  # the worker sample walk
 NOT_EVENTS = ("frame", "summary")
 
 
-def _logged(path: Path) -> list[dict[str, Any]]:
-    return jsonl(path)
-
 
 def _events(path: Path) -> list[dict[str, Any]]:
-    return [e for e in _logged(path) if e["type"] not in NOT_EVENTS]
+    return [e for e in jsonl(path) if e["type"] not in NOT_EVENTS]
 
 
 def _counted(events: list[dict[str, Any]]) -> Counter[tuple[Any, ...]]:
@@ -97,7 +94,7 @@ def test_two_runs_into_one_history_report_the_sum(tmp_path: Path) -> None:
     kinds = {e["type"] for e in made}
     assert {"graded", "keepout_enter"} <= kinds, kinds
     for log in (first, second):  # each run wrote every event it logged, nothing else
-        counts = _logged(log)[-1]["outputs"]["history"]
+        counts = jsonl(log)[-1]["outputs"]["history"]
         assert counts["written"] == counts["received"] == len(_events(log))
         assert counts["dropped"] == counts["lost"] == 0 and counts["error"] is None
     graded = sum(1 for e in _events(first) if e["type"] == "graded")
@@ -137,7 +134,7 @@ def test_no_history_and_an_explicit_file(tmp_path: Path) -> None:
     off = _run(tmp_path, tmp_path / "a.jsonl", "--no-history", frames=5)
     assert off.returncode == 0, off.stderr
     assert not (tmp_path / "history.sqlite").exists()
-    assert "history" not in _logged(tmp_path / "a.jsonl")[-1]["outputs"]
+    assert "history" not in jsonl(tmp_path / "a.jsonl")[-1]["outputs"]
     elsewhere = tmp_path / "deep" / "h.sqlite"
     on = _run(tmp_path, tmp_path / "b.jsonl", "--history", str(elsewhere), frames=5)
     assert on.returncode == 0, on.stderr
@@ -245,7 +242,7 @@ def test_retention_by_days_at_start(tmp_path: Path) -> None:
     oldest = _rows(history, "SELECT min(wall) FROM events")[0][0]
     assert oldest >= now - 86400 - 1
     assert _rows(history, "SELECT count(*) FROM events WHERE camera = 'old_camera'")[0][0] == 200
-    counts = _logged(tmp_path / "e.jsonl")[-1]["outputs"]["history"]
+    counts = jsonl(tmp_path / "e.jsonl")[-1]["outputs"]["history"]
     assert counts["deleted"] == 300
 
 
@@ -327,17 +324,17 @@ def _stop(proc: subprocess.Popen[str]) -> str:
 
 
 def _frames(path: Path) -> int:
-    return sum(1 for e in _logged(path) if e["type"] == "frame")
+    return sum(1 for e in jsonl(path) if e["type"] == "frame")
 
 
 def _of_history(kind: str, events: Path) -> dict[str, Any] | None:
-    return next((e for e in _logged(events) if e["type"] == kind
+    return next((e for e in jsonl(events) if e["type"] == kind
                  and e.get("output") == "history"), None)
 
 
 def _whole(history: Path, events: Path, stderr: str) -> dict[str, Any]:
     """The run ended cleanly and the file holds exactly what the summary says it wrote."""
-    logged = _logged(events)
+    logged = jsonl(events)
     assert logged[-1]["type"] == "summary", stderr
     counts: dict[str, Any] = logged[-1]["outputs"]["history"]
     assert counts["received"] == counts["written"] + counts["dropped"] + counts["lost"]

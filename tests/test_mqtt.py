@@ -124,9 +124,6 @@ def subscriber(broker: Broker) -> Iterator[Subscriber]:
 
 
 
-def _log(path: Path) -> list[dict[str, Any]]:
-    return jsonl(path)
-
 
 def _app(tmp: Path, port: int, *extra: str, csv: bool = True
          ) -> tuple[subprocess.Popen[str], Path]:
@@ -183,7 +180,7 @@ def test_events_state_and_availability_reach_the_broker(
     assert all(g["frames"] >= 3 and 0 < g["grade_score"] <= 1 for g in graded)
 
     # the same events, with the same ids, in the event log
-    logged = {e["id"]: e for e in _log(events) if "id" in e}
+    logged = {e["id"]: e for e in jsonl(events) if "id" in e}
     for e in published:
         assert logged[e["id"]] == e
         assert ISO.match(e["timestamp"]) and e["station"] == "line-7"
@@ -253,8 +250,8 @@ def test_a_broker_that_goes_away_and_comes_back(
         wait_for(lambda: len(_payloads(subscriber, "coral_mfg/worker_safety/state")) >= 1,
               "state")
         broker.stop()
-        frames = len(_log(events))
-        wait_for(lambda: len(_log(events)) > frames + 100, "inspection going on without it")
+        frames = len(jsonl(events))
+        wait_for(lambda: len(jsonl(events)) > frames + 100, "inspection going on without it")
         before = len(subscriber.all())
         broker.start()
         wait_for(lambda: any(m.topic == "coral_mfg/available" and m.payload == "online"
@@ -266,7 +263,7 @@ def test_a_broker_that_goes_away_and_comes_back(
     assert proc.returncode == 0, stderr
     assert "Traceback" not in stderr
     assert "mqtt: cannot write (lost the broker" in stderr
-    counts = _log(events)[-1]["outputs"]["mqtt"]
+    counts = jsonl(events)[-1]["outputs"]["mqtt"]
     assert counts["connects"] >= 2 and counts["lost"] > 0  # state it could not send
 
 
@@ -278,7 +275,7 @@ def test_an_unreachable_broker_does_not_stop_the_run(tmp_path: Path) -> None:
         cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.count("mqtt: cannot write (broker 127.0.0.1") == 1, proc.stderr
-    summary = _log(events)[-1]
+    summary = jsonl(events)[-1]
     assert summary["frames"] == {"worker_safety": 20, "visual_inspection": 20}
     assert summary["outputs"]["mqtt"]["connected"] is False
 
@@ -319,7 +316,7 @@ def test_every_event_in_the_log_is_stamped(tmp_path: Path) -> None:
          "--station", "press-2"], cwd=ROOT, capture_output=True, text=True, timeout=300,
         check=False)
     assert proc.returncode == 0, proc.stderr
-    logged = _log(events)
+    logged = jsonl(events)
     stamped = [e for e in logged if e["type"] not in ("frame", "summary")]
     assert {"keepout_enter", "graded"} <= {e["type"] for e in stamped}
     for e in stamped:
@@ -365,9 +362,9 @@ def test_zone_names_become_one_topic_level_each(
     assert {m.topic for m in subscriber.all() if "/zones/" in m.topic} == topics
     entered = {e["zone"] for e in subscriber.events() if e["type"] == "keepout_enter"}
     assert entered == set(ODD_NAMES)  # payloads carry the names as written
-    logged = [e for e in _log(events) if "id" in e]
+    logged = [e for e in jsonl(events) if "id" in e]
     assert {e["id"] for e in logged} <= {e["id"] for e in subscriber.events()}
-    summary = _log(events)[-1]
+    summary = jsonl(events)[-1]
     assert "sink_failures" not in summary["outputs"]
     mqtt_counts = summary["outputs"]["mqtt"]
     assert mqtt_counts["lost"] == mqtt_counts["dropped"] == 0

@@ -30,9 +30,6 @@ from tests.conftest import frames as frames_of
 APP = [sys.executable, "-m", "coral_mfg", "--headless", "--device", "cpu"]
 
 
-def _events(path: Path) -> list[dict[str, Any]]:
-    return jsonl(path)
-
 
 
 
@@ -95,13 +92,13 @@ def test_sigkill_leaves_a_playable_h264_recording(tmp_path: Path) -> None:
     events, output = tmp_path / "events.jsonl", tmp_path / "out.mp4"
     proc = _start("--loop", "--no-realtime", "--events", str(events), "--output", str(output))
     try:
-        wait_for(lambda: _frames(_events(events)) >= 150, "150 frames")
+        wait_for(lambda: _frames(jsonl(events)) >= 150, "150 frames")
         proc.kill()
         proc.wait(30)
     finally:
         _stop(proc)
     assert_whole_lines(events)  # the kill left no half-written record
-    logged = _events(events)
+    logged = jsonl(events)
     per_camera = [_frames(logged, "worker_safety"), _frames(logged, "visual_inspection")]
     tiles = min(per_camera)  # tiles composed: each waits for a frame of both cameras
     codec, pix_fmt, decodable = _probe(output)
@@ -116,12 +113,12 @@ def test_sighup_stops_cleanly_with_complete_outputs(tmp_path: Path) -> None:
     events, output = tmp_path / "events.jsonl", tmp_path / "out.mp4"
     proc = _start("--loop", "--events", str(events), "--output", str(output))
     try:
-        wait_for(lambda: _frames(_events(events)) >= 40, "40 frames")
+        wait_for(lambda: _frames(jsonl(events)) >= 40, "40 frames")
     finally:
         stderr = _stop(proc, signal.SIGHUP)
     assert proc.returncode == 0, stderr
     assert "SIGHUP: stopping" in stderr
-    summary = _events(events)[-1]
+    summary = jsonl(events)[-1]
     assert summary["type"] == "summary"
     rec = summary["outputs"]["recording"]
     assert rec["received"] == rec["written"] + rec["dropped"] + rec["lost"]
@@ -162,11 +159,11 @@ def test_recording_survives_a_full_disk_and_resumes(tmp_path: Path, small_disk: 
     filler = _fill(small_disk, 1_500_000)
     proc = _start("--loop", "--events", str(events), "--output", str(output))
     try:
-        wait_for(lambda: any(e["type"] == "output_fault" for e in _events(events)), "the fault")
-        at_fault = _frames(_events(events))
-        wait_for(lambda: _frames(_events(events)) > at_fault + 30, "inspection going on")
+        wait_for(lambda: any(e["type"] == "output_fault" for e in jsonl(events)), "the fault")
+        at_fault = _frames(jsonl(events))
+        wait_for(lambda: _frames(jsonl(events)) > at_fault + 30, "inspection going on")
         filler.unlink()  # the operator frees space
-        wait_for(lambda: any(e["type"] == "output_restored" for e in _events(events)), "resume")
+        wait_for(lambda: any(e["type"] == "output_restored" for e in jsonl(events)), "resume")
         wait_for(lambda: (small_disk / "out.1.mp4").exists()
               and (small_disk / "out.1.mp4").stat().st_size > 100_000, "the new file")
     finally:
@@ -174,7 +171,7 @@ def test_recording_survives_a_full_disk_and_resumes(tmp_path: Path, small_disk: 
     assert proc.returncode == 0, stderr
     assert "Traceback" not in stderr
     assert stderr.count("recording: cannot write (No space left on device") == 1, stderr
-    logged = _events(events)
+    logged = jsonl(events)
     fault = next(e for e in logged if e["type"] == "output_fault")
     assert fault["output"] == "recording" and "No space left" in fault["reason"]
     restored = next(e for e in logged if e["type"] == "output_restored")
@@ -205,7 +202,7 @@ def test_event_log_survives_a_full_disk_in_whole_lines(tmp_path: Path, small_dis
     assert "Traceback" not in stderr and "internal error" not in stderr
     assert stderr.count("event log: cannot write (No space left on device") == 1, stderr
     assert_whole_lines(events)
-    logged = _events(events)
+    logged = jsonl(events)
     kinds = [e["type"] for e in logged]
     assert "output_fault" in kinds and "output_restored" in kinds
     counts = logged[-1]["outputs"]["events"]
@@ -225,7 +222,7 @@ def test_dev_full_is_reported_not_fatal(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     assert proc.stderr.count("recording: cannot write (No space left on device") == 1
-    logged = _events(events)
+    logged = jsonl(events)
     faults = [e for e in logged if e["type"] == "output_fault"]
     assert faults and all({"id", "timestamp", "station", "time"} <= set(e) for e in faults)
     summary = logged[-1]
@@ -249,7 +246,7 @@ def test_event_log_write_failure_cuts_back_to_whole_lines(
     log.record({"type": "d"})
     log.close()
     assert_whole_lines(tmp_path / "e.jsonl")
-    assert [e["type"] for e in _events(tmp_path / "e.jsonl")] == ["a", "d"]
+    assert [e["type"] for e in jsonl(tmp_path / "e.jsonl")] == ["a", "d"]
     assert log.health.counts()["lost"] == 2
     assert log.health.error is None
 
@@ -293,7 +290,7 @@ def test_a_file_ends_after_its_last_decodable_frame(
     proc = subprocess.run([*APP, *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr
-    logged = _events(events)
+    logged = jsonl(events)
     indices = [e["frame"] for e in logged if e["type"] == "frame"
                and e["stream"] == "visual_inspection"]
     assert indices == list(range(decodable)) * (2 if loop else 1)
@@ -349,12 +346,12 @@ def test_segments_roll_and_retention_runs_during_the_run(tmp_path: Path) -> None
     cameras = ("worker_safety", "visual_inspection")
     try:
         wait_for(lambda: all(len(list((rec / c).glob("*.mp4"))) >= 2 for c in cameras)
-              and _frames(_events(events)) >= 300, "several segments")
+              and _frames(jsonl(events)) >= 300, "several segments")
     finally:
         stderr = _stop(proc)
     assert proc.returncode == 0, stderr
     assert sorted(p.name for p in rec.iterdir()) == sorted(cameras)
-    outputs = _events(events)[-1]["outputs"]
+    outputs = jsonl(events)[-1]["outputs"]
     assert "(retention)" in stderr
     for camera in cameras:
         seg = outputs[f"segments:{camera}"]
@@ -375,7 +372,7 @@ def test_composite_segments_tile_every_camera(tmp_path: Path) -> None:
     assert len(files) == 1 and not [p for p in rec.iterdir() if p.is_dir()]
     codec, _, frames = _probe(files[0])
     assert codec == "h264" and _size(files[0]) == (1920, 612) and frames == 30
-    assert _events(events)[-1]["outputs"]["segments"]["written"] == 30
+    assert jsonl(events)[-1]["outputs"]["segments"]["written"] == 30
 
 
 def _decode_errors(path: Path) -> str:
@@ -422,11 +419,11 @@ def test_segments_on_a_full_disk_all_play(tmp_path: Path, small_disk: Path) -> N
     proc = _start("--loop", "--events", str(events), "--record_dir", str(rec),
                   "--segment_minutes", "0.05", "--record_composite")
     try:
-        wait_for(lambda: any(e["type"] == "output_fault" for e in _events(events)), "the fault")
-        at_fault = _frames(_events(events))
-        wait_for(lambda: _frames(_events(events)) > at_fault + 60, "retries on the full disk")
+        wait_for(lambda: any(e["type"] == "output_fault" for e in jsonl(events)), "the fault")
+        at_fault = _frames(jsonl(events))
+        wait_for(lambda: _frames(jsonl(events)) > at_fault + 60, "retries on the full disk")
         filler.unlink()
-        wait_for(lambda: any(e["type"] == "output_restored" for e in _events(events)), "resume")
+        wait_for(lambda: any(e["type"] == "output_restored" for e in jsonl(events)), "resume")
         wait_for(lambda: len([p for p in rec.glob("*.mp4") if p.stat().st_size > 0]) >= 2,
                  "a segment after the fault")
     finally:
@@ -438,7 +435,7 @@ def test_segments_on_a_full_disk_all_play(tmp_path: Path, small_disk: Path) -> N
     for path in files:
         assert path.stat().st_size > 0, path
         assert not _decode_errors(path), path
-    seg = _events(events)[-1]["outputs"]["segments"]
+    seg = jsonl(events)[-1]["outputs"]["segments"]
     assert all(Path(p).is_file() for p in seg["recent"])
 
 
@@ -450,7 +447,7 @@ def test_event_log_rotates_by_size_and_keeps_the_newest(tmp_path: Path) -> None:
     log.close()
     rotated = log.rotated_files()
     assert len(rotated) == 2 and log.rotated > 2
-    seen = [e["i"] for p in [*rotated, path] for e in _events(p)]
+    seen = [e["i"] for p in [*rotated, path] for e in jsonl(p)]
     assert seen == list(range(100 - len(seen), 100))  # the newest, in order, none twice
     assert all(p.stat().st_size <= 1_000 for p in [*rotated, path])
 
@@ -464,8 +461,8 @@ def test_event_log_rotates_by_day(tmp_path: Path) -> None:
     log.record({"type": "today"})
     log.close()
     (old,) = log.rotated_files()
-    assert [e["type"] for e in _events(old)] == ["yesterday"]
-    assert [e["type"] for e in _events(path)] == ["today"]
+    assert [e["type"] for e in jsonl(old)] == ["yesterday"]
+    assert [e["type"] for e in jsonl(path)] == ["today"]
 
 
 # --- sources that come back ------------------------------------------------------------------

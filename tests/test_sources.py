@@ -161,18 +161,15 @@ def _camera(port: int) -> subprocess.Popen[str]:
     return proc
 
 
-def _events(path: Path) -> list[dict[str, Any]]:
-    return jsonl(path)
-
 
 def _wait_for(path: Path, check: Any, timeout: float) -> list[dict[str, Any]]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        events = _events(path)
+        events = jsonl(path)
         if check(events):
             return events
         time.sleep(0.2)
-    raise AssertionError(f"timed out; last events: {_events(path)[-3:]}")
+    raise AssertionError(f"timed out; last events: {jsonl(path)[-3:]}")
 
 
 def test_network_camera_killed_and_back(tmp_path: Path) -> None:
@@ -212,7 +209,7 @@ def test_network_camera_killed_and_back(tmp_path: Path) -> None:
         camera.kill()
         camera.wait(10)
     assert app.returncode == 0, stderr
-    final = _events(events)
+    final = jsonl(events)
     lost_event = next(e for e in final if e["type"] == "source_lost")
     assert lost_event["stream"] == "worker_safety"
     assert "disconnected" in lost_event["reason"]

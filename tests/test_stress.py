@@ -11,7 +11,6 @@ import threading
 import urllib.request
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 from tests.conftest import ROOT, free_port, jsonl, video, wait_for
 from tests.test_accelerator import _processes
@@ -21,9 +20,6 @@ from tests.test_mqtt import Broker, Subscriber
 ALL = "x,y\n0,0\n960,0\n960,540\n0,540\n"
 KILLS = 3
 
-
-def _events(path: Path) -> list[dict[str, Any]]:
-    return jsonl(path)
 
 
 def _poll(base: str, stop: threading.Event, seen: Counter[str]) -> None:
@@ -63,17 +59,17 @@ def test_counts_equal_events_while_processes_die_and_views_poll(tmp_path: Path) 
     try:
         wait_for(lambda: proc.poll() is not None or (
             len(_processes(proc.pid)) == 2
-            and sum(e["type"] == "frame" for e in _events(events)) >= 20), "a running station")
+            and sum(e["type"] == "frame" for e in jsonl(events)) >= 20), "a running station")
         assert proc.poll() is None, proc.communicate()[1]
         poller.start()
         for kill in range(KILLS):
             victim = _processes(proc.pid)[kill % 2]
             os.kill(victim, signal.SIGKILL)
             wait_for(lambda k=kill: sum(e["type"] == "accelerator_restored"  # type: ignore[misc]
-                                        for e in _events(events)) > k,
+                                        for e in jsonl(events)) > k,
                      "the process restored", timeout=180)
-        wait_for(lambda: sum(e["type"] == "graded" for e in _events(events)) >= 3
-                 and sum(e["type"] == "keepout_enter" for e in _events(events)) >= 3,
+        wait_for(lambda: sum(e["type"] == "graded" for e in jsonl(events)) >= 3
+                 and sum(e["type"] == "keepout_enter" for e in jsonl(events)) >= 3,
                  "objects graded and entries", timeout=300)
     finally:
         stop.set()
@@ -83,7 +79,7 @@ def test_counts_equal_events_while_processes_die_and_views_poll(tmp_path: Path) 
             proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=120)
     try:
-        ids = {e["id"] for e in _events(events) if "id" in e}
+        ids = {e["id"] for e in jsonl(events) if "id" in e}
         wait_for(lambda: ids <= {e["id"] for e in subscriber.events()},
                  "every logged event at the broker")
         published = [e["id"] for e in subscriber.events()]
@@ -94,7 +90,7 @@ def test_counts_equal_events_while_processes_die_and_views_poll(tmp_path: Path) 
     text = log.read_text()
     assert "Traceback" not in stderr and "Traceback" not in text, text[-3000:]
     assert polled["/api/status"] > 5 and polled["/metrics"] > 5
-    logged = _events(events)
+    logged = jsonl(events)
     summary = logged[-1]
     assert summary["type"] == "summary"
     graded = Counter(e["grade"] for e in logged if e["type"] == "graded")
