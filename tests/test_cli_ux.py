@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -262,6 +263,31 @@ def test_no_shared_memory_warning_on_ctrl_c(tmp_path: Path, interrupts: int) -> 
     assert code in (0, 130), text
     for warning in ("resource_tracker", "leaked", "Traceback"):
         assert warning not in text
+
+
+def test_a_signal_during_the_start_stops_the_run_even_when_the_shell_ignored_it(
+        tmp_path: Path) -> None:
+    """A non-interactive shell starts background jobs with SIGINT ignored, and a process
+    keeps that until it sets a handler: the run sets its own before it logs anything, so
+    a Ctrl-C (or SIGTERM) at any point of a long start is seen and stops the run as soon
+    as it stands, with its summary."""
+    log = tmp_path / "run.log"
+    command = shlex.join([*APP, "--headless", "--device", "cpu", "--loop"])
+    with log.open("w") as err:
+        proc = subprocess.Popen(["sh", "-c", f"trap '' INT; exec {command}"], cwd=ROOT,
+                                stdout=err, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: "coral-mfg 0.1" in log.read_text(), "the first line of the run",
+                 timeout=180)
+        proc.send_signal(signal.SIGINT)  # the models are still loading
+        code = proc.wait(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = log.read_text()
+    assert code == 0, text
+    assert "SIGINT: stopping" in text and "summary: {" in text
+    assert "Traceback" not in text
 
 
 def test_a_run_ends_with_a_short_summary_in_words(tmp_path: Path) -> None:

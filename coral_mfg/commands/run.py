@@ -43,9 +43,13 @@ def _install_signals(stop: threading.Event) -> None:
 
 
 def run(settings: Settings) -> int:
+    stop = threading.Event()
+    # First, so that no signal is lost while the run starts (a signal the shell had this
+    # process ignore would be dropped, not queued): one during the start stops the run
+    # as soon as it stands; a second Ctrl-C exits at once.
+    _install_signals(stop)
     log.info("coral-mfg %s", __version__)
     raise_open_file_limit()
-    stop = threading.Event()
     if settings.window.headless:
         summary = _run_headless(settings, stop)
     else:
@@ -89,7 +93,6 @@ def _run_headless(settings: Settings, stop: threading.Event) -> dict[str, Any]:
     web = WebView(settings)
     with build_pipeline(settings, extra_sinks=web.sinks) as pipeline:
         with web.serving(pipeline.board, pipeline.shape_editor):
-            _install_signals(stop)
             pipeline.start()
             notify("READY=1")
             watchdog = Watchdog()
@@ -112,7 +115,6 @@ def _run_window(settings: Settings, stop: threading.Event) -> dict[str, Any]:
         app = WindowApp(settings, pipeline, display)
         try:
             with web.serving(pipeline.board, pipeline.shape_editor):
-                _install_signals(stop)
                 pipeline.start()
                 notify("READY=1")
                 try:
