@@ -119,14 +119,13 @@ def run_bench(settings: Settings, seconds: float, poll: list[str] | None = None
             n = done.total()
             counted.update(done)
             elapsed, cpu = elapsed + t, cpu + time.process_time() - c0
-            devices = [device_record(d)
-                       for d in pipeline.assemble_status().accelerator.devices]
             if ended or k == rounds - 1 or not drained:
                 slices.append((n, t, 0.0))
                 break
             share = collector.inspected / max(collector.frames, 1)
             with _stopped(poller):
                 slices.append((n, t, pool.measure_bound(share, bound_s)))
+        devices = [device_record(d) for d in pipeline.assemble_status().accelerator.devices]
     finally:
         polled = poller.stop() if poller is not None else None
         web.stop()
