@@ -11,6 +11,9 @@ as on an Edge TPU station, it runs at once. Its share of the CPU is unchanged.
 
 The names (``infer-0``, ``capture-belt``, ``outputs``) show in ``top -H``,
 ``ps -L`` and profilers, where every thread would otherwise be ``python``.
+
+The web view's threads go further back (a higher niceness): watching may slow the
+web view, never the inspection.
 """
 
 from __future__ import annotations
@@ -24,11 +27,13 @@ log = logging.getLogger(__name__)
 
 #: The longest thread name Linux keeps (16 bytes with the terminating zero).
 NAME_MAX = 15
+#: The web view's threads' niceness: on a busy CPU, inference and the recording come first.
+NICE = 10
 
 
-def name_native(name: str | None = None) -> None:
-    """Give the calling thread its Python name (or ``name``) in the operating system."""
-    name = (name or threading.current_thread().name)[:NAME_MAX]
+def name_native() -> None:
+    """Give the calling thread its Python name in the operating system."""
+    name = threading.current_thread().name[:NAME_MAX]
     path = f"/proc/self/task/{threading.get_native_id()}/comm"
     with contextlib.suppress(OSError), open(path, "w") as comm:  # OSError: not Linux
         comm.write(name)
@@ -55,3 +60,10 @@ def as_interactive() -> None:
         return
     with contextlib.suppress(OSError):
         os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+
+
+def yield_to_inspection() -> None:
+    """Lower this thread's scheduling priority (Linux schedules threads one by one), so
+    watching can slow the web view, never the inspection or the recording."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICE)

@@ -9,8 +9,6 @@ watching costs nothing.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import threading
 import time
 from collections import deque
@@ -23,23 +21,13 @@ import cv2
 from coral_mfg.core.events import Event, event_json
 from coral_mfg.core.results import FrameResult
 from coral_mfg.core.status import RunStatus
+from coral_mfg.core.threads import yield_to_inspection
 from coral_mfg.outputs.base import SinkBase
 from coral_mfg.outputs.overlay import annotated_pane
 from coral_mfg.web.metrics import Metrics
 
 RECENT_EVENTS = 200
 JPEG_QUALITY = 75
-
-
-#: The encoding thread's niceness: on a busy CPU, inference and the recording come first.
-NICE = 10
-
-
-def yield_to_inspection() -> None:
-    """Lower this thread's scheduling priority (Linux schedules threads one by one), so
-    watching can slow the web view, never the inspection or the recording."""
-    with contextlib.suppress(OSError, AttributeError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICE)
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,7 @@ from coral_mfg.core.status import (
     presence_record,
     stream_record,
 )
+from coral_mfg.core.threads import yield_to_inspection
 from coral_mfg.outputs.history_db import open_reader
 from coral_mfg.outputs.history_report import (
     SNAPSHOT_FILTERS,
@@ -74,7 +75,7 @@ from coral_mfg.web.guard import (
     connection_cap,
     loop_exception_handler,
 )
-from coral_mfg.web.hub import WebHub, yield_to_inspection
+from coral_mfg.web.hub import WebHub
 from coral_mfg.web.page import LOGIN_PAGE, page
 from coral_mfg.web.zone_page import editor_page, sign_in_page
 
