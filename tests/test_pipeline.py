@@ -29,6 +29,7 @@ from coral_mfg.inference.startup import start_inference
 from coral_mfg.outputs.panel import STRIP_HEIGHT
 from coral_mfg.runtime.scheduler import IN_FLIGHT, Scheduler, StreamState
 from tests.conftest import ROOT, frames, jsonl, video, wait_for
+from tests.test_accelerator import _processes
 
 WORKER = "worker-zone-detection.mp4"
 TRACK_LOW_SCORE = TrackingConfig().track_low_score
@@ -505,11 +506,6 @@ def _tasks(pid: int) -> dict[int, str]:
     return tasks
 
 
-def _children(pid: int) -> list[int]:
-    return [int(c) for task in Path(f"/proc/{pid}/task").iterdir()
-            for c in (task / "children").read_text().split()]
-
-
 def test_pipeline_threads_are_named_and_yield_to_inference(tmp_path: Path) -> None:
     """Capture, scheduler and output threads carry their names in the operating system
     and run as batch work (they wait for an invoke's time slice instead of preempting
@@ -531,7 +527,7 @@ def test_pipeline_threads_are_named_and_yield_to_inference(tmp_path: Path) -> No
             if name.startswith(("infer-", "capture-", "outputs")):
                 assert policy == os.SCHED_BATCH, name
         assert os.sched_getscheduler(app.pid) == os.SCHED_OTHER
-        children = _children(app.pid)
+        children = _processes(app.pid)
         assert children, "no inference process"
         for child in children:
             assert all(os.sched_getscheduler(tid) == os.SCHED_OTHER for tid in _tasks(child))
