@@ -529,6 +529,55 @@ def test_off_loopback_takes_an_encrypted_session_with_a_user(tmp_path: Path) -> 
     assert "made the station's certificate" in stderr
 
 
+def test_off_loopback_takes_a_trusted_client_certificate_and_refuses_others(
+        tmp_path: Path) -> None:
+    """No users at all: a PLC whose certificate is in opcua_trusted_certs opens an encrypted
+    session with it as its identity; a certificate not in the folder opens none."""
+    port, cert = free_port(), tmp_path / "pki" / "station.der"
+    trusted = tmp_path / "trusted"
+    trusted.mkdir()
+    known = (trusted / "plc.der", tmp_path / "plc.pem")
+    stranger = (tmp_path / "stranger.der", tmp_path / "stranger.pem")
+    url = f"opc.tcp://127.0.0.1:{port}"
+    maker = Client(url)
+    for der, pem in (known, stranger):
+        _client_certificate(maker, der, pem)
+    maker._stop_own_tloop()
+    config = tmp_path / "station.toml"
+    config.write_text(tomli_w.dumps({"opcua": {
+        "opcua": f"opc.tcp://0.0.0.0:{port}", "opcua_certificate": str(cert),
+        "opcua_trusted_certs": str(trusted)}}))
+    proc = subprocess.Popen([*APP, "--loop", "--config", str(config), "--station", STATION],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def holding(der: Path, pem: Path) -> Client:
+        client = Client(url, timeout=10)
+        client.set_security_string(f"Basic256Sha256,SignAndEncrypt,{der},{pem},{cert}")
+        client.load_client_certificate(str(der))
+        client.load_private_key(str(pem))
+        return client
+
+    try:
+        wait_for(lambda: cert.exists() and _listening(port), "the OPC UA server", timeout=180)
+        outsider = holding(*stranger)
+        with pytest.raises(ua.uaerrors.BadCertificateUntrusted):  # no secure channel at all
+            outsider.connect()
+        outsider._stop_own_tloop()
+        plc = holding(*known)
+        plc.connect()
+        try:
+            beat = plc.get_node(f"ns=2;s=CoralMfg/{STATION}/Health/Heartbeat")
+            first = wait_for(beat.read_value, "a heartbeat")
+            wait_for(lambda: beat.read_value() > first, "the next beat")
+        finally:
+            plc.disconnect()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr
+
+
 def _listening(port: int) -> bool:
     try:
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
