@@ -309,6 +309,39 @@ def test_the_reject_pulse_is_for_the_rotten_apple_only(station: Station, opcua: 
     assert counted and float(counted.group(1)) >= 1, metrics
 
 
+def test_a_reject_line_kicks_the_failing_apple_as_it_crosses(tmp_path: Path) -> None:
+    """With reject_line set, a reject is a failing object crossing that line in its first
+    direction (the line is the event's subject), not a failing verdict settling."""
+    end = {"name": "end", "points": [[0.3, 0.46], [1.0, 0.46]], "units": "relative",
+           "directions": ["down", "up"]}
+    config = tmp_path / "station.toml"
+    config.write_text(tomli_w.dumps({"cameras": {"belt": {
+        "input": str(video("apple-conveyor.mp4")), "roles": ["inspection"], "reject": True,
+        "reject_line": "end", "lines": [end]}}}))
+    s = _start(tmp_path, config)
+    client = None
+
+    def failing_crossings() -> dict[int, dict[str, Any]]:
+        return {e["track"]: e for e in s.log()
+                if e.get("type") == "line_crossed" and e["passed"] is False}
+
+    try:
+        client = _connect(s.opcua)
+        events = Events(client)
+        heard = wait_for(lambda: (h := events.of("reject")) and all(
+            e.Track in failing_crossings() for e in h) and h, "a reject, and its crossing in "
+            "the event log", timeout=180)
+        crossings = failing_crossings()
+        for e in heard:
+            assert (e.Camera, e.Subject, e.Grade) == ("belt", "end", "rotten_apple")
+            assert crossings[e.Track]["line"] == "end"
+            assert crossings[e.Track]["direction"] == "down"
+    finally:
+        if client is not None:
+            client.disconnect()
+        _stop(s)
+
+
 def test_the_addresses_are_the_ones_plc_map_prints(station: Station, opcua: Client,
                                                    modbus: ModbusTcpClient) -> None:
     for entry in station.entries:
