@@ -45,13 +45,19 @@ class Detections:
     def of_classes(self, class_ids: Iterable[int], min_score: float) -> Detections:
         """Boxes of any of these classes scoring strictly above ``min_score``."""
         wanted = np.fromiter(class_ids, dtype=np.int32)
-        return self.select(np.isin(self.class_ids, wanted) & (self.scores > min_score))
+        # a broadcast compare: np.isin's set machinery costs more than these few boxes
+        mine = (self.class_ids[:, None] == wanted[None, :]).any(axis=1)
+        return self.select(mine & (self.scores > min_score))
 
     def deduplicated(self, iou: float, inside: float, by_class: bool = True) -> Detections:
         """One box per object: overlapping or nested boxes of one class (or, ``by_class``
         False, of any class: one object the detector could not name) keep the best score."""
+        if len(self) < 2:
+            return self
+        if not by_class:
+            return self.select(duplicates(self.xyxy, self.scores, iou, inside))
         keep = np.zeros(len(self), dtype=bool)
-        groups = self.class_ids if by_class else np.zeros_like(self.class_ids)
+        groups = self.class_ids
         for class_id in np.unique(groups):
             mine = np.flatnonzero(groups == class_id)
             keep[mine] = duplicates(self.xyxy[mine], self.scores[mine], iou, inside)
@@ -82,7 +88,7 @@ def iou_matrix(a: Boxes, b: Boxes) -> npt.NDArray[np.float64]:
     """Pairwise IoU of boxes ``a`` (N, 4) and ``b`` (M, 4), as x1, y1, x2, y2."""
     inter, area_a, area_b = _overlaps(a, b)
     union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
 def _overlaps(
@@ -116,11 +122,10 @@ def duplicates(
     if n < 2:
         return keep
     inter, area, _ = _overlaps(boxes, boxes)
-    union = area[:, None] + area[None, :] - inter
-    overlap = np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
-    smaller = np.minimum(area[:, None], area[None, :])
-    contained = np.where(smaller > 0, inter / np.where(smaller > 0, smaller, 1), 0.0)
-    same = (overlap > iou) | (contained > inside)
+    # inter / union > iou without dividing: an empty union (or smaller box) has no
+    # intersection either, and is never the same object
+    same = inter > iou * (area[:, None] + area[None, :] - inter)
+    same |= inter > inside * np.minimum(area[:, None], area[None, :])
     keep[:] = False
     suppressed = np.zeros(n, dtype=bool)
     for i in np.argsort(-np.asarray(scores), kind="stable"):

@@ -78,12 +78,17 @@ class DetectionLayout:
         return cls(*info.postprocess_outputs)
 
 
+#: Columns of ``ymin, xmin, ymax, xmax`` in ``x1, y1, x2, y2`` order (an array: a list
+#: would be converted on every frame).
+_XYXY = np.array([1, 0, 3, 2], np.intp)
+
+
 def to_pixels(
     boxes_yxyx: npt.NDArray[np.float32], frame_size: tuple[int, int]
 ) -> npt.NDArray[np.float32]:
     """Normalized ``ymin, xmin, ymax, xmax`` to clamped pixel ``x1, y1, x2, y2``."""
     w, h = frame_size
-    xyxy = np.asarray(boxes_yxyx, np.float32)[:, [1, 0, 3, 2]]  # a copy: clamped in place
+    xyxy = np.asarray(boxes_yxyx, np.float32)[:, _XYXY]  # a copy: clamped in place
     np.minimum(np.maximum(xyxy, 0.0, out=xyxy), 1.0, out=xyxy)
     return np.multiply(xyxy, np.array([w, h, w, h], np.float32), out=xyxy)
 
