@@ -5,7 +5,7 @@ import pytest
 
 from coral_mfg.analytics.inspection import Votes
 from coral_mfg.analytics.tracking import Tracker
-from coral_mfg.core.detections import duplicates, iou_matrix
+from coral_mfg.core.detections import Detections, duplicates, iou_matrix
 
 
 @pytest.mark.parametrize(
@@ -110,6 +110,28 @@ def test_duplicates_are_one_object(boxes: list[list[float]], scores: list[float]
                                    kept: list[bool]) -> None:
     got = duplicates(np.array(boxes, np.float64), np.array(scores), iou=0.5, inside=0.8)
     assert got.tolist() == kept
+
+
+@pytest.mark.parametrize(
+    ("classes", "by_class", "scores_kept"),
+    [
+        ([1, 1, 1], True, [0.9, 0.7]),  # one class: the weaker overlapping box goes
+        ([1, 2, 1], True, [0.9, 0.5, 0.7]),  # an apple and an orange: two classes, both kept
+        ([1, 2, 1], False, [0.9, 0.7]),  # any class: one object the detector could not name
+        ([1], True, [0.9]),
+        ([], True, []),
+    ],
+    ids=["one-class", "two-classes", "any-class", "one-box", "none"],
+)
+def test_deduplicated_keeps_the_best_box_of_each_object(
+        classes: list[int], by_class: bool, scores_kept: list[float]) -> None:
+    boxes = np.array([[10, 10, 50, 50], [12, 11, 52, 49], [100, 100, 150, 150]],
+                     np.float32)[:len(classes)]
+    scores = np.array([0.9, 0.5, 0.7], np.float32)[:len(classes)]
+    found = Detections(boxes.reshape(-1, 4), scores, np.array(classes, np.int32), (724, 400))
+    got = found.deduplicated(iou=0.5, inside=0.8, by_class=by_class)
+    assert got.scores.tolist() == pytest.approx(scores_kept)
+    assert got.frame_size == (724, 400) and len(got.xyxy) == len(got.class_ids) == len(got)
 
 
 def test_tracks_keep_ids_and_bound_their_state() -> None:

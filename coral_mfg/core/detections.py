@@ -54,12 +54,11 @@ class Detections:
         False, of any class: one object the detector could not name) keep the best score."""
         if len(self) < 2:
             return self
-        if not by_class:
+        if not by_class or (self.class_ids == self.class_ids[0]).all():  # one group
             return self.select(duplicates(self.xyxy, self.scores, iou, inside))
         keep = np.zeros(len(self), dtype=bool)
-        groups = self.class_ids
-        for class_id in np.unique(groups):
-            mine = np.flatnonzero(groups == class_id)
+        for class_id in np.unique(self.class_ids):
+            mine = np.flatnonzero(self.class_ids == class_id)
             keep[mine] = duplicates(self.xyxy[mine], self.scores[mine], iou, inside)
         return self.select(keep)
 
