@@ -546,17 +546,9 @@ def test_off_loopback_takes_an_encrypted_session_with_a_user(tmp_path: Path) -> 
         with pytest.raises(ua.UaError):
             wrong.connect()
         wrong._stop_own_tloop()
-        good = secure("plc-pw")
-        good.connect()
-        try:
-            beat = good.get_node(f"ns=2;s=CoralMfg/{STATION}/Health/Heartbeat")
-            first = wait_for(beat.read_value, "a heartbeat")
-            wait_for(lambda: beat.read_value() > first, "the next beat")
-        finally:
-            good.disconnect()
+        _hears_the_heartbeat(secure("plc-pw"))
     finally:
-        proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=120)
+        stderr = _terminated(proc)
     assert proc.returncode == 0, stderr
     assert "Traceback" not in stderr and "plc-pw" not in stderr
     assert "made the station's certificate" in stderr
@@ -596,19 +588,29 @@ def test_off_loopback_takes_a_trusted_client_certificate_and_refuses_others(
         with pytest.raises(ua.uaerrors.BadCertificateUntrusted):  # no secure channel at all
             outsider.connect()
         outsider._stop_own_tloop()
-        plc = holding(*known)
-        plc.connect()
-        try:
-            beat = plc.get_node(f"ns=2;s=CoralMfg/{STATION}/Health/Heartbeat")
-            first = wait_for(beat.read_value, "a heartbeat")
-            wait_for(lambda: beat.read_value() > first, "the next beat")
-        finally:
-            plc.disconnect()
+        _hears_the_heartbeat(holding(*known))
     finally:
-        proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=120)
+        stderr = _terminated(proc)
     assert proc.returncode == 0, stderr
     assert "Traceback" not in stderr
+
+
+def _hears_the_heartbeat(client: Client) -> None:
+    """Connect, see the station's heartbeat go up, disconnect."""
+    client.connect()
+    try:
+        beat = client.get_node(f"ns=2;s=CoralMfg/{STATION}/Health/Heartbeat")
+        first = wait_for(beat.read_value, "a heartbeat")
+        wait_for(lambda: beat.read_value() > first, "the next beat")
+    finally:
+        client.disconnect()
+
+
+def _terminated(proc: subprocess.Popen[str]) -> str:
+    """Stop a station with SIGTERM; its stderr."""
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    return stderr
 
 
 def _listening(port: int) -> bool:
