@@ -90,14 +90,30 @@ def _bad_files(tmp: Path) -> dict[str, Path]:
         ("truncated", "video file {path} delivers no frames (empty, truncated or not a video)"),
         ("camera", "camera /dev/video9 not found: plug it in or pass another /dev/videoN"),
         ("refused", "cannot open stream rtsp://127.0.0.1:9/line: check the URL"),
+        ("refused-with-password",
+         "cannot open stream rtsp://plc:***@127.0.0.1:9/line: check the URL"),
     ],
 )
 def test_bad_video_inputs(tmp_path: Path, source: str, message: str) -> None:
     files = _bad_files(tmp_path)
     path = {"missing": str(tmp_path / "gone.mp4"), "camera": "/dev/video9",
-            "refused": "rtsp://127.0.0.1:9/line"}.get(source) or str(files[source])
+            "refused": "rtsp://127.0.0.1:9/line",
+            "refused-with-password": "rtsp://plc:s3cret@127.0.0.1:9/line",
+            }.get(source) or str(files[source])
     result, _ = _run("--visual_inspection_input", path)
     assert message.format(path=path) in _error_line(result)
+    assert "s3cret" not in result.stderr + result.stdout
+
+
+def test_doctor_names_a_stream_without_its_password_or_ffmpegs_chatter() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "coral_mfg", "doctor", "--worker_safety_input",
+         "rtsp://plc:s3cret@127.0.0.1:9/line"], cwd=ROOT, capture_output=True, text=True,
+        timeout=120, check=False)
+    out = result.stdout + result.stderr
+    assert "cannot open stream rtsp://plc:***@127.0.0.1:9/line" in out, out
+    assert "s3cret" not in out
+    assert "Connection refused" not in out and "VIDEOIO" not in out, out
 
 
 def test_unresponsive_stream_fails_within_seconds(silent_server: str) -> None:

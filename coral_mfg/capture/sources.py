@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from coral_mfg.config.settings import StreamConfig
+from coral_mfg.config.validators import redact_url
 from coral_mfg.core.backoff import FIRST_S, MAX_S, Backoff
 from coral_mfg.core.clock import POLL_S
 from coral_mfg.core.errors import UserError
@@ -92,7 +93,7 @@ def open_capture(spec: str, width: int, height: int) -> cv2.VideoCapture:
         fix = "check the URL and that the stream is up"
     if not cap.isOpened():
         cap.release()
-        raise UserError(f"cannot open {kind} {spec}: {fix}")
+        raise UserError(f"cannot open {kind} {redact_url(spec)}: {fix}")
     return cap
 
 
@@ -126,7 +127,7 @@ def probe_source(
         cap.release()
         what = "video file" if source_kind(spec) is SourceKind.FILE else "source"
         raise UserError(
-            f"{what} {spec} delivers no frames (empty, truncated or not a video); "
+            f"{what} {redact_url(spec)} delivers no frames (empty, truncated or not a video); "
             "pass a playable video"
         )
     first = Frame(stream, 0, 0.0, time.monotonic(), np.asarray(image, dtype=np.uint8), 0.0)
@@ -309,6 +310,7 @@ class CaptureThread(threading.Thread):
         super().__init__(name=f"capture-{stream}", daemon=True)
         self.stream = stream
         self.spec = spec
+        self.shown = redact_url(spec)  # as logged: never a URL's password
         self.kind = source_kind(spec)
         self.cap = cap
         self.slot = slot
@@ -338,7 +340,7 @@ class CaptureThread(threading.Thread):
             try:
                 self.cap.release()
             except Exception:
-                log.debug("release of %s failed", self.spec, exc_info=True)
+                log.debug("release of %s failed", self.shown, exc_info=True)
             if self.outcome is Outcome.RUNNING:
                 self.outcome = Outcome.STOPPED
 
@@ -477,6 +479,7 @@ class SourceSupervisor(threading.Thread):
         self.config = config
         self.stream = config.name
         self.spec = config.spec
+        self.shown = redact_url(config.spec)  # as logged: never a URL's password
         self.slot = slot
         self.stop_event = stop
         self.opener = opener
@@ -521,7 +524,7 @@ class SourceSupervisor(threading.Thread):
                 self.on_event(SourceRestored(
                     stream=self.stream, after_s=round(time.monotonic() - self._lost_at, 2),
                     time=self.stamper.run_time(), stamp=self.stamper.stamp()))
-                log.warning("%s: source %s restored", self.stream, self.spec)
+                log.warning("%s: source %s restored", self.stream, self.shown)
                 self.lost_reason = None
                 self.backoff.reset()
             cap, first = opened
@@ -561,5 +564,5 @@ class SourceSupervisor(threading.Thread):
             self.lost_count += 1
             self.on_event(SourceLost(stream=self.stream, reason=reason,
                                      time=self.stamper.run_time(), stamp=self.stamper.stamp()))
-            log.warning("%s: source %s lost: %s", self.stream, self.spec, reason)
+            log.warning("%s: source %s lost: %s", self.stream, self.shown, reason)
         self.lost_reason = reason

@@ -127,6 +127,8 @@ def cmd_doctor(argv: Sequence[str]) -> int:
     parser.description = ("Check the runtime, accelerators, assets and display, and the run "
                           "these flags (and config file) describe: inputs and output folders.")
     args = parser.parse_args(argv)
+    # its probes open inputs as a run does: FFmpeg's and OpenCV's chatter stays off screen
+    quiet_libraries(debug=getattr(args, "log_level", None) == "debug")
     from coral_mfg.commands.doctor import run_doctor
 
     return run_doctor(args)

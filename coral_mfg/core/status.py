@@ -65,7 +65,7 @@ class StreamStatus:
     zones and who is in them, its inspected objects by grade."""
 
     name: str
-    source: str  # the input as given: a file, /dev/videoN or a URL
+    source: str  # the input: a file, /dev/videoN or a URL (its password starred)
     state: str  # LIVE, NO_SIGNAL or ERROR
     reason: str | None  # what the screen says when it shows no live video
     fps: float  # over the last seconds
