@@ -4,6 +4,7 @@ metrics, health, the token, and a real browser (Debian's Chromium, headless)."""
 from __future__ import annotations
 
 import contextlib
+import http.cookiejar
 import json
 import os
 import resource
@@ -204,10 +205,17 @@ def test_off_loopback_a_token_is_required(tmp_path: Path) -> None:
         assert status == 401 and b'name="token"' in page and b"mjpg" not in page
         # the login form sets a cookie that opens the page
         assert get(app.base + "/login", method="POST", data=b"token=wrong")[0] == 401
-        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
+        jar = http.cookiejar.CookieJar()
+        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
         with opener.open(urllib.request.Request(app.base + "/login", data=b"token=s3cret-token",
                                                 method="POST"), timeout=10) as r:
             assert r.status == 200 and b"/video/worker_safety.mjpg" in r.read()
+        cookie = next(c for c in jar if c.name == "coral_mfg_token")
+        assert cookie.value and "s3cret" not in cookie.value  # derived, never the token
+        assert get(app.base + "/api/status", {"Cookie": f"coral_mfg_token={cookie.value}"}
+                   )[0] == 200
+        assert get(app.base + "/api/status", {"Cookie": "coral_mfg_token=s3cret-token"}
+                   )[0] == 401
     finally:
         stderr = app.stop()
     assert "s3cret-token" not in stderr

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import hmac
 import json
 import logging
@@ -264,7 +265,15 @@ class WebServer:
         if self.token is None:
             return VIEWER
         cookie = request.cookies.get(COOKIE, "")
-        return VIEWER if hmac.compare_digest(cookie.encode(), self.token.encode()) else None
+        return VIEWER if hmac.compare_digest(cookie.encode(), self._viewer_cookie()) else None
+
+    def _viewer_cookie(self) -> bytes:
+        """The sign-in cookie of a viewer: derived from the viewer token, never the token, so
+        a cookie read off a shared PC does not give away what scripts and scrapers use; the
+        same after a restart, so a wall screen stays signed in. A new token ends them all."""
+        assert self.token is not None
+        return hmac.new(self.token.encode(), b"coral-mfg viewer sign-in",
+                        hashlib.sha256).hexdigest().encode()
 
     def _session(self, request: web.Request) -> _Session | None:
         """The admin session of the request's cookie, if it is one still open."""
@@ -307,7 +316,8 @@ class WebServer:
                     sign_in_page(after, "that token is not the admin's"))
             return web.Response(status=401, text=html, content_type="text/html")
         response = web.HTTPSeeOther(after)
-        response.set_cookie(COOKIE, given.decode(), httponly=True, samesite="Strict")
+        response.set_cookie(COOKIE, self._viewer_cookie().decode(), httponly=True,
+                            samesite="Strict")
         return response
 
     async def _page(self, _request: web.Request) -> web.StreamResponse:
