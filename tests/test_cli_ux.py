@@ -8,6 +8,7 @@ import os
 import re
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,7 @@ import pytest
 from coral_mfg.commands.cli import main
 from coral_mfg.config.flags import run_parser
 from coral_mfg.config.settings import FLAG_HOME, flag_extra
-from tests.conftest import ROOT, wait_for
+from tests.conftest import ROOT, free_port, wait_for
 
 APP = [sys.executable, "-m", "coral_mfg"]
 
@@ -183,6 +184,37 @@ def test_a_folder_or_fifo_where_a_file_is_read_is_named_for_what_it_is(
         assert f"{thing} is a named pipe (FIFO)" in line
     assert line.startswith(f"coral-mfg: error: {what}".rstrip())
     assert "not found" not in line and "pass a" in line
+
+
+# --- refused before the models load ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "message"),
+    [
+        (["--headless", "--http", "0.0.0.0:PORT"], {}, "is reachable from other machines: set "
+         "a token"),
+        (["--headless", "--http", "127.0.0.1:TAKEN"], {}, "cannot listen on 127.0.0.1:TAKEN"),
+        (["--headless", "--http", "127.0.0.1:PORT"],
+         {"CORAL_MFG_HTTP_TOKEN": "same", "CORAL_MFG_HTTP_ADMIN_TOKEN": "same"},
+         "give admins a token of their own"),
+        (["--max_frames", "3"], {"DISPLAY": ""}, "no display to open a window on"),
+    ],
+    ids=["http-without-token", "http-port-taken", "one-token-for-both", "no-display"],
+)
+def test_what_would_stop_the_run_later_is_refused_before_the_models_load(
+        argv: list[str], env: dict[str, str], message: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        args = [a.replace("TAKEN", port).replace("PORT", str(free_port())) for a in argv]
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("CORAL_MFG_HTTP")}
+        result = subprocess.run([*APP, *args], cwd=ROOT, capture_output=True, text=True,
+                                timeout=300, check=False, env={**clean, **env})
+    line = _one_error(result)
+    assert message.replace("TAKEN", port) in line
+    assert "detector:" not in result.stderr  # nothing was loaded
 
 
 # --- what a run says at its start -------------------------------------------------------------

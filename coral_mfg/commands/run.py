@@ -107,8 +107,9 @@ def _run_headless(settings: Settings, stop: threading.Event) -> dict[str, Any]:
 def _run_window(settings: Settings, stop: threading.Event) -> dict[str, Any]:
     """GL and glfw stay on this (main) thread; capture and inference run on others."""
     from coral_mfg.render.loop import WindowApp
-    from coral_mfg.render.window import DisplaySink
+    from coral_mfg.render.window import DisplaySink, check_display
 
+    check_display()
     display = DisplaySink()
     web = WebView(settings)
     with build_pipeline(settings, extra_sinks=[display, *web.sinks]) as pipeline:

@@ -131,6 +131,7 @@ examples:
   coral-mfg                                   the demo: the two sample videos, in a window
   coral-mfg doctor                            check this machine and the run these flags describe
   coral-mfg --headless --output out/          no window; record into out/ (a new file per run)
+  CORAL_MFG_HTTP_TOKEN=$(openssl rand -hex 16) \\
   coral-mfg --worker_safety_input /dev/video0 --headless --http 0.0.0.0:8080
                                               a USB camera, watched from another PC's browser
   coral-mfg --worker_safety_input 'rtsp://user:pass@192.168.1.20/stream' --events events.jsonl

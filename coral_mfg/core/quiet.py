@@ -31,6 +31,8 @@ def quiet_libraries(debug: bool) -> None:
         return
     for key, value in _QUIET_ENV.items():
         os.environ.setdefault(key, value)
+    # PyOpenGL notes at INFO that its optional C accelerator is not installed
+    logging.getLogger("OpenGL.acceleratesupport").setLevel(logging.WARNING)
     import cv2
 
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)

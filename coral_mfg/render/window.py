@@ -78,6 +78,14 @@ def pane_origins(pane_size: tuple[int, int], count: int) -> list[tuple[float, fl
     return [(float((i % cols) * w), float((i // cols) * h)) for i in range(count)]
 
 
+def check_display() -> None:
+    """One line when there is no display to open a window on: checked before the models
+    load, and again by the window."""
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        raise UserError("no display to open a window on (DISPLAY is not set); "
+                        "run with --headless or start an X server")
+
+
 class Window:
     """A GL 3.3 core window showing ``cameras`` panes of W x H content pixels in a grid
     (or one of them, enlarged), letterboxed when resized."""
@@ -86,9 +94,7 @@ class Window:
         self, pane_size: tuple[int, int], title: str = "coral-mfg", fullscreen: bool = False,
         visible: bool = True, cameras: int = 2,
     ) -> None:
-        if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-            raise UserError("no display to open a window on (DISPLAY is not set); "
-                            "run with --headless or start an X server")
+        check_display()
         if not glfw.init():
             raise UserError(f"cannot open a window on display {os.environ.get('DISPLAY')}; "
                             "run with --headless")

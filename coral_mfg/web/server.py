@@ -67,6 +67,7 @@ from coral_mfg.outputs.history_report import (
     web_query,
 )
 from coral_mfg.outputs.panel import alarms_of, health_of
+from coral_mfg.outputs.plc import try_bind
 from coral_mfg.runtime.shape_edit import EditNotAllowedError, ShapeEditor
 from coral_mfg.runtime.status import StatusBoard
 from coral_mfg.web.guard import (
@@ -114,6 +115,41 @@ ADMIN, VIEWER = "admin", "viewer"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+def checked_tokens(bind: str, token: str | None, admin_token: str | None
+                   ) -> tuple[str | None, str | None]:
+    """The viewer and admin tokens, given or from the environment; one line refusing a
+    bind beyond this machine without a viewer token, or one token for both roles."""
+    host, _ = parse_bind(bind)
+    token = token or os.environ.get(ENV_TOKEN) or None
+    admin_token = admin_token or os.environ.get(ENV_ADMIN_TOKEN) or None
+    if admin_token is not None and token is not None and hmac.compare_digest(
+            admin_token.encode(), token.encode()):
+        raise UserError("the admin token (http_admin_token) is the viewer token "
+                        "(http_token): give admins a token of their own")
+    if token is None and not is_loopback(host):
+        raise UserError(f"--http {bind} is reachable from other machines: set a token "
+                        f"(http_token in the config, or ${ENV_TOKEN}), or bind to "
+                        "127.0.0.1")
+    return token, admin_token
+
+
+def preflight(bind: str, token: str | None, admin_token: str | None) -> None:
+    """What would stop the web view, checked before the models load: its tokens, and
+    whether its port can be had now."""
+    checked_tokens(bind, token, admin_token)
+    host, port = parse_bind(bind)
+    try:
+        try_bind(host, port)
+    except OSError as exc:
+        raise _cannot_listen(host, port, exc) from None
+
+
+def _cannot_listen(host: str, port: int, error: BaseException) -> UserError:
+    reason = getattr(error, "strerror", None) or str(error)
+    return UserError(f"cannot listen on {host}:{port} ({reason}); pass another "
+                     "--http HOST:PORT")
+
+
 @dataclass(frozen=True)
 class _Session:
     """An admin signed in from a browser: the CSRF token its pages send, and its end."""
@@ -131,19 +167,10 @@ class WebServer:
                  shifts: tuple[str, ...] = (), admin_token: str | None = None,
                  editor: ShapeEditor | None = None) -> None:
         self.host, self.port = parse_bind(bind)
-        self.token = token or os.environ.get(ENV_TOKEN) or None
-        self.admin_token = admin_token or os.environ.get(ENV_ADMIN_TOKEN) or None
-        if self.admin_token is not None and self.token is not None and hmac.compare_digest(
-                self.admin_token.encode(), self.token.encode()):
-            raise UserError("the admin token (http_admin_token) is the viewer token "
-                            "(http_token): give admins a token of their own")
+        self.token, self.admin_token = checked_tokens(bind, token, admin_token)
         self.editor = editor
         self.sessions: dict[str, _Session] = {}
         self._zones = ThreadPoolExecutor(1, thread_name_prefix="web-zones")
-        if self.token is None and not is_loopback(self.host):
-            raise UserError(f"--http {bind} is reachable from other machines: set a token "
-                            f"(http_token in the config, or ${ENV_TOKEN}), or bind to "
-                            "127.0.0.1")
         self.hub = hub
         self.board = board
         self.snapshots = snapshots
@@ -177,9 +204,7 @@ class WebServer:
         if not self._ready.wait(START_TIMEOUT_S):
             raise UserError(f"the web server did not start on {self.host}:{self.port}")
         if self._error is not None:
-            reason = getattr(self._error, "strerror", None) or str(self._error)
-            raise UserError(f"cannot listen on {self.host}:{self.port} ({reason}); pass "
-                            "another --http HOST:PORT")
+            raise _cannot_listen(self.host, self.port, self._error)
         log.info("web view on http://%s:%d/%s", self.host, self.port,
                  " (token required)" if self.token else "")
 

@@ -25,7 +25,11 @@ class WebView:
         self.settings = settings
         self.hub: WebHub | None = None
         self.server: WebServer | None = None
-        if settings.http.http is not None:
+        http = settings.http
+        if http.http is not None:
+            from coral_mfg.web.server import preflight
+
+            preflight(http.http, http.http_token, http.http_admin_token)  # before the models
             self.hub = WebHub(settings.mask, Metrics())
 
     @property
