@@ -3,8 +3,10 @@ and the docs document."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
+import typing
 
 import pytest
 
@@ -33,10 +35,10 @@ TAIL = '"timestamp":"2025-11-29T10:00:00.250Z","id":"0123456789abcdef0123456789a
          '{"type":"keepout_exit","zone":"press-1","track":7,"frame":260,"time":17.3,'
          f'"seconds_in_zone":3.2,"stream":"worker_safety",{TAIL}}}'),
         (ev.Graded(label="apple", track=2, grade="rotten_apple", passed=False,
-                   grade_score=0.62, frames=18, graded_frames=18, frame=40,
+                   grade_score=0.62, frames=18, graded_frames=18, frame=40, time=3.2,
                    stream="visual_inspection", stamp=STAMP),
          '{"type":"graded","label":"apple","track":2,"grade":"rotten_apple","passed":false,'
-         '"grade_score":0.62,"frames":18,"graded_frames":18,"frame":40,'
+         '"grade_score":0.62,"frames":18,"graded_frames":18,"frame":40,"time":3.2,'
          f'"stream":"visual_inspection",{TAIL}}}'),
         (ev.SourceLost(stream="worker_safety", reason="no frame", time=3.0, stamp=STAMP),
          '{"type":"source_lost","stream":"worker_safety","reason":"no frame","time":3.0,'
@@ -133,7 +135,13 @@ def test_the_docs_show_the_same_forms() -> None:
         zone="z", track=1, frame=1, time=1.0, stream="s", stamp=STAMP, snapshot="x")),
         "graded": event_json(ev.Graded(
             label="a", track=1, grade="g", passed=True, grade_score=1.0, frames=1,
-            graded_frames=1, frame=1, stream="s", stamp=STAMP))}
+            graded_frames=1, frame=1, time=1.0, stream="s", stamp=STAMP))}
     for record in shown:
         keys = list(made[record["type"]])
         assert list(record) == keys[:len(record)]
+
+
+@pytest.mark.parametrize("kind", typing.get_args(ev.Event), ids=lambda k: k.type)
+def test_every_event_carries_the_run_time(kind: type) -> None:
+    """As docs/events.md says: every event has ``time``, seconds since the run started."""
+    assert "time" in {f.name for f in dataclasses.fields(kind)}

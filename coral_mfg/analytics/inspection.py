@@ -137,6 +137,7 @@ class InspectionRole:
     #: of its ``graded`` event; dropped when the track ends, so memory stays bounded
     last_graded: dict[int, tuple[FrameResult, Box]] = field(default_factory=dict)
     last_frame: int = -1  # the index of the last frame finished: the frame of final verdicts
+    last_captured: float | None = None  # when that frame was captured (monotonic)
     #: per live track, its votes
     votes: dict[int, Votes] = field(default_factory=dict)
     #: objects that ended, counted by verdict (None: never graded); only counts are kept,
@@ -236,6 +237,7 @@ class InspectionRole:
                 None if anomaly is None else anomaly.score,
                 None if anomaly is None else anomaly.anomalous))
         self.last_frame = frame.index
+        self.last_captured = frame.captured
         events, snapshots = self._ended()
         return InspectionPart(tuple(objects), events, snapshots, tuple(graded))
 
@@ -315,6 +317,7 @@ class InspectionRole:
                            graded_frames=votes.count if self.classify else (
                                anomaly.count if anomaly is not None else 0),
                            frame=self.last_frame,
+                           time=self.stamper.run_time(self.last_captured),
                            stream=self.camera, stamp=stamp,
                            snapshot=self._picture(stamp, odd) if last is not None else None,
                            anomaly_score=None if anomaly is None or anomaly.score is None

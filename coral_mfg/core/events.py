@@ -191,6 +191,7 @@ class Graded:
     frames: int
     graded_frames: int
     frame: int
+    time: float  # when that frame was captured, seconds since the run started
     stream: str
     stamp: Stamp
     snapshot: str | None = field(default=None, metadata=OPTIONAL)
