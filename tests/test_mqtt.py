@@ -168,6 +168,11 @@ def test_events_state_and_availability_reach_the_broker(
     assert proc.returncode == 0, stderr
     assert _payloads(subscriber, "coral_mfg/available")[0] == "online"
     wait_for(lambda: _payloads(subscriber, "coral_mfg/available")[-1] == "offline", "offline")
+    # the summary counts every message, the stopped states and the goodbye included
+    counted = jsonl(events)[-1]["outputs"]["mqtt"]
+    assert counted["lost"] == counted["dropped"] == 0
+    wait_for(lambda: len(subscriber.all()) == counted["published"],
+             f"{counted['published']} messages, as the summary says")
 
     published = subscriber.events()
     enter = next(e for e in published if e["type"] == "keepout_enter")
@@ -275,9 +280,15 @@ def test_an_unreachable_broker_does_not_stop_the_run(tmp_path: Path) -> None:
         cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.count("mqtt: cannot write (broker 127.0.0.1") == 1, proc.stderr
-    summary = jsonl(events)[-1]
+    logged = jsonl(events)
+    summary = logged[-1]
     assert summary["frames"] == {"worker_safety": 20, "visual_inspection": 20}
-    assert summary["outputs"]["mqtt"]["connected"] is False
+    mqtt = summary["outputs"]["mqtt"]
+    assert mqtt["connected"] is False and mqtt["published"] == 0
+    # every message held for the broker is counted lost at the end: the events and states
+    held = [e for e in logged if e["type"] not in ("frame", "summary")]
+    assert held and mqtt["lost"] >= len(held), (mqtt, len(held))
+    assert "message(s) still queued for the broker 127.0.0.1" in proc.stderr
 
 
 @pytest.mark.parametrize(

@@ -91,6 +91,12 @@ class OutputHealth:
         log.error("%s: cannot write (%s); inspection goes on, and writing resumes by itself "
                   "when it can", self.name, reason)
 
+    def lost_at_end(self, count: int) -> None:
+        """``count`` items were still waiting for the output when the run ended: lost."""
+        with self._lock:
+            self.lost += count
+            self._lost_in_fault += count
+
     def may_write(self, folder: Path) -> bool:
         """Whether to try writing the next item; when not, that item is counted lost.
 

@@ -79,6 +79,7 @@ class MqttPublisher(SinkBase):
         self.connects = 0
         self._lock = threading.Lock()
         self._last: dict[str, str] = {}  # retained topic -> payload last published
+        self._queued = 0  # messages paho took to send: at the end, those not published
         self._stopping = False
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2,
                                   client_id=config.mqtt_client_id or f"coral_mfg-{station}")
@@ -158,9 +159,12 @@ class MqttPublisher(SinkBase):
             return
         kept = info.rc == mqtt.MQTT_ERR_SUCCESS or (
             info.rc == mqtt.MQTT_ERR_NO_CONN and qos > 0)  # kept, sent after reconnecting
-        if not kept and self.health.error is not None:
+        if kept:
+            with self._lock:
+                self._queued += 1
+        elif self.health.error is not None:
             self.health.failed(self.health.error)  # lost while the broker is away
-        elif not kept:
+        else:
             self.health.drop()  # the queue is full
 
     def _retained(self, topic: str, payload: dict[str, Any] | int | str) -> None:
@@ -220,12 +224,20 @@ class MqttPublisher(SinkBase):
         if self._stopping:
             return
         info = self.client.publish(self.topic("available"), "offline", qos=1, retain=True)
+        with self._lock:
+            self._queued += 1
         if self.client.is_connected():
             with contextlib.suppress(RuntimeError, ValueError):
                 info.wait_for_publish(GOODBYE_S)
         self._stopping = True
         self.client.disconnect()
         self.client.loop_stop()
+        with self._lock:
+            unsent = max(0, self._queued - self.published)
+        if unsent:  # still queued for a broker that did not come back: lost with the run
+            self.health.lost_at_end(unsent)
+            log.warning("mqtt: %d message(s) still queued for the broker %s:%d at the end of "
+                        "the run: lost", unsent, self.host, self.port)
 
     def counts(self) -> dict[str, Any]:
         c = self.health.counts()

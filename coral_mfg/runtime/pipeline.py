@@ -354,6 +354,14 @@ class Pipeline:
         for sink in self.sinks:
             if sink is not self.event_log and sink is not self.mqtt:
                 _closing(type(sink).__name__, sink.close)
+        if self.mqtt is not None:  # before the summary: it counts the goodbye, and the lost
+            mqtt, stopping = self.mqtt, self.assemble_status()
+
+            def goodbye() -> None:
+                mqtt.stopped(stopping)
+                mqtt.close()
+
+            _closing("mqtt", goodbye)
         if self.event_log is not None:
             for r in self.reported:
                 for change in r.health.transitions():
@@ -361,14 +369,6 @@ class Pipeline:
         final = self.assemble_status()
         self.board.publish(final)
         summary = summary_record(final)
-        if self.mqtt is not None:
-            mqtt = self.mqtt
-
-            def goodbye() -> None:
-                mqtt.stopped(final)
-                mqtt.close()
-
-            _closing("mqtt", goodbye)
         if self.event_log is not None:
             self.event_log.record(summary)
             _closing("event log", self.event_log.close)
