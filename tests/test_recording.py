@@ -56,6 +56,16 @@ def _size(path: Path) -> tuple[int, int]:
     return int(s["width"]), int(s["height"])
 
 
+def _rate(path: Path) -> float:
+    """The frame rate a player plays the file at."""
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
+         "stream=r_frame_rate", "-of", "json", str(path)],
+        capture_output=True, text=True, check=True)
+    num, _, den = json.loads(out.stdout)["streams"][0]["r_frame_rate"].partition("/")
+    return int(num) / int(den or 1)
+
+
 def _opencv_frames(path: Path) -> int:
     cap = cv2.VideoCapture(str(path))
     count = 0
@@ -357,8 +367,12 @@ def test_segments_roll_and_retention_runs_during_the_run(tmp_path: Path) -> None
         seg = outputs[f"segments:{camera}"]
         folder = rec / camera
         assert seg["deleted"] > 0 and seg["files"] > len(list(folder.glob("*.mp4")))
+        source = {"worker_safety": "worker-zone-detection.mp4",
+                  "visual_inspection": "apple-conveyor.mp4"}[camera]
+        seen = cv2.VideoCapture(str(video(source))).get(cv2.CAP_PROP_FPS)  # 15 and 12.5
         for path in sorted(folder.glob("*.mp4")):
             assert _probe(path)[0] == "h264" and _size(path) == (960, 612)  # one camera
+            assert _rate(path) == pytest.approx(seen)  # plays at the speed it was seen
         assert seg["recent"] and all(Path(p).is_file() for p in seg["recent"])  # none deleted
 
 

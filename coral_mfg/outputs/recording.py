@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Mapping
 from typing import Any
 
 import cv2
@@ -143,16 +144,18 @@ class TiledRecorder(Recorder):
 
 
 def recorders(target: RecordTarget, cameras: tuple[str, ...], size: tuple[int, int],
-              fps: float, mask: float | None, *, lossless: bool, composite: bool
-              ) -> list[Recorder]:
-    """The recorders of one target: a tiled one, or one per camera (a folder target gets a
-    folder per camera, and each an equal share of the space kept)."""
+              fps: Mapping[str, float], mask: float | None, *, lossless: bool,
+              composite: bool) -> list[Recorder]:
+    """The recorders of one target: a tiled one (at the fastest camera's rate), or one per
+    camera at that camera's own rate, so its video plays at the speed it was seen (a
+    folder target gets a folder per camera, and each an equal share of the space kept)."""
     if composite or target.folder is None:
-        return [TiledRecorder(target, cameras, size, fps, mask, lossless=lossless)]
+        fastest = max(fps[c] for c in cameras)
+        return [TiledRecorder(target, cameras, size, fastest, mask, lossless=lossless)]
     share = target.retention
     if share is not None:
         share = share.shared(len(cameras))
-    return [CameraRecorder(target.within(camera, share), camera, size, fps, mask,
+    return [CameraRecorder(target.within(camera, share), camera, size, fps[camera], mask,
                            lossless=lossless) for camera in cameras]
 
 

@@ -172,7 +172,7 @@ def _assemble(settings: Settings, probes: dict[str, _Probe], extra: list[Sink],
     if history is not None:
         sinks.append(history)
         reported.append(Reported("history", history.health, history.counts))
-    fps = max(p.fps for p in probes.values())
+    fps = {name: p.fps for name, p in probes.items()}
     names = tuple(c.name for c in cameras)
     for key, recorder in _recorders(settings, names, fps):
         stack.callback(recorder.close)
@@ -475,7 +475,7 @@ def _snapshots(settings: Settings) -> Snapshots | None:
     return Snapshots(folder, kinds, out.snapshot_keep, settings.mask)
 
 
-def _recorders(settings: Settings, cameras: tuple[str, ...], fps: float
+def _recorders(settings: Settings, cameras: tuple[str, ...], fps: dict[str, float]
                ) -> list[tuple[str, Recorder]]:
     """``--output``: one file of every camera's pane, tiled; ``--record_dir``: segments of
     each camera in a folder of its own, or (``record_composite``) of the tiled picture."""
