@@ -303,8 +303,8 @@ def test_a_presence_label_the_detector_lacks_is_refused(tmp_path: Path) -> None:
     config = _config(tmp_path, {"belt": {"input": str(video(APPLES)), "roles": [],
                                          "presence": [check]}})
     result = subprocess.run([sys.executable, "-m", "coral_mfg", "--config", str(config),
-                             "--device", "cpu"], cwd=ROOT, capture_output=True, text=True,
-                            timeout=300, check=False)
+                             "--device", "cpu", "--headless"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=300, check=False)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert "presence 'tray': 'bottel' is not a label of the detector" in last
