@@ -29,7 +29,7 @@ from coral_mfg.inference import device_lock
 from coral_mfg.inference.client import ProcessState, Work
 from coral_mfg.inference.errors import ProcessDownError, ProcessStartError
 from coral_mfg.inference.plan import Labels
-from coral_mfg.inference.pool import ProcessPool, ProcessSet, process_load
+from coral_mfg.inference.pool import PROBE_S, ProcessPool, ProcessSet, process_load
 from coral_mfg.inference.protocol import LANES, ModelSpec, ProcessConfig
 from coral_mfg.inference.runtime import Device
 from coral_mfg.inference.startup import current_device, start_inference
@@ -460,6 +460,18 @@ def test_a_request_goes_where_it_is_answered_soonest(idle_pool: ProcessPool) -> 
     idle_pool.give_back(first)
     assert idle_pool.take(b).member is b
     assert idle_pool.take(a).member is a
+
+
+def test_a_process_passed_over_for_a_while_gets_the_next_request(
+        idle_pool: ProcessPool) -> None:
+    """An estimate from a slow first call must not starve a process for ever, and a process
+    that hung while idle must be given a request, to be found out by its timeout."""
+    a, b = idle_pool.members["primary"]
+    a.client.call_s, b.client.call_s = 0.010, 0.100
+    a.given_at, b.given_at = 100.0, 100.0
+    assert ProcessPool._soonest([a, b], now=100.0 + PROBE_S / 2) is a  # the quick one
+    b.given_at = 100.0 - PROBE_S
+    assert ProcessPool._soonest([a, b], now=100.0 + PROBE_S / 2) is b  # idle too long
 
 
 def test_requests_wait_for_a_lane_and_fail_when_none_is_up(idle_pool: ProcessPool) -> None:

@@ -62,6 +62,8 @@ LOAD_FRAMES = 200
 #: Processes whose expected answer times are within this factor count as equally soon;
 #: the one given a request longest ago then takes it, so equal devices share the work.
 EVEN = 1.25
+#: A process given no request for this long gets the next (see ProcessPool._soonest).
+PROBE_S = 1.0
 
 #: Makes a process's config right for its next start: which index names its Edge TPU
 #: now (see startup). Raises ProcessStartError when the device cannot be used.
@@ -156,6 +158,7 @@ class _Member:
     strikes: deque[float] = field(default_factory=deque)  # when it failed, recent ones
     taken: set[int] = field(default_factory=set)  # lanes a request is using now
     given: int = 0  # when it was last given a request (a count of requests given)
+    given_at: float = 0.0  # and when, monotonic
 
     @property
     def client(self) -> ProcessClient:
@@ -330,11 +333,12 @@ class ProcessPool:
                     raise ProcessDownError(f"no {self.device.value} inference process is up")
                 free = [m for m in members if len(m.taken) < LANES]
                 if free:
-                    member = prefer if prefer in free else self._soonest(free)
+                    now = time.monotonic()
+                    member = prefer if prefer in free else self._soonest(free, now)
                     index = next(i for i in range(LANES) if i not in member.taken)
                     member.taken.add(index)
                     self._given += 1
-                    member.given = self._given
+                    member.given, member.given_at = self._given, now
                     return _Taken(member, index)
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -342,11 +346,17 @@ class ProcessPool:
                 self._cond.wait(left)
 
     @staticmethod
-    def _soonest(free: list[_Member]) -> _Member:
+    def _soonest(free: list[_Member], now: float) -> _Member:
         """The process whose answer to one more request comes soonest: its requests in
         hand plus this one, times its time per request. A process that has not run yet
         is taken to be as quick as the quickest; among those about as soon, the one
-        given a request longest ago."""
+        given a request longest ago. A process given none for :data:`PROBE_S` gets this
+        one whatever its estimate: an estimate from a slow first call is corrected, and
+        a process that hung while idle is found out (its request times out) instead of
+        being passed over while the others keep up."""
+        idle = [m for m in free if now - m.given_at >= PROBE_S]
+        if idle:
+            return min(idle, key=lambda m: m.given)
         known = [m.client.call_s for m in free if m.client.call_s > 0]
         quickest = min(known) if known else 1.0
 
