@@ -22,7 +22,6 @@ from coral_mfg.analytics.safety import ZoneStore
 from coral_mfg.capture.sources import SourceSupervisor
 from coral_mfg.config.cameras import CameraConfig
 from coral_mfg.config.settings import Settings, StreamConfig
-from coral_mfg.config.validators import redact_url
 from coral_mfg.core.clock import PROCESS_START
 from coral_mfg.core.events import CameraBlind, CameraRestored, summary_record
 from coral_mfg.core.status import (
@@ -274,7 +273,7 @@ class Pipeline:
         presence = tuple(PresenceStatus(c.name, c.spec.label, c.spec.expected, c.seen,
                                         c.missing) for c in processor.presence)
         return StreamStatus(
-            name=name, source=redact_url(unit.config.spec), state=kind, reason=reason, fps=fps,
+            name=name, source=unit.source.shown, state=kind, reason=reason, fps=fps,
             fps_run=state.fps(), inference_ms=infer_ms, frames=processor.processed,
             dropped=unit.source.dropped, errors=state.errors,
             source_lost=unit.source.lost_count, roles=unit.camera.roles,
