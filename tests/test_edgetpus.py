@@ -100,11 +100,15 @@ def test_two_edgetpus_share_the_frames(fake_libedgetpu: Path, tmp_path: Path) ->
         invokes = _invokes(tmp_path)
         return len(opened) == 2 and all(invokes[pid] > START_INVOKES for pid, _ in opened)
 
+    waited = False
     try:
         wait_for(lambda: app.poll() is not None or both_serve(), "both devices serving")
+        waited = True
     finally:
         app.send_signal(signal.SIGTERM)
         _, stderr = app.communicate(timeout=60)
+        if not waited:  # what the run said, for the failure's report
+            print(stderr[-6000:], _opened(tmp_path), _invokes(tmp_path), file=sys.stderr)
     assert app.returncode == 0, stderr
     opened = _opened(tmp_path)
     assert sorted(d for _, d in opened) == ["usb:0", "usb:1"]  # one process per device
