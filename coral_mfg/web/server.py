@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import hmac
 import json
@@ -290,8 +291,9 @@ class WebServer:
         if self.token is None:
             return VIEWER
         cookie = request.cookies.get(COOKIE, "")
-        return VIEWER if hmac.compare_digest(cookie.encode(), self._viewer_cookie()) else None
+        return VIEWER if hmac.compare_digest(cookie.encode(), self._viewer_cookie) else None
 
+    @functools.cached_property
     def _viewer_cookie(self) -> bytes:
         """The sign-in cookie of a viewer: derived from the viewer token, never the token, so
         a cookie read off a shared PC does not give away what scripts and scrapers use; the
@@ -341,7 +343,7 @@ class WebServer:
                     sign_in_page(after, "that token is not the admin's"))
             return web.Response(status=401, text=html, content_type="text/html")
         response = web.HTTPSeeOther(after)
-        response.set_cookie(COOKIE, self._viewer_cookie().decode(), httponly=True,
+        response.set_cookie(COOKIE, self._viewer_cookie.decode(), httponly=True,
                             samesite="Strict")
         return response
 
