@@ -396,6 +396,23 @@ def test_a_camera_classifier_without_labels_is_refused(tmp_path: Path) -> None:
     assert "[cameras.belt]: no classifier_labels set" in last and "set classifier_labels" in last
 
 
+def test_a_camera_classifier_without_passing_grades_is_refused(tmp_path: Path) -> None:
+    """Its grades are its own: the station's passing grades do not name them, and its first
+    grade (by name, ``bruised``) is no safe default."""
+    from tests.conftest import model
+
+    (tmp_path / "belt.tflite").write_bytes(model("classifier.tflite").read_bytes())
+    (tmp_path / "classifier_labels.txt").write_text("0 bruised\n1 good\n")
+    config = _config(tmp_path, {"belt": _camera(
+        APPLES, ["inspection"], classifier_model=str(tmp_path / "belt.tflite"))})
+    result = subprocess.run([*APP, "--config", str(config)], cwd=ROOT, capture_output=True,
+                            text=True, timeout=300, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert "[cameras.belt]: pass_grades: name the grade(s) that pass" in last
+    assert "(bruised, good)" in last
+
+
 def test_crop_slots_serve_classifiers_of_every_input_size() -> None:
     from coral_mfg.inference.protocol import CROP_SLOTS, LANES, InputArena
 

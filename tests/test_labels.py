@@ -4,8 +4,11 @@ from pathlib import Path
 
 import pytest
 
+from coral_mfg.config.settings import ModelsConfig
 from coral_mfg.core.errors import ModelError
 from coral_mfg.inference.labels import parse_labels, read_labels
+from coral_mfg.inference.model_file import inspect_model
+from coral_mfg.inference.plan import DEFAULT_INSPECTION_THRESHOLD, Labels, plan_models
 from tests.conftest import model
 
 
@@ -42,3 +45,64 @@ def test_real_coco_labels() -> None:
 def test_missing_labels_file_names_it(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match=r"labels file .*nope\.txt not found"):
         read_labels(tmp_path / "nope.txt")
+
+
+# --- a classifier of the user's own: its own grades, and which pass said out loud ------------
+
+
+def _own_classifier(folder: Path, labels: str | None) -> Path:
+    folder.mkdir(exist_ok=True)
+    path = folder / "classifier.tflite"
+    path.write_bytes(model("classifier.tflite").read_bytes())
+    if labels is not None:
+        (folder / "classifier_labels.txt").write_text(labels)
+    return path
+
+
+def _labels(models: ModelsConfig) -> Labels:
+    plan = plan_models(models)
+    return Labels.read(plan, inspect_model(plan.classifier))
+
+
+def test_an_own_classifier_is_read_with_the_labels_beside_it(tmp_path: Path) -> None:
+    """Not the bundled apple grades: a bruised part would pass as ``fresh_apple``."""
+    path = _own_classifier(tmp_path / "mine", "0 bruised\n1 good\n")
+    labels = _labels(ModelsConfig(classifier_model=path, pass_grades=("good",)))
+    assert labels.classifier == {0: "bruised", 1: "good"}
+    assert labels.passing == frozenset({1})
+
+
+def test_an_own_classifier_needs_its_passing_grades_named(tmp_path: Path) -> None:
+    """Grades sort by name: its first (``bruised``) is no safe default."""
+    path = _own_classifier(tmp_path / "mine", "0 bruised\n1 good\n")
+    with pytest.raises(ModelError, match=r"--pass_grades: name the grade\(s\) that pass, from "
+                       r".*classifier_labels\.txt \(bruised, good\)"):
+        _labels(ModelsConfig(classifier_model=path))
+    # the bundled classifier keeps its default, wherever it is given from
+    bundled = _labels(ModelsConfig(classifier_model=model("classifier.tflite")))
+    assert [bundled.classifier[i] for i in bundled.passing] == ["fresh_apple"]
+    # without grading (anomaly scoring alone) no passing grade is asked for
+    assert _labels(ModelsConfig(classifier_model=path, classify=False)).classifier
+
+
+def test_an_own_classifier_without_labels_is_refused(tmp_path: Path) -> None:
+    path = _own_classifier(tmp_path / "mine", None)
+    with pytest.raises(ModelError, match=r"--classifier_model .*: no --classifier_labels given "
+                       r"and no classifier_labels\.txt beside it"):
+        _labels(ModelsConfig(classifier_model=path, pass_grades=("good",)))
+
+
+def test_a_copy_of_a_known_detector_keeps_its_thresholds(tmp_path: Path) -> None:
+    """Found by its digest: the inspection threshold tuned for it, not the generic 0.7."""
+    default = plan_models(ModelsConfig())
+    copy = tmp_path / "detector.tflite"
+    copy.write_bytes(default.detector.read_bytes())
+    plan = plan_models(ModelsConfig(detection_model=copy))
+    assert plan.detector == copy
+    assert (plan.detector_name, plan.worker_threshold, plan.inspection_threshold) == (
+        default.detector_name, default.worker_threshold, default.inspection_threshold)
+    assert plan.inspection_threshold != DEFAULT_INSPECTION_THRESHOLD
+    other = tmp_path / "own.tflite"
+    other.write_bytes(default.detector.read_bytes() + b"\0")
+    assert plan_models(ModelsConfig(detection_model=other)).inspection_threshold == \
+        DEFAULT_INSPECTION_THRESHOLD

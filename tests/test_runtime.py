@@ -145,6 +145,7 @@ def test_cpu_model_with_device_edgetpu_and_no_twin(tmp_path: Path) -> None:
 def test_edgetpu_model_alone_without_tpu(tmp_path: Path) -> None:
     lone = tmp_path / "classifier_edgetpu.tflite"
     shutil.copy(model(lone.name), lone)
+    shutil.copy(model("classifier_labels.txt"), tmp_path)
     with pytest.raises(DeviceError, match=r"no CPU build \(classifier\.tflite\) beside it"):
         start_inference(_models(device="auto", classifier_model=str(lone)),
                         lambda event: None, Stamper("test"))

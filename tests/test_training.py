@@ -23,6 +23,7 @@ import pytest
 
 from coral_mfg.inference.model_report import model_warnings
 from coral_mfg.training import edgetpu_compile
+from coral_mfg.training.command import passing_guess
 from coral_mfg.training.dataset import (
     DatasetError,
     GradeFolders,
@@ -420,7 +421,7 @@ def test_a_run_warns_at_start_up_of_an_unfit_classifier(tmp_path: Path) -> None:
     events = tmp_path / "events.jsonl"
     result = _cli("--headless", "--device", "cpu", "--no-realtime", "--max_frames", "2",
                   "--classifier_model", str(folder / "classifier.tflite"),
-                  "--events", str(events))
+                  "--pass_grades", "fresh_apple", "--events", str(events))
     assert result.returncode == 0, result.stderr
     (line,) = [x for x in result.stderr.splitlines() if "WARNING" in x]
     assert f"classifier {folder / 'classifier.tflite'}: validation accuracy below 80% for " \
@@ -481,3 +482,14 @@ def test_without_the_compiler_it_prints_the_command_and_how_to_install(
     assert tpu["command"] == (f"edgetpu_compiler --out_dir {tmp_path} {tmp_path / DETECTOR} "
                               f"{tmp_path / 'classifier.tflite'}")
     assert "coral.ai/docs/edgetpu/compiler" in tpu["note"]
+
+
+@pytest.mark.parametrize(
+    ("grades", "printed"),
+    [(["bruised", "good"], "good"), (["bad", "ok"], "ok"), (["defect", "Pass"], "Pass"),
+     (["fresh_apple", "rotten_apple"], "fresh_apple"), (["dented", "scratched"], "GRADE")],
+)
+def test_the_printed_run_command_names_the_passing_grade(grades: list[str], printed: str) -> None:
+    """A run refuses a classifier of one's own without --pass_grades: the command printed
+    after training says which grade passes (a guess from the name), or GRADE to fill in."""
+    assert passing_guess(grades) == printed

@@ -8,10 +8,17 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from coral_mfg.config.assets import Manifest, ModelSet, app_home, load_manifest, not_installed
+from coral_mfg.config.assets import (
+    Manifest,
+    ModelSet,
+    app_home,
+    load_manifest,
+    not_installed,
+    verify,
+)
 from coral_mfg.config.settings import ModelsConfig
 from coral_mfg.core.errors import ModelError
-from coral_mfg.inference.labels import read_labels
+from coral_mfg.inference.labels import LABELS_FILE, read_labels
 from coral_mfg.inference.model_file import ModelInfo
 
 log = logging.getLogger(__name__)
@@ -36,6 +43,9 @@ class ModelPlan:
     note: str
     inspect_labels: tuple[str, ...]
     pass_grades: tuple[str, ...]
+    #: the bundled classifier's labels: only its grades have a default passing grade
+    bundled_labels: Path | None = None
+    classify: bool = True
 
 
 def _present(manifest: Manifest, home: Path, name: str | None) -> Path | None:
@@ -52,7 +62,9 @@ def plan_models(models: ModelsConfig, manifest: Manifest | None = None) -> Model
     det_set: ModelSet | None = None
     note = "--detection_model"
     detector = str(models.detection_model) if models.detection_model else None
-    if detector is None:
+    if detector is not None:
+        det_set = _known_detector(manifest, Path(detector))
+    else:
         for candidate in manifest.detectors:
             found = _present(manifest, home, candidate.cpu) or _present(
                 manifest, home, candidate.edgetpu
@@ -76,7 +88,10 @@ def plan_models(models: ModelsConfig, manifest: Manifest | None = None) -> Model
     det_labels = models.detection_labels or str(
         manifest.path(det_set.labels if det_set else "coco_labels.txt", home)
     )
-    clf_labels = models.classifier_labels or str(manifest.path(clf.labels, home))
+    bundled_labels = manifest.path(clf.labels, home)
+    clf_labels = models.classifier_labels or str(
+        bundled_labels if models.classifier_model is None
+        else _labels_beside(Path(models.classifier_model)))
 
     def threshold(key: str, fallback: float) -> float:
         value = getattr(models, key)
@@ -96,7 +111,42 @@ def plan_models(models: ModelsConfig, manifest: Manifest | None = None) -> Model
         note=note,
         inspect_labels=models.inspect_labels,
         pass_grades=models.pass_grades,
+        bundled_labels=bundled_labels,
+        classify=models.classify,
     )
+
+
+def _known_detector(manifest: Manifest, path: Path) -> ModelSet | None:
+    """The manifest's detector ``path`` is a build of (a copy counts: by its digest), for
+    its thresholds; None for a detector of the user's own."""
+    if not path.is_file():
+        return None
+    for candidate in manifest.detectors:
+        for name in (candidate.cpu, candidate.edgetpu):
+            if name is not None and verify(manifest.asset(name), path):
+                return candidate
+    return None
+
+
+def _labels_beside(model: Path) -> Path:
+    """A classifier of the user's own is read with the labels training wrote beside it,
+    never the bundled apple grades (a defect would pass as ``fresh_apple``)."""
+    beside = model.parent / LABELS_FILE
+    if not beside.is_file() and model.is_file():
+        raise ModelError(f"--classifier_model {model}: no --classifier_labels given and no "
+                         f"{LABELS_FILE} beside it; pass --classifier_labels with the "
+                         "classifier's own labels")
+    return beside
+
+
+def _bundled_grades(grades: dict[int, str], bundled: Path | None) -> bool:
+    """Whether ``grades`` are the bundled classifier's (its file, or a copy of it)."""
+    if bundled is None or not bundled.is_file():
+        return False
+    try:
+        return grades == read_labels(bundled)
+    except ModelError:
+        return False
 
 
 def _check_detector_labels(labels: dict[int, str], path: Path) -> None:
@@ -121,6 +171,14 @@ def _ids_of(names: tuple[str, ...], labels: dict[int, str], path: Path, flag: st
                              f"names from that file")
         found.update(dict.fromkeys(ids, name))
     return found
+
+
+def _no_pass_grades(where: str, path: Path, grades: dict[int, str]) -> ModelError:
+    """A classifier of the user's own has no passing grade by default: its first grade
+    is whatever sorts first (``bruised`` before ``good``)."""
+    return ModelError(f"{where}: name the grade(s) that pass, from {path} "
+                      f"({', '.join(grades.values())}); a classifier of your own has no "
+                      "default")
 
 
 def _check_classifier_labels(labels: dict[int, str], path: Path, classes: int) -> None:
@@ -151,9 +209,13 @@ class Labels:
         _check_classifier_labels(grades, plan.classifier_labels, classifier.outputs[0].shape[-1])
         inspected = _ids_of(plan.inspect_labels, detector, plan.detector_labels,
                             "inspect_labels", "label of the detector")
-        passing = (frozenset(_ids_of(plan.pass_grades, grades, plan.classifier_labels,
-                                     "pass_grades", "grade of the classifier"))
-                   if plan.pass_grades else frozenset({min(grades)}))
+        if plan.pass_grades:
+            passing = frozenset(_ids_of(plan.pass_grades, grades, plan.classifier_labels,
+                                        "pass_grades", "grade of the classifier"))
+        elif plan.classify and not _bundled_grades(grades, plan.bundled_labels):
+            raise _no_pass_grades("--pass_grades", plan.classifier_labels, grades)
+        else:
+            passing = frozenset({min(grades)})
         return cls(detector, grades, inspected, passing)
 
     def narrowed(self, plan: ModelPlan, inspect_labels: tuple[str, ...] | None,
@@ -172,6 +234,9 @@ class Labels:
             classifier = read_labels(grades_path)
             _check_classifier_labels(classifier, grades_path, model.outputs[0].shape[-1])
             passing = frozenset({min(classifier)})
+            if pass_grades is None and not _bundled_grades(classifier, plan.bundled_labels):
+                raise _no_pass_grades(f"[cameras.{camera}]: pass_grades", grades_path,
+                                      classifier)
         if pass_grades is not None:
             passing = frozenset(_ids_of(pass_grades, classifier, grades_path,
                                         f"pass_grades of camera {camera}",

@@ -178,16 +178,29 @@ def _report(folders: GradeFolders, unreadable: tuple[Path, ...], sets: tuple[Ima
         "quantization": {"agreement": round(agree.rate, 4), "agreed": agree.agreed,
                          "total": agree.total, **io_types(quantized)},
         "files": {"model": MODEL_FILE, "labels": LABELS_FILE, "curves": CURVES_PNG},
-        "run_command": _run_command(out, None),
+        "run_command": _run_command(out, None, grades),
     }
 
 
-def _run_command(out: Path, detector: Path | None) -> str:
+#: Grade names that usually mean a part passes, to fill in the printed command's
+#: ``--pass_grades`` (a run refuses a classifier of the user's own without it).
+PASSING_NAMES = ("good", "ok", "pass", "passed", "accept", "accepted", "fresh", "normal")
+
+
+def passing_guess(grades: Sequence[str]) -> str:
+    """The grades the printed command passes, or ``GRADE`` for the user to fill in."""
+    guess = [g for g in grades if g.lower() in PASSING_NAMES
+             or g.lower().startswith(("good_", "ok_", "fresh_"))]
+    return ",".join(guess) or "GRADE"
+
+
+def _run_command(out: Path, detector: Path | None, grades: Sequence[str]) -> str:
     args = ["coral-mfg"]
     if detector is not None:
         args += ["--detection_model", str(out / detector.name)]
     args += ["--classifier_model", str(out / MODEL_FILE),
-             "--classifier_labels", str(out / LABELS_FILE)]
+             "--classifier_labels", str(out / LABELS_FILE),
+             "--pass_grades", passing_guess(grades)]
     return shlex.join(args)
 
 
@@ -209,7 +222,7 @@ def _compile(report: dict[str, Any], out: Path, detector: Path | None) -> int:
     report["edgetpu"] = {"compiled": result.ok, "command": cmd, "models": list(result.models),
                          "error": result.message or None}
     if result.ok:
-        report["run_command"] = _run_command(out, detector)
+        report["run_command"] = _run_command(out, detector, report["grades"])
     return 0 if result.ok else 1
 
 
@@ -231,3 +244,5 @@ def _summary(report: dict[str, Any], out: Path) -> None:
     elif tpu:
         print(f"{tpu['note']}\nthen co-compile both models, detector first:\n  {tpu['command']}")
     print(f"run it:\n  {report['run_command']}")
+    if passing_guess(report["grades"]) == "GRADE":
+        print(f"  with GRADE the grade(s) that pass, from {', '.join(report['grades'])}")
