@@ -9,6 +9,7 @@ import pytest
 from coral_mfg.core.status import (
     LIVE,
     NO_SIGNAL,
+    PAUSED,
     AcceleratorStatus,
     Occupant,
     PresenceStatus,
@@ -84,12 +85,37 @@ def test_grades_are_said_in_words_pass_or_fail() -> None:
 
 
 @pytest.mark.parametrize("details", [True, False])
-def test_the_shift_totals_come_before_the_inference_details(details: bool) -> None:
+def test_the_last_line_is_the_shift_or_on_request_the_inference_details(details: bool) -> None:
+    """The window's ``h`` swaps them: with a history there is always a shift line, and the
+    inference details (skipped frames among them) must still be reachable."""
     shift = PeriodTotals(name="2026-11-29 06:00", start=WALL - 3600, end=WALL + 3600, runs=2,
                          counts=((EventKey("keepout_enter", "press", zone="walkway"), 4),))
-    text = _text(build_panel(_status(_stream(), shift=shift), "press", WALL,
+    text = _text(build_panel(_status(_stream(skipped=12), shift=shift), "press", WALL,
                              details=details).lines)
-    assert text[2] == "shift 06:00: entries 4"
+    assert text[2] == ("inference 40 ms on CPU   dropped 0   skipped 12" if details
+                       else "shift 06:00: entries 4")
+    # without a history, the details have the line
+    assert _text(build_panel(_status(_stream()), "press", WALL).lines)[2].startswith(
+        "inference 40 ms")
+
+
+def test_a_paused_camera_says_so_and_its_checks_are_unknown() -> None:
+    s = _stream(state=PAUSED, reason="PAUSED by the operator: nothing is inspected until "
+                "resumed", occupants=(Occupant("walkway", 7, 92.0),),
+                presence=(PresenceStatus("fixture", "bottle", 2, 0, True),))
+    panel = build_panel(_status(s, paused=True), "press", WALL)
+    assert panel.health == "paused" and panel.dot == AMBER and not panel.alarm
+    text = _text(panel.lines)
+    assert "PAUSED: PAUSED by the operator" in text[0] and "fixture ?" in text[1]
+    assert s.blind is not None and s.occupancy("walkway") is None
+
+
+def test_a_long_reason_is_cut_before_the_clock() -> None:
+    s = _stream(state=NO_SIGNAL, reason="NO SIGNAL: cannot open stream http://127.0.0.1:18601"
+                "/cam: check the URL and that the camera is on the network " * 2)
+    first = _text(build_panel(_status(s), "press", WALL).lines)[0]
+    body, clock = first.rsplit("  ", 1)
+    assert clock.startswith("20") and len(body) <= len("PRESS  ") + 78
 
 
 def test_an_entry_on_the_frame_drawn_is_counted_before_the_status_knows_it() -> None:

@@ -110,9 +110,9 @@ def run_bench(settings: Settings, seconds: float, poll: list[str] | None = None
         warmup = collector.restart()
         for k in range(rounds):
             n0, t0, c0 = _processed(pipeline), time.monotonic(), time.process_time()
-            pipeline.set_paused(False)
+            pipeline.set_paused(False, operator=False)
             ended = _run_for(pipeline, seconds / rounds)
-            pipeline.set_paused(True)
+            pipeline.set_paused(True, operator=False)
             drained = _drained(pipeline)  # the frames in flight are the round's
             done, t = _processed(pipeline) - n0, time.monotonic() - t0
             running.append((t0, t0 + t))

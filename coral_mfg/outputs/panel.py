@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from coral_mfg.core.clock import local_caption
 from coral_mfg.core.results import PersonObject
-from coral_mfg.core.status import RunStatus, StreamStatus
+from coral_mfg.core.status import PAUSED, RunStatus, StreamStatus
 
 Color = tuple[int, int, int]  # RGB
 
@@ -56,7 +56,9 @@ def display_name(label: str) -> str:
 
 
 def health_of(status: RunStatus, s: StreamStatus) -> tuple[str, Color, str]:
-    """live / degraded / blind, its colour, and the reason in words."""
+    """live / degraded / paused / blind, its colour, and the reason in words."""
+    if s.state == PAUSED:
+        return "paused", AMBER, s.reason or "held by the operator"
     if s.blind:
         return "blind", ALARM_RED, s.blind
     reasons = []
@@ -122,10 +124,11 @@ def _counts(s: StreamStatus, people: Sequence[PersonObject] | None) -> list[Segm
     return out
 
 
-def build_panel(status: RunStatus | None, camera: str, wall: float, *, details: bool = True,
+def build_panel(status: RunStatus | None, camera: str, wall: float, *, details: bool = False,
                 people: Sequence[PersonObject] | None = None) -> Panel:
     """The strip of ``camera`` at wall-clock ``wall``; with no status yet, its name and time.
-    ``details`` adds the inference line when there is room (the window's ``h`` hides it);
+    When there is room, the last line is this shift's totals, or, with ``details`` or no
+    history, the inference line (time, dropped and skipped frames; the window's ``h``);
     ``people``: the drawn frame's people, whose zones decide the keep-out alarm.
     """
     clock = Segment(local_caption(wall), DIM)
@@ -136,7 +139,7 @@ def build_panel(status: RunStatus | None, camera: str, wall: float, *, details: 
     health, dot, reason = health_of(status, s)
     alarms = alarms_of(s, people)
     # on the red strip of an alarm, every word is white: colour on red is unreadable
-    first = (title, Segment(f"{health.upper()}: {reason}  "[:80], TEXT if alarms else dot),
+    first = (title, Segment(f"{health.upper()}: {reason}"[:78] + "  ", TEXT if alarms else dot),
              Segment(clock.text, TEXT if alarms else DIM))
     lines: list[tuple[Segment, ...]] = [first]
     if alarms:
@@ -147,14 +150,12 @@ def build_panel(status: RunStatus | None, camera: str, wall: float, *, details: 
     if counts:
         lines.append(tuple(counts))
     shift = status.shift.line(camera) if status.shift is not None else ""
-    if shift and len(lines) < 3:
-        lines.append((Segment(shift[:110], DIM),))  # this shift over every run
-    if details and len(lines) < 3:
+    if len(lines) < 3 and (details or not shift):
         device = "Edge TPU" if status.accelerator.device == "edgetpu" else "CPU"
         extra = [f"inference {s.inference_ms:.0f} ms on {device}", f"dropped {s.dropped}"]
         if s.skipped:
             extra.append(f"skipped {s.skipped}")
-        if status.paused:
-            extra.insert(0, "PAUSED (space to resume)")
         lines.append((Segment("   ".join(extra), DIM),))
+    elif len(lines) < 3:
+        lines.append((Segment(shift[:110], DIM),))  # this shift over every run
     return Panel(tuple(lines[:3]), dot, bool(alarms), health)

@@ -58,6 +58,7 @@ class ZoneEditor:
         self.zones: list[KeepoutZone] = list(target.store.zones)
         self.message = ""
         self.naming: str | None = None  # the name being typed, while one is
+        self._proposed = False  # naming holds a proposed name: the first key replaces it
         self.saved: tuple[ZoneSpec, ...] = ()  # the zones as last saved (or at entry)
 
     # --- mode -----------------------------------------------------------------------------
@@ -88,11 +89,12 @@ class ZoneEditor:
 
     def type(self, text: str) -> None:
         if self.naming is not None:
-            self.naming = (self.naming + text)[:64]
+            start = "" if self._proposed else self.naming
+            self.naming, self._proposed = (start + text)[:64], False
 
     def backspace(self) -> None:
         if self.naming is not None:
-            self.naming = self.naming[:-1]
+            self.naming, self._proposed = self.naming[:-1], False
 
     def cancel_name(self) -> None:
         self.naming = None
@@ -207,7 +209,7 @@ class ZoneEditor:
                                      source, f"zone '{spec.name}'"))
         self.selected = len(self.zones) - 1
         self._apply()
-        self.naming = spec.name  # ask for its name at once
+        self.naming, self._proposed = spec.name, True  # ask for its name at once
 
     # --- saving ---------------------------------------------------------------------------
 

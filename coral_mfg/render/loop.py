@@ -39,7 +39,7 @@ class WindowApp:
         self.cameras = tuple(s.name for s in run.board.current.streams)
         self.window = Window(settings.out_size, fullscreen=settings.window.fullscreen,
                              cameras=len(self.cameras))
-        self.show_hud = True
+        self.show_hud = False  # h: the inference details instead of the shift's totals
         self.editor: ZoneEditor | None = None
         self.message = ""  # a one-off answer to a key, until the next key
         self.quit = False
@@ -96,8 +96,8 @@ class WindowApp:
     # --- the strips ----------------------------------------------------------------------
 
     def panel(self, camera: str) -> Panel:
-        """The strip under a camera's picture, made from the run's status; ``h`` keeps it
-        to what matters (no inference details)."""
+        """The strip under a camera's picture, made from the run's status; ``h`` shows the
+        inference details instead of the shift's totals."""
         shown = self.display.snapshot().get(camera)
         people = None if shown is None else [o for o in shown[1].objects
                                              if isinstance(o, PersonObject)]
@@ -231,7 +231,7 @@ class WindowApp:
             fb = self.window.framebuffer_size()
             now = time.monotonic()
             if fb != last_fb or self._changed() or self._dirty or (
-                    self.show_hud and now - last_hud > 0.5):
+                    now - last_hud > 0.5):
                 # the driver resizes its back buffer at a swap: draw once more after one
                 self._dirty = fb != last_fb
                 last_fb, last_hud = fb, now

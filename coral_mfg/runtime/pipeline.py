@@ -28,6 +28,7 @@ from coral_mfg.core.status import (
     ERROR,
     LIVE,
     NO_SIGNAL,
+    PAUSED,
     AcceleratorStatus,
     DeviceLoad,
     LineStatus,
@@ -105,6 +106,7 @@ class Pipeline:
         self.history = history
         self.shape_editor = shape_editor
         self.model_warning = model_warning
+        self._held_by_operator = False
         self.board = StatusBoard(self.assemble_status())
         self._status_at = 0.0
         self._closed = False
@@ -126,8 +128,13 @@ class Pipeline:
     def paused(self) -> threading.Event:
         return self.ctx.paused
 
-    def set_paused(self, paused: bool) -> None:
-        """Hold capture (files keep their place) and inference; the window stays live."""
+    def set_paused(self, paused: bool, *, operator: bool = True) -> None:
+        """Hold capture (files keep their place) and inference; the window stays live.
+
+        Held by an operator, every camera is ``paused``: nothing is inspected, so its
+        checks are unknown, as for a blind camera, and the event log says so. The
+        benchmark's own holds between its rounds (``operator=False``) are not reported."""
+        self._held_by_operator = paused and operator
         if paused:
             self.ctx.paused.set()
         else:
@@ -237,7 +244,7 @@ class Pipeline:
             output_warning=self._output_warning(),
             zone_error=errors[0] if errors else None,
             model_warning=self.model_warning,
-            paused=self.ctx.paused.is_set(),
+            paused=self._held_by_operator,
             shift=self.history.totals() if self.history is not None else None,
         )
 
@@ -248,6 +255,8 @@ class Pipeline:
             kind, reason = NO_SIGNAL, f"NO SIGNAL: {unit.source.lost_reason}"
         elif down is not None:
             kind, reason = ERROR, down
+        elif self._held_by_operator:
+            kind, reason = PAUSED, "PAUSED by the operator: nothing is inspected until resumed"
         elif (after := processor.frozen_after) is not None and processor.frozen_for >= after:
             kind = NO_SIGNAL
             reason = f"FROZEN: the picture has not changed for {processor.frozen_for:.0f} s"
