@@ -216,8 +216,10 @@ def test_viewers_read_admins_change_and_nobody_else(station: Station) -> None:
     new = {"zones": [*zones["zones"], {"name": "x", "points": list(map(list, SQUARE)),
                                        "units": "relative"}]}
     before = station.config.read_text()
-    # no token: 401; the viewer's token may not write, even on loopback: 403
-    assert station.api("floor", None, new, "PUT")[0] == 401
+    # no token: 401, in the API's one-line JSON (a page's script reads it); the viewer's
+    # token may not write, even on loopback: 403
+    status, answer = station.api("floor", None, new, "PUT")
+    assert status == 401 and "a token is required" in answer["error"]
     status, answer = station.api("floor", VIEWER, new, "PUT")
     assert status == 403 and "admin token" in answer["error"]
     # the admin's token from another origin: 403
@@ -245,7 +247,8 @@ def test_viewers_read_admins_change_and_nobody_else(station: Station) -> None:
     assert status == 400
     status, answer = station.api("belt", ADMIN, new, "PUT")
     assert status == 409 and "no safety role" in answer["error"]
-    assert station.api("nowhere", ADMIN)[0] == 404
+    status, answer = station.api("nowhere", ADMIN)
+    assert status == 404 and answer == {"error": "no camera named 'nowhere'"}
     assert station.config.read_text() == before
     # the admin's token: saved, in force, told
     status, answer = station.api("belt", ADMIN, {"lines": [

@@ -271,6 +271,9 @@ class WebServer:
         if request.method == "GET" and request.path.startswith("/cameras/"):
             return web.Response(status=401, text=sign_in_page(request.path, None),
                                 content_type="text/html")
+        if request.path.startswith("/api/"):
+            return _error(401, "a token is required: send Authorization: Bearer <token>, or "
+                          "sign in again (a sign-in ends when the station restarts)")
         return web.Response(status=401, text="401: a token is required\n")
 
     def _role(self, request: web.Request) -> str | None:
@@ -357,6 +360,9 @@ class WebServer:
     def _editable(self, request: web.Request) -> str:
         camera = request.match_info["camera"]
         if self.editor is None or camera not in self.editor.cameras:
+            if request.path.startswith("/api/"):
+                raise web.HTTPNotFound(text=json.dumps({"error": f"no camera named {camera!r}"}),
+                                       content_type="application/json")
             raise web.HTTPNotFound(text=f"404: no camera named {camera!r}\n")
         return camera
 

@@ -243,10 +243,20 @@ function show(state) {{
   $("who").textContent = S.admin && CSRF ? "signed in as admin" : "view only";
   draw(); list();
 }}
+async function answerOf(r) {{
+  const text = await r.text();
+  try {{ return JSON.parse(text); }} catch (e) {{ return {{error: text.trim() || r.statusText}}; }}
+}}
+function refused(r, answer, what) {{
+  if (r.status === 401) {{
+    $("who").textContent = "signed out";
+    say(what + ": your sign-in has ended (the station restarted?); sign in again", "error");
+  }} else say(answer.error || r.statusText, "error");
+}}
 async function load() {{
   const r = await fetch(api, {{cache: "no-store"}});
-  const body = await r.json();
-  if (!r.ok) {{ say(body.error || r.statusText, "error"); return; }}
+  const body = await answerOf(r);
+  if (!r.ok) {{ refused(r, body, "not loaded"); return; }}
   show(body);
 }}
 async function save() {{
@@ -254,8 +264,8 @@ async function save() {{
   for (const kind of S.editable) body[kind] = S[kind];
   const r = await fetch(api, {{method: "PUT", body: JSON.stringify(body), cache: "no-store",
     headers: {{"Content-Type": "application/json", "X-CSRF-Token": CSRF}}}});
-  const answer = await r.json();
-  if (!r.ok) {{ say(answer.error || r.statusText, "error"); return; }}
+  const answer = await answerOf(r);
+  if (!r.ok) {{ refused(r, answer, "not saved"); return; }}
   show(answer);
   say(answer.changes.length ? "saved and in force: " + answer.changes.join("; ")
       : "nothing changed", "ok");
