@@ -456,7 +456,7 @@ def _images(folder: Path, count: int) -> Path:
 def test_too_few_good_crops_exit_2(tmp_path: Path) -> None:
     good = _images(tmp_path / "good", 3)
     line = _one_error(_cli("train-anomaly", str(good), "--out", str(tmp_path / "m")))
-    assert "holds 3 image(s), fewer than 10" in line
+    assert "holds 3 image(s) (.bmp, .jpeg, .jpg, .png, .tif, .tiff, .webp), fewer than 10" in line
 
 
 def test_too_few_readable_good_crops_exit_2(tmp_path: Path) -> None:
@@ -466,6 +466,19 @@ def test_too_few_readable_good_crops_exit_2(tmp_path: Path) -> None:
     result = _cli("train-anomaly", str(good), "--out", str(tmp_path / "m"))
     assert "only 8 different good crop(s) could be read" in _one_error(result)
     assert "skipped 4 unreadable image(s)" in result.stdout
+    assert not (tmp_path / "m").exists()  # the output folder it made is not left empty
+
+
+def test_a_model_folder_inside_the_good_crops_is_not_read_as_crops(tmp_path: Path) -> None:
+    """Trained again into the same folder, its own histogram is no good crop."""
+    good = _images(tmp_path / "good", 12)
+    out = good / "model"
+    crops = []
+    for _ in range(2):
+        result = _cli("train-anomaly", str(good), "--out", str(out))
+        assert result.returncode == 0, result.stdout + result.stderr
+        crops.append(json.loads((out / "report.json").read_text())["images"]["found"])
+    assert crops == [12, 12]
 
 
 def test_a_missing_good_folder_exits_2(tmp_path: Path) -> None:

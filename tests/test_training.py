@@ -68,12 +68,13 @@ def _write_images(folder: Path, n: int, seed: int = 0) -> None:
 @pytest.mark.parametrize(
     ("layout", "message"),
     [
-        ({}, "needs a sub-folder of images for each of at least two grades (found: none)"),
+        ({}, "for each of at least two grades (found: none)"),
         ({"good": 12}, "at least two grades (found: good)"),
-        ({"good": 12, "empty": 0}, "at least two grades (found: empty, good)"),
+        ({"good": 12, "empty": 0}, "empty holds no images (.bmp, .jpeg, .jpg, .png, .tif"),
+        ({"good": 12, "bad": 12, "scratched": 0}, "scratched holds no images"),
         ({"good": 12, "dent": 3}, "grade 'dent' has 3 image(s)"),
     ],
-    ids=["no-grades", "one-grade", "one-grade-with-images", "too-few"],
+    ids=["no-grades", "one-grade", "one-grade-with-images", "an-empty-grade", "too-few"],
 )
 def test_a_dataset_that_cannot_be_trained_on_exits_2_in_one_line(
         tmp_path: Path, layout: dict[str, int], message: str) -> None:
@@ -87,6 +88,23 @@ def test_a_dataset_that_cannot_be_trained_on_exits_2_in_one_line(
 def test_a_missing_dataset_folder_exits_2(tmp_path: Path) -> None:
     result = _cli("train-classifier", str(tmp_path / "nowhere"))
     assert "does not exist" in _one_error(result)
+    (tmp_path / "crop.jpg").write_bytes(b"x")
+    result = _cli("train-classifier", str(tmp_path / "crop.jpg"))
+    assert "is a file, not a folder" in _one_error(result)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["--min_images", "1"], "--min_images: a whole number of 2 or more, not '1'"),
+     (["--epochs", "0"], "--epochs: a whole number of 1 or more, not '0'"),
+     (["--input_size", "ten"], "--input_size: a whole number of 32 or more, not 'ten'"),
+     (["--validation", "1.5"], "--validation: a share between 0 and 1")],
+)
+def test_a_bad_value_is_named_with_what_it_may_be(tmp_path: Path, args: list[str],
+                                                  message: str) -> None:
+    result = _cli("train-classifier", str(tmp_path), *args)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and "invalid _" not in result.stderr
 
 
 def test_without_tensorflow_it_says_how_to_install_the_extra(tmp_path: Path) -> None:
@@ -100,6 +118,23 @@ def test_without_tensorflow_it_says_how_to_install_the_extra(tmp_path: Path) -> 
     result = _cli("train-classifier", str(tmp_path / "data"), "--no_compile", env=env)
     line = _one_error(result)
     assert "pip install 'coral-mfg[train]'" in line and "TensorFlow" in line
+
+
+def test_without_matplotlib_it_says_so_before_training(tmp_path: Path) -> None:
+    """TensorFlow installed on its own, without the extra: the report's curves would fail
+    after the whole training, leaving no report."""
+    for grade in ("good", "bad"):
+        _write_images(tmp_path / "data" / grade, 10)
+    blocker = tmp_path / "block"
+    blocker.mkdir()
+    (blocker / "matplotlib.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'matplotlib'\", name='matplotlib')\n")
+    env = {"PYTHONPATH": os.pathsep.join([str(blocker), os.environ.get("PYTHONPATH", "")])}
+    result = _cli("train-classifier", str(tmp_path / "data"), "--no_compile", "--weights",
+                  "none", env=env)
+    line = _one_error(result)
+    assert "matplotlib" in line and "pip install 'coral-mfg[train]'" in line
+    assert "epoch" not in result.stdout.lower()
 
 
 def test_a_missing_weights_file_exits_2(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ import os
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from coral_mfg.core.errors import UserError, kind_of
@@ -93,3 +93,18 @@ def make_folder(folder: Path, what: str, flag: str, takes: str = "folder") -> No
     except OSError as exc:
         raise UserError(f"cannot make the {what} {folder} ({exc.strerror}); pass a writable "
                         f"{takes} to {flag}") from None
+
+
+@contextmanager
+def output_folder(folder: Path, what: str, flag: str) -> Iterator[None]:
+    """:func:`make_folder` for a command's output: a folder it made is removed again when
+    the command fails before writing anything into it (no empty folders left behind)."""
+    made = not folder.exists()
+    make_folder(folder, what, flag)
+    try:
+        yield
+    except BaseException:
+        if made:
+            with suppress(OSError):
+                folder.rmdir()  # only when empty
+        raise

@@ -14,6 +14,7 @@ for the two methods) and write the report.
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import shlex
@@ -30,7 +31,7 @@ import numpy.typing as npt
 from coral_mfg.config.assets import app_home, load_manifest, verify
 from coral_mfg.config.flags import Parser
 from coral_mfg.core.errors import UserError
-from coral_mfg.core.files import make_folder
+from coral_mfg.core.files import output_folder
 from coral_mfg.inference import adapters
 from coral_mfg.inference.anomaly import (
     ARRAYS_NPZ,
@@ -109,13 +110,19 @@ class Embedder:
         return adapters.class_scores(self.interpreter)
 
 
-def image_files(folder: Path, what: str, fix: str) -> tuple[Path, ...]:
-    """Every image under ``folder`` (sub-folders too), in name order: the order of time
-    for crops the harvest wrote."""
+def image_files(folder: Path, what: str, fix: str, skip: Path | None = None
+                ) -> tuple[Path, ...]:
+    """Every image under ``folder`` (sub-folders too, but not ``skip``: a model folder
+    inside it holds its own pictures), in name order: the order of time for crops the
+    harvest wrote."""
     if not folder.is_dir():
-        raise AnomalyDataError(f"{what} {folder} does not exist; {fix}")
+        state = "is a file, not a folder" if folder.exists() else "does not exist"
+        raise AnomalyDataError(f"{what} {folder} {state}; {fix}")
+    skipped = skip.resolve() if skip is not None else None
     return tuple(sorted((p for p in folder.rglob("*")
-                         if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()), key=str))
+                         if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+                         and (skipped is None or not p.resolve().is_relative_to(skipped))),
+                        key=str))
 
 
 @dataclass(frozen=True, eq=False)
@@ -286,19 +293,26 @@ def train_parser() -> Parser:
 
 def _bounded(low: int, high: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
-        value = int(text)
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
         if not low <= value <= high:
-            raise ValueError(text)
+            raise argparse.ArgumentTypeError(f"a whole number from {low} to {high}, not "
+                                             f"{text!r}")
         return value
 
-    parse.__name__ = f"a whole number from {low} to {high}"
     return parse
 
 
 def _rate(text: str) -> float:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
     if not 0.0 < value < 0.5:
-        raise ValueError(text)
+        raise argparse.ArgumentTypeError(f"a share above 0 and below 0.5 (0.01 is 1 %), not "
+                                         f"{text!r}")
     return value
 
 
@@ -308,32 +322,34 @@ def train_main(argv: Sequence[str]) -> int:
     out: Path = args.out.expanduser()
     recipe = Recipe(args.method, args.false_alarm_rate, args.folds, args.memory,
                     args.neighbours, args.min_images)
-    files = image_files(good, "good crops folder", "pass a folder of crops of good parts")
+    files = image_files(good, "good crops folder", "pass a folder of crops of good parts",
+                        skip=out)
     if len(files) < recipe.min_images:
-        raise AnomalyDataError(f"good crops folder {good} holds {len(files)} image(s), fewer "
-                               f"than {recipe.min_images}; add crops of good parts (or lower "
+        raise AnomalyDataError(f"good crops folder {good} holds {len(files)} image(s) "
+                               f"({', '.join(sorted(IMAGE_SUFFIXES))}), fewer than "
+                               f"{recipe.min_images}; add crops of good parts (or lower "
                                "--min_images)")
     path = extractor_path()
-    make_folder(out, "output folder", "--out")
-    started = time.monotonic()
-    embedder = Embedder(path, args.cpu_threads)
-    embedded = embed_files(embedder, files, f"embedding {len(files)} good crops")
-    embed_s = time.monotonic() - started
-    if embedded.unreadable:
-        print(f"skipped {len(embedded.unreadable)} unreadable image(s), e.g. "
-              f"{embedded.unreadable[0]}")
-    print(f"calibrating on {args.folds} held-out folds")
-    trained = fit(embedded, embedder.id, recipe)
-    report = _report(good, out, embedded, trained, recipe,
-                     seconds=(embed_s, time.monotonic() - started))
-    trained.model.save(out, {"good_dir": str(good), "crops": len(trained.training),
-                             "held_out_false_alarm_rate":
-                             report["calibration"]["held_out_false_alarm_rate"]})
-    draw_histograms(out / SCORES_PNG, trained.training, trained.held_out,
-                    trained.model.threshold, title=f"good crops of {good.name}")
-    write_report(out, report)
-    print(summary(report, out))
-    return 0
+    with output_folder(out, "output folder", "--out"):
+        started = time.monotonic()
+        embedder = Embedder(path, args.cpu_threads)
+        embedded = embed_files(embedder, files, f"embedding {len(files)} good crops")
+        embed_s = time.monotonic() - started
+        if embedded.unreadable:
+            print(f"skipped {len(embedded.unreadable)} unreadable image(s), e.g. "
+                  f"{embedded.unreadable[0]}")
+        print(f"calibrating on {args.folds} held-out folds")
+        trained = fit(embedded, embedder.id, recipe)
+        report = _report(good, out, embedded, trained, recipe,
+                         seconds=(embed_s, time.monotonic() - started))
+        trained.model.save(out, {"good_dir": str(good), "crops": len(trained.training),
+                                 "held_out_false_alarm_rate":
+                                 report["calibration"]["held_out_false_alarm_rate"]})
+        draw_histograms(out / SCORES_PNG, trained.training, trained.held_out,
+                        trained.model.threshold, title=f"good crops of {good.name}")
+        write_report(out, report)
+        print(summary(report, out))
+        return 0
 
 
 def _report(good: Path, out: Path, embedded: Embedded, trained: Trained, recipe: Recipe, *,

@@ -8,17 +8,18 @@ report, then co-compile with the detector when the Edge TPU compiler is here.
 
 from __future__ import annotations
 
+import argparse
 import shlex
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from coral_mfg.config.flags import Parser
 from coral_mfg.core.errors import UserError
-from coral_mfg.core.files import make_folder
+from coral_mfg.core.files import output_folder
 from coral_mfg.inference.labels import LABELS_FILE
 from coral_mfg.inference.model_report import model_warnings
 from coral_mfg.training import edgetpu_compile
@@ -67,8 +68,9 @@ def parser() -> Parser:
     p.add_argument("--batch_size", type=_positive, default=Recipe.batch_size, metavar="N")
     p.add_argument("--validation", type=_share, default=0.2, metavar="SHARE",
                    help="share of each grade held out for validation (default 0.2)")
-    p.add_argument("--min_images", type=_positive, default=10, metavar="N",
-                   help="the fewest images a grade may have (default 10)")
+    p.add_argument("--min_images", type=_at_least(2), default=10, metavar="N",
+                   help="the fewest images a grade may have, at least 2: one is held out "
+                   "for validation (default 10)")
     p.add_argument("--seed", type=int, default=Recipe.seed, metavar="N")
     p.add_argument("--detection_model", type=Path, metavar="FILE",
                    help="the detector (CPU build) to co-compile with (default: the run's)")
@@ -77,24 +79,31 @@ def parser() -> Parser:
     return p
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise ValueError(text)
-    return value
+def _at_least(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if value < low:
+            raise argparse.ArgumentTypeError(f"a whole number of {low} or more, not {text!r}")
+        return value
+
+    return parse
 
 
-def _size(text: str) -> int:
-    value = int(text)
-    if value < 32:
-        raise ValueError(text)
-    return value
+_positive = _at_least(1)
+_size = _at_least(32)
 
 
 def _share(text: str) -> float:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
     if not 0.0 < value < 1.0:
-        raise ValueError(text)
+        raise argparse.ArgumentTypeError(f"a share between 0 and 1 (0.2 is a fifth), not "
+                                         f"{text!r}")
     return value
 
 
@@ -106,9 +115,9 @@ def main(argv: Sequence[str]) -> int:
                     seed=args.seed)
     folders = GradeFolders.scan(dataset, args.min_images)
     detector = None if args.no_compile else _detector(args.detection_model)
-    make_folder(out, "output folder", "--output")
     tf = import_tensorflow()
-    return _train(tf, folders, recipe, args, out=out, detector=detector)
+    with output_folder(out, "output folder", "--output"):
+        return _train(tf, folders, recipe, args, out=out, detector=detector)
 
 
 def _detector(given: Path | None) -> Path:

@@ -19,7 +19,7 @@ from coral_mfg.core.errors import UserError
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 
 
 class DatasetError(UserError):
@@ -37,16 +37,23 @@ class GradeFolders:
     @classmethod
     def scan(cls, root: Path, min_images: int) -> GradeFolders:
         if not root.is_dir():
-            raise DatasetError(f"dataset folder {root} does not exist; pass a folder with one "
+            state = "is a file, not a folder" if root.exists() else "does not exist"
+            raise DatasetError(f"dataset folder {root} {state}; pass a folder with one "
                                "sub-folder of images per grade")
         folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
         files = [tuple(sorted(f for f in d.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES))
                  for d in folders]
+        empty = [d.name for d, f in zip(folders, files, strict=True) if not f]
+        kinds = ", ".join(sorted(IMAGE_SUFFIXES))
+        if empty and len(folders) >= 2:
+            raise DatasetError(f"grade folder {root / empty[0]} holds no images ({kinds}); "
+                               "add images of that grade, or move the folder out of the "
+                               "dataset")
         grades = [(d.name, f) for d, f in zip(folders, files, strict=True) if f]
         if len(grades) < 2:
             found = ", ".join(d.name for d in folders) or "none"
-            raise DatasetError(f"dataset folder {root} needs a sub-folder of images for each of "
-                               f"at least two grades (found: {found}); for example "
+            raise DatasetError(f"dataset folder {root} needs a sub-folder of images ({kinds}) "
+                               f"for each of at least two grades (found: {found}); for example "
                                f"{root}/good/*.jpg and {root}/defect/*.jpg")
         few = [(name, len(f)) for name, f in grades if len(f) < min_images]
         if few:

@@ -36,6 +36,11 @@ def import_tensorflow() -> Any:
     except ImportError as exc:
         raise UserError(f"training needs TensorFlow, which is not installed ({exc.name} "
                         f"missing): {INSTALL_HINT}; inspection runs without it") from None
+    try:  # the report's curves, drawn at the end: known now, not after the training
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise UserError(f"training's report needs matplotlib, which is not installed: "
+                        f"{INSTALL_HINT}") from None
     return tf
 
 
@@ -95,8 +100,10 @@ def _base(tf: Any, recipe: Recipe) -> Any:
     except Exception as exc:  # the ImageNet download failed
         if weights != "imagenet":
             raise UserError(f"cannot load weights {recipe.weights}: {exc}") from None
-        raise UserError(f"cannot download the ImageNet weights ({type(exc).__name__}); "
-                        "connect this machine to the internet once, or pass --weights none "
+        why = " ".join(str(exc).split())[:160] or type(exc).__name__
+        raise UserError(f"cannot download the ImageNet weights ({why}); connect this "
+                        "machine to the internet once, copy the weights file Keras names into "
+                        "~/.keras/models/ (see docs/own-product.md), or pass --weights none "
                         "or a path to local weights") from None
 
 
