@@ -535,3 +535,26 @@ def test_pipeline_threads_are_named_and_yield_to_inference(tmp_path: Path) -> No
         app.terminate()
         _, stderr = app.communicate(timeout=60)
     assert app.returncode == 0, stderr
+
+
+def test_a_camera_that_has_ended_is_not_live_and_its_checks_are_unknown(tmp_path: Path) -> None:
+    """A file played to its end (here --max_frames reached), while other cameras may run
+    on: the camera says ``ended``, its zones read unknown, never clear, and the station
+    is not healthy."""
+    from coral_mfg.runtime.builder import build_pipeline
+
+    settings = resolve_settings(run_parser().parse_args(
+        ["--device", "cpu", "--headless", "--no-realtime", "--max_frames", "5",
+         "--events", str(tmp_path / "events.jsonl")]))
+    pipeline = build_pipeline(settings)
+    pipeline.start()
+    try:
+        wait_for(lambda: pipeline.poll(0.1), "the run's end")
+        status = pipeline.assemble_status()
+    finally:
+        pipeline.close()
+    worker = status.stream("worker_safety")
+    assert (worker.state, worker.reason) == ("ended", "ENDED: --max_frames reached")
+    assert worker.occupancy("walkway") is None and not status.healthy
+    # its end is no loss of signal: no camera_blind in the event log
+    assert not [e for e in jsonl(tmp_path / "events.jsonl") if e["type"] == "camera_blind"]

@@ -17,7 +17,7 @@ from coral_mfg.core.clock import iso_utc
 from coral_mfg.core.tally import PeriodTotals
 
 #: The states a stream can be in, as MQTT, the web view and health report them.
-LIVE, NO_SIGNAL, ERROR, PAUSED = "live", "no_signal", "error", "paused"
+LIVE, NO_SIGNAL, ERROR, PAUSED, ENDED = "live", "no_signal", "error", "paused", "ended"
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,9 @@ class StreamStatus:
 
     name: str
     source: str  # the input: a file, /dev/videoN or a URL (its password starred)
-    state: str  # LIVE, NO_SIGNAL, ERROR or PAUSED (by the operator: nothing is inspected)
+    #: LIVE, NO_SIGNAL, ERROR, PAUSED (by the operator: nothing is inspected) or ENDED (a
+    #: file played to its end, or --max_frames reached, while other cameras run on)
+    state: str
     reason: str | None  # what the screen says when it shows no live video
     fps: float  # over the last seconds
     fps_run: float  # over the whole run

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from coral_mfg.core.clock import local_caption
 from coral_mfg.core.results import PersonObject
-from coral_mfg.core.status import PAUSED, RunStatus, StreamStatus
+from coral_mfg.core.status import ENDED, PAUSED, RunStatus, StreamStatus
 
 Color = tuple[int, int, int]  # RGB
 
@@ -57,8 +57,8 @@ def display_name(label: str) -> str:
 
 def health_of(status: RunStatus, s: StreamStatus) -> tuple[str, Color, str]:
     """live / degraded / paused / blind, its colour, and the reason in words."""
-    if s.state == PAUSED:
-        return "paused", AMBER, s.reason or "held by the operator"
+    if s.state in (PAUSED, ENDED):
+        return s.state, AMBER, s.reason or s.state
     if s.blind:
         return "blind", ALARM_RED, s.blind
     reasons = []

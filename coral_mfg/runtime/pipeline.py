@@ -25,6 +25,7 @@ from coral_mfg.config.settings import Settings, StreamConfig
 from coral_mfg.core.clock import PROCESS_START
 from coral_mfg.core.events import CameraBlind, CameraRestored, summary_record
 from coral_mfg.core.status import (
+    ENDED,
     ERROR,
     LIVE,
     NO_SIGNAL,
@@ -199,6 +200,8 @@ class Pipeline:
             return
         now = time.monotonic()
         for s in status.streams:
+            if s.state == ENDED:
+                continue  # its end is no loss (logged as it ends); its checks are unknown
             since = self._blind_since.get(s.name)
             if s.blind is not None and since is None:
                 self._blind_since[s.name] = now
@@ -251,7 +254,10 @@ class Pipeline:
     def _stream(self, name: str, unit: StreamUnit, down: str | None) -> StreamStatus:
         state, processor = unit.state, unit.processor
         fps, infer_ms = self.ctx.rates(name)
-        if unit.source.lost_reason is not None:
+        if state.done:
+            kind, reason = ENDED, ("ENDED: --max_frames reached" if state.limit_reached
+                                   else "ENDED: its file has been played to the end")
+        elif unit.source.lost_reason is not None:
             kind, reason = NO_SIGNAL, f"NO SIGNAL: {unit.source.lost_reason}"
         elif down is not None:
             kind, reason = ERROR, down

@@ -30,7 +30,8 @@ h1{font-size:20px;margin:0}h2{font-size:15px;margin:12px 0 6px;color:#aaa;font-w
 .pane img{width:100%;background:#000;display:block}
 .status{padding:4px 8px;font-weight:600}.dot{display:inline-block;width:.8em;height:.8em;
  border-radius:50%;margin-right:6px;background:#888}
-.live .dot{background:#3c5}.degraded .dot{background:#fb4}.blind .dot{background:#e22}
+.live .dot{background:#3c5}.degraded .dot,.paused .dot,.ended .dot{background:#fb4}
+.blind .dot{background:#e22}
 .checks{padding:0 8px 6px;color:#ccc}.alarmtext{color:#ff6b6b;font-weight:700}
 .pass{color:#6e6}.fail{color:#f77}
 table{border-collapse:collapse;width:100%}td,th{padding:3px 6px;text-align:right;
@@ -135,7 +136,8 @@ function render(s) {{
   for (const [name, st] of Object.entries(s.streams)) {{
     passing[name] = st.passing;
     const p = pane(name);
-    p.className = "pane" + (st.alarms.length ? " alarm" : st.health === "blind" ? " blind" : "");
+    const unseen = ["blind", "paused", "ended"].includes(st.health);
+    p.className = "pane" + (st.alarms.length ? " alarm" : unseen ? " blind" : "");
     const line = p.querySelector(".status");
     line.className = "status " + st.health;
     line.replaceChildren(el("span", "dot"), cam(name) + "  " + st.health.toUpperCase() + ": "
@@ -152,7 +154,8 @@ function render(s) {{
     }}
     if (grades.childNodes.length) c.append(grades);
     for (const a of st.alarms) alarms.push(cam(name) + ": " + a);
-    if (st.health === "blind") blind.push(cam(name) + " CANNOT SEE: " + st.health_reason);
+    if (unseen) blind.push(cam(name) + (st.health === "blind" ? " CANNOT SEE: " : " "
+      + st.health.toUpperCase() + ": ") + st.health_reason);
   }}
   const banner = $("banner");
   banner.className = alarms.length ? "on" : blind.length ? "on blind" : "";
