@@ -154,9 +154,9 @@ def test_a_bad_body_is_refused_in_one_line(body: Any, message: str) -> None:
 class Station:
     """The application on the sample videos, with a two-camera config and both tokens."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, text: str = STATION) -> None:
         self.config = tmp / "station.toml"
-        self.config.write_text(STATION.format(worker=video(WORKER), apples=video(APPLES)))
+        self.config.write_text(text.format(worker=video(WORKER), apples=video(APPLES)))
         self.events = tmp / "events.jsonl"
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
@@ -350,3 +350,59 @@ def test_a_viewer_sees_the_zones_read_only_in_chromium(station: Station,
         assert refused == 403
     finally:
         chrome.quit()
+
+
+TWO_FLOORS = """\
+[cameras.floor]
+input = "{worker}"
+roles = ["safety"]
+
+[[cameras.floor.zones]]
+name = "press"
+points = [[0.1, 0.55], [0.35, 0.55], [0.35, 0.95], [0.1, 0.95]]
+units = "relative"
+
+[cameras.dock]
+input = "{worker}"
+roles = ["safety"]
+
+[[cameras.dock.zones]]
+name = "ramp"
+points = [[0.5, 0.5], [0.7, 0.5], [0.7, 0.7], [0.5, 0.7]]
+units = "relative"
+"""
+
+
+def test_a_refused_hand_edit_is_mended_from_the_editor(tmp_path: Path) -> None:
+    """A hand edit breaks one camera's zone: every camera of the file keeps its last good
+    zones and says the file was refused. Saving the zones in force from the editor writes
+    the file whole again, and no camera stays degraded."""
+    station = Station(tmp_path, TWO_FLOORS)
+    try:
+        good = station.config.read_text()
+        station.config.write_text(good.replace(
+            "points = [[0.1, 0.55], [0.35, 0.55], [0.35, 0.95], [0.1, 0.95]]",
+            "points = [[0.1, 0.55], [0.35, 0.55]]"))
+
+        def status() -> dict[str, Any]:
+            answer: dict[str, Any] = json.loads(get(
+                station.base + "/api/status", {"Authorization": f"Bearer {VIEWER}"})[2])
+            return answer
+
+        def degraded() -> set[str]:
+            return {name for name, s in status()["streams"].items()
+                    if "zone file refused" in (s.get("health_reason") or "")}
+
+        wait_for(lambda: degraded() == {"floor", "dock"}, "both cameras refusing the file")
+        code, zones = station.api("floor", ADMIN)
+        assert code == 200 and len(zones["zones"][0]["points"]) == 4  # the zones in force
+        code, answer = station.api("floor", ADMIN, {"zones": zones["zones"]}, "PUT")
+        assert code == 200, answer
+        assert answer["changes"] == ["saved the zones in force over the refused file"]
+        read_config_file(station.config)  # whole again
+        wait_for(lambda: not degraded(), "no camera degraded")
+        warnings = [line for line in station.stop().splitlines()
+                    if "zones not reloaded" in line]
+        assert len(warnings) == 1, warnings  # one file, one fault: one warning
+    finally:
+        station.stop()

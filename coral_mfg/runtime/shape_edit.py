@@ -130,6 +130,9 @@ class ShapeEditor:
                 was = Shapes(zones=before, lines=was.lines, presence=was.presence)
             changes = tuple(c for kind in kinds
                             for c in _changes(kind, was.of(kind), shapes.of(kind)))
+            if not changes and cam.store is not None and cam.store.error is not None:
+                # the file holds what was refused, not what is in force: write it over
+                changes = ("saved the zones in force over the refused file",)
             if not changes:
                 return ()
             placed = self._place(cam, shapes, kinds)

@@ -148,6 +148,10 @@ class ZoneWatcher(threading.Thread):
             yield
             self._seen = _stamp(self.path)
             self._pending = False
+            # the file was refused before: the other cameras it holds may be whole again
+            for target in self.targets:
+                if target.store.error is not None:
+                    self._reload(target, logged=set())
 
     def run(self) -> None:
         while not self.stop_event.wait(LOOK_EVERY_S):
@@ -178,17 +182,20 @@ class ZoneWatcher(threading.Thread):
             self.check_now()
 
     def check_now(self) -> None:
+        logged: set[str] = set()  # one file read for several cameras: one warning a fault
         for target in self.targets:
-            self._reload(target)
+            self._reload(target, logged)
 
-    def _reload(self, target: ZoneTarget) -> None:
+    def _reload(self, target: ZoneTarget, logged: set[str]) -> None:
         store, camera = target.store, target.source.camera
         try:
             zones = load_zones(target.source, target.placement)
         except UserError as exc:
             message = str(exc)
             if message != store.error:
-                log.warning("zones not reloaded, the last good ones stay: %s", message)
+                if message not in logged:
+                    log.warning("zones not reloaded, the last good ones stay: %s", message)
+                    logged.add(message)
                 self.on_event(ZonesError(error=message, stream=camera,
                                          time=self.stamper.run_time(),
                                          stamp=self.stamper.stamp()))
