@@ -149,6 +149,24 @@ def test_edgetpu_classifier_with_device_cpu_exits_2() -> None:
     assert "is compiled for the Edge TPU and cannot run with --device cpu" in result.stderr
 
 
+@pytest.mark.parametrize("case", ["no-passing-grades", "no-anomaly-folder"])
+def test_doctor_is_not_ready_for_a_run_that_would_stop(tmp_path: Path, case: str) -> None:
+    """The run checks its models before loading them; doctor checks them the same way."""
+    own = tmp_path / "classifier.tflite"
+    own.write_bytes((ROOT / "models" / "classifier.tflite").read_bytes())
+    (tmp_path / "classifier_labels.txt").write_text("0 bruised\n1 good\n")
+    flags = (["--classifier_model", str(own)] if case == "no-passing-grades"
+             else ["--anomaly", str(tmp_path / "nowhere")])
+    result = _cli("doctor", "--device", "cpu", *flags)
+    assert result.returncode == 1, result.stdout
+    (models,) = [line for line in result.stdout.splitlines() if line.startswith("[ERR] models")]
+    assert ("name the grade(s) that pass" if case == "no-passing-grades"
+            else "no such folder") in models
+    assert "verdict: cannot run (models)" in result.stdout
+    run = _cli("--headless", "--device", "cpu", *flags)
+    assert run.returncode == 2  # and the run stops, as doctor said
+
+
 def test_doctor_reports_and_passes_on_this_machine() -> None:
     result = _cli("doctor")
     assert result.returncode == 0, result.stdout

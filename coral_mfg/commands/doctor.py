@@ -17,6 +17,7 @@ from coral_mfg.config.validators import redact_url
 from coral_mfg.core.errors import DeviceError, UserError
 from coral_mfg.inference import device_lock, discovery, runtime, setup_guide
 from coral_mfg.inference.startup import probe_edgetpu
+from coral_mfg.runtime.builder import check_models
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,22 @@ def _asset_checks(manifest: Manifest, home: Path) -> list[Check]:
     return checks
 
 
+def _models_check(settings: Settings | UserError, manifest: Manifest, home: Path,
+                  tpu: bool) -> Check:
+    """The run's own models, checked as the run checks them (labels, passing grades,
+    anomaly models): "ready" only for a run that would start."""
+    pairs = usable_pairs(manifest, home, edgetpu=tpu)
+    if not pairs:
+        return Check("models", False, "no detector+classifier pair can run: run "
+                     "'coral-mfg fetch-assets'")
+    if isinstance(settings, UserError):
+        return Check("models", True, f"{pairs[0][1]} + {pairs[0][2]}")
+    try:
+        return Check("models", True, check_models(settings))
+    except UserError as exc:
+        return Check("models", False, str(exc))
+
+
 def _settings_checks(settings: Settings | UserError) -> list[Check]:
     """The run these flags describe: its config file, its inputs, its output folders."""
     if isinstance(settings, UserError):
@@ -195,15 +212,7 @@ def run_doctor(args: argparse.Namespace, out: Callable[[str], None] = print) -> 
         *_settings_checks(settings),
     ]
     tpu = next(c for c in checks if c.name == "Edge TPU probe").ok
-    pairs = usable_pairs(manifest, home, edgetpu=tpu)
-    checks.append(
-        Check(
-            "models",
-            bool(pairs),
-            f"{pairs[0][1]} + {pairs[0][2]}" if pairs else "no detector+classifier pair "
-            "can run: run 'coral-mfg fetch-assets'",
-        )
-    )
+    checks.append(_models_check(settings, manifest, home, tpu))
     out(f"home: {home}")
     for c in checks:
         mark = "ok " if c.ok else ("-- " if not c.required else "ERR")

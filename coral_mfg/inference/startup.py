@@ -339,6 +339,14 @@ def _sets(models: ModelsConfig, m: _Models,
     return m.tpu_set(models, targets), cpu
 
 
+def read_models(models: ModelsConfig, classifiers: Sequence[Path] = (),
+                extractor: Path | None = None) -> tuple[ModelPlan, Labels]:
+    """The models checked as a run checks them before any process opens them (the files,
+    their builds, the labels and the passing grades), for ``doctor``."""
+    m = _Models.read(models, classifiers, extractor)
+    return m.plan, m.labels
+
+
 def start_inference(models: ModelsConfig, on_event: EventSink, stamper: Stamper,
                     classifiers: Sequence[Path] = (), extractor: Path | None = None
                     ) -> Inference:

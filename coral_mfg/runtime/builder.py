@@ -70,7 +70,7 @@ from coral_mfg.inference.labels import LABELS_FILE
 from coral_mfg.inference.model_file import inspect_model
 from coral_mfg.inference.model_report import warnings_beside
 from coral_mfg.inference.runtime import runtime_backend
-from coral_mfg.inference.startup import Inference, start_inference
+from coral_mfg.inference.startup import Inference, read_models, start_inference
 from coral_mfg.outputs.base import OutputThread, Sink
 from coral_mfg.outputs.encoder import RecordTarget
 from coral_mfg.outputs.event_log import EventLog, Rotation
@@ -145,10 +145,7 @@ def _assemble(settings: Settings, probes: dict[str, _Probe], extra: list[Sink],
     history = _history(settings, stamper.station)
     if history is not None:
         stack.callback(history.close)
-    own = tuple(dict.fromkeys(c.classifier_model for c in cameras
-                              if c.inspection and c.classifier_model is not None
-                              and (settings.models.classify if c.classify is None
-                                   else c.classify)))
+    own = _own_classifiers(settings, cameras)
     anomaly = _anomaly_models(settings, cameras)
     extractor = _extractor(anomaly) if anomaly.models else None
     inference = start_inference(settings.models, ctx.event, stamper, own, extractor)
@@ -277,6 +274,37 @@ def anomaly_every(settings: Settings, inference: Inference) -> int:
         return settings.models.anomaly_every
     on_tpu = inference.pool.clients()[0].config.device == "edgetpu"
     return 1 if on_tpu else CPU_ANOMALY_EVERY
+
+
+def _own_classifiers(settings: Settings, cameras: tuple[CameraConfig, ...]
+                     ) -> tuple[Path, ...]:
+    """The cameras' classifiers of their own (each once), of those that classify."""
+    return tuple(dict.fromkeys(c.classifier_model for c in cameras
+                               if c.inspection and c.classifier_model is not None
+                               and (settings.models.classify if c.classify is None
+                                    else c.classify)))
+
+
+def check_models(settings: Settings) -> str:
+    """Every check of the models a run makes before its processes start (files, builds,
+    labels, passing grades, each camera's own classifier and anomaly model), for
+    ``doctor``, whose verdict must not be "ready" for a run that would stop; what runs."""
+    cameras = settings.camera_list()
+    own = _own_classifiers(settings, cameras)
+    anomaly = _anomaly_models(settings, cameras)
+    extractor = _extractor(anomaly) if anomaly.models else None
+    plan, labels = read_models(settings.models, own, extractor)
+    for camera in cameras:
+        classify = settings.models.classify if camera.classify is None else camera.classify
+        if camera.inspection:
+            model = camera.classifier_model
+            grades = None if model is None or not classify else (_grades_file(camera, model),
+                                                                 inspect_model(model))
+            labels.narrowed(plan, camera.inspect_labels, camera.pass_grades, camera.name,
+                            grades)
+    extra = [*(p.name for p in own), *(f"anomaly model {p}" for p in anomaly.models)]
+    return f"{plan.detector.name} + {plan.classifier.name}" + (
+        f" (+ {', '.join(extra)})" if extra else "")
 
 
 def _anomaly_models(settings: Settings, cameras: tuple[CameraConfig, ...]) -> _Anomaly:
