@@ -157,6 +157,25 @@ def _get(url: str) -> dict[str, Any]:
         return dict(json.loads(r.read()))
 
 
+def _pictures(port: int, stream: str, n: int) -> list[np.ndarray]:
+    """The first ``n`` pictures of a camera's MJPEG stream in the web view."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+        sock.sendall(f"GET /video/{stream}.mjpg HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        data, found = b"", []
+        while len(found) < n:
+            chunk = sock.recv(65536)
+            assert chunk, "the stream ended"
+            data += chunk
+            while (start := data.find(b"\xff\xd8")) >= 0 and (
+                    end := data.find(b"\xff\xd9", start)) >= 0:
+                found.append(cv2.imdecode(np.frombuffer(data[start:end + 2], np.uint8),
+                                          cv2.IMREAD_COLOR))
+                data = data[end + 2:]
+    return found
+
+
 def test_a_camera_that_cannot_see_is_unknown_never_clear(tmp_path: Path) -> None:
     """A network camera killed mid-run: its zone's occupancy reads ``unknown`` on MQTT and
     in the web view, the event log says ``camera_blind``; back, it reads a number again."""
@@ -188,9 +207,16 @@ def test_a_camera_that_cannot_see_is_unknown_never_clear(tmp_path: Path) -> None
 
     try:
         wait_for(known, "a known occupancy")
+        live = _pictures(http, "worker_safety", 1)[0]
         camera.kill()
         camera.wait(10)
         wait_for(lambda: occupancy()[-1] == "unknown", "occupancy unknown")
+        # the web view's picture: still sent (a viewer who comes now sees one), dimmed,
+        # never the old frame as if it were the floor now
+        blind = _pictures(http, "worker_safety", 2)[-1]
+        top = live.shape[0] * 2 // 3  # the picture, above the strip
+        assert blind.shape == live.shape
+        assert blind[:top].mean() < live[:top].mean() / 2
         shown = _get(status)["streams"]["worker_safety"]
         assert shown["blind"] and shown["zones"][0]["people"] is None
         assert shown["zones"][0]["name"] == "zone"

@@ -213,3 +213,19 @@ def annotated_pane(result: FrameResult, mask: float | None, status: RunStatus | 
     draw_panel(pane, build_panel(status, result.stream, result.frame.wall, people=people),
                (w, h))
     return pane
+
+
+def unseen(pane: npt.NDArray[np.uint8], height: int, reason: str) -> None:
+    """The picture of a camera that cannot see, away from the window: its last frame
+    dimmed, with why across it, so nobody takes an old picture for the floor now."""
+    picture = pane[:height]
+    picture //= 3
+    h, w = picture.shape[:2]
+    scale = max(0.4, min(1.2, w / 900))
+    title = reason.split(":")[0] if reason.startswith(("PAUSED", "ENDED")) else "CANNOT SEE"
+    for i, text in enumerate((title, reason[:70])):
+        size = scale * (1.6 if i == 0 else 0.8)
+        (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, size, 2)
+        at = (max(4, (w - tw) // 2), h // 2 + (i * 2 - 1) * int(th * 1.2))
+        cv2.putText(picture, text, at, cv2.FONT_HERSHEY_SIMPLEX, size, (60, 60, 255), 2,
+                    cv2.LINE_AA)

@@ -23,7 +23,7 @@ from coral_mfg.core.results import FrameResult
 from coral_mfg.core.status import RunStatus
 from coral_mfg.core.threads import yield_to_inspection
 from coral_mfg.outputs.base import SinkBase
-from coral_mfg.outputs.overlay import annotated_pane
+from coral_mfg.outputs.overlay import annotated_pane, unseen
 from coral_mfg.web.metrics import Metrics
 
 RECENT_EVENTS = 200
@@ -69,6 +69,14 @@ class WebHub(SinkBase):
 
     def status(self, status: RunStatus) -> None:
         self.latest = status  # the strips' counts; one reference, read whole
+        # a camera that cannot see sends no frames: its last one, dimmed and saying why,
+        # is sent again with each status, so a viewer who comes now sees it too
+        with self._lock:
+            for s in status.streams:
+                found = self._latest.get(s.name)
+                if s.blind and found is not None:
+                    self._seq += 1
+                    self._latest[s.name] = (self._seq, found[1])
 
     def event(self, event: Event) -> None:
         record = event_json(event)  # made once, here, for every viewer
@@ -97,6 +105,10 @@ class WebHub(SinkBase):
         if cached is not None and cached.seq == seq:
             return cached
         pane = annotated_pane(result, self.mask, self.latest)
+        shown = self.latest
+        blind = next((s.blind for s in shown.streams if s.name == stream), None) if shown else None
+        if blind:
+            unseen(pane, result.out_size[1], blind)
         ok, data = cv2.imencode(".jpg", pane, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
         if not ok:
             return None
