@@ -163,15 +163,15 @@ def _pictures(port: int, stream: str, n: int) -> list[np.ndarray]:
 
     with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
         sock.sendall(f"GET /video/{stream}.mjpg HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-        data, found = b"", []
+        data, found = b"", list[np.ndarray]()
         while len(found) < n:
             chunk = sock.recv(65536)
             assert chunk, "the stream ended"
             data += chunk
             while (start := data.find(b"\xff\xd8")) >= 0 and (
                     end := data.find(b"\xff\xd9", start)) >= 0:
-                found.append(cv2.imdecode(np.frombuffer(data[start:end + 2], np.uint8),
-                                          cv2.IMREAD_COLOR))
+                found.append(np.asarray(cv2.imdecode(np.frombuffer(data[start:end + 2],
+                                                                   np.uint8), cv2.IMREAD_COLOR)))
                 data = data[end + 2:]
     return found
 

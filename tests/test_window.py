@@ -496,9 +496,22 @@ def test_zone_editor_drag_insert_delete_new_and_save(
         app.render()
         shot = win.read_pixels()
         handle_x = round(at(600, 420)[0])
+        # while editing, the keys are said on the camera's strip, under the picture
+        assert "Ctrl+S: save" in "".join(s.text for s in app.panel("worker_safety").lines[1])
         key(glfw.KEY_S, glfw.MOD_CONTROL)
+        # a drag left unsaved is dropped on leaving: outside the editor the zones in force
+        # are the saved ones
+        saved_points = store.zones[0].points.tolist()
+        click(600, 420)
+        glfw.set_cursor_pos(win.handle, *at(650, 450))
+        win._on_cursor(None, *at(650, 450))
+        step()
+        release()
+        assert store.zones[0].points.tolist() != saved_points
         key(glfw.KEY_ESCAPE)  # leaves edit mode, does not quit
         assert app.editor is None and not app.quit
+        assert store.zones[0].points.tolist() == saved_points
+        assert "unsaved zone changes dropped" in app.message
     except BaseException as exc:  # keep the teardown below
         errors.append(exc)
     finally:

@@ -222,7 +222,9 @@ def unseen(pane: npt.NDArray[np.uint8], height: int, reason: str) -> None:
     picture //= 3
     h, w = picture.shape[:2]
     scale = max(0.4, min(1.2, w / 900))
-    title = reason.split(":")[0] if reason.startswith(("PAUSED", "ENDED")) else "CANNOT SEE"
+    title = "CANNOT SEE"
+    if reason.startswith(("PAUSED", "ENDED")):
+        title = reason.split(":", maxsplit=1)[0]
     for i, text in enumerate((title, reason[:70])):
         size = scale * (1.6 if i == 0 else 0.8)
         (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, size, 2)

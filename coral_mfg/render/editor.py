@@ -22,7 +22,7 @@ from coral_mfg.config.zones import ZoneSpec, relative_points
 from coral_mfg.core.errors import ConfigError
 from coral_mfg.core.names import name_problem
 from coral_mfg.outputs.overlay import WHITE
-from coral_mfg.render.scene import HUD_HEIGHT, Layer, rect, rgba, thick_polyline
+from coral_mfg.render.scene import Layer, rect, rgba, thick_polyline
 from coral_mfg.render.text import GlyphAtlas
 from coral_mfg.runtime.shape_edit import ShapeEditor
 from coral_mfg.runtime.zone_watch import ZoneTarget
@@ -31,8 +31,8 @@ log = logging.getLogger(__name__)
 
 GRAB_PX = 12.0  # how close a click must be to a vertex or an edge
 HANDLE_PX = 7.0
-HELP = ("EDIT  drag vertex | click edge: add | right-click: delete | n: new zone | "
-        "r: rename | Tab: next | Ctrl+S: save | Esc: done")
+HELP = ("EDIT  drag vertex | click edge: add | right-click: delete | n: new | r: rename | "
+        "Tab: next | Ctrl+S: save | Esc: done")
 NAMING_HELP = "NAME  type the zone's name | Enter: done | Esc: keep the old name"
 
 
@@ -60,20 +60,38 @@ class ZoneEditor:
         self.naming: str | None = None  # the name being typed, while one is
         self._proposed = False  # naming holds a proposed name: the first key replaces it
         self.saved: tuple[ZoneSpec, ...] = ()  # the zones as last saved (or at entry)
+        self._saved_zones: tuple[KeepoutZone, ...] = ()  # the same, placed, to go back to
 
     # --- mode -----------------------------------------------------------------------------
 
     def enter(self) -> None:
         self.active = True
         self.zones = list(self.store.zones)
-        self.saved = self._specs()
+        self.saved, self._saved_zones = self._specs(), tuple(self.zones)
         self.selected = min(self.selected, max(len(self.zones) - 1, 0))
         self.message = ""
 
-    def leave(self) -> None:
+    def leave(self) -> bool:
+        """Leave edit mode; True when unsaved changes were dropped: the zones in force go
+        back to those saved, so outside the editor they are always what the file says
+        (a shape half-way through a drag is never left guarding the floor)."""
         self.active = False
         self.dragging = None
         self.naming = None
+        if self._specs() == self.saved:
+            return False
+        self.zones = list(self._saved_zones)
+        self.store.replace(self._saved_zones)
+        log.info("unsaved zone changes of %s dropped: the saved zones are in force",
+                 self.camera)
+        return True
+
+    def help_lines(self) -> tuple[str, str]:
+        """What the keys do and what is selected: the two lines of the strip meanwhile,
+        under the picture, never over it."""
+        if self.naming is not None:
+            return NAMING_HELP, f"{self.camera}  name: {self.naming}_  {self.message}"
+        return HELP, f"{self.camera}  zone: {self.zone.name if self.zone else '-'}  {self.message}"
 
     # --- naming ---------------------------------------------------------------------------
 
@@ -230,7 +248,7 @@ class ZoneEditor:
         changes = self.shapes.replace(
             self.camera, Shapes(zones=specs, lines=current.lines, presence=current.presence),
             ["zones"], "the window's zone editor", before=self.saved)
-        self.saved = specs
+        self.saved, self._saved_zones = specs, tuple(self.store.zones)
         if not changes:
             self.message = "nothing to save"
             return None
@@ -251,14 +269,4 @@ class ZoneEditor:
                                             y + HANDLE_PX, rgba(WHITE)))
                     layer.solid.append(rect(x - HANDLE_PX + 2, y - HANDLE_PX + 2,
                                             x + HANDLE_PX - 2, y + HANDLE_PX - 2, rgba(z.color)))
-        w, h = self.size
-        if self.naming is not None:
-            lines = [NAMING_HELP, f"{self.camera}  name: {self.naming}_  {self.message}"]
-        else:
-            lines = [HELP, f"{self.camera}  zone: {self.zone.name if self.zone else '-'}  "
-                           f"{self.message}"]
-        y0 = h - HUD_HEIGHT * len(lines) - 10
-        layer.solid.append(rect(0, y0 - 4, w, h, (0.0, 0.0, 0.0, 0.7)))
-        for i, line in enumerate(lines):
-            layer.text.append(atlas.quads(line[:120], 8, y0 + i * HUD_HEIGHT, HUD_HEIGHT - 2,
-                                          rgba(WHITE)))
+

@@ -89,8 +89,8 @@ class WindowApp:
         self.editor.enter()
 
     def leave_editor(self) -> None:
-        if self.editor is not None:
-            self.editor.leave()
+        if self.editor is not None and self.editor.leave():
+            self.message = "unsaved zone changes dropped: the saved zones are in force"
         self.editor = None
 
     # --- the strips ----------------------------------------------------------------------
@@ -103,6 +103,11 @@ class WindowApp:
                                              if isinstance(o, PersonObject)]
         panel = build_panel(self.control.board.current, camera, time.time(),
                             details=self.show_hud, people=people)
+        editor = self.editor
+        if editor is not None and editor.active and editor.camera == camera:
+            keys, state = editor.help_lines()
+            return Panel((panel.lines[0], (Segment(keys[:110], AMBER),),
+                          (Segment(state[:110]),)), panel.dot, panel.alarm, panel.health)
         if not self.message:
             return panel
         lines = (*panel.lines[:2], (Segment(self.message[:110], AMBER),))
