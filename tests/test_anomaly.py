@@ -506,6 +506,18 @@ def test_a_folder_that_is_no_anomaly_model_is_refused(tmp_path: Path) -> None:
     assert f"--anomaly {tmp_path} is not an anomaly model" in line
 
 
+def test_a_model_file_for_its_folder_or_a_garbled_one_is_named(
+        trained: tuple[Path, subprocess.CompletedProcess[str]], tmp_path: Path) -> None:
+    given = trained[0] / "anomaly.json"
+    line = _one_error(_cli("--headless", "--device", "cpu", "--anomaly", str(given)))
+    assert f"--anomaly {given} is a file; pass the folder it is in" in line
+    garbled = tmp_path / "garbled"
+    shutil.copytree(trained[0], garbled)
+    (garbled / "model.npz").write_bytes(b"not an npz at all" * 10)
+    line = _one_error(_cli("--headless", "--device", "cpu", "--anomaly", str(garbled)))
+    assert "not an array file train-anomaly wrote" in line and "pickle" not in line
+
+
 def test_no_classifier_and_no_anomaly_model_is_refused() -> None:
     line = _one_error(_cli("--headless", "--device", "cpu", "--no-classify"))
     assert "--no-classify leaves camera visual_inspection nothing to judge" in line

@@ -222,6 +222,9 @@ def load_anomaly_model(folder: Path, *, manifest: Manifest | None = None,
                        where: str = "--anomaly") -> AnomalyModel:
     """A folder written by ``train-anomaly``, checked against the station's extractor;
     one line naming the folder and the fix otherwise."""
+    if folder.is_file():
+        raise AnomalyModelError(f"{where} {folder} is a file; pass the folder it is in, the "
+                                "--out folder of 'coral-mfg train-anomaly'")
     if not folder.is_dir():
         raise AnomalyModelError(f"{where} {folder}: no such folder; pass the --out folder of "
                                 "'coral-mfg train-anomaly'")
@@ -269,7 +272,9 @@ def _arrays(folder: Path, method: str, extractor: ExtractorId, where: str
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: np.asarray(npz[k], np.float32) for k in npz.files}
     except (OSError, ValueError, EOFError) as exc:
-        raise AnomalyModelError(f"{where} {path} cannot be read ({exc}); {RETRAIN}") from None
+        # numpy's own words for a file that is not a plain .npz invite loading it unsafely
+        why = "not an array file train-anomaly wrote" if "pickle" in str(exc) else str(exc)
+        raise AnomalyModelError(f"{where} {path} cannot be read ({why}); {RETRAIN}") from None
     gaussians = _gaussians(arrays, dims) if method == GAUSSIAN else None
     memory = arrays.get("memory")
     fits = (gaussians is not None if method == GAUSSIAN else

@@ -32,6 +32,7 @@ from coral_mfg.config.assets import app_home, load_manifest, verify
 from coral_mfg.config.flags import Parser
 from coral_mfg.core.errors import UserError
 from coral_mfg.core.files import output_folder
+from coral_mfg.core.quiet import captured_output
 from coral_mfg.inference import adapters
 from coral_mfg.inference.anomaly import (
     ARRAYS_NPZ,
@@ -95,9 +96,15 @@ class Embedder:
     def __init__(self, path: Path, threads: int) -> None:
         from coral_mfg.config.assets import digests_of
 
-        self.interpreter = runtime_backend().interpreter(model_path=str(path),
-                                                         num_threads=threads)
-        self.interpreter.allocate_tensors()
+        with captured_output() as captured:  # LiteRT's notes (its CPU delegate) stay quiet
+            try:
+                self.interpreter = runtime_backend().interpreter(model_path=str(path),
+                                                                 num_threads=threads)
+                self.interpreter.allocate_tensors()
+                self.interpreter.invoke()  # the delegate is made, and says so, on first use
+            except BaseException:
+                captured.keep = True
+                raise
         width, height = adapters.input_size(self.interpreter)
         self._rgb = np.empty((height, width, 3), np.uint8)
         dims = int(np.prod(self.interpreter.get_output_details()[0]["shape"]))
