@@ -387,6 +387,9 @@ def test_the_report_is_complete_and_consistent(
                                 "batch_size": 32, "learning_rate": 1e-3, "seed": 0,
                                 "frozen_layers": 0}
     assert report["images"]["unreadable"] == 1
+    # per grade: the images trained and validated on, the unreadable one not counted
+    assert sum(report["images"]["per_grade"].values()) == \
+        report["images"]["train"] + report["images"]["validation"]
     val = report["images"]["validation"]
     for which in ("float", "quantized"):
         scores = report["validation"][which]

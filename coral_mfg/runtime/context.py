@@ -61,7 +61,8 @@ class RunContext:
         with self._lock:
             recent = self._recent[result.stream]
             recent.done.append(time.monotonic())
-            recent.infer_ms.append(result.times.detect + result.times.classify)
+            if result.times.detect > 0:  # a frame the motion gate held has no inference
+                recent.infer_ms.append(result.times.detect + result.times.classify)
         self.outputs.put(result)
         if result.events:
             self.changed.set()

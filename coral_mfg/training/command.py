@@ -17,6 +17,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from coral_mfg.config.flags import Parser
 from coral_mfg.core.errors import UserError
 from coral_mfg.core.files import output_folder
@@ -178,7 +180,9 @@ def _report(folders: GradeFolders, unreadable: tuple[Path, ...], sets: tuple[Ima
         "dataset": str(folders.root), "grades": list(grades),
         "images": {"train": len(train_set), "validation": len(val_set),
                    "unreadable": len(unreadable),
-                   "per_grade": {g: len(f) for g, f in zip(grades, folders.files, strict=True)}},
+                   # the images trained and validated on, the unreadable ones not among them
+                   "per_grade": {g: int(np.sum(train_set.labels == i) + np.sum(val_set.labels == i))
+                                 for i, g in enumerate(grades)}},
         "training": {"epochs": history.epochs, "best_epoch": history.best_epoch,
                      "curves": history.curves},
         "validation": {"float": Scores.of(grades, val_set.labels, float_scores).to_dict(grades),
