@@ -94,6 +94,10 @@ def test_the_last_line_is_the_shift_or_on_request_the_inference_details(details:
                              details=details).lines)
     assert text[2] == ("inference 40 ms on CPU   dropped 0   skipped 12" if details
                        else "shift 06:00: entries 4")
+    # grades are said in words, as on the line above
+    graded = replace(shift, counts=((EventKey("graded", "press", grade="rotten_apple"), 2),))
+    assert _text(build_panel(_status(_stream(), shift=graded), "press", WALL).lines)[2] == \
+        "shift 06:00: Rotten apple 2"
     # without a history, the details have the line
     assert _text(build_panel(_status(_stream()), "press", WALL).lines)[2].startswith(
         "inference 40 ms")

@@ -62,3 +62,9 @@ def prefix_problem(value: str) -> str | None:
     if "" in text.split("/"):
         return "a topic prefix without empty levels (//)"
     return None
+
+
+def display_name(label: str) -> str:
+    """``rotten_apple`` as people read it: ``Rotten apple``."""
+    text = label.replace("_", " ").strip()
+    return text[:1].upper() + text[1:]

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from coral_mfg.core.clock import iso_utc
+from coral_mfg.core.names import display_name
 
 #: The JSON fields an event is counted by, besides its type and its camera (``stream``).
 KEY_FIELDS = ("zone", "line", "direction", "check", "label", "grade", "passed")
@@ -85,7 +86,7 @@ class PeriodTotals:
     def line(self, camera: str) -> str:
         """What the screen says of ``camera``'s shift, or "" when nothing was counted:
         grades, keep-out entries, and line crossings by line and direction."""
-        parts = [f"{grade} {n}" for grade, n in self.inspected(camera).items()]
+        parts = [f"{display_name(grade)} {n}" for grade, n in self.inspected(camera).items()]
         entries = self.total("keepout_enter", camera)
         if entries:
             parts.append(f"entries {entries}")

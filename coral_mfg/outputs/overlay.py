@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from coral_mfg.core.names import display_name
 from coral_mfg.core.results import Box, FrameResult, InspectedObject, PersonObject, ZoneOutline
 from coral_mfg.core.status import RunStatus
 from coral_mfg.outputs.panel import (
@@ -24,7 +25,6 @@ from coral_mfg.outputs.panel import (
     STRIP_HEIGHT,
     Panel,
     build_panel,
-    display_name,
 )
 
 Color = tuple[int, int, int]  # RGB, 0-255

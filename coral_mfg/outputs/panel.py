@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from coral_mfg.core.clock import local_caption
+from coral_mfg.core.names import display_name
 from coral_mfg.core.results import PersonObject
 from coral_mfg.core.status import ENDED, PAUSED, RunStatus, StreamStatus
 
@@ -47,12 +48,6 @@ class Panel:
     dot: Color
     alarm: bool
     health: str  # "live", "degraded", "blind"
-
-
-def display_name(label: str) -> str:
-    """``rotten_apple`` as people read it: ``Rotten apple``."""
-    text = label.replace("_", " ").strip()
-    return text[:1].upper() + text[1:]
 
 
 def health_of(status: RunStatus, s: StreamStatus) -> tuple[str, Color, str]:
