@@ -71,6 +71,7 @@ def window_run(
     assert result.returncode == 0, result.stderr
     saved = cv2.imread(str(shot))
     assert saved is not None, f"no screenshot at {shot}"
+    assert f"screenshot {shot}" in result.stdout + result.stderr  # the summary names it
     image = cv2.cvtColor(saved, cv2.COLOR_BGR2RGB)
     lines = [json.loads(x) for x in events.read_text().splitlines()]
     return image, lines, result.stderr

@@ -84,6 +84,9 @@ def plain_summary(settings: Settings, summary: dict[str, Any]) -> list[str]:
     for key, path in paths.items():
         if key in outputs and path is not None:
             wrote.append(f"{key} {path} ({outputs[key].get('written', 0)} written)")
+    shot = settings.window.screenshot
+    if shot is not None and shot.is_file():  # saved by the window as it closed
+        wrote.append(f"screenshot {shot}")
     lines.append("wrote " + ", ".join(wrote) if wrote else "wrote no files (--output, "
                  "--events or --record_dir keep what a run sees)")
     return lines
