@@ -383,34 +383,29 @@ def test_a_camera_grades_with_its_own_classifier_and_labels(tmp_path: Path) -> N
     assert set(summary["cameras"]["belt_b"]["inspected"]) <= {"good", "bad"}
 
 
-def test_a_camera_classifier_without_labels_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("labels", "words"),
+    [(None, ("[cameras.belt]: no classifier_labels set", "set classifier_labels")),
+     ("0 bruised\n1 good\n", ("[cameras.belt]: pass_grades: name the grade(s) that pass",
+                               "(bruised, good)"))],
+    ids=["no-labels", "no-passing-grades"],
+)
+def test_a_camera_classifier_without_its_labels_or_passing_grades_is_refused(
+        tmp_path: Path, labels: str | None, words: tuple[str, str]) -> None:
+    """Its grades are its own: never the bundled ones, and the station's passing grades do
+    not name them, nor is its first grade (by name, ``bruised``) a safe default."""
     from tests.conftest import model
 
     (tmp_path / "belt.tflite").write_bytes(model("classifier.tflite").read_bytes())
+    if labels is not None:
+        (tmp_path / "classifier_labels.txt").write_text(labels)
     config = _config(tmp_path, {"belt": _camera(
         APPLES, ["inspection"], classifier_model=str(tmp_path / "belt.tflite"))})
     result = subprocess.run([*APP, "--config", str(config)], cwd=ROOT, capture_output=True,
                             text=True, timeout=300, check=False)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]
-    assert "[cameras.belt]: no classifier_labels set" in last and "set classifier_labels" in last
-
-
-def test_a_camera_classifier_without_passing_grades_is_refused(tmp_path: Path) -> None:
-    """Its grades are its own: the station's passing grades do not name them, and its first
-    grade (by name, ``bruised``) is no safe default."""
-    from tests.conftest import model
-
-    (tmp_path / "belt.tflite").write_bytes(model("classifier.tflite").read_bytes())
-    (tmp_path / "classifier_labels.txt").write_text("0 bruised\n1 good\n")
-    config = _config(tmp_path, {"belt": _camera(
-        APPLES, ["inspection"], classifier_model=str(tmp_path / "belt.tflite"))})
-    result = subprocess.run([*APP, "--config", str(config)], cwd=ROOT, capture_output=True,
-                            text=True, timeout=300, check=False)
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    last = result.stderr.strip().splitlines()[-1]
-    assert "[cameras.belt]: pass_grades: name the grade(s) that pass" in last
-    assert "(bruised, good)" in last
+    assert all(w in last for w in words), last
 
 
 def test_crop_slots_serve_classifiers_of_every_input_size() -> None:

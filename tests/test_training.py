@@ -107,14 +107,19 @@ def test_a_bad_value_is_named_with_what_it_may_be(tmp_path: Path, args: list[str
     assert "Traceback" not in result.stderr and "invalid _" not in result.stderr
 
 
-def test_without_tensorflow_it_says_how_to_install_the_extra(tmp_path: Path) -> None:
+def _without(module: str, tmp_path: Path) -> dict[str, str]:
+    """A dataset in tmp_path/data, and an environment in which ``module`` is not installed."""
     for grade in ("good", "bad"):
         _write_images(tmp_path / "data" / grade, 10)
     blocker = tmp_path / "block"
     blocker.mkdir()
-    (blocker / "tensorflow.py").write_text(
-        "raise ModuleNotFoundError(\"No module named 'tensorflow'\", name='tensorflow')\n")
-    env = {"PYTHONPATH": os.pathsep.join([str(blocker), os.environ.get("PYTHONPATH", "")])}
+    (blocker / f"{module}.py").write_text(
+        f"raise ModuleNotFoundError(\"No module named '{module}'\", name='{module}')\n")
+    return {"PYTHONPATH": os.pathsep.join([str(blocker), os.environ.get("PYTHONPATH", "")])}
+
+
+def test_without_tensorflow_it_says_how_to_install_the_extra(tmp_path: Path) -> None:
+    env = _without("tensorflow", tmp_path)
     result = _cli("train-classifier", str(tmp_path / "data"), "--no_compile", env=env)
     line = _one_error(result)
     assert "pip install 'coral-mfg[train]'" in line and "TensorFlow" in line
@@ -123,13 +128,7 @@ def test_without_tensorflow_it_says_how_to_install_the_extra(tmp_path: Path) -> 
 def test_without_matplotlib_it_says_so_before_training(tmp_path: Path) -> None:
     """TensorFlow installed on its own, without the extra: the report's curves would fail
     after the whole training, leaving no report."""
-    for grade in ("good", "bad"):
-        _write_images(tmp_path / "data" / grade, 10)
-    blocker = tmp_path / "block"
-    blocker.mkdir()
-    (blocker / "matplotlib.py").write_text(
-        "raise ModuleNotFoundError(\"No module named 'matplotlib'\", name='matplotlib')\n")
-    env = {"PYTHONPATH": os.pathsep.join([str(blocker), os.environ.get("PYTHONPATH", "")])}
+    env = _without("matplotlib", tmp_path)
     result = _cli("train-classifier", str(tmp_path / "data"), "--no_compile", "--weights",
                   "none", env=env)
     line = _one_error(result)

@@ -352,25 +352,13 @@ def test_a_viewer_sees_the_zones_read_only_in_chromium(station: Station,
         chrome.quit()
 
 
-TWO_FLOORS = """\
-[cameras.floor]
-input = "{worker}"
-roles = ["safety"]
-
-[[cameras.floor.zones]]
-name = "press"
-points = [[0.1, 0.55], [0.35, 0.55], [0.35, 0.95], [0.1, 0.95]]
-units = "relative"
-
-[cameras.dock]
-input = "{worker}"
-roles = ["safety"]
-
-[[cameras.dock.zones]]
-name = "ramp"
-points = [[0.5, 0.5], [0.7, 0.5], [0.7, 0.7], [0.5, 0.7]]
-units = "relative"
-"""
+TWO_FLOORS = "".join(
+    f'[cameras.{camera}]\ninput = "{{worker}}"\nroles = ["safety"]\n\n'
+    f'[[cameras.{camera}.zones]]\nname = "{zone}"\npoints = {json.dumps(points)}\n'
+    'units = "relative"\n\n'
+    for camera, zone, points in (("floor", "press", [[0.1, 0.55], [0.35, 0.55], [0.35, 0.95],
+                                                       [0.1, 0.95]]),
+                                 ("dock", "ramp", [list(p) for p in SQUARE])))
 
 
 def test_a_refused_hand_edit_is_mended_from_the_editor(tmp_path: Path) -> None:
