@@ -73,16 +73,21 @@ def test_an_own_classifier_is_read_with_the_labels_beside_it(tmp_path: Path) -> 
 
 
 def test_an_own_classifier_needs_its_passing_grades_named(tmp_path: Path) -> None:
-    """Grades sort by name: its first (``bruised``) is no safe default."""
+    """Grades sort by name: its first (``bruised``) is no safe default for any camera that
+    grades with it; one that names them, or does not grade, may run."""
     path = _own_classifier(tmp_path / "mine", "0 bruised\n1 good\n")
+    models = ModelsConfig(classifier_model=path)
+    plan = plan_models(models)
+    labels = _labels(models)
     with pytest.raises(ModelError, match=r"--pass_grades: name the grade\(s\) that pass, from "
                        r".*classifier_labels\.txt \(bruised, good\)"):
-        _labels(ModelsConfig(classifier_model=path))
+        labels.narrowed(plan, None, None, "belt")
+    assert labels.narrowed(plan, None, ("good",), "belt").passing == frozenset({1})
+    assert labels.narrowed(plan, None, None, "belt", classify=False).classifier
     # the bundled classifier keeps its default, wherever it is given from
-    bundled = _labels(ModelsConfig(classifier_model=model("classifier.tflite")))
+    models = ModelsConfig(classifier_model=model("classifier.tflite"))
+    bundled = _labels(models).narrowed(plan_models(models), None, None, "belt")
     assert [bundled.classifier[i] for i in bundled.passing] == ["fresh_apple"]
-    # without grading (anomaly scoring alone) no passing grade is asked for
-    assert _labels(ModelsConfig(classifier_model=path, classify=False)).classifier
 
 
 def test_an_own_classifier_without_labels_is_refused(tmp_path: Path) -> None:

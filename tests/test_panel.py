@@ -7,6 +7,7 @@ from dataclasses import replace
 import pytest
 
 from coral_mfg.core.status import (
+    ENDED,
     LIVE,
     NO_SIGNAL,
     PAUSED,
@@ -103,14 +104,18 @@ def test_the_last_line_is_the_shift_or_on_request_the_inference_details(details:
         "inference 40 ms")
 
 
-def test_a_paused_camera_says_so_and_its_checks_are_unknown() -> None:
-    s = _stream(state=PAUSED, reason="PAUSED by the operator: nothing is inspected until "
-                "resumed", occupants=(Occupant("walkway", 7, 92.0),),
+@pytest.mark.parametrize("state", [PAUSED, ENDED])
+def test_a_paused_or_ended_camera_says_so_and_its_checks_are_unknown(state: str) -> None:
+    """Its zones read unknown to plant systems; the picture held is the last one seen, and
+    the strip keeps that picture's alarm."""
+    s = _stream(state=state, reason=f"{state.upper()} by the operator: nothing is inspected",
+                occupants=(Occupant("walkway", 7, 92.0),),
                 presence=(PresenceStatus("fixture", "bottle", 2, 0, True),))
-    panel = build_panel(_status(s, paused=True), "press", WALL)
-    assert panel.health == "paused" and panel.dot == AMBER and not panel.alarm
+    panel = build_panel(_status(s, paused=state == PAUSED), "press", WALL)
+    assert panel.health == state and panel.alarm
     text = _text(panel.lines)
-    assert "PAUSED: PAUSED by the operator" in text[0] and "fixture ?" in text[1]
+    assert f"{state.upper()}: by the operator" in text[0]  # its state said once
+    assert text[1] == "KEEP-OUT walkway #7 8 s" and "fixture ?" in text[2]
     assert s.blind is not None and s.occupancy("walkway") is None
 
 

@@ -50,6 +50,13 @@ class ZoneStore:
             self._zones = zones
             self.error = None
 
+    def preview(self, zones: tuple[KeepoutZone, ...]) -> None:
+        """Zones being edited, in force at once but not saved: a refusal of the file
+        stands until the file is read or written whole again."""
+        with self._lock:
+            self._renames.extend(_renames(self._zones, zones))
+            self._zones = zones
+
     def take_renames(self) -> list[tuple[str, str]]:
         """(old, new) names since the last call, oldest first."""
         with self._lock:

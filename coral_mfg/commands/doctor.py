@@ -144,11 +144,11 @@ def _models_check(settings: Settings | UserError, manifest: Manifest, home: Path
                   tpu: bool) -> Check:
     """The run's own models, checked as the run checks them (labels, passing grades,
     anomaly models): "ready" only for a run that would start."""
-    pairs = usable_pairs(manifest, home, edgetpu=tpu)
-    if not pairs:
-        return Check("models", False, "no detector+classifier pair can run: run "
-                     "'coral-mfg fetch-assets'")
     if isinstance(settings, UserError):
+        pairs = usable_pairs(manifest, home, edgetpu=tpu)
+        if not pairs:
+            return Check("models", False, "no detector+classifier pair can run: run "
+                         "'coral-mfg fetch-assets'")
         return Check("models", True, f"{pairs[0][1]} + {pairs[0][2]}")
     try:
         return Check("models", True, check_models(settings))

@@ -45,7 +45,6 @@ class ModelPlan:
     pass_grades: tuple[str, ...]
     #: the bundled classifier's labels: only its grades have a default passing grade
     bundled_labels: Path | None = None
-    classify: bool = True
 
 
 def _present(manifest: Manifest, home: Path, name: str | None) -> Path | None:
@@ -112,7 +111,6 @@ def plan_models(models: ModelsConfig, manifest: Manifest | None = None) -> Model
         inspect_labels=models.inspect_labels,
         pass_grades=models.pass_grades,
         bundled_labels=bundled_labels,
-        classify=models.classify,
     )
 
 
@@ -200,6 +198,9 @@ class Labels:
     inspected: dict[int, str]
     #: grade ids drawn as passing
     passing: frozenset[int]
+    #: whether ``passing`` was named (or is the bundled classifier's default): a camera
+    #: grading with a classifier of the user's own must not fall back on its first grade
+    passing_named: bool = True
 
     @classmethod
     def read(cls, plan: ModelPlan, classifier: ModelInfo) -> Labels:
@@ -209,18 +210,16 @@ class Labels:
         _check_classifier_labels(grades, plan.classifier_labels, classifier.outputs[0].shape[-1])
         inspected = _ids_of(plan.inspect_labels, detector, plan.detector_labels,
                             "inspect_labels", "label of the detector")
-        if plan.pass_grades:
-            passing = frozenset(_ids_of(plan.pass_grades, grades, plan.classifier_labels,
-                                        "pass_grades", "grade of the classifier"))
-        elif plan.classify and not _bundled_grades(grades, plan.bundled_labels):
-            raise _no_pass_grades("--pass_grades", plan.classifier_labels, grades)
-        else:
-            passing = frozenset({min(grades)})
-        return cls(detector, grades, inspected, passing)
+        passing = (frozenset(_ids_of(plan.pass_grades, grades, plan.classifier_labels,
+                                     "pass_grades", "grade of the classifier"))
+                   if plan.pass_grades else frozenset({min(grades)}))
+        named = bool(plan.pass_grades) or _bundled_grades(grades, plan.bundled_labels)
+        return cls(detector, grades, inspected, passing, named)
 
     def narrowed(self, plan: ModelPlan, inspect_labels: tuple[str, ...] | None,
                  pass_grades: tuple[str, ...] | None, camera: str,
-                 grades: tuple[Path, ModelInfo] | None = None) -> Labels:
+                 grades: tuple[Path, ModelInfo] | None = None, *,
+                 classify: bool = True) -> Labels:
         """A camera's own inspected labels and passing grades (None: the station's), and,
         with a classifier of its own, its grades (``grades``: the labels file and the
         model), checked like the station's, with a message that names the camera."""
@@ -229,6 +228,8 @@ class Labels:
             f"inspect_labels of camera {camera}", "label of the detector")
         classifier, grades_path = self.classifier, plan.classifier_labels
         passing = self.passing
+        if grades is None and classify and pass_grades is None and not self.passing_named:
+            raise _no_pass_grades("--pass_grades", grades_path, classifier)
         if grades is not None:
             grades_path, model = grades
             classifier = read_labels(grades_path)
@@ -241,4 +242,4 @@ class Labels:
             passing = frozenset(_ids_of(pass_grades, classifier, grades_path,
                                         f"pass_grades of camera {camera}",
                                         "grade of the classifier"))
-        return Labels(self.detector, classifier, inspected, passing)
+        return Labels(self.detector, classifier, inspected, passing, True)

@@ -52,8 +52,12 @@ class Panel:
 
 def health_of(status: RunStatus, s: StreamStatus) -> tuple[str, Color, str]:
     """live / degraded / paused / blind, its colour, and the reason in words."""
-    if s.state in (PAUSED, ENDED):
-        return s.state, AMBER, s.reason or s.state
+    if s.state in (PAUSED, ENDED):  # "PAUSED by the operator: ..." says its state once
+        reason = s.reason or s.state
+        head = s.state.upper()
+        if reason.startswith(head):
+            reason = reason[len(head):].lstrip(" :")
+        return s.state, AMBER, reason
     if s.blind:
         return "blind", ALARM_RED, s.blind
     reasons = []
@@ -74,8 +78,9 @@ def alarms_of(s: StreamStatus, people: Sequence[PersonObject] | None) -> list[st
     """What is wrong on the floor now, in words, most urgent first. ``people``, the
     frame's own, say who is in a zone on the very frame drawn (the status may be a
     moment older: the entry's own picture must show its alarm)."""
-    if s.blind:
+    if s.blind and s.state not in (PAUSED, ENDED):
         return []  # said by the health line: the checks are unknown, not alarming
+    # paused or ended, the picture held is the last seen: its alarms are still its own
     out = []
     now = s.clock
     for o in s.dwelling:
@@ -89,7 +94,7 @@ def alarms_of(s: StreamStatus, people: Sequence[PersonObject] | None) -> list[st
             out.append(f"KEEP-OUT {zone} #{track}"
                        + (f" {max(0.0, now - at):.0f} s" if at is not None else ""))
     for c in s.presence:
-        if c.missing:
+        if c.missing and not s.blind:  # held, a count is unknown: shown as "?" below
             out.append(f"MISSING {c.name}: {c.seen}/{c.expected} {display_name(c.label)}")
     return out
 

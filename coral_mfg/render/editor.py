@@ -81,7 +81,10 @@ class ZoneEditor:
         if self._specs() == self.saved:
             return False
         self.zones = list(self._saved_zones)
-        self.store.replace(self._saved_zones)
+        self.store.preview(self._saved_zones)
+        watcher = self.shapes.watcher
+        if watcher is not None and watcher.target(self.camera) is not None:
+            watcher.reload(self.camera)  # the file as it is now: it may have changed meanwhile
         log.info("unsaved zone changes of %s dropped: the saved zones are in force",
                  self.camera)
         return True
@@ -103,7 +106,7 @@ class ZoneEditor:
         if zone.source is not None and zone.source.kind == "csv":
             self.message = "a CSV zone is named after its file: rename the file"
             return
-        self.naming = zone.name
+        self.naming, self._proposed = zone.name, False  # edited in place
 
     def type(self, text: str) -> None:
         if self.naming is not None:
@@ -115,11 +118,12 @@ class ZoneEditor:
             self.naming, self._proposed = self.naming[:-1], False
 
     def cancel_name(self) -> None:
-        self.naming = None
+        self.naming, self._proposed = None, False
 
     def commit_name(self) -> None:
         """The name typed becomes the zone's, if it is a good one and not another's."""
         name, zone = (self.naming or "").strip(), self.zone
+        self._proposed = False
         if zone is None:
             self.naming = None
             return
@@ -172,7 +176,7 @@ class ZoneEditor:
                 self.message = f"not applied: {exc}"
                 return
         self.message = ""
-        self.store.replace(tuple(self.zones))
+        self.store.preview(tuple(self.zones))
 
     # --- input ----------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from coral_mfg.config.settings import Settings
 from coral_mfg.core.clock import file_utc
 from coral_mfg.core.errors import UserError
 from coral_mfg.core.results import PersonObject
+from coral_mfg.core.status import ENDED, PAUSED, StreamStatus
 from coral_mfg.outputs.panel import AMBER, Panel, Segment, build_panel
 from coral_mfg.render.editor import ZoneEditor
 from coral_mfg.render.window import CHAR, IDLE_WAIT_S, DisplaySink, Window, scene_for
@@ -213,7 +214,7 @@ class WindowApp:
         layer = scene_for(
             snap, self.window.atlas, self.window.pane_size, panes, mask=self.settings.mask,
             panel=self.panel,
-            status=lambda camera: status.stream(camera).reason, editing=editing,
+            status=lambda camera: _unseen(status.stream(camera)), editing=editing,
         )
         if editor is not None:
             editor.draw(self.window.atlas, layer)
@@ -257,3 +258,10 @@ class WindowApp:
                      self.window.gl_errors)
         finally:
             self.window.close()
+
+
+def _unseen(stream: StreamStatus) -> str | None:
+    """Why a pane is dimmed: a camera that cannot see. Not a pause (the operator's own,
+    the picture is what they want to look at) nor a file's end (the last frame stays, as
+    the run's final picture); their strips say so."""
+    return None if stream.state in (PAUSED, ENDED) else stream.reason

@@ -301,7 +301,7 @@ def check_models(settings: Settings) -> str:
             grades = None if model is None or not classify else (_grades_file(camera, model),
                                                                  inspect_model(model))
             labels.narrowed(plan, camera.inspect_labels, camera.pass_grades, camera.name,
-                            grades)
+                            grades, classify=classify)
     extra = [*(p.name for p in own), *(f"anomaly model {p}" for p in anomaly.models)]
     return f"{plan.detector.name} + {plan.classifier.name}" + (
         f" (+ {', '.join(extra)})" if extra else "")
@@ -376,7 +376,7 @@ def _processor(settings: Settings, camera: CameraConfig, inference: Inference,
         grades = None if model is None or not classify else (_grades_file(camera, model),
                                                              inspect_model(model))
         labels = inference.labels.narrowed(plan, camera.inspect_labels, camera.pass_grades,
-                                           camera.name, grades)
+                                           camera.name, grades, classify=classify)
         if not classify:
             labels = replace(labels, classifier=dict(ANOMALY_GRADES), passing=frozenset({0}))
         inspection = InspectionRole(

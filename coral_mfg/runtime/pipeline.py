@@ -200,8 +200,9 @@ class Pipeline:
             return
         now = time.monotonic()
         for s in status.streams:
-            if s.state == ENDED:
-                continue  # its end is no loss (logged as it ends); its checks are unknown
+            if s.state == ENDED:  # its end is no loss, nor a return (logged as it ends)
+                self._blind_since.pop(s.name, None)
+                continue
             since = self._blind_since.get(s.name)
             if s.blind is not None and since is None:
                 self._blind_since[s.name] = now

@@ -134,6 +134,13 @@ class ZoneWatcher(threading.Thread):
     def target(self, camera: str) -> ZoneTarget | None:
         return next((t for t in self.targets if t.camera == camera), None)
 
+    def reload(self, camera: str) -> None:
+        """Read one camera's zones from the file again now (an editor left unsaved)."""
+        target = self.target(camera)
+        if target is not None:
+            with self._lock:
+                self._reload(target, set())
+
     def mark_saved(self) -> None:
         """The app itself just wrote the file: do not reload what it already has."""
         with self._lock:

@@ -125,7 +125,11 @@ def image_files(folder: Path, what: str, fix: str, skip: Path | None = None
     if not folder.is_dir():
         state = "is a file, not a folder" if folder.exists() else "does not exist"
         raise AnomalyDataError(f"{what} {folder} {state}; {fix}")
+    # only a folder inside it: --out the folder itself, or above it, skips nothing
     skipped = skip.resolve() if skip is not None else None
+    if skipped is not None and (skipped == folder.resolve()
+                                or not skipped.is_relative_to(folder.resolve())):
+        skipped = None
     return tuple(sorted((p for p in folder.rglob("*")
                          if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
                          and (skipped is None or not p.resolve().is_relative_to(skipped))),

@@ -48,6 +48,7 @@ class WebHub(SinkBase):
         self._lock = threading.Lock()
         self._latest: dict[str, tuple[int, FrameResult]] = {}
         self._pictures: dict[str, Picture] = {}
+        self._resent: dict[str, float] = {}  # when a blind camera's picture was last renewed
         self.events: deque[tuple[int, dict[str, Any]]] = deque(maxlen=RECENT_EVENTS)
         self._event_seq = 0
         self._seq = 0
@@ -70,11 +71,14 @@ class WebHub(SinkBase):
     def status(self, status: RunStatus) -> None:
         self.latest = status  # the strips' counts; one reference, read whole
         # a camera that cannot see sends no frames: its last one, dimmed and saying why,
-        # is sent again with each status, so a viewer who comes now sees it too
+        # is sent again once a second (a browser shows a stream's picture only once a
+        # second one comes), so a viewer who comes now sees it too
+        now = time.monotonic()
         with self._lock:
             for s in status.streams:
                 found = self._latest.get(s.name)
-                if s.blind and found is not None:
+                if s.blind and found is not None and now - self._resent.get(s.name, 0.0) >= 1.0:
+                    self._resent[s.name] = now
                     self._seq += 1
                     self._latest[s.name] = (self._seq, found[1])
 

@@ -19,7 +19,7 @@ from prometheus_client.core import (
 )
 
 from coral_mfg.core.results import FrameResult
-from coral_mfg.core.status import NO_SIGNAL, RunStatus
+from coral_mfg.core.status import ENDED, NO_SIGNAL, RunStatus
 from coral_mfg.runtime.status import StatusBoard
 
 LATENCY_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
@@ -116,7 +116,7 @@ def _streams(s: RunStatus) -> Iterator[Metric]:
         dropped.add_metric([stream.name], stream.dropped)
         errors.add_metric([stream.name], stream.errors)
         lost.add_metric([stream.name], stream.source_lost)
-        up.add_metric([stream.name], 0 if stream.state == NO_SIGNAL else 1)
+        up.add_metric([stream.name], 0 if stream.state in (NO_SIGNAL, ENDED) else 1)
         fps.add_metric([stream.name], stream.fps)
         skipped.add_metric([stream.name], stream.skipped)
     yield from (frames, dropped, errors, lost, up, fps, skipped)
