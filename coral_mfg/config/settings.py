@@ -170,8 +170,7 @@ class ModelsConfig(_Section):
     inspect_labels: SomeNames = setting(
         ("apple",), "detector labels whose objects are graded", metavar="LABEL[,LABEL]")
     pass_grades: Names = setting(
-        (), "classifier grades that pass, drawn green, the others red (default: fresh_apple "
-        "for the bundled classifier; a classifier of your own needs them named)",
+        (), "grades that pass (default fresh_apple; needed for your own classifier)",
         metavar="GRADE[,GRADE]")
     inference_timeout: PositiveFloat = setting(
         5.0, "an inference taking longer than S seconds restarts its process", metavar="S")
