@@ -571,6 +571,43 @@ def test_csv_zone_is_saved_back_to_its_csv(xvfb: str, tmp_path: Path) -> None:
     assert csv.read_text() == "x,y\n585,390\n720,335\n420,205\n300,250\n"
 
 
+def test_the_window_editor_saves_the_zones_in_force_over_a_refused_file(
+        xvfb: str, tmp_path: Path) -> None:
+    """A hand edit the station refused (2 points): Ctrl+S in the window's editor, with the
+    zones unchanged, writes the zones in force over it, and the refusal ends."""
+    from coral_mfg.config.flags import resolve_settings, run_parser
+    from coral_mfg.config.settings import read_config_file
+    from coral_mfg.render.loop import WindowApp
+    from coral_mfg.render.window import DisplaySink
+    from coral_mfg.runtime.builder import build_pipeline
+
+    cfg = tmp_path / "site.toml"
+    good = ('[[safety.zones]]\nname = "press-1"\n'
+            'points = [[585, 390], [720, 335], [420, 205], [305, 235]]\n')
+    cfg.write_text(good)
+    settings = resolve_settings(run_parser().parse_args(["--config", str(cfg), "--device",
+                                                         "cpu"]))
+    display = DisplaySink()
+    pipeline = build_pipeline(settings, extra_sinks=[display])
+    app = WindowApp(settings, pipeline, display)
+    try:
+        store, watcher = pipeline.zone_store("worker_safety"), pipeline.zone_watcher
+        assert store is not None and watcher is not None
+        cfg.write_text(good.replace(", [420, 205], [305, 235]", ""))
+        watcher.check_now()
+        assert store.error is not None and "3 points" in store.error
+        app.enter_editor()
+        editor = app.editor
+        assert editor is not None
+        assert editor.save() == cfg  # nothing edited: still written, the file was refused
+        assert store.error is None
+    finally:
+        pipeline.close()
+        app.finish()
+    read_config_file(cfg)  # whole again
+    assert "[[585, 390], [720, 335], [420, 205], [305, 235]]" in cfg.read_text()
+
+
 def test_window_close_stops_cleanly(xvfb: str) -> None:
     """Closing the window (as a window manager's close button does) ends the run."""
     import threading
