@@ -23,7 +23,6 @@ from coral_mfg.core.errors import ConfigError
 from coral_mfg.core.names import name_problem
 from coral_mfg.outputs.overlay import WHITE
 from coral_mfg.render.scene import Layer, rect, rgba, thick_polyline
-from coral_mfg.render.text import GlyphAtlas
 from coral_mfg.runtime.shape_edit import ShapeEditor
 from coral_mfg.runtime.zone_watch import ZoneTarget
 
@@ -45,11 +44,9 @@ def _segment_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
 class ZoneEditor:
     """Edits one camera's zones in force with the mouse; saves them where they came from."""
 
-    def __init__(self, target: ZoneTarget, shapes: ShapeEditor, size: tuple[int, int]
-                 ) -> None:
+    def __init__(self, target: ZoneTarget, shapes: ShapeEditor) -> None:
         self.camera = target.camera
         self.store = target.store
-        self.size = size  # the pane, in output pixels
         self.shapes = shapes
         self.placement = target.placement
         self.active = False
@@ -262,7 +259,8 @@ class ZoneEditor:
 
     # --- drawing --------------------------------------------------------------------------
 
-    def draw(self, atlas: GlyphAtlas, layer: Layer) -> None:
+    def draw(self, layer: Layer) -> None:
+        """The selected zone's outline and handles (what the keys do is on the strip)."""
         if not self.active:
             return
         for i, z in enumerate(self.zones):
@@ -273,4 +271,3 @@ class ZoneEditor:
                                             y + HANDLE_PX, rgba(WHITE)))
                     layer.solid.append(rect(x - HANDLE_PX + 2, y - HANDLE_PX + 2,
                                             x + HANDLE_PX - 2, y + HANDLE_PX - 2, rgba(z.color)))
-

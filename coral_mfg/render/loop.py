@@ -86,7 +86,7 @@ class WindowApp:
             return
         if len(self.cameras) > 1:
             self.window.show((self.cameras.index(target.camera),))
-        self.editor = ZoneEditor(target, shapes, self.settings.out_size)
+        self.editor = ZoneEditor(target, shapes)
         self.editor.enter()
 
     def leave_editor(self) -> None:
@@ -217,7 +217,7 @@ class WindowApp:
             status=lambda camera: _unseen(status.stream(camera)), editing=editing,
         )
         if editor is not None:
-            editor.draw(self.window.atlas, layer)
+            editor.draw(layer)
         self.window.draw(layer)
 
     def _changed(self) -> bool:
