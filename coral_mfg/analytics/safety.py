@@ -45,10 +45,9 @@ class ZoneStore:
         return self._zones
 
     def replace(self, zones: tuple[KeepoutZone, ...]) -> None:
-        with self._lock:
-            self._renames.extend(_renames(self._zones, zones))
-            self._zones = zones
-            self.error = None
+        """Zones read or written whole: in force, and any refusal of the file is over."""
+        self.preview(zones)
+        self.error = None
 
     def preview(self, zones: tuple[KeepoutZone, ...]) -> None:
         """Zones being edited, in force at once but not saved: a refusal of the file

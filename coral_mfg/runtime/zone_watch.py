@@ -156,9 +156,10 @@ class ZoneWatcher(threading.Thread):
             self._seen = _stamp(self.path)
             self._pending = False
             # the file was refused before: the other cameras it holds may be whole again
+            logged: set[str] = set()
             for target in self.targets:
                 if target.store.error is not None:
-                    self._reload(target, logged=set())
+                    self._reload(target, logged)
 
     def run(self) -> None:
         while not self.stop_event.wait(LOOK_EVERY_S):
