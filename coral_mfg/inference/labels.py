@@ -17,6 +17,12 @@ _PLACEHOLDER = "???"
 LABELS_FILE = "classifier_labels.txt"
 
 
+def labels_beside(model: Path) -> Path | None:
+    """The labels file ``train-classifier`` wrote beside ``model``, when there is one."""
+    beside = model.parent / LABELS_FILE
+    return beside if beside.is_file() else None
+
+
 def parse_labels(text: str) -> dict[int, str]:
     """Parse Coral's ``id  label`` form or a plain one-label-per-line form.
 

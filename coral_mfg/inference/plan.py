@@ -18,7 +18,7 @@ from coral_mfg.config.assets import (
 )
 from coral_mfg.config.settings import ModelsConfig
 from coral_mfg.core.errors import ModelError
-from coral_mfg.inference.labels import LABELS_FILE, read_labels
+from coral_mfg.inference.labels import LABELS_FILE, labels_beside, read_labels
 from coral_mfg.inference.model_file import ModelInfo
 
 log = logging.getLogger(__name__)
@@ -129,12 +129,14 @@ def _known_detector(manifest: Manifest, path: Path) -> ModelSet | None:
 def _labels_beside(model: Path) -> Path:
     """A classifier of the user's own is read with the labels training wrote beside it,
     never the bundled apple grades (a defect would pass as ``fresh_apple``)."""
-    beside = model.parent / LABELS_FILE
-    if not beside.is_file() and model.is_file():
-        raise ModelError(f"--classifier_model {model}: no --classifier_labels given and no "
-                         f"{LABELS_FILE} beside it; pass --classifier_labels with the "
-                         "classifier's own labels")
-    return beside
+    beside = labels_beside(model)
+    if beside is not None:
+        return beside
+    if not model.is_file():  # a missing model is said when it is opened, with its own fix
+        return model.parent / LABELS_FILE
+    raise ModelError(f"--classifier_model {model}: no --classifier_labels given and no "
+                     f"{LABELS_FILE} beside it; pass --classifier_labels with the "
+                     "classifier's own labels")
 
 
 def _bundled_grades(grades: dict[int, str], bundled: Path | None) -> bool:

@@ -66,9 +66,10 @@ from coral_mfg.inference.anomaly import (
     load_anomaly_model,
     station_extractor,
 )
-from coral_mfg.inference.labels import LABELS_FILE
+from coral_mfg.inference.labels import LABELS_FILE, labels_beside
 from coral_mfg.inference.model_file import inspect_model
 from coral_mfg.inference.model_report import warnings_beside
+from coral_mfg.inference.plan import Labels, ModelPlan
 from coral_mfg.inference.runtime import runtime_backend
 from coral_mfg.inference.startup import Inference, read_models, start_inference
 from coral_mfg.outputs.base import OutputThread, Sink
@@ -276,13 +277,28 @@ def anomaly_every(settings: Settings, inference: Inference) -> int:
     return 1 if on_tpu else CPU_ANOMALY_EVERY
 
 
+def _classifies(settings: Settings, camera: CameraConfig) -> bool:
+    """Whether a camera grades with a classifier: its own setting, else the station's."""
+    return settings.models.classify if camera.classify is None else camera.classify
+
+
 def _own_classifiers(settings: Settings, cameras: tuple[CameraConfig, ...]
                      ) -> tuple[Path, ...]:
     """The cameras' classifiers of their own (each once), of those that classify."""
     return tuple(dict.fromkeys(c.classifier_model for c in cameras
                                if c.inspection and c.classifier_model is not None
-                               and (settings.models.classify if c.classify is None
-                                    else c.classify)))
+                               and _classifies(settings, c)))
+
+
+def _camera_labels(settings: Settings, camera: CameraConfig, labels: Labels,
+                   plan: ModelPlan) -> Labels:
+    """An inspection camera's labels and passing grades, checked: the station's, or its own
+    classifier's."""
+    model, classify = camera.classifier_model, _classifies(settings, camera)
+    grades = None if model is None or not classify else (_grades_file(camera, model),
+                                                         inspect_model(model))
+    return labels.narrowed(plan, camera.inspect_labels, camera.pass_grades, camera.name,
+                           grades, classify=classify)
 
 
 def check_models(settings: Settings) -> str:
@@ -295,13 +311,8 @@ def check_models(settings: Settings) -> str:
     extractor = _extractor(anomaly) if anomaly.models else None
     plan, labels = read_models(settings.models, own, extractor)
     for camera in cameras:
-        classify = settings.models.classify if camera.classify is None else camera.classify
         if camera.inspection:
-            model = camera.classifier_model
-            grades = None if model is None or not classify else (_grades_file(camera, model),
-                                                                 inspect_model(model))
-            labels.narrowed(plan, camera.inspect_labels, camera.pass_grades, camera.name,
-                            grades, classify=classify)
+            _camera_labels(settings, camera, labels, plan)
     extra = [*(p.name for p in own), *(f"anomaly model {p}" for p in anomaly.models)]
     return f"{plan.detector.name} + {plan.classifier.name}" + (
         f" (+ {', '.join(extra)})" if extra else "")
@@ -316,9 +327,8 @@ def _anomaly_models(settings: Settings, cameras: tuple[CameraConfig, ...]) -> _A
         if not camera.inspection:
             continue
         folder = camera.anomaly or settings.models.anomaly
-        classify = settings.models.classify if camera.classify is None else camera.classify
         if folder is None:
-            if not classify:
+            if not _classifies(settings, camera):
                 where = (f"[cameras.{camera.name}] classify = false" if camera.classify is False
                          else "--no-classify")
                 raise ConfigError(f"{where} leaves camera {camera.name} nothing to judge its "
@@ -371,12 +381,8 @@ def _processor(settings: Settings, camera: CameraConfig, inference: Inference,
                             settings.out_size, settings.tracking, stamper)
     if camera.inspection:
         threshold = _own(camera.inspection_threshold, plan.inspection_threshold)
-        model = camera.classifier_model
-        classify = settings.models.classify if camera.classify is None else camera.classify
-        grades = None if model is None or not classify else (_grades_file(camera, model),
-                                                             inspect_model(model))
-        labels = inference.labels.narrowed(plan, camera.inspect_labels, camera.pass_grades,
-                                           camera.name, grades, classify=classify)
+        model, classify = camera.classifier_model, _classifies(settings, camera)
+        labels = _camera_labels(settings, camera, inference.labels, plan)
         if not classify:
             labels = replace(labels, classifier=dict(ANOMALY_GRADES), passing=frozenset({0}))
         inspection = InspectionRole(
@@ -426,8 +432,8 @@ def _grades_file(camera: CameraConfig, model: Path) -> Path:
     """A camera classifier's labels: as set, else the file training writes beside it."""
     if camera.classifier_labels is not None:
         return camera.classifier_labels
-    beside = model.parent / LABELS_FILE
-    if not beside.is_file():
+    beside = labels_beside(model)
+    if beside is None:
         raise UserError(f"[cameras.{camera.name}]: no classifier_labels set and no {LABELS_FILE}"
                         f" beside {model}; set classifier_labels to the classifier's labels")
     return beside
