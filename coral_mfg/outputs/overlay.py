@@ -215,16 +215,14 @@ def annotated_pane(result: FrameResult, mask: float | None, status: RunStatus | 
     return pane
 
 
-def unseen(pane: npt.NDArray[np.uint8], height: int, reason: str) -> None:
+def unseen(pane: npt.NDArray[np.uint8], height: int, title: str, reason: str) -> None:
     """The picture of a camera that cannot see, away from the window: its last frame
-    dimmed, with why across it, so nobody takes an old picture for the floor now."""
+    dimmed, with what (``CANNOT SEE``, ``PAUSED``) and why across it, so nobody takes an
+    old picture for the floor now."""
     picture = pane[:height]
     picture //= 3
     h, w = picture.shape[:2]
     scale = max(0.4, min(1.2, w / 900))
-    title = "CANNOT SEE"
-    if reason.startswith(("PAUSED", "ENDED")):
-        title = reason.split(":", maxsplit=1)[0]
     for i, text in enumerate((title, reason[:70])):
         size = scale * (1.6 if i == 0 else 0.8)
         (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, size, 2)

@@ -24,6 +24,7 @@ from coral_mfg.core.status import RunStatus
 from coral_mfg.core.threads import yield_to_inspection
 from coral_mfg.outputs.base import SinkBase
 from coral_mfg.outputs.overlay import annotated_pane, unseen
+from coral_mfg.outputs.panel import health_of
 from coral_mfg.web.metrics import Metrics
 
 RECENT_EVENTS = 200
@@ -110,9 +111,11 @@ class WebHub(SinkBase):
             return cached
         pane = annotated_pane(result, self.mask, self.latest)
         shown = self.latest
-        blind = next((s.blind for s in shown.streams if s.name == stream), None) if shown else None
-        if blind:
-            unseen(pane, result.out_size[1], blind)
+        now = next((s for s in shown.streams if s.name == stream), None) if shown else None
+        if shown is not None and now is not None and now.blind:
+            health, _, reason = health_of(shown, now)  # as the strip says it
+            unseen(pane, result.out_size[1],
+                   "CANNOT SEE" if health == "blind" else health.upper(), reason)
         ok, data = cv2.imencode(".jpg", pane, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
         if not ok:
             return None
